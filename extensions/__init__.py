@@ -1,0 +1,1 @@
+"""Drop-in plugins. Each package declares ``EXTENSION = toolkit.registry.Extension(...)`` in its __init__.py."""

@@ -1,0 +1,59 @@
+"""The base every config block derives from, and small shared field types."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
+
+
+class Block(BaseModel):
+    """A config block: unknown keys are errors; each field's docstring is its description.
+
+    ``ignored_keys`` are keys ai-toolkit writes that easel accepts but does not use (its web UI's
+    settings, features not built yet). They are dropped and reported in one warning line.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    block_name: ClassVar[str] = ""
+    ignored_keys: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_ignored_keys(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or not cls.ignored_keys:
+            return data
+        found = [key for key in data if key in cls.ignored_keys]
+        if not found:
+            return data
+        if info.context is not None:
+            sink = info.context.setdefault("ignored", [])
+            sink.extend(f"{cls.block_name}.{key}" if cls.block_name else key for key in found)
+        return {key: value for key, value in data.items() if key not in cls.ignored_keys}
+
+
+_PRECISION_ALIASES = {
+    "float32": "fp32", "float": "fp32", "full": "fp32", "fp32": "fp32",
+    "float16": "fp16", "half": "fp16", "fp16": "fp16",
+    "bfloat16": "bf16", "bf16": "bf16",
+}
+
+
+def _normalize_precision(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PRECISION_ALIASES.get(value.strip().lower(), value)
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Precision = Annotated[Literal["fp32", "fp16", "bf16"], BeforeValidator(_normalize_precision)]
+"""A floating point precision; float32/float16/bfloat16 spellings are accepted."""
+
+
+def lowercase(values: type) -> Any:
+    """A Literal type whose input is lower-cased first (``AdamW8bit`` -> ``adamw8bit``)."""
+    return Annotated[values, BeforeValidator(_lower)]

@@ -1,0 +1,435 @@
+"""The config blocks shared by jobs: network, save, datasets, train, model, sample, logging, meta.
+
+Key names follow ai-toolkit's so its configs run unchanged. Each field's docstring is the
+documentation shown in docs/config.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
+
+from toolkit.config.base import Block, Precision, lowercase
+
+NetworkType = lowercase(Literal["lora", "locon", "lokr", "loha", "dora"])
+OptimizerName = lowercase(Literal["adamw", "adamw8bit", "adam", "adam8bit", "prodigy", "adafactor", "lion", "lion8bit", "sgd"])
+SchedulerName = lowercase(Literal["constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial"])
+TimestepType = lowercase(Literal["uniform", "linear", "sigmoid", "logit_normal", "shift", "weighted"])
+QuantType = lowercase(Literal["qfloat8", "qint8", "qint4", "float8", "int8", "nf4", "fp4", "bnb_int8"])
+LoraFormat = lowercase(Literal["kohya", "comfy", "diffusers", "peft"])
+
+
+class NetworkKwargs(Block):
+    """ai-toolkit's ``network_kwargs`` sub-block."""
+
+    block_name: ClassVar[str] = "network.network_kwargs"
+
+    ignore_if_contains: list[str] = []
+    """Skip modules whose name contains any of these strings."""
+    only_if_contains: list[str] = []
+    """If set, wrap only modules whose name contains one of these strings."""
+
+
+class NetworkConfig(Block):
+    """The adapter that is trained: its kind, rank and alpha, and which modules it wraps."""
+
+    block_name: ClassVar[str] = "network"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({"normalize", "transformer_only", "lorm_config", "split_multistep"})
+
+    type: NetworkType = "lora"
+    """Adapter kind: lora, locon (LoRA on convolutions too), lokr, loha or dora."""
+    linear: int | None = Field(None, ge=1, validation_alias=AliasChoices("linear", "rank"))
+    """Rank of the adapter on linear layers (``rank`` is accepted too); default 16."""
+    linear_alpha: float | None = Field(None, gt=0, validation_alias=AliasChoices("linear_alpha", "alpha"))
+    """Alpha of linear layers; the update is scaled by alpha/rank. Default: equal to the rank."""
+    conv: int | None = Field(None, ge=1)
+    """Rank on convolution layers (3x3 and 1x1, LoCon). Unset: convolutions are not trained."""
+    conv_alpha: float | None = Field(None, gt=0)
+    """Alpha of convolution layers. Default: equal to ``conv``."""
+    target_modules: list[str] | None = None
+    """Module names (or name suffixes) to wrap, overriding the architecture's defaults."""
+    ignore_if_contains: list[str] = []
+    """Skip modules whose name contains any of these strings."""
+    only_if_contains: list[str] = []
+    """If set, wrap only modules whose name contains one of these strings."""
+    network_kwargs: NetworkKwargs | None = None
+    """ai-toolkit spelling of ``ignore_if_contains`` / ``only_if_contains``; merged into them."""
+    dropout: float | None = Field(None, ge=0, le=1)
+    """Dropout on the adapter's input during training (0 to 1)."""
+    lokr_factor: int = -1
+    """LoKr: the Kronecker factor; -1 picks the most balanced factorisation."""
+    lokr_full_rank: bool = False
+    """LoKr: train the second Kronecker factor at full rank."""
+    pretrained_lora_path: str | None = None
+    """Start from this existing LoRA file instead of a fresh adapter."""
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "NetworkConfig":
+        if self.network_kwargs is not None:
+            self.ignore_if_contains = [*self.ignore_if_contains, *self.network_kwargs.ignore_if_contains]
+            self.only_if_contains = [*self.only_if_contains, *self.network_kwargs.only_if_contains]
+        if self.linear is None:
+            self.linear = 16
+        if self.linear_alpha is None:
+            self.linear_alpha = float(self.linear)
+        if self.conv is not None and self.conv_alpha is None:
+            self.conv_alpha = float(self.conv)
+        return self
+
+
+class SaveConfig(Block):
+    """When and how the trained adapter is written."""
+
+    block_name: ClassVar[str] = "save"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({"save_format", "push_to_hub", "hf_repo_id", "hf_private"})
+
+    dtype: Precision = Field("fp16", validation_alias=AliasChoices("dtype", "save_dtype"))
+    """Precision of the saved weights: fp16, bf16 or fp32."""
+    save_every: int | None = Field(1000, ge=1)
+    """Save a numbered checkpoint (and training state) every N steps; unset: only the final file."""
+    max_step_saves_to_keep: int = Field(5, ge=0)
+    """Keep only the newest N numbered checkpoints; 0 keeps all."""
+    format: LoraFormat | None = None
+    """Key layout of the file: kohya, comfy, diffusers or peft. Default: the architecture's."""
+
+
+class DatasetConfig(Block):
+    """One folder of images with captions, and how it is read."""
+
+    block_name: ClassVar[str] = "datasets[]"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({
+        "mask_path", "mask_min_value", "controls", "control_path", "shrink_video_to_frames", "num_frames",
+        "do_i2v", "alpha_mask", "poi", "augments", "augmentations", "shuffle_augmentations", "buckets",
+        "bucket_tolerance", "scale", "random_scale", "network_weight", "random_triggers", "type",
+    })
+
+    folder_path: str
+    """Folder of images (subfolders included) with same-stem caption files, or a metadata.jsonl/.csv."""
+    caption_ext: str = Field("txt", validation_alias=AliasChoices("caption_ext", "caption_type"))
+    """Extension of caption files next to the images (``txt`` or ``.txt``)."""
+    default_caption: str = ""
+    """Caption used for images that have none."""
+    trigger_word: str | None = None
+    """Trigger word for this dataset; defaults to the process's ``trigger_word``."""
+    caption_dropout_rate: float = Field(0.0, ge=0, le=1)
+    """Probability that a caption is replaced by an empty one (helps guidance-free sampling)."""
+    shuffle_tokens: bool = False
+    """Shuffle the comma-separated parts of each caption (after ``keep_tokens``)."""
+    keep_tokens: int = Field(0, ge=0)
+    """With ``shuffle_tokens``: how many leading comma-separated parts stay in place."""
+    token_dropout_rate: float = Field(0.0, ge=0, le=1)
+    """Probability that each comma-separated part (after ``keep_tokens``) is dropped."""
+    cache_latents: bool = False
+    """Encode every image once and keep the latents in memory."""
+    cache_latents_to_disk: bool = False
+    """Encode every image once and keep the latents on disk (re-encoded only when the image changes)."""
+    cache_dir: str | None = None
+    """Where disk caches live; default ``<folder_path>/_latent_cache``."""
+    resolution: list[int] = [512]
+    """Training resolution(s); several values make multi-resolution aspect buckets."""
+    random_crop: bool = False
+    """Crop at a random place instead of the center when an image is fitted to its bucket."""
+    num_repeats: int = Field(1, ge=1)
+    """How many times each image appears per epoch."""
+    flip_x: bool = False
+    """Randomly mirror images horizontally."""
+    flip_y: bool = False
+    """Randomly mirror images vertically."""
+    is_reg: bool = False
+    """A regularization set: the trigger word is not added to its captions."""
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (int, float, str)) else value
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution_valid(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("give at least one resolution, e.g. 512")
+        if any(r < 64 for r in value):
+            raise ValueError(f"each resolution must be at least 64, got {value}")
+        return sorted(set(value))
+
+    @field_validator("caption_ext")
+    @classmethod
+    def _strip_dot(cls, value: str) -> str:
+        return value.lstrip(".")
+
+
+class EMAConfig(Block):
+    """Exponential moving average of the adapter weights."""
+
+    block_name: ClassVar[str] = "train.ema_config"
+
+    use_ema: bool = False
+    """Keep an EMA copy of the adapter; samples and saves use it."""
+    ema_decay: float = Field(0.99, gt=0, lt=1)
+    """EMA decay per step (0.99 to 0.9999 are usual)."""
+
+
+class TrainConfig(Block):
+    """The optimisation: steps, batch, optimizer, schedule, precision and the loss."""
+
+    block_name: ClassVar[str] = "train"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({
+        "auto_scale_batch_size", "bypass_guidance_embedding", "force_first_sample", "diff_output_preservation",
+        "diff_output_preservation_multiplier", "diff_output_preservation_class", "switch_boundary_every",
+        "xformers", "sdp", "weight_jitter", "merge_network_on_save", "free_u", "linear_timesteps",
+        "linear_timesteps2", "do_cfg", "cfg_scale", "blank_prompt_preservation", "inverted_mask_prior",
+        "short_and_long_captions", "single_item_batching", "loss_target", "target_noise_multiplier",
+        "do_paired_slider", "do_guidance_loss", "embedding_lr", "adapter_lr", "img_multiplier", "noise_multiplier",
+    })
+
+    batch_size: int = Field(1, ge=1)
+    """Images per step (per device)."""
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps to train; default 1000 when ``epochs`` is unset."""
+    epochs: int | None = Field(None, ge=1)
+    """Train for this many passes over the data instead of a step count."""
+    gradient_accumulation: int = Field(1, ge=1, validation_alias=AliasChoices("gradient_accumulation", "gradient_accumulation_steps"))
+    """Micro-batches whose gradients are summed into one optimizer step."""
+    train_unet: bool = True
+    """Train the adapter on the denoiser (UNet or transformer)."""
+    train_text_encoder: bool = False
+    """Also train the adapter on the text encoder(s)."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: much less memory, about 30% slower."""
+    noise_scheduler: lowercase(Literal["flowmatch", "ddpm", "ddim", "euler", "lms"]) | None = None  # type: ignore[valid-type]
+    """Training noise schedule; must fit the architecture (flowmatch for Z-Image, ddpm for SD). Default: the architecture's."""
+    optimizer: OptimizerName = "adamw"
+    """adamw, adamw8bit, adam, adam8bit, prodigy, adafactor, lion, lion8bit or sgd."""
+    optimizer_params: dict[str, Any] = {}
+    """Extra keyword arguments for the optimizer (weight_decay, betas, eps, ...)."""
+    lr: float = Field(1e-4, gt=0)
+    """Learning rate."""
+    unet_lr: float | None = Field(None, gt=0)
+    """Learning rate of the denoiser's adapter; default ``lr``."""
+    text_encoder_lr: float | None = Field(None, gt=0)
+    """Learning rate of the text encoder's adapter; default ``lr``."""
+    lr_scheduler: SchedulerName = "constant"
+    """constant, constant_with_warmup, cosine, cosine_with_restarts, linear or polynomial."""
+    lr_scheduler_params: dict[str, Any] = {}
+    """Extra arguments of the schedule (``num_cycles`` for restarts, ``power`` for polynomial)."""
+    lr_warmup_steps: int = Field(0, ge=0)
+    """Steps of linear warm-up from 0 to ``lr``."""
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Clip the gradient norm to this; 0 disables clipping."""
+    seed: int = 42
+    """Seed of every random choice in training (data order, noise, timesteps)."""
+    dtype: Precision = "fp32"
+    """Compute precision: bf16, fp16 (with loss scaling) or fp32."""
+    timestep_type: TimestepType = "sigmoid"
+    """How training timesteps are drawn: uniform (alias linear), sigmoid, logit_normal, shift or weighted."""
+    content_or_style: lowercase(Literal["content", "style", "balanced"]) = "balanced"  # type: ignore[valid-type]
+    """style favours low-noise timesteps (texture, colour), content high-noise ones (layout), balanced neither."""
+    loss_type: lowercase(Literal["mse", "huber", "l1"]) = "mse"  # type: ignore[valid-type]
+    """Loss between prediction and target."""
+    huber_c: float = Field(0.1, gt=0)
+    """Huber loss threshold (with ``loss_type: huber``)."""
+    min_snr_gamma: float | None = Field(None, gt=0, validation_alias=AliasChoices("min_snr_gamma", "snr_gamma"))
+    """Min-SNR loss weighting for SD models (5 is usual); ``snr_gamma`` is accepted too."""
+    noise_offset: float = Field(0.0, ge=0)
+    """Add this much per-channel offset noise (helps very dark/bright images)."""
+    ema_config: EMAConfig = EMAConfig()
+    """EMA of the adapter weights."""
+    skip_first_sample: bool = False
+    """Do not sample before the first step."""
+    disable_sampling: bool = False
+    """Never sample during training."""
+    cache_text_embeddings: bool = False
+    """Encode every caption once and keep the embeddings on disk."""
+    unload_text_encoder: bool = False
+    """With cached text embeddings: move the text encoder off the device during training."""
+    compile: bool = False
+    """torch.compile the denoiser blocks (faster steps after a slow first one)."""
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "TrainConfig":
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("set either steps or epochs, not both")
+        if self.steps is None and self.epochs is None:
+            self.steps = 1000
+        if self.timestep_type == "linear":
+            self.timestep_type = "uniform"
+        return self
+
+
+class ModelConfig(Block):
+    """The base model: where it comes from, its architecture, precision and memory options."""
+
+    block_name: ClassVar[str] = "model"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({
+        "use_text_encoder_1", "use_text_encoder_2", "experimental_xl", "quantize_kwargs", "text_encoder_bits",
+        "unet_path", "refiner_name_or_path", "split_model_over_gpus", "attn_masking", "lora_path", "inference_lora_path",
+    })
+
+    name_or_path: str
+    """A hub id, a local diffusers folder, a single .safetensors checkpoint, or ``tiny:<arch>`` (a tiny built-in model)."""
+    arch: str
+    """Architecture, optionally with a variant: sd15, sdxl, zimage, zimage:turbo, ... (see docs/config.md)."""
+    dtype: Precision | None = None
+    """Precision the base weights are loaded in; default: ``train.dtype`` (or bf16 when generating)."""
+    vae_path: str | None = None
+    """A separate VAE (hub id, folder or file), e.g. the fp16-fix SDXL VAE."""
+    prediction_type: lowercase(Literal["epsilon", "v_prediction"]) | None = None  # type: ignore[valid-type]
+    """SD models: what the UNet predicts; default: read from the model's scheduler config."""
+    allow_pickle: bool = False
+    """Allow .ckpt/.pt checkpoints (pickle files). They are then loaded with weights_only=True."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to load."""
+    quantize: bool = False
+    """Quantize the denoiser's weights (see ``qtype``); adapter layers stay in full precision."""
+    qtype: QuantType = "qfloat8"
+    """Denoiser quantization: qfloat8/qint8/qint4 (optimum-quanto), float8/int8 (torchao), nf4/fp4/bnb_int8 (bitsandbytes)."""
+    quantize_te: bool = False
+    """Quantize the text encoder(s) (see ``qtype_te``)."""
+    qtype_te: QuantType = "qfloat8"
+    """Text encoder quantization type; same choices as ``qtype``."""
+    low_vram: bool = False
+    """Load and quantize block by block, and keep the denoiser off the GPU until it is used."""
+    layer_offloading: bool = False
+    """Keep part of the denoiser's blocks in CPU memory and stream them to the GPU when used."""
+    layer_offloading_fraction: float = Field(1.0, ge=0, le=1, validation_alias=AliasChoices("layer_offloading_fraction", "layer_offloading_transformer_percent"))
+    """With ``layer_offloading``: the fraction of denoiser blocks kept in CPU memory."""
+    assistant_lora_path: str | None = None
+    """Z-Image Turbo training adapter: merged for training, switched off for preview samples."""
+    model_kwargs: dict[str, Any] = {}
+    """Extra arguments for the architecture's loader."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_flags(cls, data: Any, info: ValidationInfo) -> Any:
+        """ai-toolkit's boolean architecture flags (declared by each architecture) select ``arch``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.pop("is_v_pred", False) and "prediction_type" not in data:
+            data["prediction_type"] = "v_prediction"
+        registry = (info.context or {}).get("registry")
+        flags = registry.legacy_arch_flags() if registry is not None else {}
+        chosen = [flags[key] for key in list(data) if key in flags and data.pop(key)]
+        if chosen and "arch" not in data:
+            data["arch"] = chosen[0]
+        return data
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str, info: ValidationInfo) -> str:
+        registry = (info.context or {}).get("registry")
+        if registry is None:
+            return value
+        try:
+            return registry.arch(value).name
+        except LookupError as err:
+            raise ValueError(str(err)) from None
+
+
+class SampleItem(Block):
+    """One preview prompt in ai-toolkit's ``samples:`` list form."""
+
+    block_name: ClassVar[str] = "sample.samples[]"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({"ctrl_img", "ctrl_idx", "num_frames", "fps"})
+
+    prompt: str
+    """The prompt; ``[trigger]`` is replaced by the trigger word; inline flags (--n, --seed, ...) work."""
+    neg: str | None = None
+    """Negative prompt for this sample; default ``sample.neg``."""
+    width: int | None = Field(None, ge=8)
+    """Width for this sample; default ``sample.width``."""
+    height: int | None = Field(None, ge=8)
+    """Height for this sample; default ``sample.height``."""
+    seed: int | None = None
+    """Seed for this sample; default from ``sample.seed`` / ``walk_seed``."""
+    guidance_scale: float | None = None
+    """Guidance for this sample; default ``sample.guidance_scale``."""
+    sample_steps: int | None = Field(None, ge=1)
+    """Steps for this sample; default ``sample.sample_steps``."""
+    network_multiplier: float | None = None
+    """Adapter weight for this sample; default ``sample.network_multiplier``."""
+
+
+class SampleConfig(Block):
+    """Preview images made during training."""
+
+    block_name: ClassVar[str] = "sample"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({"num_frames", "fps", "refiner_start_at", "adapter_conditioning_scale"})
+
+    sampler: str | None = None
+    """Sampler: flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
+    sample_every: int = Field(250, ge=1)
+    """Make previews every N steps (also before training, unless skipped, and at the end)."""
+    width: int = Field(512, ge=8)
+    """Preview width in pixels."""
+    height: int = Field(512, ge=8)
+    """Preview height in pixels."""
+    prompts: list[str] = []
+    """Preview prompts; ``[trigger]`` is replaced by the trigger word; inline flags (--n, --seed, ...) work."""
+    samples: list[SampleItem] = []
+    """ai-toolkit's form of ``prompts``: a list of ``{prompt: ...}`` with optional per-sample settings."""
+    neg: str = ""
+    """Negative prompt (used when guidance_scale > 1)."""
+    seed: int = 0
+    """Seed of the first preview."""
+    walk_seed: bool = False
+    """Give preview i the seed ``seed + i`` instead of the same seed."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance; default: the architecture variant's (1 for Z-Image Turbo)."""
+    sample_steps: int | None = Field(None, ge=1)
+    """Denoising steps; default: the architecture variant's (8 for Z-Image Turbo)."""
+    network_multiplier: float = 1.0
+    """Weight of the trained adapter in previews."""
+    guidance_rescale: float = Field(0.0, ge=0, le=1)
+    """SD: rescale guided noise to reduce over-exposure (0 disables)."""
+    format: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = Field("png", validation_alias=AliasChoices("format", "ext"))  # type: ignore[valid-type]
+    """Image file format of previews."""
+
+    def all_prompts(self) -> list[SampleItem]:
+        """``prompts`` and ``samples`` together, as items."""
+        return [SampleItem(prompt=p) for p in self.prompts] + list(self.samples)
+
+
+class LoggingConfig(Block):
+    """Progress output and experiment trackers."""
+
+    block_name: ClassVar[str] = "logging"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({"use_ui_logger"})
+
+    log_every: int = Field(1, ge=1)
+    """Write to TensorBoard / wandb every N steps (loss.csv gets every step)."""
+    log_dir: str | None = None
+    """Write TensorBoard logs here (e.g. ``output/tensorboard``)."""
+    use_wandb: bool = False
+    """Also log to Weights & Biases (needs ``pip install wandb`` and a login)."""
+    project_name: str = "easel"
+    """wandb project."""
+    run_name: str | None = None
+    """wandb run name; default the job name."""
+    verbose: bool = False
+    """Print more detail while running."""
+
+
+class MetaConfig(Block):
+    """Free-form facts about the job, copied into saved files' metadata."""
+
+    block_name: ClassVar[str] = "meta"
+
+    name: str | None = None
+    """Name recorded in metadata (``[name]`` is the job name)."""
+    version: str | None = None
+    """Version of this model."""
+    description: str | None = None
+    """What this model does."""
+    author: str | None = None
+    """Who made it."""
+    license: str | None = None
+    """License of the trained weights."""
+    tags: list[str] = []
+    """Free-form tags."""
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) else value

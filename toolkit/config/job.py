@@ -1,0 +1,134 @@
+"""The top level of a config file (job / config.name / config.process[] / meta) and its loading."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from toolkit.config.base import Block
+from toolkit.config.blocks import MetaConfig
+from toolkit.config.messages import issues_from, suggest
+from toolkit.config.substitute import apply_overrides, substitute_env, substitute_tags
+from toolkit.config.yaml_io import Locations, load_file
+from toolkit.errors import ConfigError, ConfigIssue, EaselError
+from toolkit.registry import JobSpec, ProcessSpec, Registry, RegistryError, load_object
+
+
+class JobBody(Block):
+    """The ``config:`` block."""
+
+    block_name: ClassVar[str] = "config"
+
+    name: str = Field(min_length=1)
+    """Name of the run: the output folder and the saved files are named after it."""
+    process: list[dict[str, Any]] = Field(min_length=1)
+    """The steps of the job, run in order; each one's ``type`` picks its schema."""
+
+
+class JobFile(Block):
+    """A whole config file."""
+
+    job: str
+    """Job kind: extension (training), generate, caption, dataset, evaluate or convert."""
+    config: JobBody
+    """The job's name and processes."""
+    meta: MetaConfig = MetaConfig()
+    """Free-form facts copied into saved files' metadata."""
+
+
+@dataclass
+class LoadedJob:
+    """A validated config, ready to build a job from."""
+
+    source: FsPath
+    name: str
+    spec: JobSpec
+    processes: list[BaseModel]
+    process_specs: list[ProcessSpec]
+    meta: MetaConfig
+    resolved: dict[str, Any]
+    """The config after substitutions and overrides (written to the run folder as config.yaml)."""
+    ignored: list[str] = field(default_factory=list)
+
+
+def load_job_config(path: FsPath, registry: Registry, *, name: str | None = None, overrides: list[str] = ()) -> LoadedJob:
+    """Read, substitute, override and validate one config file. Raises ConfigError with every problem."""
+    data, locations = load_file(path)
+    data = substitute_env(data, locations)
+    data = apply_overrides(data, list(overrides), locations)
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        config_name = data["config"].get("name")
+        name = name or (config_name if isinstance(config_name, str) and "[name]" not in config_name else None)
+        if name is None and isinstance(config_name, str):
+            raise ConfigError(locations.source, [locations.issue(("config", "name"), "uses [name] but no --name was given")])
+    data = substitute_tags(data, name)
+    return validate_job(data, locations, registry, path)
+
+
+def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPath) -> LoadedJob:
+    """Validate the top level, then each process against its registered type."""
+    context: dict[str, Any] = {"registry": registry, "ignored": []}
+    if not isinstance(data, dict):
+        raise ConfigError(locations.source, [ConfigIssue((), "the file must be a block of keys (job:, config:, ...)")])
+    try:
+        top = JobFile.model_validate(data, context=context)
+    except ValidationError as err:
+        raise ConfigError(locations.source, issues_from(err, JobFile, (), locations)) from None
+    try:
+        spec = registry.job(top.job)
+    except RegistryError as err:
+        raise ConfigError(locations.source, [locations.issue(("job",), str(err))]) from None
+
+    issues: list[ConfigIssue] = []
+    processes: list[BaseModel] = []
+    specs: list[ProcessSpec] = []
+    for index, raw in enumerate(top.config.process):
+        where = ("config", "process", index)
+        validated = _validate_process(raw, top.job, registry, context, locations, where, issues)
+        if validated is not None:
+            processes.append(validated[0])
+            specs.append(validated[1])
+    if issues:
+        raise ConfigError(locations.source, issues)
+    return LoadedJob(path, top.config.name, spec, processes, specs, top.meta, copy.deepcopy(data), sorted(set(context["ignored"])))
+
+
+def _validate_process(raw: dict[str, Any], job: str, registry: Registry, context: dict[str, Any],
+                      locations: Locations, where: tuple, issues: list[ConfigIssue]) -> tuple[BaseModel, ProcessSpec] | None:
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        known = sorted(p for (j, p) in registry.processes if j == job)
+        issues.append(locations.issue(where + ("type",), f"each process needs a 'type'; for job '{job}' one of: {', '.join(known)}"))
+        return None
+    try:
+        spec = registry.process(job, kind)
+    except RegistryError as err:
+        issues.append(locations.issue(where + ("type",), str(err)))
+        return None
+    model: type[BaseModel] = load_object(spec.config)
+    try:
+        config = model.model_validate({**raw, "type": spec.name}, context=context)
+    except ValidationError as err:
+        issues.extend(issues_from(err, model, where, locations))
+        return None
+    check = getattr(config, "check", None)
+    problems = check(registry) if callable(check) else []
+    issues.extend(locations.issue(where + tuple(rel), message) for rel, message in problems)
+    return (config, spec) if not problems else None
+
+
+def find_config(name: str, root: FsPath) -> FsPath:
+    """A config path as given, or under ``config/`` with .yaml/.yml/.json added."""
+    given = FsPath(name)
+    candidates = [given] + [given.with_name(given.name + ext) for ext in (".yaml", ".yml", ".json")]
+    candidates += [root / "config" / c for c in candidates if not c.is_absolute()]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    examples = sorted(p.stem for p in (root / "config").rglob("*.y*ml"))
+    raise EaselError(f"config '{name}' not found (looked for {', '.join(str(c) for c in candidates[:4])}, ...){suggest(given.stem, examples)} "
+                     f"Give a path to a .yaml/.json file; the examples are in config/examples/.")

@@ -1,0 +1,60 @@
+"""Config of the LoRA trainer process (``type: lora_trainer``, aliases sd_trainer / diffusion_trainer)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from toolkit.config.base import Block
+from toolkit.config.blocks import DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SampleConfig, SaveConfig, TrainConfig
+from toolkit.config.messages import suggest
+
+
+class LoraTrainerConfig(Block):
+    """Train a LoRA (or LyCORIS) adapter on a diffusion model."""
+
+    block_name: ClassVar[str] = "process[]"
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({"sqlite_db_path", "performance_log_every", "monitoring"})
+
+    type: Literal["lora_trainer"]
+    """Process type; ``sd_trainer`` and ``diffusion_trainer`` are accepted too."""
+    training_folder: str = "output"
+    """Runs land in ``<training_folder>/<name>/``."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps; with ``accelerate launch`` each process takes its own GPU."""
+    trigger_word: str | None = None
+    """Word that calls up the trained concept; replaces ``[trigger]`` and is added to captions without it."""
+    network: NetworkConfig = NetworkConfig()
+    """The adapter to train."""
+    save: SaveConfig = SaveConfig()
+    """When and how the adapter is saved."""
+    datasets: list[DatasetConfig] = Field(min_length=1)
+    """Image folders to train on."""
+    train: TrainConfig = TrainConfig()
+    """Optimisation settings."""
+    model: ModelConfig
+    """The base model."""
+    sample: SampleConfig | None = None
+    """Preview images during training; leave out to make none."""
+    logging: LoggingConfig = LoggingConfig()
+    """Progress output and trackers."""
+
+    def check(self, registry: Any) -> list[tuple[tuple, str]]:
+        """Cross-block checks that need the registry: sampler and noise schedule fit the architecture."""
+        problems: list[tuple[tuple, str]] = []
+        arch = registry.arch(self.model.arch).spec
+        if self.sample is not None and self.sample.sampler is not None and self.sample.sampler not in arch.samplers:
+            problems.append((("sample", "sampler"), f"sampler '{self.sample.sampler}' does not fit architecture '{arch.name}'"
+                             f"{suggest(self.sample.sampler, list(arch.samplers)) or '.'} Valid: {', '.join(arch.samplers)}."))
+        scheduler = self.train.noise_scheduler
+        if scheduler is not None and scheduler not in arch.noise_schedulers:
+            problems.append((("train", "noise_scheduler"), f"noise_scheduler '{scheduler}' does not fit architecture '{arch.name}'. "
+                             f"Valid: {', '.join(arch.noise_schedulers)}."))
+        if self.train.unload_text_encoder and not self.train.cache_text_embeddings:
+            problems.append((("train", "unload_text_encoder"), "needs train.cache_text_embeddings: true (captions must be encoded before the encoder leaves)"))
+        if self.train.train_text_encoder and self.train.cache_text_embeddings:
+            problems.append((("train", "cache_text_embeddings"), "cannot cache text embeddings while training the text encoder; set one of them false"))
+        if not (self.train.train_unet or self.train.train_text_encoder):
+            problems.append((("train", "train_unet"), "nothing to train: set train_unet or train_text_encoder to true"))
+        return problems

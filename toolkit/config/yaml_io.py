@@ -1,0 +1,150 @@
+"""Safe YAML/JSON reading that keeps the line and column of every key.
+
+We compose the node tree with ruamel.yaml's safe loader and build plain Python values ourselves,
+so no tag can ever construct a Python object, duplicate keys are caught, and each value's
+position is recorded in a ``Locations`` map for error messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from toolkit.errors import ConfigError, ConfigIssue, Path
+
+_STD = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_STD + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
+_MERGE = _STD + "merge"
+
+
+@dataclass
+class Locations:
+    """YAML path -> (line, column), both 1-based; ``source`` is the file name for messages."""
+
+    source: str
+    points: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    origins: dict[Path, str] = field(default_factory=dict)
+    """Paths set from the command line (``--set``), with the flag that set them."""
+
+    def find(self, path: Path) -> tuple[int | None, int | None]:
+        """Position of ``path`` or of its nearest ancestor that exists in the file."""
+        for end in range(len(path), -1, -1):
+            point = self.points.get(tuple(path[:end]))
+            if point:
+                return point
+        return None, None
+
+    def issue(self, path: Path, message: str) -> ConfigIssue:
+        for end in range(len(path), 0, -1):
+            origin = self.origins.get(tuple(path[:end]))
+            if origin:
+                return ConfigIssue(tuple(path), f"{message} (from {origin})")
+        line, column = self.find(path)
+        return ConfigIssue(tuple(path), message, line, column)
+
+
+def _tag(node: Any) -> str:
+    tag = node.tag
+    return str(getattr(tag, "value", tag))
+
+
+class _Builder:
+    """Turns composed nodes into dicts/lists/scalars, recording positions and problems."""
+
+    def __init__(self, yaml: Any, locations: Locations):
+        self.constructor = yaml.constructor
+        self.locations = locations
+        self.issues: list[ConfigIssue] = []
+
+    def mark(self, path: Path, node: Any) -> None:
+        self.locations.points.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+
+    def build(self, node: Any, path: Path) -> Any:
+        from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+        tag = _tag(node)
+        if isinstance(node, MappingNode):
+            if tag != _STD + "map":
+                return self.refuse(node, path, tag)
+            return self.build_map(node, path)
+        if isinstance(node, SequenceNode):
+            if tag != _STD + "seq":
+                return self.refuse(node, path, tag)
+            return [self.build_item(item, path + (i,)) for i, item in enumerate(node.value)]
+        if tag not in _SCALAR_TAGS:
+            return self.refuse(node, path, tag)
+        if tag == _STD + "timestamp":
+            return str(node.value)
+        return self.constructor.construct_object(node, deep=True)
+
+    def build_item(self, node: Any, path: Path) -> Any:
+        self.mark(path, node)
+        return self.build(node, path)
+
+    def build_map(self, node: Any, path: Path) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        merged: list[Any] = []
+        for key_node, value_node in node.value:
+            if _tag(key_node) == _MERGE:
+                built = self.build(value_node, path)
+                merged.extend(built if isinstance(built, list) else [built])
+                continue
+            key = self.build(key_node, path)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                self.issues.append(self.at(key_node, path, "a key must be a plain scalar"))
+                continue
+            key = str(key)
+            if key in result:
+                line = self.locations.points.get(path + (key,), (None,))[0]
+                self.issues.append(self.at(key_node, path + (key,), f"duplicate key '{key}' (first set on line {line}); keep one"))
+                continue
+            self.mark(path + (key,), key_node)
+            result[key] = self.build(value_node, path + (key,))
+        for source in merged:  # `<<: *anchor` fills only the keys not written out
+            for k, v in (source.items() if isinstance(source, dict) else ()):
+                result.setdefault(k, v)
+        return result
+
+    def refuse(self, node: Any, path: Path, tag: str) -> None:
+        self.issues.append(self.at(node, path, f"the tag '{tag}' is not allowed: configs hold plain data only, and no Python object is ever built from YAML"))
+        return None
+
+    @staticmethod
+    def at(node: Any, path: Path, message: str) -> ConfigIssue:
+        return ConfigIssue(path, message, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def load_text(text: str, source: str) -> tuple[Any, Locations]:
+    """Parse YAML (or JSON) text into plain data and the positions of its keys."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="safe", pure=True)
+    locations = Locations(source)
+    try:
+        node = yaml.compose(text)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = " ".join(str(p) for p in (err.context, err.problem) if p)
+        raise ConfigError(source, [ConfigIssue((), f"YAML syntax error: {problem}", line, column)],
+                          "Fix the YAML syntax at that line (indentation, a missing ':' or quote) and run again.") from None
+    except YAMLError as err:
+        raise ConfigError(source, [ConfigIssue((), f"YAML syntax error: {err}")]) from None
+    if node is None:
+        raise ConfigError(source, [ConfigIssue((), "the file is empty")], "Write a config (see config/examples/) and run again.")
+    builder = _Builder(yaml, locations)
+    data = builder.build(node, ())
+    if builder.issues:
+        raise ConfigError(source, builder.issues)
+    return data, locations
+
+
+def load_file(path: FsPath) -> tuple[Any, Locations]:
+    """Read a config file; the file name in messages is the path as given."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [ConfigIssue((), "the file is not UTF-8 text")], "Save the config as UTF-8 and run again.") from None
+    return load_text(text, str(path))

@@ -1,0 +1,1 @@
+"""Training data: scanning folders, caption rules, aspect buckets, latent and text caches."""

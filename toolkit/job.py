@@ -1,0 +1,68 @@
+"""Base classes of jobs and processes. A job runs its processes in order; ``plan`` is the dry run."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from toolkit.registry import Registry, load_object
+
+if TYPE_CHECKING:
+    from toolkit.config.job import LoadedJob
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line switches a job may need."""
+
+    dry_run: bool = False
+    debug: bool = False
+
+
+class Process(ABC):
+    """One ``config.process[]`` entry. Subclasses import heavy libraries inside ``run`` only."""
+
+    def __init__(self, job: "Job", config: Any, index: int):
+        self.job = job
+        self.config = config
+        self.index = index
+
+    def plan(self) -> list[str]:
+        """Lines describing what ``run`` would do; must not load any model."""
+        return [f"process {self.index}: {self.config.type}"]
+
+    @abstractmethod
+    def run(self) -> None:
+        """Do the work."""
+
+    def cleanup(self) -> None:
+        """Release what ``run`` held (also called after a failure)."""
+
+
+class Job:
+    """Runs the processes of one config. Job kinds subclass it for shared setup."""
+
+    def __init__(self, loaded: "LoadedJob", registry: Registry, options: RunOptions = RunOptions()):
+        self.loaded = loaded
+        self.registry = registry
+        self.options = options
+        self.name = loaded.name
+        self.processes: list[Process] = [
+            load_object(spec.runner)(self, config, index)
+            for index, (spec, config) in enumerate(zip(loaded.process_specs, loaded.processes))
+        ]
+
+    def plan(self) -> str:
+        lines = [f"job: {self.loaded.spec.name} ({self.name}) from {self.loaded.source}"]
+        for process in self.processes:
+            lines += ["", *process.plan()]
+        return "\n".join(lines)
+
+    def run(self) -> None:
+        for process in self.processes:
+            process.run()
+
+    def cleanup(self) -> None:
+        for process in self.processes:
+            process.cleanup()

@@ -1,0 +1,1 @@
+"""Model loading and the ModelAdapter contract (base.py) that every architecture implements."""

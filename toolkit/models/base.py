@@ -1,0 +1,150 @@
+"""THE contract every architecture implements: ``ModelAdapter``.
+
+The trainer, the data caches, the generate job and the LoRA tools only talk to a model through
+this class, so ``toolkit/`` never needs to know which architecture it holds. An architecture is
+a package under ``extensions/`` whose adapter subclasses ``ModelAdapter``.
+
+Conventions shared by every adapter:
+- pixels are float tensors in [-1, 1], shape (B, 3, H, W); latents are already scaled/shifted
+  for the denoiser (``encode_images`` applies the VAE scaling, ``decode_latents`` undoes it);
+- a ``Conditioning`` is a dict of batch-first tensors (padded to a fixed length, with masks
+  where lengths vary), so one row can be cached per caption and rows stacked again later;
+- timesteps follow ``NoiseSchedule``: for ``ddpm`` integer steps in [0, num_train_timesteps),
+  for ``flowmatch`` ``sigma * num_train_timesteps`` (float) with x_t = (1 - sigma) x0 + sigma noise;
+- ``predict`` returns what the schedule's ``prediction_type`` names: epsilon, v (SD), or
+  ``noise - x0`` for flow matching.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from toolkit.config.blocks import ModelConfig
+    from toolkit.registry import ArchRef
+
+Conditioning = dict[str, "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """The forward noising process a denoiser was trained with (a math family, not an architecture)."""
+
+    kind: Literal["ddpm", "flowmatch"]
+    prediction_type: Literal["epsilon", "v_prediction", "flow"]
+    num_train_timesteps: int = 1000
+    alphas_cumprod: "torch.Tensor | None" = None
+    """ddpm: cumulative product of alphas, one per training timestep."""
+    shift: float = 1.0
+    """flowmatch: timestep shift, sigma' = shift * s / (1 + (shift - 1) * s)."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Where a training image came from; SDXL-style micro-conditioning reads it, others ignore it."""
+
+    original_size: tuple[int, int]
+    """(height, width) of the source image."""
+    crop_top_left: tuple[int, int]
+    """(top, left) of the crop, in resized pixels."""
+    target_size: tuple[int, int]
+    """(height, width) trained at."""
+
+
+@dataclass
+class GenerateRequest:
+    """One image to make: txt2img, or img2img when ``init_image`` is set."""
+
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    sampler: str
+    negative_prompt: str = ""
+    guidance_rescale: float = 0.0
+    init_image: "Image.Image | None" = None
+    strength: float = 1.0
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Architecture-specific options (e.g. a second prompt for SDXL)."""
+
+
+class ModelAdapter(ABC):
+    """One loaded base model. Subclasses set the component attributes in ``load``."""
+
+    arch: "ArchRef"
+    config: "ModelConfig"
+    device: "torch.device"
+    dtype: "torch.dtype"
+    denoiser: "torch.nn.Module"
+    """The UNet or transformer."""
+    text_encoders: "dict[str, torch.nn.Module]"
+    """Name (as in diffusers pipelines, e.g. ``text_encoder_2``) -> module."""
+    vae: "torch.nn.Module"
+    denoiser_name: str = "unet"
+    """The denoiser's name in diffusers pipelines and LoRA files (``unet`` or ``transformer``)."""
+    quantize_exclusions: tuple[str, ...] = ()
+    """Module-name patterns of the denoiser kept in full precision when quantizing."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
+        """Load from a hub id, a diffusers folder, a single-file checkpoint or ``tiny:<arch>``."""
+
+    @abstractmethod
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """Text -> conditioning tensors (batch-first, on ``self.device``)."""
+
+    @abstractmethod
+    def encode_images(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        """Pixels in [-1, 1] -> scaled latents."""
+
+    @abstractmethod
+    def decode_latents(self, latents: "torch.Tensor") -> "torch.Tensor":
+        """Scaled latents -> pixels in [-1, 1]."""
+
+    @abstractmethod
+    def noise_schedule(self) -> NoiseSchedule:
+        """The training noise schedule and prediction target."""
+
+    @abstractmethod
+    def predict(self, noisy_latents: "torch.Tensor", timesteps: "torch.Tensor", cond: Conditioning,
+                image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
+        """One denoiser forward, returning the schedule's prediction target."""
+
+    @abstractmethod
+    def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
+        """Default LoRA target module names (suffixes) per component name."""
+
+    @abstractmethod
+    def generate(self, requests: list[GenerateRequest]) -> "list[Image.Image]":
+        """Make images (txt2img or img2img) with the components as they are now (adapters included)."""
+
+    @abstractmethod
+    def pipeline(self) -> Any:
+        """A diffusers pipeline sharing this adapter's components (for saving, interop, sampling)."""
+
+    def components(self) -> "dict[str, torch.nn.Module]":
+        """Modules an adapter may wrap, by name: the denoiser and the text encoders."""
+        return {self.denoiser_name: self.denoiser, **self.text_encoders}
+
+    def identity(self, component: str) -> str:
+        """A stable id of a component's weights, for cache keys (e.g. 'vae', 'text_encoder')."""
+        return f"{self.arch.spec.name}|{self.config.name_or_path}|{self.config.revision}|{self.config.vae_path if component == 'vae' else ''}|{component}"
+
+    @property
+    def bucket_divisibility(self) -> int:
+        """Image sides must be multiples of this."""
+        return self.arch.spec.bucket_divisibility
+
+    def move(self, names: list[str], device: "torch.device | str") -> None:
+        """Move components ('vae', 'denoiser', or a text encoder's name) to ``device``."""
+        for name in names:
+            module = self.denoiser if name == "denoiser" else self.vae if name == "vae" else self.text_encoders[name]
+            module.to(device)

@@ -1,0 +1,73 @@
+"""The run folder ``<training_folder>/<name>/``: resolved config, log.txt, and atomic file writes."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from toolkit.log import attach_file, detach, log
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    temp_path = Path(temp)
+    try:
+        yield temp_path
+        os.replace(temp_path, target)
+    finally:
+        if temp_path.exists():
+            temp_path.unlink()
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    with atomic_path(target) as temp:
+        temp.write_text(text, encoding="utf-8")
+
+
+def dump_yaml(data: Any) -> str:
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    stream = io.StringIO()
+    yaml.dump(data, stream)
+    return stream.getvalue()
+
+
+class RunFolder:
+    """One run's folder. Opening it writes config.yaml and starts log.txt; a second run continues it."""
+
+    def __init__(self, root: Path, name: str):
+        self.path = Path(root) / name
+        self._handler = None
+
+    def open(self, resolved_config: dict[str, Any]) -> bool:
+        """Prepare the folder; returns True when it already held a run (which is then continued)."""
+        existed = (self.path / "config.yaml").is_file()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._handler = attach_file(self.path / "log.txt")
+        text = dump_yaml(resolved_config)
+        config_file = self.path / "config.yaml"
+        if existed and config_file.read_text(encoding="utf-8") != text:
+            kept = self.path / f"config.{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+            os.replace(config_file, kept)
+            log.info(f"The config differs from the one this run started with; the old one is kept as {kept}.")
+        write_text_atomic(config_file, text)
+        if existed:
+            log.info(f"Continuing the run in {self.path}.")
+        return existed
+
+    def close(self) -> None:
+        if self._handler is not None:
+            detach(self._handler)
+            self._handler = None

@@ -1,0 +1,203 @@
+"""Discovery of job kinds, process types and model architectures.
+
+Built-in job kinds are declared in ``jobs/``; everything else comes from packages under
+``extensions/``. Each package's ``__init__.py`` holds ``EXTENSION = Extension(...)`` naming
+classes by import path ("module:Class"), so discovery imports no torch. The registry is built
+once and is read-only afterwards.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from toolkit.errors import EaselError
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job kind (``job:`` in a config)."""
+
+    name: str
+    runner: str
+    """Import path of the Job class, "module:Class"."""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A process type (``config.process[].type``) that runs inside one job kind."""
+
+    job: str
+    name: str
+    config: str
+    """Import path of its Pydantic config model; must import without torch."""
+    runner: str
+    """Import path of the Process class; may import heavy code."""
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A model architecture; ``adapter`` implements toolkit.models.base.ModelAdapter."""
+
+    name: str
+    adapter: str
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"base": {}})
+    """Variant name -> default settings (sample_steps, guidance_scale, ...); ``arch: name:variant``."""
+    default_variant: str = "base"
+    samplers: tuple[str, ...] = ()
+    default_sampler: str = ""
+    noise_schedulers: tuple[str, ...] = ()
+    """Training noise schedules that fit (``train.noise_scheduler``)."""
+    bucket_divisibility: int = 8
+    """Image sides must be multiples of this."""
+    default_lora_format: str = "kohya"
+    legacy_flags: tuple[str, ...] = ()
+    """ai-toolkit booleans in ``model:`` that select this architecture (e.g. one for SDXL)."""
+
+
+@dataclass(frozen=True)
+class ArchRef:
+    """An architecture with its chosen variant."""
+
+    spec: ArchSpec
+    variant: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}:{self.variant}" if self.variant != self.spec.default_variant else self.spec.name
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        return self.spec.variants[self.variant]
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What one package provides. Put ``EXTENSION = Extension(...)`` in its ``__init__.py``."""
+
+    name: str
+    description: str = ""
+    jobs: tuple[JobSpec, ...] = ()
+    processes: tuple[ProcessSpec, ...] = ()
+    architectures: tuple[ArchSpec, ...] = ()
+
+
+class RegistryError(EaselError, LookupError):
+    """A name that is not registered, or two extensions claiming one name."""
+
+
+def load_object(path: str) -> Any:
+    """Import "package.module:Attribute"."""
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _unknown(kind: str, name: str, known: Iterable[str], extra: str = "") -> RegistryError:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else "."
+    return RegistryError(f"unknown {kind} '{name}'{hint} Valid: {', '.join(known) or '(none)'}.{extra}")
+
+
+class Registry:
+    """Immutable lookup tables of what the built-ins and extensions provide."""
+
+    def __init__(self, extensions: Iterable[Extension], broken: Mapping[str, str] | None = None):
+        jobs: dict[str, JobSpec] = {}
+        processes: dict[tuple[str, str], ProcessSpec] = {}
+        archs: dict[str, ArchSpec] = {}
+        owners: dict[tuple[str, str], str] = {}
+        for ext in extensions:
+            for job in ext.jobs:
+                self._claim(owners, ("job", job.name), ext.name)
+                jobs[job.name] = job
+            for proc in ext.processes:
+                for name in (proc.name, *proc.aliases):
+                    self._claim(owners, (f"process of job '{proc.job}'", name), ext.name)
+                    processes[(proc.job, name)] = proc
+            for arch in ext.architectures:
+                for name in (arch.name, *arch.aliases):
+                    self._claim(owners, ("architecture", name), ext.name)
+                    archs[name] = arch
+        self.jobs: Mapping[str, JobSpec] = MappingProxyType(jobs)
+        self.processes: Mapping[tuple[str, str], ProcessSpec] = MappingProxyType(processes)
+        self.archs: Mapping[str, ArchSpec] = MappingProxyType(archs)
+        self.broken: Mapping[str, str] = MappingProxyType(dict(broken or {}))
+
+    @staticmethod
+    def _claim(owners: dict[tuple[str, str], str], key: tuple[str, str], owner: str) -> None:
+        if key in owners:
+            raise RegistryError(f"the {key[0]} '{key[1]}' is declared by both '{owners[key]}' and '{owner}'; rename one of them.")
+        owners[key] = owner
+
+    def _broken_note(self) -> str:
+        if not self.broken:
+            return ""
+        names = ", ".join(f"'{name}' ({error.splitlines()[-1]})" for name, error in self.broken.items())
+        return f" Extensions that failed to load, and may provide it: {names}."
+
+    def job(self, name: str) -> JobSpec:
+        if name not in self.jobs:
+            raise _unknown("job", name, self.jobs, self._broken_note())
+        return self.jobs[name]
+
+    def process(self, job: str, name: str) -> ProcessSpec:
+        if (job, name) not in self.processes:
+            known = [p for (j, p) in self.processes if j == job]
+            raise _unknown(f"process type for job '{job}'", name, known, self._broken_note())
+        return self.processes[(job, name)]
+
+    def arch_names(self) -> list[str]:
+        """Every accepted spelling: names, aliases, and name:variant."""
+        names = set(self.archs)
+        for spec in self.archs.values():
+            if len(spec.variants) > 1:
+                names.update(f"{spec.name}:{variant}" for variant in spec.variants)
+        return sorted(names)
+
+    def arch(self, name: str) -> ArchRef:
+        base, _, variant = name.strip().lower().partition(":")
+        spec = self.archs.get(base)
+        if spec is None or (variant and variant not in spec.variants):
+            raise _unknown("architecture", name, self.arch_names(), self._broken_note())
+        return ArchRef(spec, variant or spec.default_variant)
+
+    def legacy_arch_flags(self) -> dict[str, str]:
+        """ai-toolkit flag name -> architecture name."""
+        return {flag: spec.name for spec in self.archs.values() for flag in spec.legacy_flags}
+
+    @classmethod
+    def discover(cls, builtins: Iterable[str] = ("jobs",), extensions_dir: Path | None = None) -> "Registry":
+        """Import the built-in declaration modules and every package under ``extensions_dir``."""
+        found: list[Extension] = []
+        broken: dict[str, str] = {}
+        for module_name in builtins:
+            found.append(importlib.import_module(module_name).EXTENSION)
+        if extensions_dir is not None and extensions_dir.is_dir():
+            package = extensions_dir.name
+            parent = str(extensions_dir.parent.resolve())
+            if parent not in sys.path:
+                sys.path.insert(0, parent)
+            for folder in sorted(extensions_dir.iterdir()):
+                if not (folder / "__init__.py").is_file() or folder.name.startswith(("_", ".")):
+                    continue
+                try:
+                    module = importlib.import_module(f"{package}.{folder.name}")
+                    ext = module.EXTENSION
+                    if not isinstance(ext, Extension):
+                        raise TypeError("EXTENSION must be a toolkit.registry.Extension")
+                    found.append(ext)
+                except Exception as err:  # a broken extension must not break the others
+                    broken[folder.name] = "".join(traceback.format_exception_only(type(err), err)).strip()
+        return cls(found, broken)

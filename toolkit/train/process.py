@@ -1,0 +1,52 @@
+"""The LoRA trainer process: plans (dry run) and runs a training job."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from toolkit.config.train import LoraTrainerConfig
+from toolkit.data.scan import scan_dataset
+from toolkit.job import Process
+
+
+class LoraTrainerProcess(Process):
+    """``type: lora_trainer``."""
+
+    config: LoraTrainerConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.training_folder) / self.job.name
+
+    def plan(self) -> list[str]:
+        cfg = self.config
+        arch = self.job.registry.arch(cfg.model.arch)
+        net = cfg.network
+        lines = [f"process {self.index}: lora_trainer",
+                 f"  architecture: {arch.name} from {cfg.model.name_or_path} ({cfg.model.dtype or cfg.train.dtype})",
+                 f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
+                 + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
+                 "  datasets:"]
+        images = 0
+        for dataset in cfg.datasets:
+            scan = scan_dataset(dataset)
+            images += len(scan.images) * dataset.num_repeats
+            skipped = sum(len(v) for v in scan.skipped.values())
+            lines.append(f"    - {scan.folder}: {len(scan.images)} images, {scan.captions} captions, {skipped} skipped; "
+                         f"resolution {', '.join(map(str, dataset.resolution))}; repeats {dataset.num_repeats}")
+        train = cfg.train
+        per_epoch = max(1, math.ceil(images / train.batch_size / train.gradient_accumulation))
+        steps = train.steps if train.steps is not None else per_epoch * (train.epochs or 1)
+        lines.append(f"  training: {steps} steps ({per_epoch} per epoch), batch {train.batch_size} x accumulation "
+                     f"{train.gradient_accumulation}, {train.optimizer} lr {train.lr:g} ({train.lr_scheduler}), {train.dtype}")
+        if cfg.sample is not None and not train.disable_sampling:
+            sample = cfg.sample
+            lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
+        save = cfg.save
+        every = f"every {save.save_every} steps, keep {save.max_step_saves_to_keep or 'all'}" if save.save_every else "at the end"
+        lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")
+        return lines
+
+    def run(self) -> None:
+        raise NotImplementedError("the training loop arrives with the trainer issue")
