@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.config.blocks import DatasetConfig
+from toolkit.data.images import IMAGE_EXTENSIONS
 from toolkit.errors import EaselError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @dataclass
