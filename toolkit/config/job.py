@@ -73,7 +73,7 @@ def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPa
     """Validate the top level, then each process against its registered type."""
     context: dict[str, Any] = {"registry": registry, "ignored": []}
     if not isinstance(data, dict):
-        raise ConfigError(locations.source, [ConfigIssue((), "the file must be a block of keys (job:, config:, ...)")])
+        raise ConfigError(locations.source, [locations.issue((), "the file must be a block of keys (job:, config:, ...)")])
     try:
         top = JobFile.model_validate(data, context=context)
     except ValidationError as err:
@@ -122,13 +122,15 @@ def _validate_process(raw: dict[str, Any], job: str, registry: Registry, context
 
 
 def find_config(name: str, root: FsPath) -> FsPath:
-    """A config path as given, or under ``config/`` with .yaml/.yml/.json added."""
+    """A config path as given, or under ``config/`` (and ``config/examples/``) with .yaml/.yml/.json added."""
     given = FsPath(name)
-    candidates = [given] + [given.with_name(given.name + ext) for ext in (".yaml", ".yml", ".json")]
-    candidates += [root / "config" / c for c in candidates if not c.is_absolute()]
+    names = [given] + [given.with_name(given.name + ext) for ext in (".yaml", ".yml", ".json")]
+    candidates = list(names)
+    if not given.is_absolute():
+        candidates += [root / folder / n for folder in ("config", "config/examples") for n in names]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    examples = sorted(p.stem for p in (root / "config").rglob("*.y*ml"))
-    raise EaselError(f"config '{name}' not found (looked for {', '.join(str(c) for c in candidates[:4])}, ...){suggest(given.stem, examples)} "
-                     f"Give a path to a .yaml/.json file; the examples are in config/examples/.")
+    known = sorted(str(p.relative_to(root)) for p in (root / "config").rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    raise EaselError(f"config '{name}' not found (looked for {', '.join(str(n) for n in names)} here and under config/)"
+                     f"{suggest(str(name), known) or '.'} Give the path of a .yaml or .json file; the examples are in config/examples/.")
