@@ -70,29 +70,34 @@ def load_job_config(path: FsPath, registry: Registry, *, name: str | None = None
 
 
 def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPath) -> LoadedJob:
-    """Validate the top level, then each process against its registered type."""
+    """Validate the top level and each process against its registered type; report all problems together."""
     context: dict[str, Any] = {"registry": registry, "ignored": []}
     if not isinstance(data, dict):
         raise ConfigError(locations.source, [locations.issue((), "the file must be a block of keys (job:, config:, ...)")])
+    issues: list[ConfigIssue] = []
+    top = None
     try:
         top = JobFile.model_validate(data, context=context)
     except ValidationError as err:
-        raise ConfigError(locations.source, issues_from(err, JobFile, (), locations)) from None
-    try:
-        spec = registry.job(top.job)
-    except RegistryError as err:
-        raise ConfigError(locations.source, [locations.issue(("job",), str(err))]) from None
-
-    issues: list[ConfigIssue] = []
+        issues += issues_from(err, JobFile, (), locations)
+    spec = None
+    if isinstance(data.get("job"), str):
+        try:
+            spec = registry.job(data["job"])
+        except RegistryError as err:
+            issues.append(locations.issue(("job",), str(err)))
+    raw_processes = data.get("config", {}).get("process") if isinstance(data.get("config"), dict) else None
     processes: list[BaseModel] = []
     specs: list[ProcessSpec] = []
-    for index, raw in enumerate(top.config.process):
-        where = ("config", "process", index)
-        validated = _validate_process(raw, top.job, registry, context, locations, where, issues)
-        if validated is not None:
-            processes.append(validated[0])
-            specs.append(validated[1])
-    if issues:
+    if spec is not None and isinstance(raw_processes, list):
+        for index, raw in enumerate(raw_processes):
+            if not isinstance(raw, dict):
+                continue  # already reported by the top-level validation
+            validated = _validate_process(raw, spec.name, registry, context, locations, ("config", "process", index), issues)
+            if validated is not None:
+                processes.append(validated[0])
+                specs.append(validated[1])
+    if issues or top is None or spec is None:
         raise ConfigError(locations.source, issues)
     return LoadedJob(path, top.config.name, spec, processes, specs, top.meta, copy.deepcopy(data), sorted(set(context["ignored"])))
 
