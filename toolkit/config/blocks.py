@@ -158,6 +158,13 @@ class DatasetConfig(Block):
     def _strip_dot(cls, value: str) -> str:
         return value.lstrip(".")
 
+    @model_validator(mode="after")
+    def _crop_fits_cache(self) -> "DatasetConfig":
+        if self.random_crop and (self.cache_latents or self.cache_latents_to_disk):
+            raise ValueError("random_crop cannot be used with cache_latents / cache_latents_to_disk (a cached latent "
+                             "holds one crop); turn one of them off")
+        return self
+
 
 class EMAConfig(Block):
     """Exponential moving average of the adapter weights."""
