@@ -33,6 +33,21 @@ def dataset(folder: Path, **fields: object) -> DatasetConfig:
     return DatasetConfig(folder_path=str(folder), **fields)
 
 
+def synthetic_data(sizes: list[tuple[int, int]], *, resolutions: list[int], divisibility: int, batch_size: int,
+                   rank: int = 0, world_size: int = 1, repeats: int = 1, seed: int = 1):
+    """TrainData over images that exist only as scanned sizes (no files: for properties of the order)."""
+    from unittest import mock
+
+    from toolkit.data.loader import TrainData
+    from toolkit.data.scan import DatasetScan, ImageRecord
+
+    records = [ImageRecord(Path(f"/img{i}.png"), w, h, "c", "file") for i, (w, h) in enumerate(sizes)]
+    config = DatasetConfig(folder_path="/nowhere", resolution=resolutions, num_repeats=repeats)
+    with mock.patch("toolkit.data.loader.scan_dataset", return_value=DatasetScan(Path("/nowhere"), records=records)):
+        return TrainData([config], trigger_word=None, batch_size=batch_size, seed=seed, bucket_divisibility=divisibility,
+                         rank=rank, world_size=world_size)
+
+
 class FakeAdapter:
     """Just enough of ModelAdapter for the data pipeline; counts what it encodes."""
 

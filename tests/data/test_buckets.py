@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.data.helpers import synthetic_data
 from toolkit.data.buckets import choose_bucket, cover_size, fit_image, place
+from toolkit.errors import EaselError
 
 DIVISIBILITY = st.sampled_from([8, 16, 32, 64])
 RESOLUTION = st.integers(64, 1536)
@@ -118,3 +120,35 @@ def test_fit_image_from_reduced_decode_matches_full_size(size):
     placement = place(size, choose_bucket(*size, 256, 16))
     half = full.resize((size[0] // 2, size[1] // 2))
     assert fit_image(half, placement).size == fit_image(full, placement).size == placement.bucket
+
+
+SIZES = st.lists(st.tuples(st.integers(1, 3000), st.integers(1, 3000)), min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=SIZES, resolutions=st.lists(st.integers(64, 1024), min_size=1, max_size=3, unique=True),
+       d=DIVISIBILITY, repeats=st.integers(1, 3), batch=st.integers(1, 5), epoch=st.integers(0, 50))
+def test_every_image_lands_in_exactly_one_bucket_per_resolution(sizes, resolutions, d, repeats, batch, epoch):
+    """Over TrainData (with a synthetic scan): one entry per image, resolution and repeat, in the
+    group of its bucket, and each epoch's plan uses every entry exactly once."""
+    usable = [(w, h) for w, h in sizes if w >= d and h >= d]
+    settings_ = dict(resolutions=resolutions, divisibility=d, batch_size=batch, repeats=repeats)
+    if not usable:
+        with pytest.raises(EaselError, match="no usable images"):
+            synthetic_data(sizes, **settings_)
+        return
+    data = synthetic_data(sizes, **settings_)
+    assert len(data.scans[0].records) == len(usable)
+    placed = {}
+    for item, entry in enumerate(data.entries):
+        record = data.scans[0].records[entry.record]
+        expected = choose_bucket(record.width, record.height, entry.resolution, d)
+        assert entry.placement.bucket == expected
+        assert item in data.groups[entry.group]
+        placed.setdefault((entry.record, entry.resolution), []).append(entry.repeat)
+    assert len(placed) == len(usable) * len(data.datasets[0].resolution)
+    assert all(sorted(reps) == list(range(repeats)) for reps in placed.values())
+    assert sum(len(items) for items in data.groups.values()) == len(data.entries)
+    used = sorted(item for chunk in data.plan(epoch) for item in chunk)
+    assert used == list(range(len(data.entries)))
+    assert all(len({data.entries[i].group for i in chunk}) == 1 for chunk in data.plan(epoch))

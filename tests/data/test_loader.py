@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.data.helpers import dataset, write_image
+from tests.data.helpers import dataset, synthetic_data, write_image
 from toolkit.data.loader import LoaderPosition, TrainData
 from toolkit.errors import EaselError
 
@@ -187,3 +189,25 @@ def test_flips_change_pixels_and_image_info(folder):
         assert torch.equal(batch.pixels, reference.pixels.flip(-1))
         flipped += 1
     assert 3 <= flipped <= 17
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(64, 400), st.integers(64, 400)), min_size=1, max_size=30),
+       world_size=st.integers(1, 4), batch=st.integers(1, 4), epoch=st.integers(0, 20))
+def test_sharding_properties(sizes, world_size, batch, epoch):
+    """All ranks agree on the plan; shares have equal size, rebuild the global batch, and are
+    disjoint unless the bucket holds fewer entries than the padded batch; every entry is used."""
+    ranks = [synthetic_data(sizes, resolutions=[256], divisibility=32, batch_size=batch, rank=rank,
+                            world_size=world_size) for rank in range(world_size)]
+    plan = ranks[0].plan(epoch)
+    assert all(other.plan(epoch) == plan for other in ranks[1:])
+    assert len(plan) == ranks[0].steps_per_epoch()
+    group_of = {item: group for group in ranks[0].groups.values() for item in group}
+    for chunk in plan:
+        shares = [data.share(chunk) for data in ranks]
+        assert len({len(share) for share in shares}) == 1 and len(shares[0]) >= 1
+        assert sum(shares, []) == chunk
+        assert len(chunk) <= batch * world_size
+        if len(group_of[chunk[0]]) >= len(chunk):
+            assert len(set(chunk)) == len(chunk)
+    assert {item for chunk in plan for item in chunk} == set(range(len(ranks[0].entries)))

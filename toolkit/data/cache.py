@@ -13,7 +13,9 @@ latent of the flipped image, and encoding lazily would keep the VAE busy during 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -26,6 +28,7 @@ from toolkit.output import atomic_path
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
     from toolkit.models.base import Conditioning, ModelAdapter
 
@@ -35,8 +38,11 @@ CACHE_VERSION = "1"
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def latent_key(image_digest: str, placement: Placement, flip_x: bool, flip_y: bool, vae_identity: str) -> str:
@@ -133,29 +139,40 @@ def _batches(jobs: list[LatentJob], batch_size: int) -> Iterable[list[LatentJob]
             yield group[start:start + batch_size]
 
 
-def encode_latents(jobs: list[LatentJob], adapter: "ModelAdapter", batch_size: int) -> dict[Path, BadImage]:
-    """Encode every job (batched, with a progress bar) into its cache; return the images that failed to decode."""
+def _try_render(job: LatentJob) -> "Image.Image | BadImage":
+    try:
+        return render(job.path, job.placement, job.flip_x, job.flip_y)
+    except BadImage as err:
+        return err
+
+
+def encode_latents(jobs: list[LatentJob], adapter: "ModelAdapter", batch_size: int,
+                   workers: int | None = None) -> dict[Path, BadImage]:
+    """Encode every job (batched, with a progress bar) into its cache; return the images that failed to decode.
+
+    Images are decoded on ``workers`` threads, the next batch while the current one is encoded.
+    """
     import torch
 
     failed: dict[Path, BadImage] = {}
-    if not jobs:
+    chunks = list(_batches(jobs, batch_size))
+    if not chunks:
         return failed
     vae_identity = adapter.identity("vae")
-    with _progress(len(jobs), "caching latents", "img") as bar, torch.no_grad():
-        for chunk in _batches(jobs, batch_size):
-            usable, images = [], []
-            for job in chunk:
-                if job.path in failed:
-                    continue
-                try:
-                    images.append(render(job.path, job.placement, job.flip_x, job.flip_y))
-                    usable.append(job)
-                except BadImage as err:
-                    failed[job.path] = err
-                    log.warning(f"skipping {job.path}: {err.reason}")
+    with (_progress(len(jobs), "caching latents", "img") as bar, torch.no_grad(),
+          ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool):
+        pending = [pool.submit(_try_render, job) for job in chunks[0]]
+        for number, chunk in enumerate(chunks):
+            results = [future.result() for future in pending]
+            pending = [pool.submit(_try_render, job) for job in chunks[number + 1]] if number + 1 < len(chunks) else []
+            usable = [(job, image) for job, image in zip(chunk, results) if not isinstance(image, BadImage)]
+            for job, image in zip(chunk, results):
+                if isinstance(image, BadImage) and job.path not in failed:
+                    failed[job.path] = image
+                    log.warning(f"skipping {job.path}: {image.reason}")
             if usable:
-                latents = adapter.encode_images(to_pixels(images).to(adapter.device))
-                for job, latent in zip(usable, latents):
+                latents = adapter.encode_images(to_pixels([image for _, image in usable]).to(adapter.device))
+                for (job, _), latent in zip(usable, latents):
                     job.cache.put(job.key, {"latent": latent}, {"source": str(job.path), "vae": vae_identity})
             bar.update(len(chunk))
     return failed

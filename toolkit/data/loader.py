@@ -43,6 +43,7 @@ from toolkit.models.base import ImageInfo
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
     from toolkit.models.base import ModelAdapter
 
@@ -61,13 +62,13 @@ class TrainBatch:
     """One rank's share of one global batch; every row has the same bucket size."""
 
     pixels: "torch.Tensor | None"
-    """(B, 3, H, W) float32 in [-1, 1] when latents are not cached."""
+    """(B, 3, H, W) float32 in [-1, 1] on the CPU when latents are not cached."""
     latents: "torch.Tensor | None"
-    """(B, C, h, w) scaled latents when cached."""
+    """(B, C, h, w) scaled latents when cached, on the CPU in the dtype the VAE produced."""
     captions: list[str]
     """Final captions after the caption rules."""
     cond: "dict[str, torch.Tensor] | None"
-    """Cached text conditioning, batch-first, when text embeddings are cached."""
+    """Cached text conditioning, batch-first on the CPU, when ``prepare(cache_text=True)`` ran."""
     image_info: list[ImageInfo]
     paths: list[Path]
 
@@ -344,7 +345,7 @@ class TrainData:
                 yield epoch, self.share(chunks[number]), after
             epoch, index = epoch + 1, 0
 
-    def _render(self, draw: Draw) -> "object":
+    def _render(self, draw: Draw) -> "Image.Image":
         from toolkit.data.render import render
 
         try:
@@ -384,7 +385,7 @@ class TrainData:
             latents = torch.stack([self._latent(draw) for draw in draws])
         else:
             images = list(pool.map(self._render, draws)) if pool is not None else [self._render(draw) for draw in draws]
-            pixels = to_pixels(images)  # type: ignore[arg-type]
+            pixels = to_pixels(images)
         cond = stack_rows([self._text_row(draw) for draw in draws]) if self._text_identity is not None else None
         return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
                           image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],

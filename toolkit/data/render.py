@@ -32,4 +32,5 @@ def to_pixels(images: "list[Image.Image]") -> "torch.Tensor":
     import torch
 
     array = np.stack([np.asarray(image, dtype=np.uint8) for image in images])
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
+    pixels = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().float()
+    return pixels.div_(127.5).sub_(1.0)
