@@ -212,3 +212,10 @@ def test_two_ranks_share_disk_caching(folder):
         thread.join()
     assert adapters[0].encoded_images == 2 and adapters[1].encoded_images == 2
     assert len(latents_on_disk(folder)) == 4
+
+
+def test_unwritable_cache_folder_is_a_user_error(folder, tmp_path):
+    blocker = tmp_path / "file_not_folder"
+    blocker.write_text("x")
+    with pytest.raises(EaselError, match="cannot write the cache in .*cache_dir"):
+        make(folder, cache_latents_to_disk=True, cache_dir=str(blocker)).prepare(FakeAdapter())

@@ -109,3 +109,9 @@ def test_possible_captions():
     rules = CaptionRules(trigger="t", dropout_rate=0.5)
     produced = {rules.apply("a dog", random.Random(seed)) for seed in range(50)}
     assert produced == rules.possible("a dog")
+
+
+def test_empty_dataset_trigger_turns_the_process_trigger_off():
+    rules = CaptionRules.from_config(dataset("x", trigger_word=""), "process")
+    assert rules.trigger is None
+    assert rules.apply("[trigger] a dog", random.Random(0)) == "a dog"

@@ -211,3 +211,10 @@ def test_sharding_properties(sizes, world_size, batch, epoch):
         if len(group_of[chunk[0]]) >= len(chunk):
             assert len(set(chunk)) == len(chunk)
     assert {item for chunk in plan for item in chunk} == set(range(len(ranks[0].entries)))
+
+
+def test_image_replaced_after_the_scan_is_reported_not_distorted(folder):
+    data = make(folder, batch_size=1)
+    write_image(folder / "img00.png", size=(40, 120))
+    with pytest.raises(EaselError, match="img00.png: size differs from the scan"):
+        list(itertools.islice(data.batches(), data.steps_per_epoch()))

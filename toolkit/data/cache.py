@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterable
 from toolkit.data.buckets import Placement
 from toolkit.data.images import BadImage
 from toolkit.data.render import render, to_pixels
+from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.output import atomic_path
 
@@ -106,8 +107,12 @@ class TensorCache:
         if self.folder is not None:
             from safetensors.torch import save_file
 
-            with atomic_path(self._file(key)) as temp:
-                save_file(tensors, str(temp), metadata=metadata)
+            try:
+                with atomic_path(self._file(key)) as temp:
+                    save_file(tensors, str(temp), metadata=metadata)
+            except OSError as err:
+                raise EaselError(f"cannot write the cache in {self.folder}: {err}. Set datasets[].cache_dir to a "
+                                 "writable folder.") from None
 
 
 @dataclass(frozen=True)

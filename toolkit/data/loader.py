@@ -225,10 +225,10 @@ class TrainData:
 
     def _forget(self, failed: dict[Path, BadImage]) -> None:
         """Drop images that failed to decode during caching, and rebuild the entries."""
-        for index, scan in enumerate(self.scans):
-            dropped = [record for record in scan.records if record.path in failed]
-            for record in dropped:
-                scan.skip(record.path, failed[record.path].reason)
+        for scan in self.scans:
+            for record in scan.records:
+                if record.path in failed:
+                    scan.skip(record.path, failed[record.path].reason)
             scan.records = [record for record in scan.records if record.path not in failed]
         self._build()
 
