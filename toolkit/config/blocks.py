@@ -105,13 +105,13 @@ class DatasetConfig(Block):
     })
 
     folder_path: str
-    """Folder of images (subfolders included) with same-stem caption files, or a metadata.jsonl/.csv."""
+    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns)."""
     caption_ext: str = Field("txt", validation_alias=AliasChoices("caption_ext", "caption_type"))
     """Extension of caption files next to the images (``txt`` or ``.txt``)."""
     default_caption: str = ""
-    """Caption used for images that have none."""
+    """Caption used for images that have none (or an empty one)."""
     trigger_word: str | None = None
-    """Trigger word for this dataset; defaults to the process's ``trigger_word``."""
+    """Trigger word for this dataset; defaults to the process's ``trigger_word`` (``""`` turns it off here)."""
     caption_dropout_rate: float = Field(0.0, ge=0, le=1)
     """Probability that a caption is replaced by an empty one (helps guidance-free sampling)."""
     shuffle_tokens: bool = False
@@ -121,21 +121,21 @@ class DatasetConfig(Block):
     token_dropout_rate: float = Field(0.0, ge=0, le=1)
     """Probability that each comma-separated part (after ``keep_tokens``) is dropped."""
     cache_latents: bool = False
-    """Encode every image once and keep the latents in memory."""
+    """Encode every image once (per bucket and flip) and keep the latents in memory."""
     cache_latents_to_disk: bool = False
-    """Encode every image once and keep the latents on disk (re-encoded only when the image changes)."""
+    """Encode every image once and keep the latents on disk, keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
     cache_dir: str | None = None
-    """Where disk caches live; default ``<folder_path>/_latent_cache``."""
+    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache``."""
     resolution: list[int] = [512]
-    """Training resolution(s); several values make multi-resolution aspect buckets."""
+    """Training resolution(s); several values make multi-resolution aspect buckets. Smaller images are not upscaled: they get smaller buckets."""
     random_crop: bool = False
-    """Crop at a random place instead of the center when an image is fitted to its bucket."""
+    """Crop at a random place (new each epoch) instead of the center; not with cached latents."""
     num_repeats: int = Field(1, ge=1)
     """How many times each image appears per epoch."""
     flip_x: bool = False
-    """Randomly mirror images horizontally."""
+    """Randomly mirror images horizontally (with cached latents both orientations are encoded)."""
     flip_y: bool = False
-    """Randomly mirror images vertically."""
+    """Randomly mirror images vertically (with cached latents both orientations are encoded)."""
     is_reg: bool = False
     """A regularization set: the trigger word is not added to its captions."""
 
@@ -157,6 +157,13 @@ class DatasetConfig(Block):
     @classmethod
     def _strip_dot(cls, value: str) -> str:
         return value.lstrip(".")
+
+    @model_validator(mode="after")
+    def _crop_fits_cache(self) -> "DatasetConfig":
+        if self.random_crop and (self.cache_latents or self.cache_latents_to_disk):
+            raise ValueError("random_crop cannot be used with cache_latents / cache_latents_to_disk (a cached latent "
+                             "holds one crop); turn one of them off")
+        return self
 
 
 class EMAConfig(Block):

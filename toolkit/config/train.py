@@ -55,6 +55,13 @@ class LoraTrainerConfig(Block):
             problems.append((("train", "unload_text_encoder"), "needs train.cache_text_embeddings: true (captions must be encoded before the encoder leaves)"))
         if self.train.train_text_encoder and self.train.cache_text_embeddings:
             problems.append((("train", "cache_text_embeddings"), "cannot cache text embeddings while training the text encoder; set one of them false"))
+        if self.train.cache_text_embeddings:
+            for i, dataset in enumerate(self.datasets):
+                for key, on in (("shuffle_tokens", dataset.shuffle_tokens), ("token_dropout_rate", dataset.token_dropout_rate > 0)):
+                    if on:
+                        problems.append((("datasets", i, key), f"{key} makes a new caption every step, which "
+                                         "train.cache_text_embeddings cannot cache; turn one of them off "
+                                         "(caption_dropout_rate works with the cache)"))
         if not (self.train.train_unet or self.train.train_text_encoder):
             problems.append((("train", "train_unet"), "nothing to train: set train_unet or train_text_encoder to true"))
         return problems

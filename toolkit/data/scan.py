@@ -1,13 +1,45 @@
-"""Find the images and captions of a dataset folder, without decoding any image."""
+"""Find the images and captions of a dataset folder, checking each image without a full decode.
+
+Two layouts are read, and may be mixed:
+- images with same-stem caption files (``caption_ext``), subfolders included;
+- a ``metadata.jsonl`` or ``metadata.csv`` (the Hugging Face imagefolder layout) in the folder or a
+  subfolder, with a ``file_name`` (or ``image``) column relative to that file's folder and a
+  ``text`` (or ``caption``) column. Its text wins over a caption file of the same image.
+
+Hidden folders (``.name``) and the cache folder are not entered. An image without a caption (or
+with an empty one) gets ``default_caption``. Bad files are skipped and counted by reason.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.config.blocks import DatasetConfig
-from toolkit.data.images import IMAGE_EXTENSIONS
+from toolkit.data.images import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_EXTENSIONS, BadImage, ImageHeader, probe_image
 from toolkit.errors import EaselError
+
+DEFAULT_CACHE_FOLDER = "_latent_cache"
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+FILE_COLUMNS = ("file_name", "image")
+TEXT_COLUMNS = ("text", "caption")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One usable image: where it is, its EXIF-oriented size, and its raw caption."""
+
+    path: Path
+    width: int
+    height: int
+    caption: str
+    caption_source: str
+    """Where the caption came from: ``file``, ``metadata`` or ``default``."""
 
 
 @dataclass
@@ -15,20 +47,171 @@ class DatasetScan:
     """What a dataset folder holds."""
 
     folder: Path
-    images: list[Path] = field(default_factory=list)
-    captions: int = 0
+    records: list[ImageRecord] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    """Reason -> paths (relative to the folder) of the files that were dropped."""
+
+    @property
+    def images(self) -> list[Path]:
+        """Paths of the usable images."""
+        return [record.path for record in self.records]
+
+    @property
+    def captions(self) -> int:
+        """How many usable images have a caption of their own (file or metadata)."""
+        return sum(record.caption_source != "default" for record in self.records)
+
+    def skip(self, path: Path, reason: str) -> None:
+        """Record a dropped file."""
+        self.skipped.setdefault(reason, []).append(_relative(path, self.folder))
+
+    def skipped_summary(self, examples: int = 3) -> str:
+        """``reason N (a.jpg, b.png, +2 more); ...`` for messages and reports."""
+        parts = []
+        for reason, paths in sorted(self.skipped.items()):
+            shown = ", ".join(paths[:examples]) + (f", +{len(paths) - examples} more" if len(paths) > examples else "")
+            parts.append(f"{reason} {len(paths)} ({shown})")
+        return "; ".join(parts)
 
 
-def scan_dataset(config: DatasetConfig) -> DatasetScan:
-    """List images (subfolders included) and count same-stem caption files."""
+def cache_root(config: DatasetConfig) -> Path:
+    """The folder that holds this dataset's latent and text caches."""
+    return Path(config.cache_dir) if config.cache_dir else Path(config.folder_path) / DEFAULT_CACHE_FOLDER
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _walk(folder: Path, skip_dirs: set[Path]) -> list[Path]:
+    """Every file under ``folder``, hidden folders and ``skip_dirs`` left out, sorted by relative path."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() not in skip_dirs]
+        found.extend(here / name for name in files if not name.startswith("."))
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _clean(text: str | None) -> str:
+    return re.sub(r"\s+", " ", text or "").strip()
+
+
+def _rows(meta: Path) -> list[tuple[int, dict[str, object]]]:
+    """(line number, row) pairs of a metadata.jsonl / metadata.csv file."""
+    try:
+        text = meta.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise EaselError(f"cannot read {meta}: {err}") from None
+    if meta.suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        return [(reader.line_num, dict(row)) for row in reader]
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise EaselError(f"{meta}, line {number}: not valid JSON ({err.msg}). Each line must be one object "
+                             'like {"file_name": "a.png", "text": "a caption"}.') from None
+        if not isinstance(row, dict):
+            raise EaselError(f"{meta}, line {number}: expected a JSON object, got {type(row).__name__}.")
+        rows.append((number, row))
+    return rows
+
+
+def read_metadata(meta: Path) -> dict[Path, str | None]:
+    """Image path (resolved against the file's folder) -> caption text (None when the row has none)."""
+    captions: dict[Path, str | None] = {}
+    for number, row in _rows(meta):
+        file_key = next((key for key in FILE_COLUMNS if row.get(key) not in (None, "")), None)
+        if file_key is None:
+            raise EaselError(f"{meta}, line {number}: no 'file_name' (or 'image') value; columns found: "
+                             f"{', '.join(map(str, row)) or '(none)'}.")
+        text_key = next((key for key in TEXT_COLUMNS if key in row), None)
+        value = row.get(text_key) if text_key else None
+        captions[(meta.parent / str(row[file_key])).resolve()] = None if value is None else str(value)
+    return captions
+
+
+def _metadata(files: list[Path]) -> dict[Path, str | None]:
+    """Captions from every metadata file found; two in one folder is an error."""
+    captions: dict[Path, str | None] = {}
+    folders: dict[Path, Path] = {}
+    for path in files:
+        if path.name not in METADATA_FILES:
+            continue
+        if path.parent in folders:
+            raise EaselError(f"{path.parent} holds both {folders[path.parent].name} and {path.name}; keep one of them.")
+        folders[path.parent] = path
+        captions.update(read_metadata(path))
+    return captions
+
+
+def _caption(image: Path, config: DatasetConfig, metadata: dict[Path, str | None]) -> tuple[str, str]:
+    """(caption, source) of one image."""
+    text = _clean(metadata.get(image.resolve()))
+    if text:
+        return text, "metadata"
+    caption_file = image.with_suffix(f".{config.caption_ext}")
+    if caption_file.is_file():
+        try:
+            text = _clean(caption_file.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            text = ""
+        if text:
+            return text, "file"
+    return _clean(config.default_caption), "default"
+
+
+def _candidates(scan: DatasetScan, files: list[Path], metadata: dict[Path, str | None]) -> list[Path]:
+    """Image files to probe: those found in the folder plus those the metadata lists."""
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    for path in files:
+        if path.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS:
+            scan.skip(path, f"unsupported format ({path.suffix.lower()})")
+    known = {p.resolve() for p in images}
+    for listed in sorted(metadata, key=str):
+        if listed in known:
+            continue
+        if not listed.is_file():
+            scan.skip(listed, "listed in metadata, file missing")
+        elif listed.suffix.lower() not in IMAGE_EXTENSIONS:
+            scan.skip(listed, f"unsupported format ({listed.suffix.lower() or 'no extension'})")
+        else:
+            images.append(listed)
+            known.add(listed)
+    return images
+
+
+def _probe(path: Path) -> ImageHeader | BadImage:
+    try:
+        return probe_image(path)
+    except BadImage as err:
+        return err
+
+
+def scan_dataset(config: DatasetConfig, *, workers: int | None = None) -> DatasetScan:
+    """List the usable images of a dataset with their sizes and raw captions; count what was dropped."""
     folder = Path(config.folder_path)
     if not folder.is_dir():
         raise EaselError(f"dataset folder '{folder}' does not exist (datasets[].folder_path). "
-                         "Point folder_path at a folder of images with .txt captions.")
+                         "Point folder_path at a folder of images with .txt captions (or a metadata.jsonl).")
     scan = DatasetScan(folder)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)):
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            scan.images.append(path)
-            scan.captions += path.with_suffix(f".{config.caption_ext}").is_file()
+    files = _walk(folder, {cache_root(config).resolve()})
+    metadata = _metadata(files)
+    images = _candidates(scan, files, metadata)
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(_probe, images))
+    for path, result in zip(images, results):
+        if isinstance(result, BadImage):
+            scan.skip(path, result.reason)
+            continue
+        caption, source = _caption(path, config, metadata)
+        scan.records.append(ImageRecord(path, result.width, result.height, caption, source))
     return scan

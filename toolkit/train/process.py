@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from toolkit.config.train import LoraTrainerConfig
-from toolkit.data.scan import scan_dataset
+from toolkit.data.loader import TrainData
 from toolkit.job import Process
 
 
@@ -28,15 +28,11 @@ class LoraTrainerProcess(Process):
                  f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
                  + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
                  "  datasets:"]
-        images = 0
-        for dataset in cfg.datasets:
-            scan = scan_dataset(dataset)
-            images += len(scan.images) * dataset.num_repeats
-            skipped = sum(len(v) for v in scan.skipped.values())
-            lines.append(f"    - {scan.folder}: {len(scan.images)} images, {scan.captions} captions, {skipped} skipped; "
-                         f"resolution {', '.join(map(str, dataset.resolution))}; repeats {dataset.num_repeats}")
         train = cfg.train
-        per_epoch = max(1, math.ceil(images / train.batch_size / train.gradient_accumulation))
+        data = TrainData(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=train.batch_size, seed=train.seed,
+                         bucket_divisibility=arch.spec.bucket_divisibility)
+        lines += [f"    {line}" for line in data.report()]
+        per_epoch = max(1, math.ceil(data.steps_per_epoch() / train.gradient_accumulation))
         steps = train.steps if train.steps is not None else per_epoch * (train.epochs or 1)
         lines.append(f"  training: {steps} steps ({per_epoch} per epoch), batch {train.batch_size} x accumulation "
                      f"{train.gradient_accumulation}, {train.optimizer} lr {train.lr:g} ({train.lr_scheduler}), {train.dtype}")

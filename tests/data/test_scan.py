@@ -1,0 +1,119 @@
+"""Dataset sources: caption files, subfolders, metadata.jsonl / metadata.csv, defaults, bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.data.helpers import dataset, write_image
+from toolkit.data.scan import scan_dataset
+from toolkit.errors import EaselError
+
+
+def _captions(scan) -> dict[str, tuple[str, str]]:
+    return {record.path.relative_to(scan.folder).as_posix(): (record.caption, record.caption_source)
+            for record in scan.records}
+
+
+def test_caption_files_and_subfolders(tmp_path):
+    write_image(tmp_path / "a.png", caption="a red square")
+    write_image(tmp_path / "nested" / "deep" / "b.jpg", size=(50, 70), caption="  line one\nline two  ")
+    write_image(tmp_path / "c.webp", caption="")
+    write_image(tmp_path / ".hidden" / "d.png", caption="hidden")
+    write_image(tmp_path / "_latent_cache" / "e.png", caption="cache")
+    write_image(tmp_path / ".dot.png", caption="hidden file")
+    scan = scan_dataset(dataset(tmp_path, default_caption="fallback"))
+    assert _captions(scan) == {
+        "a.png": ("a red square", "file"),
+        "c.webp": ("fallback", "default"),
+        "nested/deep/b.jpg": ("line one line two", "file"),
+    }
+    assert scan.captions == 2
+    assert [(r.width, r.height) for r in scan.records] == [(64, 48), (64, 48), (50, 70)]
+    assert scan.skipped == {}
+
+
+def test_other_caption_extension_and_custom_cache_dir_inside_folder(tmp_path):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "a.caption").write_text("from caption file")
+    (tmp_path / "a.txt").write_text("not this one")
+    write_image(tmp_path / "cache_here" / "x.png")
+    scan = scan_dataset(dataset(tmp_path, caption_ext=".caption", cache_dir=str(tmp_path / "cache_here")))
+    assert _captions(scan) == {"a.png": ("from caption file", "file")}
+
+
+def test_metadata_jsonl(tmp_path):
+    write_image(tmp_path / "train" / "a.png")
+    write_image(tmp_path / "train" / "b.png", caption="caption file loses")
+    write_image(tmp_path / "c.png")
+    rows = [{"file_name": "train/a.png", "text": "first"}, {"file_name": "train/b.png", "text": "second"},
+            {"file_name": "c.png", "text": None}, {"file_name": "missing.png", "text": "x"}]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    scan = scan_dataset(dataset(tmp_path, default_caption="dflt"))
+    assert _captions(scan) == {"c.png": ("dflt", "default"), "train/a.png": ("first", "metadata"),
+                               "train/b.png": ("second", "metadata")}
+    assert scan.skipped == {"listed in metadata, file missing": ["missing.png"]}
+
+
+def test_metadata_csv_with_image_column(tmp_path):
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "b.png")
+    (tmp_path / "metadata.csv").write_text('image,text\na.png,"a cat, sitting"\nb.png,\n', encoding="utf-8")
+    scan = scan_dataset(dataset(tmp_path, default_caption="dflt"))
+    assert _captions(scan) == {"a.png": ("a cat, sitting", "metadata"), "b.png": ("dflt", "default")}
+
+
+def test_metadata_in_subfolder_is_relative_to_its_folder(tmp_path):
+    write_image(tmp_path / "part" / "a.png")
+    (tmp_path / "part" / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "sub"}))
+    assert _captions(scan_dataset(dataset(tmp_path))) == {"part/a.png": ("sub", "metadata")}
+
+
+def test_metadata_errors_name_the_file_and_line(tmp_path):
+    write_image(tmp_path / "a.png")
+    meta = tmp_path / "metadata.jsonl"
+    meta.write_text('{"file_name": "a.png", "text": "ok"}\n{broken\n')
+    with pytest.raises(EaselError, match=r"metadata.jsonl, line 2: not valid JSON"):
+        scan_dataset(dataset(tmp_path))
+    meta.write_text('{"name": "a.png", "text": "ok"}\n')
+    with pytest.raises(EaselError, match=r"line 1: no 'file_name' \(or 'image'\) value; columns found: name, text"):
+        scan_dataset(dataset(tmp_path))
+    (tmp_path / "metadata.csv").write_text("file_name,text\na.png,x\n")
+    meta.write_text('{"file_name": "a.png", "text": "ok"}\n')
+    with pytest.raises(EaselError, match="holds both"):
+        scan_dataset(dataset(tmp_path))
+
+
+def test_bad_files_are_counted_by_reason(tmp_path):
+    write_image(tmp_path / "good.png", caption="fine")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("nope")
+    data = (write_image(tmp_path / "cut.png", size=(64, 64))).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    write_image(tmp_path / "anim.gif", fmt="GIF")
+    (tmp_path / "notes.md").write_text("ignored quietly")
+    scan = scan_dataset(dataset(tmp_path))
+    assert [r.path.name for r in scan.records] == ["good.png"]
+    assert scan.skipped == {"empty file": ["empty.jpg"], "not an image": ["text.png"], "truncated": ["cut.png"],
+                            "unsupported format (.gif)": ["anim.gif"]}
+    assert "empty file 1 (empty.jpg)" in scan.skipped_summary()
+
+
+def test_missing_folder_is_a_user_error(tmp_path):
+    with pytest.raises(EaselError, match="does not exist"):
+        scan_dataset(dataset(tmp_path / "nowhere"))
+
+
+def test_skipped_summary_shortens_long_lists(tmp_path):
+    for i in range(5):
+        (tmp_path / f"e{i}.png").write_bytes(b"")
+    scan = scan_dataset(dataset(tmp_path))
+    assert scan.skipped_summary() == "empty file 5 (e0.png, e1.png, e2.png, +2 more)"
+
+
+def test_unicode_caption_file(tmp_path: Path):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_bytes("café, naïve".encode() + b"\xff")
+    assert _captions(scan_dataset(dataset(tmp_path)))["a.png"][0].startswith("café, naïve")

@@ -1,0 +1,470 @@
+"""The training data the trainer iterates: ``TrainData`` and its batches.
+
+Order and randomness. Each image gets one entry per resolution and repeat (its "item index" is
+its place in that list). The order of epoch ``e`` and every random choice for an entry (caption
+rules, flips, random crop) come from generators seeded by ``(seed, e, purpose, item index)``, so
+``batches(LoaderPosition(e, i))`` continues exactly like an uninterrupted run.
+
+Batches. Entries are grouped by bucket (and by whether their latents are cached, so a batch is
+all latents or all pixels). Each group is shuffled and cut into global batches of
+``batch_size * world_size`` entries; the global batches of all groups are then shuffled together.
+A group's last batch may be smaller. Rank ``r`` takes the ``r``-th contiguous share of every
+global batch, so ranks never see the same entry in a step; with several ranks a short last batch
+is padded with other entries of its bucket (from the start of the bucket's order) until it
+divides evenly, so every rank gets the same number of rows.
+
+Caches. Latents (``cache_latents`` / ``cache_latents_to_disk``) and text rows
+(``prepare(cache_text=True)``) are filled by ``prepare``; see ``toolkit.data.cache``. Text caching
+needs captions that can only be themselves or empty: ``shuffle_tokens`` and
+``token_dropout_rate`` are refused with it (see ``LoraTrainerConfig.check``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections import Counter, defaultdict
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from toolkit.config.blocks import DatasetConfig
+from toolkit.data.buckets import Placement, choose_bucket, place
+from toolkit.data.cache import (LatentJob, TensorCache, encode_latents, encode_texts, file_digest, latent_key, stack_rows,
+                                text_key)
+from toolkit.data.captions import CaptionRules
+from toolkit.data.images import BadImage
+from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, scan_dataset
+from toolkit.errors import EaselError
+from toolkit.log import log
+from toolkit.models.base import ImageInfo
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from toolkit.models.base import ModelAdapter
+
+
+@dataclass
+class LoaderPosition:
+    """Where the loader stands: an epoch and the global batches of it already consumed."""
+
+    epoch: int = 0
+    index: int = 0
+    """Global batches of this epoch already consumed."""
+
+
+@dataclass
+class TrainBatch:
+    """One rank's share of one global batch; every row has the same bucket size."""
+
+    pixels: "torch.Tensor | None"
+    """(B, 3, H, W) float32 in [-1, 1] on the CPU when latents are not cached."""
+    latents: "torch.Tensor | None"
+    """(B, C, h, w) scaled latents when cached, on the CPU in the dtype the VAE produced."""
+    captions: list[str]
+    """Final captions after the caption rules."""
+    cond: "dict[str, torch.Tensor] | None"
+    """Cached text conditioning, batch-first on the CPU, when ``prepare(cache_text=True)`` ran."""
+    image_info: list[ImageInfo]
+    paths: list[Path]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image at one resolution, one repeat: the unit the epoch order shuffles."""
+
+    dataset: int
+    record: int
+    resolution: int
+    repeat: int
+    placement: Placement
+    """Centered placement (random crops are drawn per epoch from it)."""
+    cached: bool
+    """Whether its latents come from a cache."""
+
+    @property
+    def group(self) -> tuple[int, int, bool]:
+        """Entries of one group may share a batch."""
+        return self.placement.bucket[0], self.placement.bucket[1], self.cached
+
+
+@dataclass(frozen=True)
+class Draw:
+    """The random choices made for one entry in one epoch."""
+
+    entry: Entry
+    record: ImageRecord
+    placement: Placement
+    flip_x: bool
+    flip_y: bool
+    caption: str
+
+
+def rng_for(seed: int, *parts: object) -> random.Random:
+    """A generator that depends only on ``seed`` and ``parts`` (not on Python's hash seed)."""
+    digest = hashlib.blake2b(repr((seed, *parts)).encode("utf-8"), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "little"))
+
+
+def _flips(enabled: bool) -> tuple[bool, ...]:
+    return (False, True) if enabled else (False,)
+
+
+class TrainData:
+    """All datasets of a training process: scanned at construction, cached by ``prepare``, iterated by ``batches``."""
+
+    def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
+                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None):
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
+            raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
+                             f"bucket_divisibility={bucket_divisibility}")
+        self.datasets = list(datasets)
+        self.batch_size, self.seed, self.divisibility = batch_size, seed, bucket_divisibility
+        self.rank, self.world_size = rank, world_size
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
+        self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
+        self.latent_caches = [self._latent_cache(config) for config in self.datasets]
+        self.text_caches = [TensorCache(cache_root(config) / "text", memory=False) for config in self.datasets]
+        self._digests: dict[Path, str] = {}
+        self._vae_identity: str | None = None
+        self._text_identity: str | None = None
+        self._plans: dict[int, list[list[int]]] = {}
+        self._prepared = False
+        for index, scan in enumerate(self.scans):
+            self._drop_small(index, scan)
+        self._build()
+
+    @staticmethod
+    def _latent_cache(config: DatasetConfig) -> TensorCache | None:
+        if config.cache_latents_to_disk:
+            return TensorCache(cache_root(config) / "latents", memory=config.cache_latents)
+        return TensorCache(None, memory=True) if config.cache_latents else None
+
+    def _drop_small(self, index: int, scan: DatasetScan) -> None:
+        keep = []
+        for record in scan.records:
+            if any(choose_bucket(record.width, record.height, r, self.divisibility) for r in self.datasets[index].resolution):
+                keep.append(record)
+            else:
+                scan.skip(record.path, f"smaller than {self.divisibility}px on a side")
+        scan.records = keep
+
+    def _build(self) -> None:
+        """Entries and groups from the current records; a dataset left empty is an error."""
+        for scan in self.scans:
+            if not scan.records:
+                why = scan.skipped_summary() or "no .jpg/.jpeg/.png/.webp/.bmp files found (hidden and cache folders are not read)"
+                raise EaselError(f"dataset '{scan.folder}' has no usable images. Dropped: {why}.")
+        self.entries: list[Entry] = []
+        for index, (config, scan) in enumerate(zip(self.datasets, self.scans)):
+            cached = self.latent_caches[index] is not None
+            for number, record in enumerate(scan.records):
+                for resolution in config.resolution:
+                    bucket = choose_bucket(record.width, record.height, resolution, self.divisibility)
+                    if bucket is None:
+                        continue
+                    placement = place((record.width, record.height), bucket)
+                    self.entries.extend(Entry(index, number, resolution, repeat, placement, cached)
+                                        for repeat in range(config.num_repeats))
+        groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+        for item, entry in enumerate(self.entries):
+            groups[entry.group].append(item)
+        self.groups = dict(sorted(groups.items()))
+        self._plans.clear()
+
+    @property
+    def global_batch(self) -> int:
+        """Entries per global batch: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
+
+    def steps_per_epoch(self) -> int:
+        """Global batches per epoch (final once ``prepare`` has run, which may drop undecodable images)."""
+        return sum(-(-len(items) // self.global_batch) for items in self.groups.values())
+
+    def _pad(self, chunk: list[int], order: list[int]) -> list[int]:
+        """Pad a short global batch with other entries of its bucket until every rank gets the same count."""
+        missing = -len(chunk) % self.world_size
+        others = [item for item in order if item not in chunk] or chunk
+        return chunk + [others[i % len(others)] for i in range(missing)]
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """The global batches (entry indices) of ``epoch``, the same on every rank."""
+        if epoch not in self._plans:
+            chunks = []
+            for key, items in self.groups.items():
+                order = list(items)
+                rng_for(self.seed, "bucket", epoch, key).shuffle(order)
+                for start in range(0, len(order), self.global_batch):
+                    chunks.append(self._pad(order[start:start + self.global_batch], order))
+            rng_for(self.seed, "order", epoch).shuffle(chunks)
+            self._plans = {epoch: chunks}
+        return self._plans[epoch]
+
+    def share(self, chunk: list[int]) -> list[int]:
+        """This rank's contiguous share of a global batch."""
+        size = len(chunk) // self.world_size
+        return chunk[self.rank * size:(self.rank + 1) * size]
+
+    def draw(self, item: int, epoch: int) -> Draw:
+        """The random choices for entry ``item`` in ``epoch`` (they depend on nothing else)."""
+        entry = self.entries[item]
+        config = self.datasets[entry.dataset]
+        record = self.scans[entry.dataset].records[entry.record]
+        flip_x = config.flip_x and rng_for(self.seed, "flip_x", epoch, item).random() < 0.5
+        flip_y = config.flip_y and rng_for(self.seed, "flip_y", epoch, item).random() < 0.5
+        placement = entry.placement
+        if config.random_crop and not entry.cached:
+            placement = place(placement.source, placement.bucket, rng_for(self.seed, "crop", epoch, item))
+        caption = self.rules[entry.dataset].apply(record.caption, rng_for(self.seed, "caption", epoch, item))
+        return Draw(entry, record, placement, flip_x, flip_y, caption)
+
+    def _forget(self, failed: dict[Path, BadImage]) -> None:
+        """Drop images that failed to decode during caching, and rebuild the entries."""
+        for scan in self.scans:
+            for record in scan.records:
+                if record.path in failed:
+                    scan.skip(record.path, failed[record.path].reason)
+            scan.records = [record for record in scan.records if record.path not in failed]
+        self._build()
+
+    def _run_shared(self, todo: list, encode: Callable[[list], None], missing: Callable[[object], bool],
+                    on_disk: Callable[[object], bool], barrier: Callable[[], None] | None) -> None:
+        """Encode ``todo``; with several ranks and a barrier, disk work is split between ranks first."""
+        if self.world_size > 1 and barrier is not None:
+            encode([job for number, job in enumerate(job for job in todo if on_disk(job))
+                    if number % self.world_size == self.rank])
+            barrier()
+            todo = [job for job in todo if missing(job)]
+        encode(todo)
+
+    def _latent_jobs(self) -> list[LatentJob]:
+        """Every cached image variant that is not in its cache yet."""
+        jobs: dict[str, LatentJob] = {}
+        failed: dict[Path, BadImage] = {}
+        assert self._vae_identity is not None
+        for entry in self.entries:
+            cache = self.latent_caches[entry.dataset]
+            if cache is None:
+                continue
+            record = self.scans[entry.dataset].records[entry.record]
+            try:
+                digest = self._digest(record.path)
+            except OSError as err:
+                failed[record.path] = BadImage(record.path, "unreadable", str(err))
+                continue
+            config = self.datasets[entry.dataset]
+            for flip_x in _flips(config.flip_x):
+                for flip_y in _flips(config.flip_y):
+                    key = latent_key(digest, entry.placement, flip_x, flip_y, self._vae_identity)
+                    if key not in jobs and not cache.has(key):
+                        jobs[key] = LatentJob(key, record.path, entry.placement, flip_x, flip_y, cache)
+        if failed:
+            self._forget(failed)
+            return self._latent_jobs()
+        return list(jobs.values())
+
+    def _digest(self, path: Path) -> str:
+        if path not in self._digests:
+            self._digests[path] = file_digest(path)
+        return self._digests[path]
+
+    def _prepare_latents(self, adapter: "ModelAdapter", barrier: Callable[[], None] | None) -> None:
+        if all(cache is None for cache in self.latent_caches):
+            return
+        self._vae_identity = adapter.identity("vae")
+        jobs = self._latent_jobs()
+        wanted = sum(1 for entry in self.entries if entry.cached)
+        log.info(f"latent cache: {len(jobs)} image variants to encode ({wanted} cached entries in all)")
+        failed: dict[Path, BadImage] = {}
+
+        def encode(batch: list) -> None:
+            failed.update(encode_latents(batch, adapter, self.batch_size))
+
+        self._run_shared(jobs, encode, lambda job: not job.cache.has(job.key), lambda job: job.cache.folder is not None,
+                         barrier)
+        if failed:
+            self._forget(failed)
+
+    def _text_jobs(self) -> list[tuple[str, TensorCache]]:
+        assert self._text_identity is not None
+        todo: dict[tuple[Path | None, str], tuple[str, TensorCache]] = {}
+        for entry in self.entries:
+            rules, cache = self.rules[entry.dataset], self.text_caches[entry.dataset]
+            texts = rules.possible(self.scans[entry.dataset].records[entry.record].caption)
+            if texts is None:
+                folder = self.datasets[entry.dataset].folder_path
+                raise EaselError(f"dataset '{folder}': cached text embeddings cannot follow shuffle_tokens or "
+                                 "token_dropout_rate (every step would need a new caption); turn those off or set "
+                                 "train.cache_text_embeddings: false")
+            for text in sorted(texts):
+                key = text_key(text, self._text_identity)
+                if (cache.folder, key) not in todo and not cache.has(key):
+                    todo[(cache.folder, key)] = (text, cache)
+        return list(todo.values())
+
+    def _prepare_text(self, adapter: "ModelAdapter", barrier: Callable[[], None] | None) -> None:
+        self._text_identity = adapter.identity("text_encoder")
+        todo = self._text_jobs()
+        log.info(f"text cache: {len(todo)} captions to encode")
+        identity = self._text_identity
+        self._run_shared(todo, lambda batch: encode_texts(batch, adapter, self.batch_size),
+                         lambda job: not job[1].has(text_key(job[0], identity)), lambda job: True, barrier)
+
+    def prepare(self, adapter: "ModelAdapter", *, cache_text: bool = False, unload_text_encoder: bool = False,
+                barrier: Callable[[], None] | None = None) -> None:
+        """Fill the latent caches the datasets ask for and, with ``cache_text``, the text cache.
+
+        Args:
+            adapter: the loaded model (its VAE and text encoders are used, on their current device).
+            cache_text: encode every caption the rules can produce; batches then carry ``cond``.
+            unload_text_encoder: afterwards move the text encoders to the CPU (needs ``cache_text``).
+            barrier: with several ranks, a function that waits for all of them (e.g.
+                ``accelerator.wait_for_everyone``); disk caches are then filled by the ranks together.
+        """
+        if unload_text_encoder and not cache_text:
+            raise ValueError("unload_text_encoder needs cache_text")
+        self._prepare_latents(adapter, barrier)
+        if cache_text:
+            self._prepare_text(adapter, barrier)
+        if unload_text_encoder:
+            adapter.move(list(adapter.text_encoders), "cpu")
+        self._prepared = True
+
+    def _schedule(self, start: LoaderPosition) -> Iterator[tuple[int, list[int], LoaderPosition]]:
+        """(epoch, this rank's entries, position after) for every batch from ``start`` on, endlessly."""
+        epoch, index = start.epoch, start.index
+        while True:
+            chunks = self.plan(epoch)
+            for number in range(index, len(chunks)):
+                after = LoaderPosition(epoch, number + 1) if number + 1 < len(chunks) else LoaderPosition(epoch + 1, 0)
+                yield epoch, self.share(chunks[number]), after
+            epoch, index = epoch + 1, 0
+
+    def _render(self, draw: Draw) -> "Image.Image":
+        from toolkit.data.render import render
+
+        try:
+            return render(draw.record.path, draw.placement, draw.flip_x, draw.flip_y)
+        except BadImage as err:
+            raise EaselError(f"{draw.record.path}: {err.reason} when loaded for training, although the scan accepted it "
+                             "(changed since, or damaged inside its compressed data). Remove or fix it and run again.") from None
+
+    def _latent(self, draw: Draw) -> "torch.Tensor":
+        cache = self.latent_caches[draw.entry.dataset]
+        assert cache is not None and self._vae_identity is not None
+        key = latent_key(self._digest(draw.record.path), draw.placement, draw.flip_x, draw.flip_y, self._vae_identity)
+        try:
+            return cache.get(key)["latent"]
+        except KeyError:
+            raise EaselError(f"the cached latent of {draw.record.path} is missing or damaged (cache {cache.folder}); "
+                             "run again to re-encode it.") from None
+
+    def _text_row(self, draw: Draw) -> "dict[str, torch.Tensor]":
+        assert self._text_identity is not None
+        cache = self.text_caches[draw.entry.dataset]
+        try:
+            return cache.get(text_key(draw.caption, self._text_identity))
+        except KeyError:
+            raise EaselError(f"the cached text embedding of caption {draw.caption!r} is missing or damaged "
+                             f"(cache {cache.folder}); run again to re-encode it.") from None
+
+    def make_batch(self, items: list[int], epoch: int, pool: Executor | None = None) -> TrainBatch:
+        """The batch of entries ``items`` in ``epoch`` (images rendered on ``pool`` when given)."""
+        import torch
+
+        from toolkit.data.render import to_pixels
+
+        draws = [self.draw(item, epoch) for item in items]
+        pixels = latents = None
+        if draws[0].entry.cached:
+            latents = torch.stack([self._latent(draw) for draw in draws])
+        else:
+            images = list(pool.map(self._render, draws)) if pool is not None else [self._render(draw) for draw in draws]
+            pixels = to_pixels(images)
+        cond = stack_rows([self._text_row(draw) for draw in draws]) if self._text_identity is not None else None
+        return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
+                          image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],
+                          paths=[draw.record.path for draw in draws])
+
+    def batches(self, start: LoaderPosition | None = None) -> Iterator[tuple[TrainBatch, LoaderPosition]]:
+        """This rank's batches from ``start`` on, endlessly over epochs, each with the position after it.
+
+        The next batch is assembled in a background thread while the caller trains on the current one.
+        """
+        if any(cache is not None for cache in self.latent_caches) and not self._prepared:
+            raise RuntimeError("these datasets cache latents: call prepare(adapter) before batches()")
+        schedule = self._schedule(start or LoaderPosition())
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-batch")
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="easel-image")
+        try:
+            epoch, items, after = next(schedule)
+            pending = ahead.submit(self.make_batch, items, epoch, pool), after
+            for epoch, items, after in schedule:
+                upcoming = ahead.submit(self.make_batch, items, epoch, pool), after
+                yield pending[0].result(), pending[1]
+                pending = upcoming
+        finally:
+            ahead.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _caption_line(self, index: int) -> str:
+        config, rules, scan = self.datasets[index], self.rules[index], self.scans[index]
+        sources = Counter(record.caption_source for record in scan.records)
+        parts = [f"{sources['file']} from .{config.caption_ext} files"]
+        if sources["metadata"]:
+            parts.append(f"{sources['metadata']} from metadata")
+        if sources["default"]:
+            parts.append(f"{sources['default']} default ({config.default_caption!r})")
+        rules_text = []
+        if rules.trigger:
+            rules_text.append(f"trigger {rules.trigger!r}" + (" added where missing" if rules.add_trigger else " (reg set: not added)"))
+        if rules.dropout_rate:
+            rules_text.append(f"caption dropout {rules.dropout_rate:g}")
+        if rules.shuffle:
+            rules_text.append(f"shuffle (keep {rules.keep_tokens})")
+        if rules.token_dropout_rate:
+            rules_text.append(f"token dropout {rules.token_dropout_rate:g}")
+        flips = [axis for axis, on in (("x", config.flip_x), ("y", config.flip_y)) if on]
+        if flips:
+            rules_text.append(f"random flips {'/'.join(flips)}")
+        return f"captions: {', '.join(parts)}" + (f"; {'; '.join(rules_text)}" if rules_text else "")
+
+    def _bucket_line(self, index: int, shown: int = 10) -> str:
+        counts = Counter((entry.resolution, entry.placement.bucket) for entry in self.entries
+                         if entry.dataset == index and entry.repeat == 0)
+        lines = []
+        for resolution in self.datasets[index].resolution:
+            here = sorted(((n, size) for (r, size), n in counts.items() if r == resolution), key=lambda x: (-x[0], x[1]))
+            text = ", ".join(f"{w}x{h} x{n}" for n, (w, h) in here[:shown])
+            more = f", +{len(here) - shown} more" if len(here) > shown else ""
+            lines.append(f"@{resolution}: {text}{more}")
+        return "buckets " + "; ".join(lines)
+
+    def _cache_line(self, index: int) -> str:
+        config = self.datasets[index]
+        if config.cache_latents_to_disk:
+            return f"latents: cached on disk in {cache_root(config) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
+        return "latents: cached in memory" if config.cache_latents else "latents: not cached (images decoded every step)"
+
+    def report(self) -> list[str]:
+        """Dry-run lines: per dataset images, captions, skipped files, buckets; then steps per epoch."""
+        lines = []
+        for index, (config, scan) in enumerate(zip(self.datasets, self.scans)):
+            entries = sum(1 for entry in self.entries if entry.dataset == index)
+            skipped = sum(len(paths) for paths in scan.skipped.values())
+            lines += [f"- {scan.folder}: {len(scan.records)} images",
+                      f"    {self._caption_line(index)}",
+                      f"    skipped {skipped}" + (f": {scan.skipped_summary()}" if skipped else ""),
+                      f"    resolution {', '.join(map(str, config.resolution))} x repeats {config.num_repeats} "
+                      f"-> {entries} items per epoch",
+                      f"    {self._bucket_line(index)}",
+                      f"    {self._cache_line(index)}"]
+        ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
+        lines.append(f"steps per epoch: {self.steps_per_epoch()} (batch {self.batch_size}{ranks}, "
+                     f"{len(self.groups)} bucket groups, one bucket per batch)")
+        return lines
