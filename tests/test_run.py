@@ -19,6 +19,17 @@ def note_config(tmp_path: Path, name: str = "note", message: str = "hi", extra: 
     return path
 
 
+def image_folder(tmp_path: Path, count: int = 3) -> Path:
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(count):
+        Image.new("RGB", (96, 64), (40 * i, 90, 200)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(f"picture {i}")
+    return folder
+
+
 def python(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd)
 
@@ -68,8 +79,7 @@ def test_missing_config_names_candidates(capsys):
 
 
 def test_help_and_dry_run_import_no_torch(tmp_path):
-    dataset = tmp_path / "images"
-    dataset.mkdir()
+    dataset = image_folder(tmp_path)
     probe = ("import sys, run\ntry:\n    code = run.main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
              "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)")
     assert python("-c", probe, "--help").stdout.strip().endswith("NO-TORCH 0")
@@ -79,8 +89,7 @@ def test_help_and_dry_run_import_no_torch(tmp_path):
 
 
 def test_ai_toolkit_zimage_config_dry_run_lists_ignored_keys_once(tmp_path):
-    dataset = tmp_path / "images"
-    dataset.mkdir()
+    dataset = image_folder(tmp_path)
     result = python("run.py", "--dry-run", str(FIXTURES / "aitoolkit_zimage_turbo.yaml"),
                     "--set", f"config.process.0.datasets.0.folder_path={dataset}")
     assert result.returncode == 0, result.stderr
