@@ -38,10 +38,12 @@ class ImageToTextProcess(Process):
         return images, todo
 
     def plan(self) -> list[str]:
+        head = f"process {self.index}: {self.config.type} with {self.config.model}"
+        if not Path(self.config.folder_path).is_dir():
+            return [head, f"  folder_path {self.config.folder_path} does not exist (yet)"]
         images, todo = self._images()
-        return [f"process {self.index}: {self.config.type} with {self.config.model}",
-                f"  {len(images)} images in {self.config.folder_path}; {len(todo)} to caption "
-                f"({len(images) - len(todo)} keep their .{self.config.caption_ext} files)"]
+        return [head, f"  {len(images)} images in {self.config.folder_path}; {len(todo)} to caption "
+                      f"({len(images) - len(todo)} keep their .{self.config.caption_ext} files)"]
 
     def _finish(self, caption: str) -> str:
         text = add_tag(caption, self.config.prefix, "prefix", self.config.separator) if self.config.prefix else caption

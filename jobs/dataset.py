@@ -19,7 +19,7 @@ from toolkit.errors import ConfigError, ConfigIssue
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.prep import steps
-from toolkit.prep.pipeline import DatasetState, check_folders, format_report, read_dataset, write_dataset
+from toolkit.prep.pipeline import DatasetState, check_folders, format_report, list_images, read_dataset, write_dataset
 
 
 class DatasetStep(Process):
@@ -102,7 +102,7 @@ class DatasetJob(Job):
     def plan(self) -> str:
         first = self.processes[0].config
         source = Path(first.input_folder)
-        found = f"{sum(1 for _ in source.rglob('*') if _.is_file())} files" if source.is_dir() else "missing!"
+        found = f"{len(list_images(source))} images" if source.is_dir() else "missing!"
         return f"{super().plan()}\n\ninput: {source} ({found}); output: {', '.join(map(str, self._outputs()))}"
 
     def run(self) -> None:
