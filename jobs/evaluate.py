@@ -1,7 +1,7 @@
 """``job: evaluate``: compare LoRA variants of one base model (seed 003's experiment as a config).
 
 For each variant the same prompts and seeds are generated (``toolkit.eval.generation``), saved under
-``images/<variant>/``; then a CLIP model scores every image: CLIP score against its prompt, and
+``images/<index>_<variant>/``; then a CLIP model scores every image: CLIP score against its prompt, and
 style similarity against the reference images. ``results.json``, ``results.md`` (best values bold),
 ``results.csv`` and ``grid.png`` (rows = variants, columns = prompts) land in ``output_folder``.
 """
@@ -83,16 +83,16 @@ class CompareProcess(Process):
             negative_prompt=given.neg, guidance_rescale=given.guidance_rescale, batch_size=given.batch_size)
 
     def _generate(self, settings: "GenerationSettings") -> dict[str, list[Path]]:
-        """Every variant's images, saved as images/<variant>/<prompt>_<seed>.png (prompt-major order)."""
+        """Every variant's images, saved as images/<index>_<variant>/<prompt>_<seed>.png (prompt-major order)."""
         from toolkit.eval import generation
 
         seeds = self.config.resolved_seeds()
         saved: dict[str, list[Path]] = {}
         try:
-            for variant in self.config.variants:
+            for index, variant in enumerate(self.config.variants):
                 log.info(f"generating variant '{variant.name}' ({len(self.config.prompts) * len(seeds)} images)")
                 images = generation.generate_images(self.config.model, variant.loras, self.config.prompts, seeds, settings)
-                folder = self.folder / "images" / _folder_name(variant.name)
+                folder = self.folder / "images" / f"{index:02d}_{_folder_name(variant.name)}"
                 folder.mkdir(parents=True, exist_ok=True)
                 pairs = [(p, s) for p in range(len(self.config.prompts)) for s in seeds]
                 if len(images) != len(pairs):

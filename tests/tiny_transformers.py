@@ -3,12 +3,15 @@
 Tokenizers are built with the ``tokenizers`` library (a byte-level BPE alphabet or a small WordPiece
 vocabulary) and wrapped in the tokenizer class each model's processor expects; image processors are
 the PIL ones (torchvision is not installed). Each builder writes a folder that the real loading
-code reads back like a hub download.
+code reads back like a hub download. The fixtures (one folder per kind and session) are imported by
+the conftest files that need them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 WORDS = ["a", "an", "the", "photo", "picture", "of", "cat", "dog", "red", "blue", "green", "tree", "house",
          "with", "and", "on", "in", "painting", "woman", "garden", "sky", "style"]
@@ -147,8 +150,28 @@ BUILDERS = {"blip": build_tiny_blip, "blip2": build_tiny_blip2, "florence2": bui
 _BUILT: dict[str, Path] = {}
 
 
-def tiny_model(kind: str, tmp_path_factory: object) -> Path:
-    """The folder of a tiny ``kind`` model, built once per test session (``tmp_path_factory`` is pytest's)."""
+def tiny_model(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a tiny ``kind`` model, built once per test session."""
     if kind not in _BUILT:
-        _BUILT[kind] = BUILDERS[kind](tmp_path_factory.mktemp(f"tiny_{kind}"))  # type: ignore[attr-defined]
+        _BUILT[kind] = BUILDERS[kind](tmp_path_factory.mktemp(f"tiny_{kind}"))
     return _BUILT[kind]
+
+
+@pytest.fixture(scope="session")
+def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("blip", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("blip2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_florence2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("florence2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("clip", tmp_path_factory)

@@ -84,7 +84,7 @@ def test_evaluate_writes_results_and_grid(setup, tiny_clip, fake_generate, run_m
     assert calls[0] | {"loras": None} == {"model": "tiny:sd15", "loras": None, "prompts": ["a red square", "a grey square", "a purple square"],
                                           "seeds": [10, 11], "size": (40, 24), "steps": 25, "sampler": "euler_a", "guidance": 7.5}
     assert released == [True]
-    assert sorted(p.name for p in (out / "images" / "red_blue_0.5_0.5").iterdir()) == ["00_10.png", "00_11.png", "01_10.png", "01_11.png", "02_10.png", "02_11.png"]
+    assert sorted(p.name for p in (out / "images" / "02_red_blue_0.5_0.5").iterdir()) == ["00_10.png", "00_11.png", "01_10.png", "01_11.png", "02_10.png", "02_11.png"]
     assert (out / "config.yaml").is_file() and (out / "log.txt").is_file()
 
     data = json.loads((out / "results.json").read_text())

@@ -89,3 +89,4 @@ def test_strip_prompt():
     assert _strip_prompt("a photography of a woman", "A photography of") == "a woman"
     assert _strip_prompt("a dog", "a photography of") == "a dog"
     assert _strip_prompt("a  photography\nof it", "a photography of") == "it"
+    assert _strip_prompt(" two\n lines ", "") == "two lines"

@@ -56,7 +56,7 @@ class EvaluateProcessConfig(Block):
     type: Literal["compare"]
     """Process type."""
     output_folder: str
-    """Where results.json/.md/.csv, grid.png and the images (images/<variant>/) are written."""
+    """Where results.json/.md/.csv, grid.png and the images (images/<index>_<variant>/) are written."""
     device: str = "auto"
     """auto, cpu, cuda, cuda:N or mps."""
     model: ModelConfig

@@ -65,7 +65,7 @@ def load_captioning_model(name_or_path: str, *, device: "torch.device", dtype: "
 
 
 def _strip_prompt(text: str, prompt: str) -> str:
-    """``text`` without a leading copy of ``prompt`` (compared case-insensitively, spaces collapsed)."""
+    """``text`` with runs of whitespace collapsed, without a leading copy of ``prompt`` (compared case-insensitively)."""
     words, prompt_words = text.split(), prompt.split()
     head = [w.lower() for w in words[: len(prompt_words)]]
     if prompt_words and head == [w.lower() for w in prompt_words]:
@@ -104,7 +104,7 @@ class Captioner:
         if prompt_ids is not None and ids.shape[1] >= prompt_ids.shape[1] and torch.equal(ids[:, : prompt_ids.shape[1]], prompt_ids):
             ids = ids[:, prompt_ids.shape[1]:]
         decoded = self.processor.batch_decode(ids, skip_special_tokens=True)
-        captions = [_strip_prompt(" ".join(text.split()), self.prompt) if self.prompt else " ".join(text.split()) for text in decoded]
+        captions = [_strip_prompt(text, self.prompt or "") for text in decoded]
         if self.keep_prompt and self.prompt:
             captions = [f"{self.prompt.strip()} {caption}".strip() for caption in captions]
         return captions
