@@ -80,9 +80,13 @@ def test_not_a_captioning_model_is_a_user_error(tiny_clip):
         _load(tiny_clip)
 
 
-def test_missing_model_is_a_user_error(tmp_path):
+def test_missing_or_unknown_model_is_a_user_error(tmp_path):
     with pytest.raises(EaselError, match="cannot load the captioning model"):
         _load(tmp_path / "nowhere")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.json").write_text('{"model_type": "no_such_model_type"}')
+    with pytest.raises(EaselError, match="cannot load the captioning model"):
+        _load(tmp_path / "odd")
 
 
 def test_strip_prompt():

@@ -109,6 +109,9 @@ def test_check_folders_protects_the_input_and_foreign_folders(tmp_path):
     (foreign / "keep_me.jpg").write_bytes(b"x")
     with pytest.raises(EaselError, match="did not write"):
         check_folders(source, [foreign])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(EaselError, match="is a file"):
+        check_folders(source, [tmp_path / "a_file"])
     check_folders(source, [tmp_path / "new"])
 
 

@@ -58,7 +58,7 @@ def load_captioning_model(name_or_path: str, *, device: "torch.device", dtype: "
         config = AutoConfig.from_pretrained(name_or_path, **options)
         model = _model_class(config, trust_remote_code).from_pretrained(name_or_path, config=config, **_dtype_option(dtype), **options)
         processor = AutoProcessor.from_pretrained(name_or_path, **options)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise EaselError(f"cannot load the captioning model '{name_or_path}': {str(err).splitlines()[0]} A hub id needs "
                          "internet access or a cached copy; a local path must be a folder saved with save_pretrained.") from None
     return model.to(device).eval(), processor

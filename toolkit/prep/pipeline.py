@@ -121,6 +121,8 @@ def check_folders(input_folder: Path, outputs: list[Path]) -> None:
         if target == source or source in target.parents or target in source.parents:
             raise EaselError(f"output folder '{output}' overlaps the input folder '{input_folder}'; the input is never "
                              "modified, so write to a separate folder (e.g. a sibling named <input>_prepared).")
+        if target.exists() and not target.is_dir():
+            raise EaselError(f"output folder '{output}' is a file; choose a folder path.")
         if target.is_dir() and any(target.iterdir()) and not is_prepared_folder(target):
             raise EaselError(f"output folder '{output}' already holds files that a dataset job did not write; "
                              "choose a new folder or empty it first.")
