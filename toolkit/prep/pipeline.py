@@ -62,9 +62,6 @@ class DatasetState:
     def drop(self, item: Item, step: str, reason: str, detail: str = "") -> None:
         self.dropped.append(Dropped(item, step, reason, detail))
 
-    def keep_only(self, kept: list[Item]) -> None:
-        self.items = kept
-
     def open(self, item: Item, step: str) -> Image.Image | None:
         """Decode ``item``; an unreadable file is dropped (reason ``unreadable``) and None returned."""
         try:

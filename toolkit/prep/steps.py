@@ -34,7 +34,7 @@ def run_filter(state: DatasetState, config: "FilterConfig", step: str) -> None:
             kept.append(item)
         else:
             state.drop(item, step, verdict.reason, verdict.detail)
-    state.keep_only(kept)
+    state.items = kept
 
 
 def run_dedupe(state: DatasetState, config: "DedupeConfig", step: str) -> None:
@@ -57,7 +57,7 @@ def run_dedupe(state: DatasetState, config: "DedupeConfig", step: str) -> None:
     for index, duplicate in sorted(duplicates.items()):
         state.drop(readable[index], step, "duplicate",
                    f"of {readable[duplicate.of].name}, distance {duplicate.distance}")
-    state.keep_only([item for index, item in enumerate(readable) if index not in duplicates])
+    state.items = [item for index, item in enumerate(readable) if index not in duplicates]
 
 
 def run_resize(state: DatasetState, config: "ResizeConfig", step: str) -> None:
@@ -78,7 +78,7 @@ def run_resize(state: DatasetState, config: "ResizeConfig", step: str) -> None:
         item.path = target
         item.measures.update({"resized_from": f"{image.width}x{image.height}", "width": resized.width, "height": resized.height})
         kept.append(item)
-    state.keep_only(kept)
+    state.items = kept
 
 
 def run_convert_captions(state: DatasetState, config: "ConvertCaptionsConfig", step: str) -> None:
