@@ -1,0 +1,180 @@
+"""``job: evaluate``: compare LoRA variants of one base model (seed 003's experiment as a config).
+
+For each variant the same prompts and seeds are generated (``toolkit.eval.generation``), saved under
+``images/<index>_<variant>/``; then a CLIP model scores every image: CLIP score against its prompt, and
+style similarity against the reference images. ``results.json``, ``results.md`` (best values bold),
+``results.csv`` and ``grid.png`` (rows = variants, columns = prompts) land in ``output_folder``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolkit.config.evaluate import EvaluateProcessConfig, VariantConfig
+from toolkit.errors import EaselError
+from toolkit.job import Job, Process
+from toolkit.log import log
+from toolkit.output import RunFolder
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from toolkit.eval.clip import ClipEmbedder
+    from toolkit.eval.generation import GenerationSettings
+    from toolkit.eval.report import EvalResults, VariantResult
+
+
+class EvaluateJob(Job):
+    """Runs each comparison process in order."""
+
+
+def _folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "variant"
+
+
+class CompareProcess(Process):
+    """Generates every variant's images, scores them with CLIP, writes the reports and the grid."""
+
+    config: EvaluateProcessConfig
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.folder = Path(self.config.output_folder)
+        self._run_folder: RunFolder | None = None
+
+    def _references(self, variant: VariantConfig) -> str | None:
+        return variant.reference_images or self.config.reference_images
+
+    def plan(self) -> list[str]:
+        seeds = self.config.resolved_seeds()
+        lines = [f"process {self.index}: {self.config.type}: {len(self.config.variants)} variants x {len(self.config.prompts)} "
+                 f"prompts x {len(seeds)} seeds (seeds {seeds}) with {self.config.model.name_or_path}"]
+        for variant in self.config.variants:
+            loras = ", ".join(f"{lora.path} @ {lora.weight:g}" for lora in variant.loras) or "no LoRA"
+            lines.append(f"  {variant.name}: {loras}; style reference: {self._references(variant) or '-'}")
+        lines.append(f"  CLIP model {self.config.clip_model}; writes {self.folder}/results.json, results.md, results.csv, grid.png")
+        return lines
+
+    def _check_files(self) -> None:
+        missing = [f"{variant.name}: LoRA {lora.path}" for variant in self.config.variants for lora in variant.loras
+                   if not Path(lora.path).is_file()]
+        missing += [f"{variant.name}: reference_images {folder}" for variant in self.config.variants
+                    if (folder := self._references(variant)) and not Path(folder).is_dir()]
+        if missing:
+            raise EaselError("evaluate: these files/folders do not exist: " + "; ".join(missing) + ". Fix the paths in the config.")
+
+    def _settings(self) -> "GenerationSettings":
+        from toolkit.eval.generation import GenerationSettings
+
+        arch = self.job.registry.arch(self.config.model.arch)
+        given = self.config.generate
+
+        def pick(value: Any, key: str) -> Any:
+            if value is None and key not in arch.defaults:
+                raise EaselError(f"architecture '{arch.name}' has no default {key}; set generate.{key} in the config.")
+            return arch.defaults[key] if value is None else value
+
+        return GenerationSettings(
+            registry=self.job.registry, device=self.config.device, width=pick(given.width, "width"),
+            height=pick(given.height, "height"), steps=pick(given.sample_steps, "sample_steps"),
+            guidance_scale=pick(given.guidance_scale, "guidance_scale"), sampler=given.sampler or arch.spec.default_sampler,
+            negative_prompt=given.neg, guidance_rescale=given.guidance_rescale, batch_size=given.batch_size)
+
+    def _generate(self, settings: "GenerationSettings") -> dict[str, list[Path]]:
+        """Every variant's images, saved as images/<index>_<variant>/<prompt>_<seed>.png (prompt-major order)."""
+        from toolkit.eval import generation
+
+        seeds = self.config.resolved_seeds()
+        saved: dict[str, list[Path]] = {}
+        try:
+            for index, variant in enumerate(self.config.variants):
+                log.info(f"generating variant '{variant.name}' ({len(self.config.prompts) * len(seeds)} images)")
+                images = generation.generate_images(self.config.model, variant.loras, self.config.prompts, seeds, settings)
+                folder = self.folder / "images" / f"{index:02d}_{_folder_name(variant.name)}"
+                folder.mkdir(parents=True, exist_ok=True)
+                pairs = [(p, s) for p in range(len(self.config.prompts)) for s in seeds]
+                if len(images) != len(pairs):
+                    raise EaselError(f"generation returned {len(images)} images for {len(pairs)} requests (variant '{variant.name}')")
+                saved[variant.name] = []
+                for image, (prompt_index, seed) in zip(images, pairs):
+                    path = folder / f"{prompt_index:02d}_{seed}.png"
+                    image.save(path)
+                    saved[variant.name].append(path)
+        finally:
+            generation.release_models()
+        return saved
+
+    def _score(self, saved: dict[str, list[Path]]) -> "EvalResults":
+        from toolkit.devices import resolve_device, resolve_dtype
+        from toolkit.eval.clip import ClipEmbedder
+        from toolkit.eval.report import EvalResults
+
+        device = resolve_device(self.config.device)
+        clip = ClipEmbedder(self.config.clip_model, device=device, dtype=resolve_dtype("fp16" if device.type == "cuda" else "fp32"),
+                            batch_size=self.config.clip_batch_size)
+        prompt_embeds = clip.texts(self.config.prompts)
+        references: dict[str, np.ndarray] = {}
+        variants = [self._score_variant(clip, variant, saved[variant.name], prompt_embeds, references) for variant in self.config.variants]
+        return EvalResults(self.config.clip_model, self.config.clip_score_scale, list(self.config.prompts),
+                           self.config.resolved_seeds(), variants)
+
+    def _score_variant(self, clip: "ClipEmbedder", variant: VariantConfig, paths: list[Path], prompt_embeds: "np.ndarray",
+                       references: "dict[str, np.ndarray]") -> "VariantResult":
+        from toolkit.eval.metrics import clip_scores, style_similarities
+        from toolkit.eval.report import ImageResult, VariantResult
+
+        seeds = self.config.resolved_seeds()
+        pairs = [(p, seed) for p in range(len(self.config.prompts)) for seed in seeds]
+        embeds, _ = clip.image_files(paths)
+        scores = clip_scores(embeds, prompt_embeds[[p for p, _ in pairs]], self.config.clip_score_scale)
+        folder = self._references(variant)
+        styles = None
+        if folder:
+            if folder not in references:
+                references[folder] = _reference_embeddings(clip, Path(folder))
+            styles = style_similarities(embeds, references[folder])
+        images = [ImageResult(p, self.config.prompts[p], seed, path.relative_to(self.folder).as_posix(), float(scores[i]),
+                              None if styles is None else float(styles[i]))
+                  for i, ((p, seed), path) in enumerate(zip(pairs, paths))]
+        return VariantResult(variant.name, [lora.model_dump() for lora in variant.loras], folder, images)
+
+    def run(self) -> None:
+        from toolkit.eval.report import markdown_table, write_results
+
+        self._check_files()
+        settings = self._settings()
+        self._run_folder = RunFolder(self.folder.parent, self.folder.name)
+        self._run_folder.open(self.job.loaded.resolved)
+        saved = self._generate(settings)
+        results = self._score(saved)
+        write_results(self.folder, results)
+        self._write_grid(saved)
+        log.info(f"wrote {self.folder}/results.json, results.md, results.csv, grid.png\n{markdown_table(results)}")
+
+    def _write_grid(self, saved: dict[str, list[Path]]) -> None:
+        from toolkit.data.images import load_image
+        from toolkit.eval.grid import comparison_grid
+
+        per_prompt = len(self.config.resolved_seeds())
+        cells = [[[load_image(path) for path in paths[i:i + per_prompt]] for i in range(0, len(paths), per_prompt)]
+                 for paths in saved.values()]
+        comparison_grid(list(saved), list(self.config.prompts), cells, self.config.grid_cell).save(self.folder / "grid.png")
+
+    def cleanup(self) -> None:
+        if self._run_folder is not None:
+            self._run_folder.close()
+            self._run_folder = None
+
+
+def _reference_embeddings(clip: "ClipEmbedder", folder: Path) -> "np.ndarray":
+    """CLIP embeddings of a style reference folder's images (unreadable ones are skipped with a warning)."""
+    from toolkit.prep.pipeline import list_images
+
+    embeds, skipped = clip.image_files(list_images(folder))
+    if skipped:
+        log.warning(f"skipped unreadable reference images in {folder}: {', '.join(skipped)}")
+    if len(embeds) == 0:
+        raise EaselError(f"reference_images folder '{folder}' holds no readable images.")
+    return embeds

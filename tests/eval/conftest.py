@@ -1,0 +1,3 @@
+"""Tiny CLIP, built once per session."""
+
+from tests.tiny_transformers import tiny_clip  # noqa: F401

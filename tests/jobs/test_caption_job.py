@@ -1,0 +1,93 @@
+"""``job: caption`` end to end through run.py's main(), from the example configs, with tiny random models."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.prep_images import scene
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "anime"
+    (folder / "sub").mkdir(parents=True)
+    for i, name in enumerate(["a.png", "b.jpg", "sub/c.png", "d.webp"]):
+        scene(i, (48 + 8 * i, 40)).save(folder / name)
+    (folder / "d.txt").write_text("my own caption\n")
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "_cache").mkdir()
+    scene(9).save(folder / "_cache" / "skip.png")
+    return folder
+
+
+def _captions(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*.txt"))}
+
+
+def test_blip_example_captions_missing_files_with_the_trigger(images, tiny_blip, run_main, messages):
+    code = run_main(EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}",
+                    "--set", f"config.process.0.model={tiny_blip}", "--set", "config.process.0.batch_size=2",
+                    "--set", "config.process.0.generate_kwargs={min_new_tokens: 2}", "--set", "config.process.0.max_new_tokens=4")
+    assert code == 0
+    captions = _captions(images)
+    assert sorted(captions) == ["a.txt", "b.txt", "d.txt", "sub/c.txt"]
+    assert captions["d.txt"] == "my own caption\n"
+    for name in ("a.txt", "b.txt", "sub/c.txt"):
+        text = captions[name]
+        assert text.startswith("anistyle, ") and text.endswith("\n") and text.count("anistyle") == 1
+        assert len(text.strip()) > len("anistyle, ")
+    err = "\n".join(messages)
+    assert "5 images in" in err and "4 to caption, 1 already captioned" in err
+    assert "wrote 3 captions" in err and "broken.png (not an image)" in err
+
+
+def test_overwrite_recaptions_everything(images, tiny_blip, run_main):
+    args = [EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}", "--set", f"config.process.0.model={tiny_blip}",
+            "--set", "config.process.0.max_new_tokens=3", "--set", "config.process.0.num_beams=1"]
+    assert run_main(*args) == 0
+    first = _captions(images)
+    assert run_main(*args, "--set", "config.process.0.overwrite=true", "--set", "config.process.0.caption_ext=.caption") == 0
+    assert _captions(images) == first
+    redone = {p.relative_to(images).as_posix(): p.read_text() for p in images.rglob("*.caption")}
+    assert sorted(redone) == ["a.caption", "b.caption", "d.caption", "sub/c.caption"]
+    assert run_main(*args, "--set", "config.process.0.overwrite=true") == 0
+    assert _captions(images)["d.txt"].startswith("anistyle")
+    assert {k: v for k, v in _captions(images).items() if k != "d.txt"} == {k: v for k, v in first.items() if k != "d.txt"}
+
+
+def test_blip2_example_appends_the_style_tag_once(images, tiny_blip2, run_main):
+    (images / "a.txt").write_text("a girl, drawn by KSH drawing style")
+    code = run_main(EXAMPLES / "caption_blip2.yaml", "--set", f"config.process.0.folder_path={images}",
+                    "--set", f"config.process.0.model={tiny_blip2}", "--set", "config.process.0.dtype=fp32",
+                    "--set", "config.process.0.generate_kwargs={min_new_tokens: 3}", "--set", "config.process.0.max_new_tokens=3")
+    assert code == 0
+    captions = _captions(images)
+    assert sorted(captions) == ["a.txt", "b.txt", "d.txt", "sub/c.txt"]
+    for text in captions.values():
+        assert text.rstrip("\n").endswith(", drawn by KSH drawing style") and text.count("drawn by KSH drawing style") == 1
+
+
+def test_florence2_example_runs(images, tiny_florence2, run_main):
+    code = run_main(EXAMPLES / "caption_florence2.yaml", "--set", f"config.process.0.folder_path={images}",
+                    "--set", f"config.process.0.model={tiny_florence2}", "--set", "config.process.0.num_beams=1",
+                    "--set", "config.process.0.max_new_tokens=3")
+    assert code == 0
+    captions = _captions(images)
+    assert len(captions) == 4 and all(text.startswith("wcstyle") for name, text in captions.items() if name != "d.txt")
+
+
+def test_missing_folder_and_missing_model_are_user_errors(tmp_path, images, run_main, messages):
+    base = [EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.model={tmp_path / 'no_model'}"]
+    assert run_main(*base, "--set", f"config.process.0.folder_path={tmp_path / 'nothing'}") == 2
+    assert "does not exist" in "\n".join(messages)
+    assert run_main(*base, "--set", f"config.process.0.folder_path={images}") == 2
+    assert "cannot load the captioning model" in "\n".join(messages)
+    assert sorted(_captions(images)) == ["d.txt"]
+
+
+def test_dry_run_counts_without_loading(images, run_main, capfd):
+    assert run_main("--dry-run", EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}") == 0
+    printed = capfd.readouterr().out
+    assert "5 images in" in printed and "4 to caption (1 keep their .txt files)" in printed

@@ -1,0 +1,137 @@
+"""``job: evaluate`` end to end through run.py's main(): generation is faked (solid colours per variant),
+the CLIP metrics (tiny random CLIP), reports and grid are real."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from toolkit.eval import generation
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+COLOURS = {(): (128, 128, 128), ("red.safetensors",): (220, 20, 20), ("blue.safetensors", "red.safetensors"): (120, 20, 200)}
+
+
+@pytest.fixture
+def fake_generate(monkeypatch):
+    calls = []
+
+    def fake(model_cfg, loras, prompts, seeds, settings):
+        calls.append({"model": model_cfg.name_or_path, "loras": [(Path(l.path).name, l.weight) for l in loras], "prompts": list(prompts),
+                      "seeds": list(seeds), "size": (settings.width, settings.height), "steps": settings.steps,
+                      "sampler": settings.sampler, "guidance": settings.guidance_scale})
+        colour = COLOURS[tuple(sorted(Path(l.path).name for l in loras))]
+        return [Image.new("RGB", (settings.width, settings.height), colour) for _ in prompts for _ in seeds]
+
+    released = []
+    monkeypatch.setattr(generation, "generate_images", fake)
+    monkeypatch.setattr(generation, "release_models", lambda: released.append(True))
+    return calls, released
+
+
+@pytest.fixture
+def setup(tmp_path):
+    (tmp_path / "red.safetensors").write_bytes(b"fake")
+    (tmp_path / "blue.safetensors").write_bytes(b"fake")
+    refs = tmp_path / "red_style"
+    refs.mkdir()
+    for i, size in enumerate([(32, 32), (50, 40), (64, 64)]):
+        Image.new("RGB", size, (220, 20, 20)).save(refs / f"{i}.png")
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"""# python run.py eval.yaml
+job: evaluate
+config:
+  name: styles
+  process:
+    - type: compare
+      output_folder: {tmp_path / 'out' / '[name]'}
+      device: cpu
+      model:
+        name_or_path: tiny:sd15
+        arch: sd15
+      variants:
+        - name: base
+        - name: red
+          loras: [{{path: {tmp_path / 'red.safetensors'}, weight: 1.0}}]
+        - name: red+blue 0.5/0.5
+          loras:
+            - {{path: {tmp_path / 'red.safetensors'}, weight: 0.5}}
+            - {{path: {tmp_path / 'blue.safetensors'}, weight: 0.5}}
+      prompts: [a red square, a grey square, a purple square]
+      images_per_prompt: 2
+      seed: 10
+      generate:
+        width: 40
+        height: 24
+      reference_images: {refs}
+      clip_model: CLIP
+      clip_score_scale: cosine
+      grid_cell: 32
+""")
+    return tmp_path, config
+
+
+def test_evaluate_writes_results_and_grid(setup, tiny_clip, fake_generate, run_main):
+    tmp_path, config = setup
+    calls, released = fake_generate
+    assert run_main(config, "--set", f"config.process.0.clip_model={tiny_clip}") == 0
+    out = tmp_path / "out" / "styles"
+    assert [c["loras"] for c in calls] == [[], [("red.safetensors", 1.0)], [("red.safetensors", 0.5), ("blue.safetensors", 0.5)]]
+    assert calls[0] | {"loras": None} == {"model": "tiny:sd15", "loras": None, "prompts": ["a red square", "a grey square", "a purple square"],
+                                          "seeds": [10, 11], "size": (40, 24), "steps": 25, "sampler": "euler_a", "guidance": 7.5}
+    assert released == [True]
+    assert sorted(p.name for p in (out / "images" / "02_red_blue_0.5_0.5").iterdir()) == ["00_10.png", "00_11.png", "01_10.png", "01_11.png", "02_10.png", "02_11.png"]
+    assert (out / "config.yaml").is_file() and (out / "log.txt").is_file()
+
+    data = json.loads((out / "results.json").read_text())
+    variants = {v["name"]: v for v in data["variants"]}
+    assert list(variants) == ["base", "red", "red+blue 0.5/0.5"] and data["seeds"] == [10, 11]
+    for v in variants.values():
+        assert len(v["images"]) == 6
+        assert v["clip_score"] == pytest.approx(np.mean([i["clip_score"] for i in v["images"]]))
+        assert all(-1 <= i["clip_score"] <= 1 for i in v["images"])
+    # the red variant's images are the reference images' pixels after CLIP's resize: similarity 1
+    assert variants["red"]["style_similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert variants["base"]["style_similarity"] < 1 - 1e-4 and variants["red+blue 0.5/0.5"]["style_similarity"] < 1 - 1e-4
+    # within a variant, images of one colour embed identically, so each prompt's score is the same for both seeds
+    red_scores = [i["clip_score"] for i in variants["red"]["images"]]
+    assert red_scores[0] == pytest.approx(red_scores[1]) and red_scores[2] == pytest.approx(red_scores[3])
+
+    table = (out / "results.md").read_text()
+    red_row = next(line for line in table.splitlines() if line.startswith("| red |"))
+    assert red_row.endswith("| **1.0000** |")
+    best_clip = max(v["clip_score"] for v in variants.values())
+    assert sum(line.count(f"**{best_clip:.4f}**") for line in table.splitlines()) == 1
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert [r["variant"] for r in rows] == ["base", "red", "red+blue 0.5/0.5"] and rows[1]["loras"].endswith("red.safetensors:1")
+
+    grid = Image.open(out / "grid.png")
+    assert grid.height > 3 * 32 and grid.width > 3 * (2 * 32)
+    pixels = np.asarray(grid).reshape(-1, 3)
+    for colour in COLOURS.values():
+        assert (pixels == colour).all(axis=1).any()
+
+
+def test_missing_lora_stops_before_generating(setup, fake_generate, run_main, messages):
+    tmp_path, config = setup
+    (tmp_path / "blue.safetensors").unlink()
+    assert run_main(config) == 2
+    assert "blue.safetensors" in "\n".join(messages)
+    assert fake_generate[0] == []
+
+
+def test_example_dry_run_plans_every_variant(run_main, capfd):
+    assert run_main("--dry-run", EXAMPLES / "evaluate_styles.yaml") == 0
+    printed = capfd.readouterr().out
+    assert "4 variants x 5 prompts x 2 seeds" in printed
+    assert "watercolor_anime_0.6_0.4: output/watercolor_lora/watercolor_lora.safetensors @ 0.6, output/anime_lora/anime_lora.safetensors @ 0.4" in printed
+
+
+def test_seeds_and_images_per_prompt_conflict(setup, run_main, messages):
+    _, config = setup
+    assert run_main(config, "--set", "config.process.0.seeds=[1, 2]") == 2
+    assert "set either seeds or images_per_prompt" in "\n".join(messages)

@@ -1,0 +1,116 @@
+"""Config of the evaluate job's ``compare`` process: LoRA variants of one base model, scored with CLIP."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from toolkit.config.base import Block, lowercase
+from toolkit.config.blocks import ModelConfig
+from toolkit.config.generate import LoraRef
+from toolkit.config.messages import suggest
+
+
+class VariantConfig(Block):
+    """One row of the comparison: the base model with zero, one or several LoRAs."""
+
+    block_name: ClassVar[str] = "variants[]"
+
+    name: str = Field(min_length=1)
+    """Row name in the reports and the grid (e.g. base, watercolor, watercolor_pixelart_0.6_0.4)."""
+    loras: list[LoraRef] = []
+    """LoRAs applied with their weights (none: the base model alone)."""
+    reference_images: str | None = None
+    """Style reference folder for this variant (e.g. its own training images); default: the process's ``reference_images``."""
+
+
+class EvalGenerateConfig(Block):
+    """How the images are generated (as in the generate job); unset values come from the architecture."""
+
+    block_name: ClassVar[str] = "generate"
+
+    sampler: str | None = None
+    """flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
+    width: int | None = Field(None, ge=8)
+    """Image width; default: the architecture's native size."""
+    height: int | None = Field(None, ge=8)
+    """Image height; default: the architecture's native size."""
+    neg: str = ""
+    """Negative prompt (used when guidance_scale > 1)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance; default: the architecture variant's."""
+    guidance_rescale: float = Field(0.0, ge=0, le=1)
+    """SD: rescale guided noise to reduce over-exposure."""
+    sample_steps: int | None = Field(None, ge=1)
+    """Denoising steps; default: the architecture variant's."""
+    batch_size: int = Field(1, ge=1)
+    """Images denoised together."""
+
+
+class EvaluateProcessConfig(Block):
+    """Generate the same prompts and seeds with each variant, then score them (CLIP score, style similarity)."""
+
+    block_name: ClassVar[str] = "process[]"
+
+    type: Literal["compare"]
+    """Process type."""
+    output_folder: str
+    """Where results.json/.md/.csv, grid.png and the images (images/<index>_<variant>/) are written."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps."""
+    model: ModelConfig
+    """The base model every variant shares (loaded once; LoRAs are swapped per variant)."""
+    variants: list[VariantConfig] = Field(min_length=1)
+    """The rows: each a name and its LoRAs with weights."""
+    prompts: list[str] = Field(min_length=1)
+    """Plain prompts (no inline flags); each is one grid column and is what the CLIP score compares against."""
+    seeds: list[int] | None = None
+    """Seeds; every prompt is generated once per seed with every variant."""
+    images_per_prompt: int | None = Field(None, ge=1)
+    """Instead of ``seeds``: this many images per prompt, seeds ``seed``, ``seed + 1``, ... (default 1)."""
+    seed: int = 0
+    """First seed when ``seeds`` is not given."""
+    generate: EvalGenerateConfig = EvalGenerateConfig()
+    """Generation settings."""
+    reference_images: str | None = None
+    """Folder of style reference images for the style similarity (a variant may name its own); unset: not measured."""
+    clip_model: str = "openai/clip-vit-large-patch14"
+    """CLIP model (hub id or local folder) for both metrics."""
+    clip_score_scale: lowercase(Literal["percent", "cosine"]) = "percent"  # type: ignore[valid-type]
+    """percent: 100 * max(cos, 0), the usual CLIP score (about 30 for a good match); cosine: the raw cosine (about 0.3)."""
+    clip_batch_size: int = Field(16, ge=1)
+    """Images (or prompts) embedded together."""
+    grid_cell: int = Field(256, ge=16)
+    """Side of each image in grid.png, in pixels."""
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_names(cls, value: list[VariantConfig]) -> list[VariantConfig]:
+        names = [variant.name for variant in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+    @model_validator(mode="after")
+    def _seeds_or_count(self) -> "EvaluateProcessConfig":
+        if self.seeds is not None and self.images_per_prompt is not None:
+            raise ValueError("set either seeds or images_per_prompt, not both")
+        if self.seeds is not None and not self.seeds:
+            raise ValueError("seeds is empty; give at least one seed")
+        return self
+
+    def resolved_seeds(self) -> list[int]:
+        """The seeds every prompt is generated with."""
+        if self.seeds is not None:
+            return list(self.seeds)
+        return [self.seed + i for i in range(self.images_per_prompt or 1)]
+
+    def check(self, registry: Any) -> list[tuple[tuple, str]]:
+        arch = registry.arch(self.model.arch).spec
+        sampler = self.generate.sampler
+        if sampler is not None and sampler not in arch.samplers:
+            return [(("generate", "sampler"), f"sampler '{sampler}' does not fit architecture '{arch.name}'"
+                     f"{suggest(sampler, list(arch.samplers)) or '.'} Valid: {', '.join(arch.samplers)}.")]
+        return []

@@ -1,0 +1,1 @@
+"""Evaluation of generated images: CLIP score, style similarity, reports and grids."""

@@ -1,0 +1,79 @@
+"""CLIP embeddings of images and prompts (transformers CLIPModel + its processor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from toolkit.errors import EaselError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+
+def _features(output: Any) -> "torch.Tensor":
+    """``get_*_features`` returns a tensor (transformers 4) or an output whose pooler_output is projected (5)."""
+    import torch
+
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class ClipEmbedder:
+    """A CLIP model from a hub id or a local folder, giving unit-length embeddings as numpy arrays."""
+
+    def __init__(self, name_or_path: str, *, device: "torch.device", dtype: "torch.dtype", batch_size: int = 16):
+        from transformers import AutoProcessor, CLIPModel
+
+        try:
+            self.model = CLIPModel.from_pretrained(name_or_path).to(device=device, dtype=dtype).eval()
+            self.processor = AutoProcessor.from_pretrained(name_or_path)
+        except OSError as err:
+            raise EaselError(f"cannot load the CLIP model '{name_or_path}': {str(err).splitlines()[0]} A hub id needs "
+                             "internet access or a cached copy; a local path must be a folder saved with save_pretrained.") from None
+        self.device, self.dtype, self.batch_size = device, dtype, batch_size
+        self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
+
+    def _run(self, items: list[Any], embed: Any) -> np.ndarray:
+        import torch
+
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(items), self.batch_size):
+                features = _features(embed(items[start:start + self.batch_size])).float()
+                chunks.append(torch.nn.functional.normalize(features, dim=-1).cpu().numpy())
+        return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, self.model.config.projection_dim))
+
+    def images(self, images: "list[Image.Image]") -> np.ndarray:
+        """Unit-length image embeddings, one row per image."""
+        def embed(batch: "list[Image.Image]") -> Any:
+            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
+            return self.model.get_image_features(pixel_values=pixels)
+
+        return self._run(images, embed)
+
+    def image_files(self, paths: list[Path]) -> tuple[np.ndarray, list[str]]:
+        """Embeddings of the readable files (read one batch at a time), and ``name (reason)`` of the others."""
+        from toolkit.data.images import BadImage, load_image
+
+        chunks, skipped = [], []
+        for start in range(0, len(paths), self.batch_size):
+            images = []
+            for path in paths[start:start + self.batch_size]:
+                try:
+                    images.append(load_image(path))
+                except BadImage as err:
+                    skipped.append(f"{path.name} ({err.reason})")
+            chunks.append(self.images(images))
+        return (np.concatenate(chunks) if chunks else self.images([])), skipped
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        """Unit-length text embeddings, one row per text (truncated to the model's context length)."""
+        def embed(batch: list[str]) -> Any:
+            tokens = self.processor(text=batch, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens)
+            return self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
+                                                attention_mask=tokens["attention_mask"].to(self.device))
+
+        return self._run(texts, embed)

@@ -1,0 +1,123 @@
+"""Evaluation results and their files: results.json, results.md (best values bold) and results.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.output import write_text_atomic
+
+METRICS = {"clip_score": "CLIP Score", "style_similarity": "Style Similarity"}
+"""Metric key -> column title. Higher is better for both."""
+
+
+@dataclass
+class ImageResult:
+    """The metrics of one generated image."""
+
+    prompt_index: int
+    prompt: str
+    seed: int
+    file: str
+    clip_score: float
+    style_similarity: float | None = None
+
+
+@dataclass
+class VariantResult:
+    """One variant (the base model, or the base with some LoRAs) and its images."""
+
+    name: str
+    loras: list[dict[str, Any]] = field(default_factory=list)
+    reference_images: str | None = None
+    images: list[ImageResult] = field(default_factory=list)
+
+    def mean(self, metric: str) -> float | None:
+        """Mean of ``metric`` over the images; None when it was not measured."""
+        values = [getattr(image, metric) for image in self.images if getattr(image, metric) is not None]
+        return sum(values) / len(values) if values else None
+
+
+@dataclass
+class EvalResults:
+    """Everything one evaluation measured."""
+
+    clip_model: str
+    clip_score_scale: str
+    prompts: list[str]
+    seeds: list[int]
+    variants: list[VariantResult]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for variant, raw in zip(self.variants, data["variants"]):
+            raw.update({metric: variant.mean(metric) for metric in METRICS})
+        return data
+
+
+def best_values(results: EvalResults) -> dict[str, float | None]:
+    """The highest mean of each metric over the variants."""
+    best: dict[str, float | None] = {}
+    for metric in METRICS:
+        values = [v for v in (variant.mean(metric) for variant in results.variants) if v is not None]
+        best[metric] = max(values) if values else None
+    return best
+
+
+def _format(value: float | None, metric: str, scale: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if metric == "clip_score" and scale == "percent" else f"{value:.4f}"
+
+
+def markdown_table(results: EvalResults) -> str:
+    """Rows = variants, columns = metrics (mean over images); the best value of each column in bold (ties too)."""
+    best = best_values(results)
+    lines = ["| Model | " + " | ".join(METRICS.values()) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for variant in results.variants:
+        cells = []
+        for metric in METRICS:
+            mean = variant.mean(metric)
+            text = _format(mean, metric, results.clip_score_scale)
+            best_text = _format(best[metric], metric, results.clip_score_scale)
+            cells.append(f"**{text}**" if mean is not None and text == best_text else text)
+        lines.append(f"| {variant.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_markdown(results: EvalResults) -> str:
+    """results.md: the table and how it was measured."""
+    scale = "100 * max(cosine, 0)" if results.clip_score_scale == "percent" else "cosine similarity"
+    return (f"# Evaluation\n\n{markdown_table(results)}\n\n"
+            f"- CLIP score: {scale} between each image and its prompt, with `{results.clip_model}`; mean over images.\n"
+            f"- Style similarity: mean cosine similarity between each image's CLIP image embedding and the reference "
+            f"images' embeddings; mean over images (- where no reference images were given).\n"
+            f"- {len(results.prompts)} prompts x {len(results.seeds)} seeds ({', '.join(map(str, results.seeds))}) per variant.\n")
+
+
+def results_csv(results: EvalResults) -> str:
+    """results.csv: one row per variant with the mean of each metric."""
+    stream = io.StringIO(newline="")
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(["variant", "loras", *METRICS, "images"])
+    for variant in results.variants:
+        loras = "; ".join(f"{lora['path']}:{lora['weight']:g}" for lora in variant.loras)
+        means = [variant.mean(metric) for metric in METRICS]
+        writer.writerow([variant.name, loras, *("" if m is None else f"{m:.6f}" for m in means), len(variant.images)])
+    return stream.getvalue()
+
+
+def write_results(folder: Path, results: EvalResults) -> list[Path]:
+    """Write results.json, results.md and results.csv into ``folder``; returns their paths."""
+    files = {
+        "results.json": json.dumps(results.to_json(), indent=2, ensure_ascii=False) + "\n",
+        "results.md": results_markdown(results),
+        "results.csv": results_csv(results),
+    }
+    for name, text in files.items():
+        write_text_atomic(folder / name, text)
+    return [folder / name for name in files]

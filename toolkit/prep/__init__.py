@@ -1,0 +1,1 @@
+"""Dataset preparation: filters, dedupe, resize, caption formats, tagging and auto-captioning."""
