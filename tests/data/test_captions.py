@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from tests.data.helpers import dataset
-from toolkit.data.captions import (CaptionRules, apply_trigger, contains_word, drop_tokens, drops_caption, join_tokens,
+from toolkit.data.captions import (CaptionRules, apply_trigger, contains_phrase, drop_tokens, drops_caption, join_tokens,
                                    shuffle_tokens, split_tokens)
 
 
@@ -39,9 +39,9 @@ def test_placeholders_removed_without_trigger():
     assert apply_trigger("a dog", None) == "a dog"
 
 
-def test_contains_word():
-    assert contains_word("x, sks dog", "sks") and not contains_word("sksdog", "sks")
-    assert contains_word("a <lora> b", "<lora>")
+def test_contains_phrase():
+    assert contains_phrase("x, sks dog", "sks") and not contains_phrase("sksdog", "sks")
+    assert contains_phrase("a <lora> b", "<lora>")
 
 
 def test_dataset_trigger_overrides_process_trigger():

@@ -2,7 +2,8 @@
 
 import pytest
 
-from toolkit.prep.tagging import add_tag, has_tag
+from toolkit.data.captions import contains_phrase
+from toolkit.prep.tagging import add_tag
 
 
 @pytest.mark.parametrize("caption,position,expected", [
@@ -26,10 +27,10 @@ def test_tag_is_added_once_when_applied_twice():
 
 
 def test_whole_words_only():
-    assert not has_tag("ohwxman standing", "ohwx")
+    assert not contains_phrase("ohwxman standing", "ohwx")
     assert add_tag("ohwxman standing", "ohwx") == "ohwx, ohwxman standing"
-    assert has_tag("a photo of <springwc> style", "<springwc>")
-    assert has_tag("Drawn  by\nksh drawing style", "drawn by KSH drawing style")
+    assert contains_phrase("a photo of <springwc> style", "<springwc>")
+    assert contains_phrase("Drawn  by\nksh drawing style", "drawn by KSH drawing style")
 
 
 def test_custom_separator():

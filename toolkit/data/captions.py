@@ -47,9 +47,15 @@ def drop_tokens(tokens: list[str], rate: float, keep: int, rng: random.Random) -
     return tokens[:keep] + [token for token in tokens[keep:] if rng.random() >= rate]
 
 
-def contains_word(text: str, word: str) -> bool:
-    """Whether ``word`` occurs in ``text`` as a whole word (so ``ohwx`` is not found in ``ohwxman``)."""
-    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) is not None
+def contains_phrase(text: str, phrase: str) -> bool:
+    """Whether ``phrase`` occurs in ``text`` as whole words, ignoring case and runs of spaces.
+
+    So ``ohwx`` is not found in ``ohwxman``, and ``drawn by KSH`` is found in ``Drawn  by ksh``.
+    """
+    words = [re.escape(word) for word in phrase.split()]
+    if not words:
+        return True
+    return re.search(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", text, flags=re.IGNORECASE) is not None
 
 
 def _tidy(text: str) -> str:
@@ -68,7 +74,7 @@ def apply_trigger(caption: str, trigger: str | None, *, add_if_missing: bool = T
         for placeholder in PLACEHOLDERS:
             caption = caption.replace(placeholder, word)
         caption = _tidy(caption)
-    if word and add_if_missing and not contains_word(caption, word):
+    if word and add_if_missing and not contains_phrase(caption, word):
         caption = f"{word} {caption}".strip()
     return caption
 

@@ -12,8 +12,6 @@ with an empty one) gets ``default_caption``. Bad files are skipped and counted b
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +20,10 @@ from pathlib import Path
 
 from toolkit.config.blocks import DatasetConfig
 from toolkit.data.images import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_EXTENSIONS, BadImage, ImageHeader, probe_image
+from toolkit.data.metadata import METADATA_FILES, read_metadata
 from toolkit.errors import EaselError
 
 DEFAULT_CACHE_FOLDER = "_latent_cache"
-METADATA_FILES = ("metadata.jsonl", "metadata.csv")
-FILE_COLUMNS = ("file_name", "image")
-TEXT_COLUMNS = ("text", "caption")
 
 
 @dataclass(frozen=True)
@@ -98,44 +94,6 @@ def _walk(folder: Path, skip_dirs: set[Path]) -> list[Path]:
 
 def _clean(text: str | None) -> str:
     return re.sub(r"\s+", " ", text or "").strip()
-
-
-def _rows(meta: Path) -> list[tuple[int, dict[str, object]]]:
-    """(line number, row) pairs of a metadata.jsonl / metadata.csv file."""
-    try:
-        text = meta.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise EaselError(f"cannot read {meta}: {err}") from None
-    if meta.suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        return [(reader.line_num, dict(row)) for row in reader]
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise EaselError(f"{meta}, line {number}: not valid JSON ({err.msg}). Each line must be one object "
-                             'like {"file_name": "a.png", "text": "a caption"}.') from None
-        if not isinstance(row, dict):
-            raise EaselError(f"{meta}, line {number}: expected a JSON object, got {type(row).__name__}.")
-        rows.append((number, row))
-    return rows
-
-
-def read_metadata(meta: Path) -> dict[Path, str | None]:
-    """Image path (resolved against the file's folder) -> caption text (None when the row has none)."""
-    captions: dict[Path, str | None] = {}
-    for number, row in _rows(meta):
-        file_key = next((key for key in FILE_COLUMNS if row.get(key) not in (None, "")), None)
-        if file_key is None:
-            raise EaselError(f"{meta}, line {number}: no 'file_name' (or 'image') value; columns found: "
-                             f"{', '.join(map(str, row)) or '(none)'}.")
-        text_key = next((key for key in TEXT_COLUMNS if key in row), None)
-        value = row.get(text_key) if text_key else None
-        captions[(meta.parent / str(row[file_key])).resolve()] = None if value is None else str(value)
-    return captions
 
 
 def _metadata(files: list[Path]) -> dict[Path, str | None]:

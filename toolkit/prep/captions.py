@@ -16,12 +16,11 @@ import io
 import json
 from pathlib import Path
 
+from toolkit.data.metadata import read_metadata as read_metadata_rows
 from toolkit.errors import EaselError
 from toolkit.output import write_text_atomic
 
 METADATA_FILES = {"jsonl": "metadata.jsonl", "csv": "metadata.csv"}
-FILE_COLUMNS = ("file_name", "image")
-TEXT_COLUMNS = ("text", "caption")
 
 
 def clean_caption(text: str) -> str:
@@ -45,45 +44,9 @@ def read_sidecar(image: Path, caption_ext: str) -> str | None:
         raise EaselError(f"cannot read caption file {path}: {err}. Save it as UTF-8 text.") from None
 
 
-def _rows(meta: Path) -> list[tuple[int, dict[str, object]]]:
-    """(line number, row) pairs of a metadata file."""
-    try:
-        text = meta.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise EaselError(f"cannot read {meta}: {err}. Save it as UTF-8 text.") from None
-    if meta.suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        return [(reader.line_num, dict(row)) for row in reader]
-    rows: list[tuple[int, dict[str, object]]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise EaselError(f"{meta}, line {number}: not valid JSON ({err.msg}). Each line must be one object "
-                             'like {"file_name": "a.png", "text": "a caption"}.') from None
-        if not isinstance(row, dict):
-            raise EaselError(f"{meta}, line {number}: expected an object like {{\"file_name\": \"a.png\", \"text\": \"...\"}}.")
-        rows.append((number, row))
-    return rows
-
-
-def _first(row: dict[str, object], columns: tuple[str, ...]) -> object:
-    return next((row[c] for c in columns if row.get(c) not in (None, "")), None)
-
-
 def read_metadata(meta: Path) -> dict[Path, str]:
-    """Image path (absolute) -> caption, from a metadata.jsonl or metadata.csv file."""
-    captions: dict[Path, str] = {}
-    for number, row in _rows(meta):
-        name = _first(row, FILE_COLUMNS)
-        if not isinstance(name, str):
-            raise EaselError(f"{meta}, line {number}: no 'file_name' (or 'image') value; columns found: "
-                             f"{', '.join(map(str, row)) or 'none'}.")
-        text = _first(row, TEXT_COLUMNS)
-        captions[(meta.parent / name).resolve()] = clean_caption(str(text)) if text is not None else ""
-    return captions
+    """Image path (absolute) -> caption ("" for a row without text), from metadata.jsonl / metadata.csv."""
+    return {path: clean_caption(text) if text is not None else "" for path, text in read_metadata_rows(meta).items()}
 
 
 def write_sidecars(folder: Path, captions: dict[str, str | None], caption_ext: str) -> None:

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-
-def has_tag(caption: str, tag: str) -> bool:
-    """Whether ``tag`` occurs in ``caption`` as whole words, ignoring case and runs of spaces."""
-    words = [re.escape(word) for word in tag.split()]
-    if not words:
-        return True
-    pattern = r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)"
-    return re.search(pattern, caption, flags=re.IGNORECASE) is not None
+from toolkit.data.captions import contains_phrase
 
 
 def add_tag(caption: str | None, tag: str, position: str = "prefix", separator: str = ", ") -> str:
@@ -21,7 +12,7 @@ def add_tag(caption: str | None, tag: str, position: str = "prefix", separator: 
     """
     tag = tag.strip()
     text = (caption or "").strip()
-    if not tag or has_tag(text, tag):
+    if not tag or contains_phrase(text, tag):
         return text
     if not text:
         return tag
