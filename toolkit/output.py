@@ -13,6 +13,13 @@ from typing import Any, Iterator
 from toolkit.log import attach_file, detach, log
 
 
+def _file_mode() -> int:
+    """Permissions a plainly created file gets under the current umask (mkstemp makes 0600 files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename."""
@@ -22,6 +29,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     temp_path = Path(temp)
     try:
         yield temp_path
+        os.chmod(temp_path, _file_mode())
         os.replace(temp_path, target)
     finally:
         if temp_path.exists():
