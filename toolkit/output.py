@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 import time
@@ -74,6 +75,12 @@ class RunFolder:
         if existed:
             log.info(f"Continuing the run in {self.path}.")
         return existed
+
+    def record(self, message: str, level: int = logging.ERROR) -> None:
+        """Write a line to log.txt only (e.g. the error that ends the run, which run.py prints to the console)."""
+        if self._handler is not None:
+            self._handler.handle(logging.makeLogRecord({"name": log.name, "levelno": level,
+                                                        "levelname": logging.getLevelName(level), "msg": message}))
 
     def close(self) -> None:
         if self._handler is not None:

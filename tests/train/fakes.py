@@ -8,8 +8,9 @@ and process ``fake_trainer`` (the real trainer process with the two factory meth
 config runs through run.py like a user's.
 
 ``model.model_kwargs`` steer the fake: ``schedule`` (flowmatch | ddpm), ``prediction`` (epsilon |
-v_prediction), ``nan_at`` (predict call that returns NaN), ``signal_at`` ([call, signum]: send a signal to
-this process at that predict call).
+v_prediction), ``nan_at`` (the predict call from which it returns NaN). The environment variable
+``EASEL_FAKE_SIGNAL_AT=CALL:SIGNUM`` makes it send a signal to its own process at that predict call (so an
+interrupted run and its resumption use the same config).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -155,8 +157,9 @@ class FakeAdapter(ModelAdapter):
     def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, torch.Tensor],
                 image_info: list[ImageInfo] | None = None) -> torch.Tensor:
         self.predict_calls += 1
-        if self.options.get("signal_at") and self.predict_calls == self.options["signal_at"][0]:
-            os.kill(os.getpid(), self.options["signal_at"][1])
+        call, _, signum = os.environ.get("EASEL_FAKE_SIGNAL_AT", "").partition(":")
+        if call and self.predict_calls == int(call):
+            os.kill(os.getpid(), int(signum))
         out = self.denoiser(noisy_latents.to(self.dtype), timesteps, cond["prompt_embeds"].to(self.dtype))
         if self.options.get("nan_at") and self.predict_calls >= self.options["nan_at"]:
             out = out * float("nan")
@@ -223,7 +226,7 @@ class FakeData:
 
     def _read(self, path: Path) -> torch.Tensor:
         image = Image.open(path).convert("RGB").resize((self.size, self.size))
-        return torch.tensor(list(image.getdata()), dtype=torch.float32).view(self.size, self.size, 3).permute(2, 0, 1) / 127.5 - 1
+        return torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 127.5 - 1
 
     def report(self) -> list[str]:
         return [f"fake data: {len(self.paths)} images"]

@@ -49,8 +49,9 @@ def test_prune_keeps_the_newest_steps_with_their_states(tmp_path) -> None:
     save_state(state_path(tmp_path, "run", 7), {"step": 7})  # the final state has no numbered LoRA
     files.final_lora.write_bytes(b"x")
     removed = files.prune()
-    assert sorted(p.name for p in removed) == ["run_000000002.safetensors", "run_000000002.state.pt",
-                                              "run_000000004.safetensors", "run_000000004.state.pt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.safetensors", "run_000000006.safetensors",
-                                                          "run_000000006.state.pt", "run_000000007.state.pt"]
+    assert sorted(p.name for p in removed) == ["run_000000002.safetensors", "run_000000002.state.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.safetensors", "run_000000004.safetensors", "run_000000004.state.pt",
+                                                          "run_000000006.safetensors", "run_000000006.state.pt", "run_000000007.state.pt"]
+    save_state(state_path(tmp_path, "run", 9), {"step": 9})  # a newer final state makes the older one redundant
+    assert [p.name for p in files.prune()] == ["run_000000007.state.pt"]
     assert SaveFiles(tmp_path, "run", keep=0).prune() == []

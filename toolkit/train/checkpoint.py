@@ -72,11 +72,13 @@ class SaveFiles:
         return sorted(found)
 
     def prune(self) -> list[Path]:
-        """Delete numbered LoRAs and states beyond the newest ``keep`` steps; returns what was deleted."""
+        """Keep the newest ``keep`` numbered LoRAs with their states, and the newest state; returns what was deleted."""
         if self.keep <= 0:
             return []
-        steps = sorted({step for step, _ in self.step_loras()} | {step for step, _ in list_states(self.folder, self.name)})
-        doomed = set(steps[:-self.keep])
+        lora_steps = [step for step, _ in self.step_loras()]
+        state_steps = [step for step, _ in list_states(self.folder, self.name)]
+        doomed = set(lora_steps[:-self.keep])
+        doomed |= {step for step in state_steps[:-1] if step not in lora_steps}
         removed = []
         for step in sorted(doomed):
             for path in (self.step_lora(step), self.folder / f"{self.name}_{step:09d}{STATE_SUFFIX}"):

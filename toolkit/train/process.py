@@ -79,5 +79,7 @@ class LoraTrainerProcess(Process):
         run = prepare_run(self)
         try:
             Trainer(run).train()
-        finally:
-            run.close()
+        except BaseException as error:
+            run.close(error)
+            raise
+        run.close()

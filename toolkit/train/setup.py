@@ -102,9 +102,12 @@ class TrainRun:
         if self.accelerator.is_main_process:
             log.info(f"Done: {self.saves.final_lora} after {step} steps" + (f"; loss curve in {curve}" if curve else "") + ".")
 
-    def close(self) -> None:
+    def close(self, error: BaseException | None = None) -> None:
+        """Close the log and the run folder; the error that ended the run (if any) goes into log.txt too."""
         self.log.close()
         if self.run_folder is not None:
+            if isinstance(error, Exception):
+                self.run_folder.record(f"error: {error}")
             self.run_folder.close()
 
 
@@ -210,8 +213,10 @@ def prepare_run(process: "LoraTrainerProcess") -> TrainRun:
         run_folder.open(process.job.loaded.resolved)
     try:
         return _build(process, accelerator, device, run_folder)
-    except BaseException:
+    except BaseException as error:
         if run_folder is not None:
+            if isinstance(error, Exception):
+                run_folder.record(f"error: {error}")
             run_folder.close()
         raise
 
