@@ -224,3 +224,22 @@ def test_wandb_missing_is_a_clear_error(tmp_path: Path) -> None:
     config = write_config(tmp_path, logging={"use_wandb": True}, train={"steps": 1}, **NO_SAMPLES)
     assert run_main([str(config)]) == 2
     assert "pip install wandb" in (run_dir(tmp_path) / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_keeps_the_adapter_in_float32(tmp_path: Path, precision: str) -> None:
+    config = write_config(tmp_path, train={"steps": 2, "dtype": precision}, save={"dtype": precision, "save_every": 1},
+                          sample={"sample_every": 100})
+    assert run_main([str(config)]) == 0
+    state = torch.load(run_dir(tmp_path) / "fakerun_000000002.state.pt", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in state["network"].values())
+    saved = load_file(run_dir(tmp_path) / "fakerun.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16 if precision == "bf16" else torch.float16}
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_losses(run_dir(tmp_path) / "loss.csv"))
+
+
+def test_two_configs_with_different_precisions_in_one_command(tmp_path: Path) -> None:
+    first = write_config(tmp_path, name="first", train={"steps": 1, "dtype": "bf16"}, **NO_SAMPLES)
+    second = write_config(tmp_path, name="second", train={"steps": 1, "dtype": "fp32", "gradient_accumulation": 2}, **NO_SAMPLES)
+    assert run_main([str(first), str(second)]) == 0
+    assert (run_dir(tmp_path, "first") / "first.safetensors").is_file() and (run_dir(tmp_path, "second") / "second.safetensors").is_file()

@@ -44,7 +44,7 @@ class NetworkConfig(Block):
     linear_alpha: float | None = Field(None, gt=0, validation_alias=AliasChoices("linear_alpha", "alpha"))
     """Alpha of linear layers; the update is scaled by alpha/rank. Default: equal to the rank."""
     conv: int | None = Field(None, ge=1)
-    """Rank on convolution layers (3x3 and 1x1, LoCon). Unset: convolutions are not trained."""
+    """Rank on 3x3 convolutions (LoCon). Unset: they are not trained. 1x1 convolutions count as linear layers (as in kohya)."""
     conv_alpha: float | None = Field(None, gt=0)
     """Alpha of convolution layers. Default: equal to ``conv``."""
     target_modules: list[str] | None = None

@@ -132,7 +132,7 @@ class Trainer:
         """One optimizer step over ``gradient_accumulation`` batches; returns the mean loss over batches and processes."""
         run = self.run
         accelerator, model, optimizer = run.accelerator, run.model, run.optimizer
-        total = torch.zeros((), dtype=torch.float64, device=run.device)
+        total = torch.zeros((), dtype=torch.float32, device=run.device)
         for _ in range(run.accumulation):
             batch, self.position = next(batches)
             with accelerator.accumulate(model):
@@ -143,21 +143,22 @@ class Trainer:
                     accelerator.clip_grad_norm_(run.params, run.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            total += loss.detach().double()
+            total += loss.detach().float()
         run.scheduler.step()
         if run.ema is not None:
             run.ema.step()
         return float(accelerator.reduce(total / run.accumulation, "mean").item())
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=self.run.device)
-        if self.run.accelerator.num_processes > 1:
-            bad = self.run.accelerator.reduce(bad, "sum")
-        if bad.item() > 0:
-            kept = self.run.saves.step_loras()
-            where = f"the last good save is {kept[-1][1]}" if kept else "nothing was saved yet"
-            raise EaselError(f"the loss became {loss.item()} at step {self.step + 1}: training diverged, so it stopped "
-                             f"({where}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
+        """Stop before a non-finite loss reaches the weights (every process stops together)."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if not self._agree(not finite):
+            return
+        kept = self.run.saves.step_loras()
+        where = f"the last good save is {kept[-1][1]}" if kept else "nothing was saved yet"
+        value = loss.item() if not finite else "not finite on another process"
+        raise EaselError(f"the loss became {value} at step {self.step + 1}: training diverged, so it stopped "
+                         f"({where}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
 
     def _agree(self, flag: bool) -> bool:
         """True when any process wants it (all processes must stop at the same step)."""

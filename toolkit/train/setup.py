@@ -8,6 +8,7 @@ the frozen base model is never wrapped. Only the main process writes files and p
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -112,8 +113,16 @@ class TrainRun:
 
 
 def make_accelerator(process: "LoraTrainerProcess") -> "Accelerator":
-    """The Accelerator: mixed precision from train.dtype, accumulation, one process per device."""
+    """The Accelerator: mixed precision from train.dtype, accumulation, one process per device.
+
+    accelerate keeps its settings in process-wide singletons; they are cleared first (keeping the
+    distributed setup) so that several training processes or configs can run one after another.
+    """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
     from toolkit.devices import resolve_device
 
@@ -207,6 +216,8 @@ def prepare_run(process: "LoraTrainerProcess") -> TrainRun:
 
     cfg, name = process.config, process.job.name
     accelerator = make_accelerator(process)
+    if not accelerator.is_main_process:
+        log.setLevel(logging.ERROR)  # the main process reports; the others only speak up about errors
     device = run_device(process, accelerator)
     run_folder = RunFolder(Path(cfg.training_folder), name) if accelerator.is_main_process else None
     if run_folder is not None:
