@@ -8,7 +8,8 @@ and process ``fake_trainer`` (the real trainer process with the two factory meth
 config runs through run.py like a user's.
 
 ``model.model_kwargs`` steer the fake: ``schedule`` (flowmatch | ddpm), ``prediction`` (epsilon |
-v_prediction), ``nan_at`` (the predict call from which it returns NaN). The environment variable
+v_prediction), ``nan_at`` (the predict call from which it returns NaN), ``text_without_grad`` (encode
+prompts without gradients, as a broken architecture would). The environment variable
 ``EASEL_FAKE_SIGNAL_AT=CALL:SIGNUM`` makes it send a signal to its own process at that predict call (so an
 interrupted run and its resumption use the same config).
 """
@@ -140,7 +141,8 @@ class FakeAdapter(ModelAdapter):
         return torch.tensor(rows, dtype=torch.long, device=self.device)
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        return {"prompt_embeds": self.text_encoders["text_encoder"](self.tokenize(prompts))}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.options.get("text_without_grad")):
+            return {"prompt_embeds": self.text_encoders["text_encoder"](self.tokenize(prompts))}
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.vae.encoder(pixels.to(self.device, self.dtype)) * 0.5

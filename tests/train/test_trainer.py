@@ -167,6 +167,13 @@ def test_text_encoder_training_with_its_own_lr(tmp_path: Path) -> None:
     assert text_step < unet_step / 3  # 10x smaller lr, two Adam steps
 
 
+def test_an_adapter_that_gets_no_gradient_is_an_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, model={"model_kwargs": {"text_without_grad": True}},
+                          train={"steps": 2, "train_text_encoder": True}, **NO_SAMPLES)
+    assert run_main([str(config)]) == 2
+    assert "no gradient reached the adapter on text_encoder" in (run_dir(tmp_path) / "log.txt").read_text()
+
+
 def test_ddpm_v_prediction_with_min_snr_huber_offset_content_and_8bit_adam(tmp_path: Path) -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         pytest.skip("bitsandbytes is not installed")

@@ -95,6 +95,7 @@ class Trainer:
         self.step = 0
         self.position = run.new_position()
         self.stop = StopSignals()
+        self._gradients_checked = False
 
     def train(self) -> None:
         """Resume if a state exists, then train to the last step, sampling and saving on the way."""
@@ -139,6 +140,8 @@ class Trainer:
                 loss = model(batch)
                 self._check_finite(loss)
                 accelerator.backward(loss)
+                if not self._gradients_checked:
+                    self._check_gradients()
                 if accelerator.sync_gradients and run.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(run.params, run.max_grad_norm)
                 optimizer.step()
@@ -159,6 +162,15 @@ class Trainer:
         value = loss.item() if not finite else "not finite on another process"
         raise EaselError(f"the loss became {value} at step {self.step + 1}: training diverged, so it stopped "
                          f"({where}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
+
+    def _check_gradients(self) -> None:
+        """After the first backward pass: every trained component's adapter must have received a gradient."""
+        self._gradients_checked = True
+        starved = [component for component, params in self.run.network.parameters_by_component().items()
+                   if all(p.grad is None for p in params)]
+        if starved:
+            raise EaselError(f"no gradient reached the adapter on {', '.join(starved)}: the architecture computes "
+                             f"it without gradients (e.g. encode_prompts under torch.no_grad), so it cannot be trained.")
 
     def _agree(self, flag: bool) -> bool:
         """True when any process wants it (all processes must stop at the same step)."""
