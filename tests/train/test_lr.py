@@ -42,5 +42,7 @@ def test_every_schedule_warms_up(name: str) -> None:
 def test_bad_names_and_params() -> None:
     with pytest.raises(EaselError, match="num_cycle not known. Valid: num_cycles, power"):
         lrs("cosine", num_cycle=2)
+    with pytest.raises(EaselError, match="num_cycles is for cosine_with_restarts, not for lr_scheduler cosine"):
+        lrs("cosine", num_cycles=2)
     with pytest.raises(EaselError, match="unknown lr_scheduler"):
         lrs("exponential")

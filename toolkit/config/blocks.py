@@ -56,7 +56,7 @@ class NetworkConfig(Block):
     network_kwargs: NetworkKwargs | None = None
     """ai-toolkit spelling of ``ignore_if_contains`` / ``only_if_contains``; merged into them."""
     dropout: float | None = Field(None, ge=0, le=1)
-    """Dropout on the adapter's input during training (0 to 1)."""
+    """Dropout in the adapter during training, 0 to 1 (LoRA/DoRA: on its input; LoHa/LoKr: on its output)."""
     lokr_factor: int = -1
     """LoKr: the Kronecker factor; -1 picks the most balanced factorisation."""
     lokr_full_rank: bool = False
