@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 import time
@@ -11,6 +12,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from toolkit.log import attach_file, detach, log
+
+
+def _file_mode() -> int:
+    """Permissions a plainly created file gets under the current umask (mkstemp makes 0600 files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextmanager
@@ -22,6 +30,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     temp_path = Path(temp)
     try:
         yield temp_path
+        os.chmod(temp_path, _file_mode())
         os.replace(temp_path, target)
     finally:
         if temp_path.exists():
@@ -66,6 +75,12 @@ class RunFolder:
         if existed:
             log.info(f"Continuing the run in {self.path}.")
         return existed
+
+    def record(self, message: str, level: int = logging.ERROR) -> None:
+        """Write a line to log.txt only (e.g. the error that ends the run, which run.py prints to the console)."""
+        if self._handler is not None:
+            self._handler.handle(logging.makeLogRecord({"name": log.name, "levelno": level,
+                                                        "levelname": logging.getLevelName(level), "msg": message}))
 
     def close(self) -> None:
         if self._handler is not None:

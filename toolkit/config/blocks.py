@@ -44,7 +44,7 @@ class NetworkConfig(Block):
     linear_alpha: float | None = Field(None, gt=0, validation_alias=AliasChoices("linear_alpha", "alpha"))
     """Alpha of linear layers; the update is scaled by alpha/rank. Default: equal to the rank."""
     conv: int | None = Field(None, ge=1)
-    """Rank on convolution layers (3x3 and 1x1, LoCon). Unset: convolutions are not trained."""
+    """Rank on 3x3 convolutions (LoCon). Unset: they are not trained. 1x1 convolutions count as linear layers (as in kohya)."""
     conv_alpha: float | None = Field(None, gt=0)
     """Alpha of convolution layers. Default: equal to ``conv``."""
     target_modules: list[str] | None = None
@@ -56,7 +56,7 @@ class NetworkConfig(Block):
     network_kwargs: NetworkKwargs | None = None
     """ai-toolkit spelling of ``ignore_if_contains`` / ``only_if_contains``; merged into them."""
     dropout: float | None = Field(None, ge=0, le=1)
-    """Dropout on the adapter's input during training (0 to 1)."""
+    """Dropout in the adapter during training, 0 to 1 (LoRA/DoRA: on its input; LoHa/LoKr: on its output)."""
     lokr_factor: int = -1
     """LoKr: the Kronecker factor; -1 picks the most balanced factorisation."""
     lokr_full_rank: bool = False

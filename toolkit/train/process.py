@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from toolkit.config.train import LoraTrainerConfig
 from toolkit.data.loader import TrainData
 from toolkit.job import Process
+
+if TYPE_CHECKING:
+    import torch
+
+    from toolkit.models.base import ModelAdapter
+    from toolkit.registry import ArchRef
 
 
 class LoraTrainerProcess(Process):
@@ -18,6 +25,10 @@ class LoraTrainerProcess(Process):
     @property
     def run_dir(self) -> Path:
         return Path(self.config.training_folder) / self.job.name
+
+    @property
+    def arch(self) -> "ArchRef":
+        return self.job.registry.arch(self.config.model.arch)
 
     def plan(self) -> list[str]:
         cfg = self.config
@@ -44,5 +55,27 @@ class LoraTrainerProcess(Process):
         lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")
         return lines
 
+    def load_model(self, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
+        """The base model, through the architecture's adapter."""
+        from toolkit.models.loading import load_adapter
+
+        return load_adapter(self.config.model, self.job.registry, device=device, dtype=dtype)
+
+    def data_api(self) -> tuple[Any, Any]:
+        """The training data class and its position class (``TrainData``, ``LoaderPosition``)."""
+        from toolkit.data.loader import LoaderPosition, TrainData
+
+        return TrainData, LoaderPosition
+
     def run(self) -> None:
-        raise NotImplementedError("the training loop arrives with the trainer issue")
+        """Train: prepare every part (toolkit.train.setup), then run the loop (toolkit.train.loop)."""
+        from toolkit.train.loop import Trainer
+        from toolkit.train.setup import prepare_run
+
+        run = prepare_run(self)
+        try:
+            Trainer(run).train()
+        except BaseException as error:
+            run.close(error)
+            raise
+        run.close()

@@ -1,0 +1,31 @@
+"""The loss between the denoiser's prediction and its target, with per-sample weights.
+
+``huber`` is the pseudo-Huber loss kohya and diffusers' training scripts use,
+``2 c (sqrt((p - t)^2 + c^2) - c)``: like MSE for errors well below ``huber_c``, like ``2 c |p - t|``
+above it, so outlier pixels pull less.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def elementwise_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str, huber_c: float = 0.1) -> torch.Tensor:
+    """The unreduced loss, in float32."""
+    error = pred.float() - target.float()
+    if loss_type == "mse":
+        return error ** 2
+    if loss_type == "l1":
+        return error.abs()
+    if loss_type == "huber":
+        return 2 * huber_c * (torch.sqrt(error ** 2 + huber_c ** 2) - huber_c)
+    raise ValueError(f"unknown loss_type '{loss_type}'")
+
+
+def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str, *, huber_c: float = 0.1,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over each sample, times its weight (if any), then the mean over the batch."""
+    per_sample = elementwise_loss(pred, target, loss_type, huber_c).flatten(1).mean(dim=1)
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample)
+    return per_sample.mean()

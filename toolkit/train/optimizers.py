@@ -1,0 +1,86 @@
+"""Optimizers by name, from torch, bitsandbytes, prodigyopt and transformers.
+
+- ``adamw`` / ``adam`` / ``sgd``: torch.optim.
+- ``adamw8bit`` / ``adam8bit`` / ``lion8bit``: bitsandbytes' 8-bit optimizers (their state is a quarter
+  the size). bitsandbytes >= 0.45 runs them on the CPU too, so they are never swapped for something else;
+  without bitsandbytes the run stops with an error saying how to install it.
+- ``lion``: bitsandbytes' 32-bit Lion.
+- ``prodigy``: prodigyopt's Prodigy, which finds its own step size: ``lr`` is a multiplier, usually 1.0.
+- ``adafactor``: transformers' Adafactor with the given ``lr`` (``relative_step`` and
+  ``scale_parameter`` off unless ``optimizer_params`` turn them on).
+
+``optimizer_params`` are passed to the optimizer as they are; a key it does not take is an error that
+lists the ones it does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Callable
+
+from toolkit.errors import EaselError
+from toolkit.log import log
+
+if TYPE_CHECKING:
+    import torch
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "adamw8bit", "adam8bit", "lion8bit", "lion", "prodigy", "adafactor")
+
+
+def _bitsandbytes(name: str) -> Any:
+    try:
+        import bitsandbytes
+    except ImportError as err:
+        raise EaselError(f"optimizer '{name}' needs bitsandbytes: `pip install bitsandbytes` "
+                         f"(or choose adamw). ({err})") from None
+    return bitsandbytes.optim
+
+
+def optimizer_class(name: str) -> tuple[Callable[..., "torch.optim.Optimizer"], dict[str, Any]]:
+    """The optimizer constructor for ``name`` and the defaults easel adds."""
+    import torch
+
+    if name == "adamw":
+        return torch.optim.AdamW, {}
+    if name == "adam":
+        return torch.optim.Adam, {}
+    if name == "sgd":
+        return torch.optim.SGD, {}
+    if name in ("adamw8bit", "adam8bit", "lion8bit", "lion"):
+        attribute = {"adamw8bit": "AdamW8bit", "adam8bit": "Adam8bit", "lion8bit": "Lion8bit", "lion": "Lion"}[name]
+        return getattr(_bitsandbytes(name), attribute), {}
+    if name == "prodigy":
+        try:
+            from prodigyopt import Prodigy
+        except ImportError:
+            raise EaselError("optimizer 'prodigy' needs prodigyopt: `pip install prodigyopt`.") from None
+        return Prodigy, {}
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor, {"scale_parameter": False, "relative_step": False, "warmup_init": False}
+    raise EaselError(f"unknown optimizer '{name}'. Valid: {', '.join(OPTIMIZERS)}.")
+
+
+def build_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float, params: dict[str, Any]) -> "torch.optim.Optimizer":
+    """Make the optimizer over ``param_groups`` (each may carry its own ``lr``).
+
+    Raises:
+        EaselError: unknown optimizer, missing package, or an ``optimizer_params`` key it does not take.
+    """
+    constructor, defaults = optimizer_class(name)
+    accepted = inspect.signature(constructor).parameters
+    unknown = [key for key in params if key not in accepted]
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        valid = [k for k in accepted if k not in ("self", "params", "lr")]
+        raise EaselError(f"train.optimizer_params: {', '.join(unknown)} not taken by {name}. Valid: {', '.join(valid)}.")
+    if name == "prodigy" and len({group.get("lr", lr) for group in param_groups}) > 1:
+        raise EaselError("prodigy needs one learning rate for every component: leave train.unet_lr and "
+                         "train.text_encoder_lr unset (or equal).")
+    if name == "prodigy" and lr < 0.1:
+        log.warning(f"warning: prodigy sets its own step size and expects lr around 1.0 (a multiplier); lr is {lr:g}.")
+    groups = [{key: value for key, value in group.items() if key != "name"} for group in param_groups]
+    try:
+        return constructor(groups, lr=lr, **{**defaults, **params})
+    except (TypeError, ValueError) as err:
+        raise EaselError(f"train.optimizer_params do not suit {name}: {err}") from None
