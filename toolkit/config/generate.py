@@ -30,9 +30,10 @@ class GenerateConfig(Block):
     sampler: str | None = None
     """flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
     width: int | None = Field(None, ge=8)
-    """Image width; default: the architecture's native size (img2img: from the input image)."""
+    """Image width, rounded to the architecture's multiple; default: its native size. img2img: width x height is
+    the pixel area; the output keeps each input's aspect ratio."""
     height: int | None = Field(None, ge=8)
-    """Image height; default: the architecture's native size (img2img: from the input image)."""
+    """Image height, rounded to the architecture's multiple; default: its native size. img2img: see ``width``."""
     neg: str = ""
     """Negative prompt (used when guidance_scale > 1)."""
     seed: int = -1

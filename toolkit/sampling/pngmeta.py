@@ -63,11 +63,11 @@ def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
     return "\n".join(prompt), "\n".join(negative), params
 
 
-def save_image(image: "Image.Image", path: Path, parameters: str | None) -> None:
-    """Save ``image`` (format from the suffix) with ``parameters`` embedded where the format allows."""
+def save_image(image: "Image.Image", path: Path, parameters: str | None, ext: str | None = None) -> None:
+    """Save ``image`` as ``ext`` (default: from the suffix) with ``parameters`` embedded where the format allows."""
     from PIL import Image, PngImagePlugin
 
-    suffix = path.suffix.lower()
+    suffix = "." + (ext or path.suffix).lower().lstrip(".")
     if suffix == ".png":
         info = PngImagePlugin.PngInfo()
         if parameters:
