@@ -10,6 +10,7 @@ through the same code as a user's model. Weights are deterministic for a given s
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,7 @@ QWEN_CHAT_TEMPLATE = (
 
 def _corpus() -> list[str]:
     lines = [" ".join(WORDS[i:i + 12]) for i in range(0, len(WORDS), 12)]
-    return lines + [w.capitalize() for w in WORDS] + ["user assistant system, . ! ? : ; ( ) 0 1 2 3 4 5 6 7 8 9"]
+    return lines + [" " + " ".join(WORDS)] + [w.capitalize() for w in WORDS] + ["user assistant system, . ! ? : ; ( ) 0 1 2 3 4 5 6 7 8 9"]
 
 
 def _train_bpe(tokenizer: Any, vocab_size: int, special: list[str], suffix: str | None) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -66,10 +67,9 @@ def _train_bpe(tokenizer: Any, vocab_size: int, special: list[str], suffix: str 
     return vocab, merges  # type: ignore[return-value]
 
 
-def clip_tokenizer() -> Any:
-    """A CLIPTokenizer (byte-level BPE with ``</w>`` word ends) over a small English vocabulary."""
+@functools.lru_cache(maxsize=None)
+def _clip_vocab() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import CLIPTokenizer
 
     raw = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
     raw.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
@@ -77,16 +77,15 @@ def clip_tokenizer() -> Any:
         pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False),
     ])
-    vocab, merges = _train_bpe(raw, 700, ["<|startoftext|>", "<|endoftext|>"], "</w>")
+    vocab, merges = _train_bpe(raw, 4000, ["<|startoftext|>", "<|endoftext|>"], "</w>")
     for char in pre_tokenizers.ByteLevel.alphabet():
         vocab.setdefault(char + "</w>", len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return tuple(vocab.items()), tuple(merges)
 
 
-def qwen_tokenizer() -> Any:
-    """A Qwen2Tokenizer (byte-level BPE) with Qwen's chat special tokens and chat template."""
+@functools.lru_cache(maxsize=None)
+def _qwen_vocab() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import Qwen2Tokenizer
 
     raw = Tokenizer(models.BPE())
     raw.normalizer = normalizers.NFC()
@@ -94,8 +93,24 @@ def qwen_tokenizer() -> Any:
         pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
-    vocab, merges = _train_bpe(raw, 700, ["<|endoftext|>"], None)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=512, chat_template=QWEN_CHAT_TEMPLATE)
+    vocab, merges = _train_bpe(raw, 4000, ["<|endoftext|>"], None)
+    return tuple(vocab.items()), tuple(merges)
+
+
+def clip_tokenizer() -> Any:
+    """A CLIPTokenizer (byte-level BPE with ``</w>`` word ends) over a small English vocabulary."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_vocab()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77)
+
+
+def qwen_tokenizer() -> Any:
+    """A Qwen2Tokenizer (byte-level BPE) with Qwen's chat special tokens and chat template."""
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = _qwen_vocab()
+    tokenizer = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=512, chat_template=QWEN_CHAT_TEMPLATE)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     return tokenizer
 
