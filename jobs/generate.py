@@ -155,11 +155,11 @@ class ToFolderProcess(Process):
     def plan(self) -> list[str]:
         cfg, gen = self.config, self.config.generate
         images = self.plan_images()
-        prompts = f"from {gen.prompts}" if isinstance(gen.prompts, str) else "listed"
+        prompts = f"{len(read_prompts(gen.prompts))} prompts" + (f" from {gen.prompts}" if isinstance(gen.prompts, str) else "")
         seeds = f"{gen.seed}" if gen.seed != -1 else f"-1 (this run would use {self.base_seed})"
         lines = [f"process {self.index}: to_folder -> {self.output}",
                  f"  model: {self.arch.name} from {cfg.model.name_or_path} ({cfg.model.dtype or 'bf16 on GPU, fp32 on CPU'}, device {cfg.device})",
-                 f"  sampler: {self.sampler}; {len({i.spec.source for i in images})} prompts ({prompts}) x {gen.images_per_prompt} "
+                 f"  sampler: {self.sampler}; {prompts} x {gen.images_per_prompt} "
                  f"-> {len(images)} images, batch {gen.batch_size}, first seed {seeds}"]
         if gen.init_images:
             lines.append(f"  img2img: {len(self._init_images())} init images from {gen.init_images}, strength {gen.strength:g}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.models.pipeline_adapter import PipelineAdapter
@@ -24,14 +23,10 @@ class SD15Adapter(PipelineAdapter):
     pipeline_class: ClassVar[str] = "StableDiffusionPipeline"
     img2img_class: ClassVar[str] = "StableDiffusionImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sd15"
     denoiser_name = "unet"
     quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "conv_norm_out")
 
-    @classmethod
-    def build_tiny(cls, folder: Path, seed: int) -> None:
-        from toolkit.testing.tiny import build_sd15
-
-        build_sd15(folder, seed)
 
     def after_load(self) -> None:
         wanted = self.config.prediction_type

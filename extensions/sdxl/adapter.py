@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from extensions.sd15.adapter import SD15Adapter
@@ -22,13 +21,9 @@ class SDXLAdapter(SD15Adapter):
     pipeline_class: ClassVar[str] = "StableDiffusionXLPipeline"
     img2img_class: ClassVar[str] = "StableDiffusionXLImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
+    tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sdxl"
     quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "conv_norm_out")
 
-    @classmethod
-    def build_tiny(cls, folder: Path, seed: int) -> None:
-        from toolkit.testing.tiny import build_sdxl
-
-        build_sdxl(folder, seed)
 
     def encode_prompts(self, prompts: list[str]) -> "Conditioning":
         embeds, _, pooled, _ = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,

@@ -44,14 +44,10 @@ class ZImageAdapter(PipelineAdapter):
     pipeline_class: ClassVar[str] = "ZImagePipeline"
     img2img_class: ClassVar[str] = "ZImageImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_zimage"
     denoiser_name = "transformer"
     quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer")
 
-    @classmethod
-    def build_tiny(cls, folder: Path, seed: int) -> None:
-        from toolkit.testing.tiny import build_zimage
-
-        build_zimage(folder, seed)
 
     @classmethod
     def supports_assistant_lora(cls) -> bool:

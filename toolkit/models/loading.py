@@ -107,6 +107,8 @@ def resolve_source(config: "ModelConfig", arch: "ArchRef", *, build_tiny: Callab
     if path.is_file():
         return ModelSource("file", str(checkpoint_file(path, config.allow_pickle)), config.revision, extra.get("config"))
     if name.count("/") >= 2 and name.lower().endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES):
+        if name.lower().endswith(PICKLE_SUFFIXES) and not config.allow_pickle:
+            checkpoint_file(path, allow_pickle=False)
         local = resolve_file(name, "model.name_or_path", config.revision)
         return ModelSource("file", str(checkpoint_file(local, config.allow_pickle)), config.revision, extra.get("config"))
     if name.count("/") == 1 and not name.lower().endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES):

@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from toolkit.errors import EaselError
 from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule
 from toolkit.models.loading import ModelSource, load_pipeline, load_vae, resolve_source
+from toolkit.registry import load_object
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from PIL import Image
 
@@ -65,6 +68,8 @@ class PipelineAdapter(ModelAdapter):
     img2img_class: ClassVar[str]
     """Name of the img2img pipeline class in diffusers (built with ``from_pipe``, sharing components)."""
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    tiny_builder: ClassVar[str | None] = None
+    """Import path ("module:function") of the function that writes this architecture's tiny model."""
 
     def __init__(self, pipe: Any, config: "ModelConfig", arch: "ArchRef", device: "torch.device", dtype: "torch.dtype"):
         self.pipe = pipe
@@ -94,6 +99,12 @@ class PipelineAdapter(ModelAdapter):
         adapter = cls(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device, dtype)
         adapter.after_load()
         return adapter
+
+    @classmethod
+    def build_tiny(cls, folder: "Path", seed: int) -> None:
+        if cls.tiny_builder is None:
+            super().build_tiny(folder, seed)
+        load_object(cls.tiny_builder)(folder, seed)
 
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
