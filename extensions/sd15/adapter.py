@@ -27,7 +27,6 @@ class SD15Adapter(PipelineAdapter):
     denoiser_name = "unet"
     quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "conv_norm_out")
 
-
     def after_load(self) -> None:
         wanted = self.config.prediction_type
         if wanted and self.pipe.scheduler.config.get("prediction_type") != wanted:

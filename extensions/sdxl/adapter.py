@@ -24,7 +24,6 @@ class SDXLAdapter(SD15Adapter):
     tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sdxl"
     quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "conv_norm_out")
 
-
     def encode_prompts(self, prompts: list[str]) -> "Conditioning":
         embeds, _, pooled, _ = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
                                                        do_classifier_free_guidance=False)

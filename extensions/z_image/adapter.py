@@ -45,13 +45,10 @@ class ZImageAdapter(PipelineAdapter):
     img2img_class: ClassVar[str] = "ZImageImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
     tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_zimage"
+    supports_assistant_lora: ClassVar[bool] = True
+    model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
     denoiser_name = "transformer"
     quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer")
-
-
-    @classmethod
-    def supports_assistant_lora(cls) -> bool:
-        return True
 
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",

@@ -103,3 +103,9 @@ def test_dtype_and_device(registry: Any) -> None:
     adapter = load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage", dtype="bf16"), registry)
     assert adapter.dtype == torch.bfloat16 and adapter.denoiser.dtype == torch.bfloat16
     assert adapter.device.type in ("cpu", "cuda", "mps")
+
+
+def test_unknown_model_kwargs_are_errors(registry: Any) -> None:
+    config = ModelConfig(name_or_path="tiny:zimage", arch="zimage", model_kwargs={"flow_shfit": 2.0})
+    with pytest.raises(EaselError, match="unknown key.*flow_shfit.*did you mean 'flow_shift'"):
+        load_adapter(config, registry, device="cpu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from toolkit.config.messages import suggest
 from toolkit.errors import EaselError
 from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule
 from toolkit.models.loading import ModelSource, load_pipeline, load_vae, resolve_source
@@ -70,6 +71,10 @@ class PipelineAdapter(ModelAdapter):
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
     tiny_builder: ClassVar[str | None] = None
     """Import path ("module:function") of the function that writes this architecture's tiny model."""
+    supports_assistant_lora: ClassVar[bool] = False
+    """Whether ``model.assistant_lora_path`` (a training adapter merged at load) means anything here."""
+    model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config",)
+    """Keys this architecture reads from ``model.model_kwargs`` (``config``: where a single file's configs come from)."""
 
     def __init__(self, pipe: Any, config: "ModelConfig", arch: "ArchRef", device: "torch.device", dtype: "torch.dtype"):
         self.pipe = pipe
@@ -89,9 +94,13 @@ class PipelineAdapter(ModelAdapter):
 
     @classmethod
     def load(cls, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "PipelineAdapter":
-        if config.assistant_lora_path and not cls.supports_assistant_lora():
+        if config.assistant_lora_path and not cls.supports_assistant_lora:
             raise EaselError(f"model.assistant_lora_path is not supported by architecture '{arch.spec.name}' "
                              "(it is the Z-Image Turbo training adapter).")
+        unknown = sorted(set(config.model_kwargs) - set(cls.model_kwargs_keys))
+        if unknown:
+            raise EaselError(f"model.model_kwargs: unknown key(s) {', '.join(unknown)} for architecture '{arch.spec.name}'"
+                             f"{suggest(unknown[0], list(cls.model_kwargs_keys)) or '.'} Valid: {', '.join(cls.model_kwargs_keys)}.")
         source = resolve_source(config, arch, build_tiny=cls.build_tiny)
         components: dict[str, Any] = {}
         if config.vae_path:
@@ -103,7 +112,7 @@ class PipelineAdapter(ModelAdapter):
     @classmethod
     def build_tiny(cls, folder: "Path", seed: int) -> None:
         if cls.tiny_builder is None:
-            super().build_tiny(folder, seed)
+            raise NotImplementedError(f"{cls.__name__} has no tiny model")
         load_object(cls.tiny_builder)(folder, seed)
 
     @classmethod
@@ -111,10 +120,6 @@ class PipelineAdapter(ModelAdapter):
                       components: dict[str, Any]) -> Any:
         """Load the pipeline; architectures whose single files hold only the denoiser override this."""
         return load_pipeline(diffusers_class(cls.pipeline_class), source, dtype, **components)
-
-    @classmethod
-    def supports_assistant_lora(cls) -> bool:
-        return False
 
     def after_load(self) -> None:
         """Adjust the loaded pipeline (prediction type, schedule shift, merged adapters)."""
