@@ -1,6 +1,7 @@
 """The shared test suite every architecture's adapter passes.
 
-A new architecture gets it by subclassing ``AdapterSuite`` with its tiny settings::
+A new architecture gets it by subclassing ``AdapterSuite`` with its tiny settings, in a test module
+under ``tests/models/`` (whose conftest loads the class's tiny model once, as the ``adapter`` fixture)::
 
     class TestMyArch(AdapterSuite):
         arch = "myarch"
@@ -48,14 +49,6 @@ class AdapterSuite:
     """File name, inside the tiny model folder, of a single-file checkpoint to load (None: not applicable)."""
     single_file_components: ClassVar[tuple[str, ...]] = ()
     """Components whose weights the single-file load must reproduce."""
-
-    @property
-    def tiny(self) -> str:
-        return f"tiny:{self.arch.partition(':')[0]}"
-
-    @pytest.fixture(scope="class")
-    def adapter(self, registry: Any) -> ModelAdapter:
-        return load_adapter(ModelConfig(name_or_path=self.tiny, arch=self.arch), registry, device="cpu")
 
     def request(self, **overrides: Any) -> GenerateRequest:
         settings: dict[str, Any] = dict(prompt="a photo of a cat on a red chair", width=self.size[0], height=self.size[1],

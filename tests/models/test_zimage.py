@@ -86,17 +86,19 @@ def _assistant_file(adapter: ZImageAdapter, path: Path, rank: int = 2) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def base(registry: Any) -> ZImageAdapter:
+    return load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage:turbo"), registry, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def assisted(base: ZImageAdapter, registry: Any, tmp_path_factory: Any) -> ZImageAdapter:
+    path = _assistant_file(base, tmp_path_factory.mktemp("assistant") / "zimage_turbo_training_adapter.safetensors")
+    config = ModelConfig(name_or_path="tiny:zimage", arch="zimage:turbo", assistant_lora_path=str(path))
+    return load_adapter(config, registry, device="cpu")
+
+
 class TestAssistantAdapter:
-    @pytest.fixture(scope="class")
-    def base(self, registry: Any) -> ZImageAdapter:
-        return load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage:turbo"), registry, device="cpu")
-
-    @pytest.fixture(scope="class")
-    def assisted(self, base: ZImageAdapter, registry: Any, tmp_path_factory: Any) -> ZImageAdapter:
-        path = _assistant_file(base, tmp_path_factory.mktemp("assistant") / "zimage_turbo_training_adapter.safetensors")
-        config = ModelConfig(name_or_path="tiny:zimage", arch="zimage:turbo", assistant_lora_path=str(path))
-        return load_adapter(config, registry, device="cpu")
-
     def test_merged_into_the_weights(self, base: ZImageAdapter, assisted: ZImageAdapter, tmp_path: Path) -> None:
         from safetensors.torch import load_file
 
