@@ -41,6 +41,11 @@ class GenerateJob(Job):
 
         device = resolve_device(process.config.device)
         dtype = process.config.model.dtype or {"cpu": "fp32", "mps": "fp16"}.get(device.type, "bf16")
+        if device.type == "cuda":
+            import torch
+
+            torch.backends.cudnn.benchmark = False  # same seed, same machine -> same bytes
+            torch.backends.cudnn.deterministic = True
         key = f"{process.config.model.model_dump_json()}|{device}|{dtype}"
         if key not in self._adapters:
             self._adapters.clear()
@@ -110,6 +115,7 @@ class ToFolderProcess(Process):
         raise EaselError(f"generate.init_images: '{source}' is not an image file or a folder.")
 
     def _size(self, spec: PromptSpec, init: Path | None) -> tuple[int, int]:
+        """txt2img: the requested size; img2img: the input's aspect ratio (after EXIF rotation) at the requested area."""
         gen, step = self.config.generate, self.arch.spec.bucket_divisibility
         width = spec.width or self._default(gen.width, "width", 512)
         height = spec.height or self._default(gen.height, "height", 512)
@@ -118,7 +124,8 @@ class ToFolderProcess(Process):
         from PIL import Image
 
         with Image.open(init) as image:
-            return fit_aspect(image.size, width * height, step)
+            size = image.size[::-1] if image.getexif().get(0x0112) in (5, 6, 7, 8) else image.size
+        return fit_aspect(size, width * height, step)
 
     def _loras(self, spec: PromptSpec, index: dict[str, Path]) -> tuple[tuple[tuple[Path, float], ...], tuple[tuple[str, float], ...]]:
         gen = self.config.generate

@@ -95,7 +95,10 @@ def test_img2img_keeps_aspect_ratio(folders: dict[str, Path], tmp_path: Path) ->
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     Image.new("RGB", (200, 100), (200, 30, 30)).save(inputs / "wide.png")
-    Image.new("RGB", (60, 120), (30, 30, 200)).save(inputs / "tall.jpg")
+    rotated = Image.new("RGB", (120, 60), (30, 30, 200))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # stored landscape, shown rotated by 90 degrees: portrait
+    rotated.save(inputs / "tall.jpg", exif=exif)
     generate = {"init_images": str(inputs), "strength": 0.5, "seed": 1, "prompts": ["an oil painting"]}
     assert run.main([str(_config(tmp_path, folders["zimage"], "zimage:turbo", generate))]) == 0
     sizes = [Image.open(p).size for p in _images(tmp_path / "gen")]
