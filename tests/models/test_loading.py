@@ -71,11 +71,13 @@ def test_tiny_folder_builds_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def build(folder: Path, seed: int) -> None:
         calls.append(seed)
         (folder / "model_index.json").write_text("{}")
-        (folder / "easel_tiny.json").write_text("{}")
 
     first = tiny_folder("thing", build)
     assert tiny_folder("thing", build) == first == tmp_path / ".tiny" / "thing" and len(calls) == 1
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]
+    marker = first / "easel_tiny.json"
+    marker.write_text(marker.read_text().replace('"source": "', '"source": "old'))
+    assert tiny_folder("thing", build) == first and len(calls) == 2, "a changed builder source rebuilds the cache"
 
 
 def test_failed_tiny_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

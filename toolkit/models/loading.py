@@ -10,6 +10,7 @@ and cached under ``output/.tiny/<arch>/``. Nothing here knows an architecture: a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -74,15 +75,26 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def _tiny_stamp(builder: Callable[[Path, int], None]) -> dict[str, Any]:
+    """What a cached tiny model was built by: the builder and a hash of its source file (a changed builder rebuilds)."""
+    import inspect
+
+    source = inspect.getsourcefile(builder)
+    digest = hashlib.sha1(Path(source).read_bytes()).hexdigest()[:16] if source else ""
+    return {"builder": f"{builder.__module__}:{builder.__qualname__}", "source": digest, "seed": TINY_SEED}
+
+
 def tiny_folder(name: str, builder: Callable[[Path, int], None]) -> Path:
-    """The cached tiny model ``name``; built (atomically, from a fixed seed) when missing."""
+    """The cached tiny model ``name``; built (atomically, from a fixed seed) when missing or out of date."""
     folder = cache_dir("tiny") / name
-    if (folder / "easel_tiny.json").is_file():
+    marker, stamp = folder / "easel_tiny.json", _tiny_stamp(builder)
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == stamp:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
     try:
         builder(temp, TINY_SEED)
+        (temp / "easel_tiny.json").write_text(json.dumps(stamp), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(temp, folder)

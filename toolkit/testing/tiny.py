@@ -229,7 +229,6 @@ def zimage_pipeline(seed: int = 0) -> "DiffusionPipeline":
 def _save(pipe: "DiffusionPipeline", folder: Path, seed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(folder, safe_serialization=True)
-    (folder / "easel_tiny.json").write_text(json.dumps({"pipeline": type(pipe).__name__, "seed": seed}), encoding="utf-8")
 
 
 def build_sd15(folder: Path, seed: int = 0) -> None:
