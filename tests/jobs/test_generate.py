@@ -51,7 +51,7 @@ def _config(tmp_path: Path, model: Path | str, arch: str, generate: dict[str, An
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("[0-9]*.png"))
+    return sorted(p for p in folder.glob("[0-9]*.*") if p.suffix != ".txt")
 
 
 @pytest.mark.parametrize("name", sorted(ARCHS))
@@ -84,11 +84,12 @@ def test_same_seed_gives_identical_files_and_reruns_do_not_overwrite(folders: di
     assert [p.name for p in _images(tmp_path / "a")] == ["00000_11.png", "00001_12.png", "00002_11.png", "00003_12.png"]
 
 
-def test_random_seed_is_recorded(folders: dict[str, Path], tmp_path: Path, capfd: Any) -> None:
-    assert run.main([str(_config(tmp_path, folders["sd15"], "sd15", {"seed": -1, "prompts": ["a cat"]}))]) == 0
+def test_random_seed_is_recorded_in_jpeg_too(folders: dict[str, Path], tmp_path: Path, capfd: Any) -> None:
+    assert run.main([str(_config(tmp_path, folders["sd15"], "sd15", {"seed": -1, "ext": ".jpg", "prompts": ["a cat"]}))]) == 0
     (image,) = _images(tmp_path / "gen")
     seed = parse_parameters(read_parameters(image) or "")[2]["Seed"]
-    assert image.name == f"00000_{seed}.png" and f"random seed {seed}" in capfd.readouterr().err
+    assert image.name == f"00000_{seed}.jpg" and f"random seed {seed}" in capfd.readouterr().err
+    assert Image.open(image).format == "JPEG"
 
 
 def test_img2img_keeps_aspect_ratio(folders: dict[str, Path], tmp_path: Path) -> None:
