@@ -39,11 +39,12 @@ class GenerateConfig(Block):
     seed: int = -1
     """Seed of the first image, then seed+1, ...; -1 picks one at random (and records it)."""
     guidance_scale: float | None = None
-    """Classifier-free guidance; default: the architecture variant's."""
+    """Classifier-free guidance scale; 1 or less turns guidance off (one pass, no negative prompt), as Z-Image
+    Turbo wants. Default: the architecture variant's."""
     guidance_rescale: float = Field(0.0, ge=0, le=1)
     """SD: rescale guided noise to reduce over-exposure."""
     sample_steps: int | None = Field(None, ge=1)
-    """Denoising steps; default: the architecture variant's."""
+    """Denoising steps (= denoiser passes, e.g. 8 for Z-Image Turbo); default: the architecture variant's."""
     ext: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = "png"  # type: ignore[valid-type]
     """Image file format."""
     prompt_file: bool = False
