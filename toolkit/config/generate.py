@@ -30,19 +30,21 @@ class GenerateConfig(Block):
     sampler: str | None = None
     """flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
     width: int | None = Field(None, ge=8)
-    """Image width; default: the architecture's native size (img2img: from the input image)."""
+    """Image width, rounded to the architecture's multiple; default: its native size. img2img: width x height is
+    the pixel area; the output keeps each input's aspect ratio."""
     height: int | None = Field(None, ge=8)
-    """Image height; default: the architecture's native size (img2img: from the input image)."""
+    """Image height, rounded to the architecture's multiple; default: its native size. img2img: see ``width``."""
     neg: str = ""
     """Negative prompt (used when guidance_scale > 1)."""
     seed: int = -1
     """Seed of the first image, then seed+1, ...; -1 picks one at random (and records it)."""
     guidance_scale: float | None = None
-    """Classifier-free guidance; default: the architecture variant's."""
+    """Classifier-free guidance scale; 1 or less turns guidance off (one pass, no negative prompt), as Z-Image
+    Turbo wants. Default: the architecture variant's."""
     guidance_rescale: float = Field(0.0, ge=0, le=1)
     """SD: rescale guided noise to reduce over-exposure."""
     sample_steps: int | None = Field(None, ge=1)
-    """Denoising steps; default: the architecture variant's."""
+    """Denoising steps (= denoiser passes, e.g. 8 for Z-Image Turbo); default: the architecture variant's."""
     ext: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = "png"  # type: ignore[valid-type]
     """Image file format."""
     prompt_file: bool = False

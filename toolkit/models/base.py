@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from PIL import Image
 
@@ -96,6 +98,11 @@ class ModelAdapter(ABC):
     @abstractmethod
     def load(cls, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
         """Load from a hub id, a diffusers folder, a single-file checkpoint or ``tiny:<arch>``."""
+
+    @classmethod
+    def build_tiny(cls, folder: "Path", seed: int) -> None:
+        """Write a tiny random model of this architecture to ``folder`` as a diffusers folder (``tiny:<arch>``)."""
+        raise NotImplementedError(f"{cls.__name__} has no tiny model")
 
     @abstractmethod
     def encode_prompts(self, prompts: list[str]) -> Conditioning:

@@ -1,0 +1,51 @@
+"""Stable Diffusion 1.x adapter: CLIP ViT-L text encoder, UNet, epsilon or v-prediction."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from toolkit.models.pipeline_adapter import PipelineAdapter
+
+if TYPE_CHECKING:
+    import torch
+
+    from toolkit.models.base import Conditioning, ImageInfo
+
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
+"""The linear layers of the UNet's transformer blocks (what kohya's LoRA trains)."""
+CLIP_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+"""The attention and MLP layers of a CLIP text encoder."""
+
+
+class SD15Adapter(PipelineAdapter):
+    """SD 1.x (and its fine-tunes); the prediction type comes from the scheduler config or ``model.prediction_type``."""
+
+    pipeline_class: ClassVar[str] = "StableDiffusionPipeline"
+    img2img_class: ClassVar[str] = "StableDiffusionImg2ImgPipeline"
+    text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sd15"
+    denoiser_name = "unet"
+    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "conv_norm_out")
+
+    def after_load(self) -> None:
+        wanted = self.config.prediction_type
+        if wanted and self.pipe.scheduler.config.get("prediction_type") != wanted:
+            self.pipe.scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config, prediction_type=wanted)
+
+    def encode_prompts(self, prompts: list[str]) -> "Conditioning":
+        embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
+        return {"prompt_embeds": embeds}
+
+    def predict(self, noisy_latents: "torch.Tensor", timesteps: "torch.Tensor", cond: "Conditioning",
+                image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
+        dtype = self.denoiser.dtype
+        return self.denoiser(noisy_latents.to(dtype), timesteps, encoder_hidden_states=cond["prompt_embeds"].to(dtype)).sample
+
+    def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
+        targets = {self.denoiser_name: list(UNET_TARGETS)}
+        if train_text_encoder:
+            targets.update({name: list(CLIP_TARGETS) for name in self.text_encoder_names})
+        return targets
+
+    def call_kwargs(self, batch: list[Any]) -> dict[str, Any]:
+        return {"guidance_rescale": batch[0].guidance_rescale}

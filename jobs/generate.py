@@ -1,0 +1,284 @@
+"""``job: generate``: txt2img and img2img to a folder, with LoRA stacks, inline prompt flags and A1111 metadata.
+
+The list of images (prompts x init images x images_per_prompt, with every default, seed, size and
+LoRA resolved) is worked out without torch, so ``--dry-run`` shows it without loading a model.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolkit.config.generate import GenerateProcessConfig
+from toolkit.errors import EaselError
+from toolkit.job import Job, Process
+from toolkit.log import log
+from toolkit.sampling.lookup import fit_aspect, index_loras, resolve_lora, round_to
+from toolkit.sampling.prompts import PromptSpec, parse_prompt, read_prompts
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from toolkit.models.base import GenerateRequest, ModelAdapter
+
+_INDEXED = re.compile(r"^(\d{4,})_")
+
+
+class GenerateJob(Job):
+    """Runs its ``to_folder`` processes in order; processes with the same model share one loaded adapter."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._adapters: dict[str, ModelAdapter] = {}
+
+    def adapter_for(self, process: "ToFolderProcess") -> "ModelAdapter":
+        """The adapter of ``process``'s model on its device, loaded once per job."""
+        from toolkit.devices import resolve_device
+        from toolkit.models.loading import load_adapter
+
+        device = resolve_device(process.config.device)
+        dtype = process.config.model.dtype or {"cpu": "fp32", "mps": "fp16"}.get(device.type, "bf16")
+        if device.type == "cuda":
+            import torch
+
+            torch.backends.cudnn.benchmark = False  # same seed, same machine -> same bytes
+            torch.backends.cudnn.deterministic = True
+        key = f"{process.config.model.model_dump_json()}|{device}|{dtype}"
+        if key not in self._adapters:
+            self._adapters.clear()
+            self._adapters[key] = load_adapter(process.config.model, self.registry, device=device, dtype=dtype)
+        return self._adapters[key]
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        self._adapters.clear()
+
+
+@dataclass
+class PlannedImage:
+    """One image to make, fully resolved."""
+
+    index: int
+    spec: PromptSpec
+    negative: str
+    width: int
+    height: int
+    seed: int
+    steps: int
+    guidance_scale: float
+    guidance_rescale: float
+    loras: tuple[tuple[Path, float], ...]
+    lora_tags: tuple[tuple[str, float], ...]
+    """The LoRAs as A1111 tags would name them (file stem, weight), for the metadata."""
+    init_image: Path | None = None
+
+
+class ToFolderProcess(Process):
+    """``type: to_folder``: write generated images (and optional .txt sidecars and a grid) to ``output_folder``."""
+
+    config: GenerateProcessConfig
+
+    def __init__(self, job: Job, config: GenerateProcessConfig, index: int):
+        super().__init__(job, config, index)
+        self.arch = job.registry.arch(config.model.arch)
+        self.adapter: ModelAdapter | None = None
+        self.base_seed: int | None = None
+
+    @property
+    def output(self) -> Path:
+        return Path(self.config.output_folder)
+
+    @property
+    def sampler(self) -> str:
+        return self.config.generate.sampler or self.arch.spec.default_sampler
+
+    def _default(self, value: Any, key: str, fallback: Any) -> Any:
+        return value if value is not None else self.arch.defaults.get(key, fallback)
+
+    def _init_images(self) -> list[Path]:
+        from toolkit.data.images import IMAGE_EXTENSIONS
+
+        source = self.config.generate.init_images
+        if source is None:
+            return []
+        path = Path(source).expanduser()
+        if path.is_file():
+            return [path]
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            if found:
+                return found
+            raise EaselError(f"generate.init_images: the folder '{source}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        raise EaselError(f"generate.init_images: '{source}' is not an image file or a folder.")
+
+    def _size(self, spec: PromptSpec, init: Path | None) -> tuple[int, int]:
+        """txt2img: the requested size; img2img: the input's aspect ratio (after EXIF rotation) at the requested area."""
+        gen, step = self.config.generate, self.arch.spec.bucket_divisibility
+        width = spec.width or self._default(gen.width, "width", 512)
+        height = spec.height or self._default(gen.height, "height", 512)
+        if init is None:
+            return round_to(width, step), round_to(height, step)
+        from PIL import Image
+
+        with Image.open(init) as image:
+            size = image.size[::-1] if image.getexif().get(0x0112) in (5, 6, 7, 8) else image.size
+        return fit_aspect(size, width * height, step)
+
+    def _loras(self, spec: PromptSpec, index: dict[str, Path]) -> tuple[tuple[tuple[Path, float], ...], tuple[tuple[str, float], ...]]:
+        gen = self.config.generate
+        files = [(resolve_lora(ref.path, index, gen.lora_dirs, "generate.loras"), ref.weight) for ref in gen.loras]
+        files += [(resolve_lora(name, index, gen.lora_dirs, f"prompt '{spec.source}'"), weight) for name, weight in spec.loras]
+        return tuple(files), tuple((path.stem, weight) for path, weight in files)
+
+    def plan_images(self) -> list[PlannedImage]:
+        """Every image this process makes, in order (no model, no torch)."""
+        gen = self.config.generate
+        specs = [parse_prompt(line) for line in read_prompts(gen.prompts)]
+        if not specs:
+            raise EaselError("generate.prompts: no prompts given.")
+        if self.base_seed is None:
+            self.base_seed = gen.seed if gen.seed != -1 else random.SystemRandom().randrange(2**32)
+        lora_index = index_loras(gen.lora_dirs) if gen.lora_dirs else {}
+        inits: list[Path | None] = list(self._init_images()) or [None]
+        planned: list[PlannedImage] = []
+        for spec in specs:
+            loras, tags = self._loras(spec, lora_index)
+            for init in inits:
+                width, height = self._size(spec, init)
+                for repeat in range(gen.images_per_prompt):
+                    seed = spec.seed + repeat if spec.seed is not None else self.base_seed + len(planned)
+                    planned.append(PlannedImage(
+                        index=len(planned), spec=spec, negative=spec.negative if spec.negative is not None else gen.neg,
+                        width=width, height=height, seed=seed % 2**32,
+                        steps=spec.steps or self._default(gen.sample_steps, "sample_steps", 25),
+                        guidance_scale=spec.guidance_scale if spec.guidance_scale is not None else self._default(gen.guidance_scale, "guidance_scale", 7.0),
+                        guidance_rescale=spec.guidance_rescale if spec.guidance_rescale is not None else gen.guidance_rescale,
+                        loras=loras, lora_tags=tags, init_image=init))
+        return planned
+
+    def plan(self) -> list[str]:
+        cfg, gen = self.config, self.config.generate
+        images = self.plan_images()
+        prompts = f"{len(read_prompts(gen.prompts))} prompts" + (f" from {gen.prompts}" if isinstance(gen.prompts, str) else "")
+        seeds = f"{gen.seed}" if gen.seed != -1 else f"-1 (this run would use {self.base_seed})"
+        lines = [f"process {self.index}: to_folder -> {self.output}",
+                 f"  model: {self.arch.name} from {cfg.model.name_or_path} ({cfg.model.dtype or 'bf16 on GPU, fp32 on CPU'}, device {cfg.device})",
+                 f"  sampler: {self.sampler}; {prompts} x {gen.images_per_prompt} "
+                 f"-> {len(images)} images, batch {gen.batch_size}, first seed {seeds}"]
+        if gen.init_images:
+            lines.append(f"  img2img: {len(self._init_images())} init images from {gen.init_images}, strength {gen.strength:g}")
+        for image in images[:20]:
+            loras = "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
+            source = f" from {image.init_image.name}" if image.init_image else ""
+            lines.append(f"    {image.index:4d}: {image.width}x{image.height}, {image.steps} steps, cfg {image.guidance_scale:g}, "
+                         f"seed {image.seed}{source}: {image.spec.prompt[:60]!r}{loras}")
+        if len(images) > 20:
+            lines.append(f"    ... {len(images) - 20} more")
+        extras = [name for name, on in (("a .txt prompt file per image", gen.prompt_file), ("a grid", gen.grid)) if on]
+        lines.append(f"  writes: {gen.ext} images with A1111 parameters" + "".join(f", {e}" for e in extras))
+        return lines
+
+    def run(self) -> None:
+        images = self.plan_images()
+        if self.config.generate.seed == -1:
+            log.info(f"seed -1: using random seed {self.base_seed} (recorded in each image's metadata)")
+        job = self.job
+        if not isinstance(job, GenerateJob):
+            raise TypeError("the to_folder process runs inside job: generate")
+        self.adapter = job.adapter_for(self)
+        self.output.mkdir(parents=True, exist_ok=True)
+        written = self._generate_all(self.adapter, images)
+        if self.config.generate.grid and written:
+            self._write_grid(images, written)
+        log.info(f"Wrote {len(written)} images to {self.output}")
+
+    def _generate_all(self, adapter: "ModelAdapter", images: list[PlannedImage]) -> list[Path]:
+        from tqdm import tqdm
+
+        from toolkit.sampling.loras import apply_loras, remove_loras
+
+        start = self._next_index()
+        written: dict[int, Path] = {}
+        groups: dict[tuple, list[PlannedImage]] = {}
+        for image in images:
+            groups.setdefault(image.loras, []).append(image)
+        size = self.config.generate.batch_size
+        with tqdm(total=len(images), desc="images", dynamic_ncols=True) as bar:
+            for loras, group in groups.items():
+                apply_loras(adapter, list(loras))
+                try:
+                    for first in range(0, len(group), size):
+                        batch = group[first:first + size]
+                        made = adapter.generate([self._request(image) for image in batch])
+                        for image, picture in zip(batch, made):
+                            written[image.index] = self._save(image, picture, start + image.index)
+                        bar.update(len(batch))
+                finally:
+                    remove_loras(adapter)
+        return [written[index] for index in sorted(written)]
+
+    def _request(self, image: PlannedImage) -> "GenerateRequest":
+        from toolkit.data.images import load_image
+        from toolkit.models.base import GenerateRequest
+
+        extras = dict(image.spec.extras)
+        return GenerateRequest(
+            prompt=image.spec.prompt, width=image.width, height=image.height, steps=image.steps,
+            guidance_scale=image.guidance_scale, seed=image.seed, sampler=self.sampler, negative_prompt=image.negative,
+            guidance_rescale=image.guidance_rescale, strength=self.config.generate.strength, extras=extras,
+            init_image=load_image(image.init_image) if image.init_image is not None else None)
+
+    def _next_index(self) -> int:
+        found = [int(m.group(1)) for p in self.output.iterdir() if (m := _INDEXED.match(p.name))] if self.output.is_dir() else []
+        return max(found, default=-1) + 1
+
+    def parameters(self, image: PlannedImage) -> str:
+        """The A1111 ``parameters`` text of one image."""
+        from toolkit.sampling.pngmeta import format_parameters
+        from toolkit.sampling.samplers import A1111_NAMES
+
+        prompt = image.spec.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
+        params: dict[str, Any] = {
+            "Steps": image.steps, "Sampler": A1111_NAMES.get(self.sampler, self.sampler), "CFG scale": float(image.guidance_scale),
+            "Seed": image.seed, "Size": f"{image.width}x{image.height}", "Model": self._model_name(),
+            "Denoising strength": float(self.config.generate.strength) if image.init_image is not None else None,
+            "CFG Rescale": float(image.guidance_rescale) if image.guidance_rescale else None,
+            "Architecture": self.arch.name, "Version": "easel",
+        }
+        return format_parameters(prompt, image.negative if image.guidance_scale > 1 else "", params)
+
+    def _model_name(self) -> str:
+        name = self.config.model.name_or_path.rstrip("/")
+        return Path(name).stem if Path(name).suffix else name.split("/")[-1]
+
+    def _save(self, image: PlannedImage, picture: "Image.Image", number: int) -> Path:
+        from toolkit.output import atomic_path, write_text_atomic
+        from toolkit.sampling.pngmeta import save_image
+
+        ext = self.config.generate.ext
+        target = self.output / f"{number:05d}_{image.seed}.{ext}"
+        with atomic_path(target) as temp:
+            save_image(picture, temp, self.parameters(image), ext=ext)
+        if self.config.generate.prompt_file:
+            write_text_atomic(target.with_suffix(".txt"), image.spec.prompt + "\n")
+        return target
+
+    def _write_grid(self, images: list[PlannedImage], files: list[Path]) -> None:
+        from PIL import Image
+
+        from toolkit.sampling.grid import make_grid
+
+        pictures = []
+        for path in files:
+            with Image.open(path) as opened:
+                pictures.append(opened.convert("RGB"))
+        labels = [f"{image.seed}: {image.spec.prompt}" for image in images]
+        target = self.output / f"grid_{files[0].name.split('_')[0]}.png"
+        make_grid(pictures, labels).save(target)
+        log.info(f"Wrote the grid {target}")
+
+    def cleanup(self) -> None:
+        self.adapter = None

@@ -1,0 +1,149 @@
+"""The generate job: example configs validate; run.py generates from tiny model folders on disk."""
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+import run
+from toolkit.config.job import load_job_config
+from toolkit.output import dump_yaml
+from toolkit.sampling.pngmeta import parse_parameters, read_parameters
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "config" / "examples").glob("generate_*.yaml"))
+ARCHS = {"sd15": "sd15", "sdxl": "sdxl", "zimage": "zimage:turbo"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_validate(path: Path, registry: Any) -> None:
+    assert path.read_text(encoding="utf-8").startswith(f"# python run.py config/examples/{path.name}\n")
+    loaded = load_job_config(path, registry)
+    assert loaded.spec.name == "generate" and loaded.processes
+    for process in loaded.processes:
+        assert "/" in process.model.name_or_path and not process.model.name_or_path.startswith(("tiny:", "/"))
+
+
+def test_examples_cover_every_architecture() -> None:
+    assert {p.stem for p in EXAMPLES} >= {"generate_sd15", "generate_sdxl", "generate_zimage_turbo"}
+
+
+@pytest.fixture(scope="module")
+def folders(registry: Any) -> dict[str, Path]:
+    from toolkit.models.loading import tiny_folder
+    from toolkit.registry import load_object
+
+    return {name: tiny_folder(name, load_object(registry.arch(name).spec.adapter).build_tiny) for name in ARCHS}
+
+
+def _config(tmp_path: Path, model: Path | str, arch: str, generate: dict[str, Any], name: str = "gen") -> Path:
+    body = {"job": "generate", "config": {"name": name, "process": [{
+        "type": "to_folder", "output_folder": str(tmp_path / name), "device": "cpu",
+        "model": {"name_or_path": str(model), "arch": arch},
+        "generate": {"width": 64, "height": 64, "sample_steps": 2, **generate},
+    }]}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(dump_yaml(body), encoding="utf-8")
+    return path
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("[0-9]*.*") if p.suffix != ".txt")
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_generates_from_a_tiny_folder(name: str, folders: dict[str, Path], tmp_path: Path, capfd: Any) -> None:
+    generate = {"seed": 5, "prompt_file": True, "grid": True, "images_per_prompt": 2, "batch_size": 2, "guidance_scale": 3,
+                "neg": "blurry", "prompts": ["a photo of a cat", "a red house --w 128 --seed 40 --n fog --cfg 1"]}
+    assert run.main([str(_config(tmp_path, folders[name], ARCHS[name], generate))]) == 0
+    files = _images(tmp_path / "gen")
+    assert [f.name for f in files] == ["00000_5.png", "00001_6.png", "00002_40.png", "00003_41.png"]
+    assert [Image.open(f).size for f in files] == [(64, 64), (64, 64), (128, 64), (128, 64)]
+    prompt, negative, params = parse_parameters(read_parameters(files[0]) or "")
+    assert (prompt, negative) == ("a photo of a cat", "blurry")
+    assert params["Seed"] == "5" and params["Steps"] == "2" and params["Size"] == "64x64" and params["CFG scale"] == "3"
+    assert params["Model"] == folders[name].name and params["Architecture"] == ARCHS[name]
+    third = parse_parameters(read_parameters(files[2]) or "")
+    assert third[1] == "" and third[2]["CFG scale"] == "1", "no negative prompt is recorded when guidance is off"
+    assert (tmp_path / "gen" / "00002_40.txt").read_text(encoding="utf-8") == "a red house\n"
+    assert Image.open(tmp_path / "gen" / "grid_00000.png").width > 128
+    assert "images: 100%" in capfd.readouterr().err
+
+
+def test_same_seed_gives_identical_files_and_reruns_do_not_overwrite(folders: dict[str, Path], tmp_path: Path) -> None:
+    generate = {"seed": 11, "prompts": ["a cat", "a dog"]}
+    for name in ("a", "b"):
+        assert run.main([str(_config(tmp_path, folders["zimage"], "zimage:turbo", generate, name))]) == 0
+    first, second = _images(tmp_path / "a"), _images(tmp_path / "b")
+    assert [p.name for p in first] == [p.name for p in second] == ["00000_11.png", "00001_12.png"]
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert run.main([str(_config(tmp_path, folders["zimage"], "zimage:turbo", generate, "a"))]) == 0
+    assert [p.name for p in _images(tmp_path / "a")] == ["00000_11.png", "00001_12.png", "00002_11.png", "00003_12.png"]
+
+
+def test_random_seed_is_recorded_in_jpeg_too(folders: dict[str, Path], tmp_path: Path, capfd: Any) -> None:
+    assert run.main([str(_config(tmp_path, folders["sd15"], "sd15", {"seed": -1, "ext": ".jpg", "prompts": ["a cat"]}))]) == 0
+    (image,) = _images(tmp_path / "gen")
+    seed = parse_parameters(read_parameters(image) or "")[2]["Seed"]
+    assert image.name == f"00000_{seed}.jpg" and f"random seed {seed}" in capfd.readouterr().err
+    assert Image.open(image).format == "JPEG"
+
+
+def test_img2img_keeps_aspect_ratio(folders: dict[str, Path], tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.new("RGB", (200, 100), (200, 30, 30)).save(inputs / "wide.png")
+    rotated = Image.new("RGB", (120, 60), (30, 30, 200))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # stored landscape, shown rotated by 90 degrees: portrait
+    rotated.save(inputs / "tall.jpg", exif=exif)
+    generate = {"init_images": str(inputs), "strength": 0.5, "seed": 1, "prompts": ["an oil painting"]}
+    assert run.main([str(_config(tmp_path, folders["zimage"], "zimage:turbo", generate))]) == 0
+    sizes = [Image.open(p).size for p in _images(tmp_path / "gen")]
+    assert sizes == [(48, 96), (96, 48)], "tall.jpg then wide.png, about 64x64 pixels each, sides multiples of 16"
+    params = parse_parameters(read_parameters(_images(tmp_path / "gen")[0]) or "")[2]
+    assert params["Denoising strength"] == "0.5"
+
+
+def test_prompt_file_and_lora_tags(folders: dict[str, Path], registry: Any, tmp_path: Path, capfd: Any) -> None:
+    from toolkit.config.blocks import ModelConfig
+    from toolkit.models.loading import load_adapter
+    from toolkit.testing.tiny import save_random_lora
+
+    adapter = load_adapter(ModelConfig(name_or_path=str(folders["sd15"]), arch="sd15"), registry, device="cpu")
+    save_random_lora(adapter.pipeline(), tmp_path / "loras" / "style.safetensors", adapter.lora_targets(False), seed=4)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat <lora:style:0.8>\na cat\n", encoding="utf-8")
+    generate = {"seed": 2, "prompts": str(prompts), "lora_dirs": [str(tmp_path / "loras")]}
+    assert run.main([str(_config(tmp_path, folders["sd15"], "sd15", generate))]) == 0
+    with_lora, without = _images(tmp_path / "gen")
+    assert parse_parameters(read_parameters(with_lora) or "")[0] == "a cat <lora:style:0.8>"
+    plain = _config(tmp_path, folders["sd15"], "sd15", {"seed": 3, "prompts": ["a cat"]}, "plain")
+    assert run.main([str(plain)]) == 0 and _images(tmp_path / "plain")[0].read_bytes() == without.read_bytes()
+    assert Image.open(with_lora).tobytes() != Image.open(without).tobytes()
+    capfd.readouterr()
+    bad = _config(tmp_path, folders["sd15"], "sd15", {"prompts": ["a cat <lora:styel:1>"], "lora_dirs": [str(tmp_path / "loras")]}, "bad")
+    assert run.main([str(bad)]) == 2
+    assert "LoRA 'styel' is not a file and not found in lora_dirs" in capfd.readouterr().err
+
+
+def test_dry_run_plans_without_loading_a_model(tmp_path: Path) -> None:
+    config = _config(tmp_path, "Tongyi-MAI/Z-Image-Turbo", "zimage:turbo",
+                     {"seed": 4, "images_per_prompt": 2, "sample_steps": None,
+                      "prompts": ["a boat --w 1216 --h 832", "a tree --steps 4"]})
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import run; code = run.main(['--dry-run', {str(config)!r}]); "
+            "print('TORCH', 'torch' in sys.modules); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "TORCH False" in result.stdout
+    assert "4 images" in result.stdout and "1216x832, 8 steps, cfg 1, seed 4: 'a boat'" in result.stdout
+    assert "64x64, 4 steps, cfg 1, seed 7: 'a tree'" in result.stdout
+    assert not (tmp_path / "gen").exists()
+
+
+def test_sampler_that_does_not_fit_is_a_config_error(tmp_path: Path, capfd: Any) -> None:
+    assert run.main([str(_config(tmp_path, "tiny:zimage", "zimage", {"sampler": "euler_a", "prompts": ["x"]}))]) == 2
+    assert "sampler 'euler_a' does not fit architecture 'zimage'" in capfd.readouterr().err

@@ -1,0 +1,205 @@
+"""The shared test suite every architecture's adapter passes.
+
+A new architecture gets it by subclassing ``AdapterSuite`` with its tiny settings, in a test module
+under ``tests/models/`` (whose conftest loads the class's tiny model once, as the ``adapter`` fixture)::
+
+    class TestMyArch(AdapterSuite):
+        arch = "myarch"
+        latent_channels = 16
+        sampler = "flowmatch"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit.config.blocks import ModelConfig
+from toolkit.errors import EaselError
+from toolkit.models.base import GenerateRequest, ModelAdapter
+from toolkit.models.loading import cache_dir, load_adapter, resolve_source
+from toolkit.models.pipeline_adapter import pil_to_pixels, pixels_to_pil
+
+
+def _pixels(width: int, height: int, seed: int = 0) -> torch.Tensor:
+    """A (1, 3, H, W) test picture in [-1, 1]: horizontal ramp, vertical ramp, noise."""
+    generator = torch.Generator().manual_seed(seed)
+    across = torch.linspace(-1, 1, width).expand(height, width)
+    down = torch.linspace(-1, 1, height)[:, None].expand(height, width)
+    return torch.stack([across, down, torch.rand(height, width, generator=generator) - 0.5])[None]
+
+
+class AdapterSuite:
+    """Load, encode, predict, schedule, txt2img, img2img and determinism checks on the tiny model."""
+
+    arch: ClassVar[str]
+    """Architecture name as written in configs (may carry a variant)."""
+    latent_channels: ClassVar[int]
+    sampler: ClassVar[str]
+    """The sampler used for generation tests."""
+    size: ClassVar[tuple[int, int]] = (64, 48)
+    """(width, height) for generation: not square, so a swapped width and height shows."""
+    schedule_kind: ClassVar[str] = "ddpm"
+    single_file: ClassVar[str | None] = None
+    """File name, inside the tiny model folder, of a single-file checkpoint to load (None: not applicable)."""
+    single_file_components: ClassVar[tuple[str, ...]] = ()
+    """Components whose weights the single-file load must reproduce."""
+
+    def request(self, **overrides: Any) -> GenerateRequest:
+        settings: dict[str, Any] = dict(prompt="a photo of a cat on a red chair", width=self.size[0], height=self.size[1],
+                                        steps=2, guidance_scale=1.0, seed=7, sampler=self.sampler)
+        return GenerateRequest(**(settings | overrides))
+
+    def test_load_from_folder(self, adapter: ModelAdapter, registry: Any) -> None:
+        assert adapter.arch.spec.name == registry.arch(self.arch).spec.name
+        folder = cache_dir("tiny") / adapter.arch.spec.name
+        again = load_adapter(ModelConfig(name_or_path=str(folder), arch=self.arch), registry, device="cpu")
+        expected = adapter.denoiser.state_dict()
+        assert all(torch.equal(value, expected[key]) for key, value in again.denoiser.state_dict().items())
+        components = adapter.components()
+        assert components[adapter.denoiser_name] is adapter.denoiser
+        assert set(adapter.text_encoders) <= set(components)
+        for module in [*components.values(), adapter.vae]:
+            assert not module.training
+            assert not any(p.requires_grad for p in module.parameters())
+            assert next(module.parameters()).device.type == "cpu"
+
+    def test_tiny_model_is_cached_and_rebuilt_identically(self, adapter: ModelAdapter, registry: Any) -> None:
+        folder = cache_dir("tiny") / adapter.arch.spec.name
+        weights = sorted(folder.rglob("*.safetensors"))
+        assert (folder / "model_index.json").is_file() and weights
+        before = {p: p.stat().st_mtime_ns for p in weights}
+        source = resolve_source(adapter.config, adapter.arch, build_tiny=type(adapter).build_tiny)
+        assert Path(source.path) == folder and {p: p.stat().st_mtime_ns for p in weights} == before
+        saved = {p: p.read_bytes() for p in weights}
+        for path in weights:
+            path.unlink()
+        (folder / "easel_tiny.json").unlink()
+        resolve_source(adapter.config, adapter.arch, build_tiny=type(adapter).build_tiny)
+        assert {p: p.read_bytes() for p in weights} == saved
+
+    def test_load_from_single_file(self, adapter: ModelAdapter, registry: Any) -> None:
+        if self.single_file is None:
+            pytest.skip("no single-file checkpoint for this architecture")
+        folder = cache_dir("tiny") / adapter.arch.spec.name
+        config = ModelConfig(name_or_path=str(folder / self.single_file), arch=self.arch, model_kwargs={"config": str(folder)})
+        loaded = load_adapter(config, registry, device="cpu")
+        for name in self.single_file_components:
+            expected = getattr(adapter.pipeline(), name).state_dict()
+            got = getattr(loaded.pipeline(), name).state_dict()
+            assert set(got) == set(expected), name
+            assert all(torch.equal(got[k], expected[k]) for k in expected), name
+
+    def test_pickle_checkpoint_refused_unless_allowed(self, adapter: ModelAdapter, registry: Any, tmp_path: Path) -> None:
+        checkpoint = tmp_path / "model.ckpt"
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, checkpoint)
+        with pytest.raises(EaselError, match="allow_pickle"):
+            load_adapter(ModelConfig(name_or_path=str(checkpoint), arch=self.arch), registry, device="cpu")
+
+    def test_encode_prompts_rows_are_independent(self, adapter: ModelAdapter) -> None:
+        prompts = ["a photo of a cat", "a watercolor painting of a mountain lake at sunset"]
+        with torch.no_grad():
+            both = adapter.encode_prompts(prompts)
+            second = adapter.encode_prompts(prompts[1:])
+        for name, tensor in both.items():
+            assert tensor.shape[0] == 2 and tensor.device.type == "cpu", name
+            assert torch.allclose(tensor[1:].float(), second[name].float(), atol=1e-5), name
+        assert not torch.allclose(both["prompt_embeds"][0], both["prompt_embeds"][1])
+
+    def test_encode_decode_round_trip(self, adapter: ModelAdapter) -> None:
+        width, height = self.size
+        pixels = _pixels(width, height)
+        with torch.no_grad():
+            latents = adapter.encode_images(pixels)
+            decoded = adapter.decode_latents(latents)
+            vae = adapter.vae
+            raw = vae.decode(vae.encode(pixels).latent_dist.mode()).sample.clamp(-1, 1)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        assert latents.shape == (1, self.latent_channels, height // factor, width // factor)
+        assert decoded.shape == pixels.shape and decoded.min() >= -1 and decoded.max() <= 1
+        assert torch.allclose(decoded, raw, atol=1e-5)
+
+    def test_predict_shape_and_dependence(self, adapter: ModelAdapter) -> None:
+        generator = torch.Generator().manual_seed(0)
+        latents = torch.randn(2, self.latent_channels, self.size[1] // 8, self.size[0] // 8, generator=generator)
+        with torch.no_grad():
+            cond = adapter.encode_prompts(["a cat", "a dog"])
+            early = adapter.predict(latents, torch.tensor([900.0, 900.0]), cond)
+            late = adapter.predict(latents, torch.tensor([100.0, 100.0]), cond)
+            other = adapter.predict(latents, torch.tensor([900.0, 900.0]), adapter.encode_prompts(["a red house", "a blue car"]))
+        assert early.shape == latents.shape and torch.isfinite(early).all()
+        assert not torch.allclose(early, late) and not torch.allclose(early, other)
+
+    def test_noise_schedule(self, adapter: ModelAdapter) -> None:
+        schedule = adapter.noise_schedule()
+        assert schedule.kind == self.schedule_kind and schedule.num_train_timesteps == 1000
+        if schedule.kind == "ddpm":
+            alphas = schedule.alphas_cumprod
+            assert alphas is not None and alphas.shape == (1000,)
+            assert (alphas > 0).all() and (alphas < 1).all() and (alphas[1:] < alphas[:-1]).all()
+            assert schedule.prediction_type in ("epsilon", "v_prediction")
+        else:
+            assert schedule.prediction_type == "flow" and schedule.shift > 0
+
+    def test_lora_targets_exist(self, adapter: ModelAdapter) -> None:
+        for train_text_encoder in (False, True):
+            targets = adapter.lora_targets(train_text_encoder)
+            assert adapter.denoiser_name in targets and (len(targets) > 1) == train_text_encoder
+            for component, suffixes in targets.items():
+                names = [name for name, _ in adapter.components()[component].named_modules()]
+                for suffix in suffixes:
+                    assert any(n == suffix or n.endswith("." + suffix) for n in names), (component, suffix)
+
+    def test_txt2img_size_and_determinism(self, adapter: ModelAdapter) -> None:
+        first = adapter.generate([self.request(), self.request(seed=8)])
+        again = adapter.generate([self.request(), self.request(seed=8)])
+        single = adapter.generate([self.request()])
+        assert [image.size for image in first] == [self.size, self.size]
+        assert [image.tobytes() for image in first] == [image.tobytes() for image in again]
+        assert first[0].tobytes() != first[1].tobytes()
+        batched_vs_single = np.abs(np.asarray(first[0], dtype=int) - np.asarray(single[0], dtype=int))
+        assert batched_vs_single.mean() < 1.0, "a batch must not change an image beyond float rounding"
+
+    def test_guidance_and_negative_prompt(self, adapter: ModelAdapter) -> None:
+        plain = adapter.generate([self.request()])[0]
+        guided = adapter.generate([self.request(guidance_scale=5.0, negative_prompt="blurry")])[0]
+        other_negative = adapter.generate([self.request(guidance_scale=5.0, negative_prompt="a dog")])[0]
+        assert plain.tobytes() != guided.tobytes() and guided.tobytes() != other_negative.tobytes()
+        unguided_negative = adapter.generate([self.request(negative_prompt="a dog")])[0]
+        assert unguided_negative.tobytes() == plain.tobytes()
+
+    def test_every_sampler_runs_and_foreign_ones_are_refused(self, adapter: ModelAdapter) -> None:
+        for sampler in adapter.arch.spec.samplers:
+            (image,) = adapter.generate([self.request(sampler=sampler)])
+            assert image.size == self.size
+        foreign = "flowmatch" if "flowmatch" not in adapter.arch.spec.samplers else "euler_a"
+        with pytest.raises(EaselError, match="does not fit"):
+            adapter.generate([self.request(sampler=foreign)])
+
+    def test_img2img(self, adapter: ModelAdapter) -> None:
+        source = pixels_to_pil(_pixels(*self.size, seed=3))[0]
+        made = adapter.generate([self.request(init_image=source, strength=0.5, steps=4)])[0]
+        again = adapter.generate([self.request(init_image=source, strength=0.5, steps=4)])[0]
+        txt2img = adapter.generate([self.request(steps=4)])[0]
+        assert made.size == self.size and made.tobytes() == again.tobytes() and made.tobytes() != txt2img.tobytes()
+
+    def test_img2img_strength_zero_returns_the_input(self, adapter: ModelAdapter) -> None:
+        source = pixels_to_pil(_pixels(*self.size, seed=4))[0]
+        (kept,) = adapter.generate([self.request(init_image=source, strength=0.0)])
+        with torch.no_grad():
+            round_trip = pixels_to_pil(adapter.decode_latents(adapter.encode_images(pil_to_pixels([source]))))[0]
+        assert kept.size == source.size
+        assert np.abs(np.asarray(kept, dtype=int) - np.asarray(round_trip, dtype=int)).max() <= 1
+        weak = adapter.generate([self.request(init_image=source, strength=0.3, steps=4)])[0]
+        assert np.abs(np.asarray(weak, dtype=int) - np.asarray(kept, dtype=int)).mean() > 0
+
+    def test_global_random_state_does_not_matter(self, adapter: ModelAdapter) -> None:
+        torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+        first = adapter.generate([self.request(seed=11)])[0]
+        torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+        assert adapter.generate([self.request(seed=11)])[0].tobytes() == first.tobytes()

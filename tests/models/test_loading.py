@@ -1,0 +1,113 @@
+"""Resolving name_or_path: folders, files, hub ids offline, tiny models, pickle checkpoints; separate VAEs."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from toolkit.config.blocks import ModelConfig
+from toolkit.errors import EaselError
+from toolkit.models.loading import cache_dir, checkpoint_file, load_adapter, read_pickle_state_dict, resolve_source, tiny_folder
+
+
+def _source(name: str, registry: Any, **fields: Any):
+    config = ModelConfig(name_or_path=name, arch=fields.pop("arch", "sd15"), **fields)
+    return resolve_source(config, registry.arch(config.arch))
+
+
+def test_folder_without_model_index_is_refused(tmp_path: Path, registry: Any) -> None:
+    with pytest.raises(EaselError, match="model_index.json"):
+        _source(str(tmp_path), registry)
+
+
+def test_hub_id_not_in_cache_offline_says_so(registry: Any) -> None:
+    with pytest.raises(EaselError, match="not in the local cache while HF_HUB_OFFLINE is set"):
+        _source("easel-test/not-a-model", registry)
+
+
+def test_neither_path_nor_hub_id(registry: Any) -> None:
+    with pytest.raises(EaselError, match="not a local folder or file"):
+        _source("no_such_model_file", registry)
+
+
+def test_unknown_checkpoint_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"x")
+    with pytest.raises(EaselError, match="unknown checkpoint type"):
+        checkpoint_file(path, allow_pickle=True)
+
+
+def test_pickle_is_converted_once_with_weights_only(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": {"a.weight": torch.arange(4.0)}, "epoch": 3}, path)
+    with pytest.raises(EaselError, match="allow_pickle: true"):
+        checkpoint_file(path, allow_pickle=False)
+    converted = checkpoint_file(path, allow_pickle=True)
+    assert converted.suffix == ".safetensors" and converted.parent == cache_dir("converted")
+    from safetensors.torch import load_file
+
+    assert list(load_file(converted)) == ["a.weight"] and torch.equal(load_file(converted)["a.weight"], torch.arange(4.0))
+    stamp = converted.stat().st_mtime_ns
+    assert checkpoint_file(path, allow_pickle=True) == converted and converted.stat().st_mtime_ns == stamp
+
+
+def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Path("/")}, path)
+    with pytest.raises(EaselError, match="weights_only=True"):
+        read_pickle_state_dict(path)
+
+
+def test_tiny_name_must_match_arch(registry: Any) -> None:
+    with pytest.raises(EaselError, match="use 'tiny:zimage'"):
+        _source("tiny:sd15", registry, arch="zimage:turbo")
+
+
+def test_tiny_folder_builds_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EASEL_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def build(folder: Path, seed: int) -> None:
+        calls.append(seed)
+        (folder / "model_index.json").write_text("{}")
+
+    first = tiny_folder("thing", build)
+    assert tiny_folder("thing", build) == first == tmp_path / ".tiny" / "thing" and len(calls) == 1
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]
+    marker = first / "easel_tiny.json"
+    marker.write_text(marker.read_text().replace('"source": "', '"source": "old'))
+    assert tiny_folder("thing", build) == first and len(calls) == 2, "a changed builder source rebuilds the cache"
+
+
+def test_failed_tiny_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EASEL_CACHE_DIR", str(tmp_path))
+
+    def broken(folder: Path, seed: int) -> None:
+        (folder / "half").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        tiny_folder("thing", broken)
+    assert list((tmp_path / ".tiny").iterdir()) == []
+
+
+def test_separate_vae_from_folder(registry: Any) -> None:
+    base = load_adapter(ModelConfig(name_or_path="tiny:sdxl", arch="sdxl"), registry, device="cpu")
+    sd15_vae = cache_dir("tiny") / "sd15" / "vae"
+    load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu")
+    swapped = load_adapter(ModelConfig(name_or_path="tiny:sdxl", arch="sdxl", vae_path=str(sd15_vae)), registry, device="cpu")
+    assert swapped.vae.config.scaling_factor == 0.18215 != base.vae.config.scaling_factor
+    assert swapped.pipeline().vae is swapped.vae
+
+
+def test_dtype_and_device(registry: Any) -> None:
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage", dtype="bf16"), registry)
+    assert adapter.dtype == torch.bfloat16 and adapter.denoiser.dtype == torch.bfloat16
+    assert adapter.device.type in ("cpu", "cuda", "mps")
+
+
+def test_unknown_model_kwargs_are_errors(registry: Any) -> None:
+    config = ModelConfig(name_or_path="tiny:zimage", arch="zimage", model_kwargs={"flow_shfit": 2.0})
+    with pytest.raises(EaselError, match="unknown key.*flow_shfit.*did you mean 'flow_shift'"):
+        load_adapter(config, registry, device="cpu")

@@ -1,0 +1,241 @@
+"""A ModelAdapter built around one diffusers pipeline: loading, VAE, sampling, txt2img and img2img.
+
+Architectures subclass ``PipelineAdapter``, name their diffusers pipeline classes and implement the
+math that differs (prompt encoding, the denoiser call, the noise schedule, LoRA targets). Nothing
+here knows an architecture.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from toolkit.config.messages import suggest
+from toolkit.errors import EaselError
+from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule
+from toolkit.models.loading import ModelSource, load_pipeline, load_vae, resolve_source
+from toolkit.registry import load_object
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+    from PIL import Image
+
+    from toolkit.config.blocks import ModelConfig
+    from toolkit.registry import ArchRef
+
+
+def diffusers_class(name: str) -> Any:
+    """A class exported by diffusers, by name."""
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def pil_to_pixels(images: "list[Image.Image]") -> "torch.Tensor":
+    """RGB PIL images of one size -> float tensor (B, 3, H, W) in [-1, 1]."""
+    import numpy as np
+    import torch
+
+    array = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) for image in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def pixels_to_pil(pixels: "torch.Tensor") -> "list[Image.Image]":
+    """Float tensor (B, 3, H, W) in [-1, 1] -> RGB PIL images (rounded like diffusers' image processor)."""
+    import numpy as np
+    from PIL import Image
+
+    array = ((pixels.detach().float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray((image * 255).round().astype(np.uint8)) for image in array]
+
+
+def ddpm_schedule(scheduler_config: Any, prediction_type: str | None) -> NoiseSchedule:
+    """The DDPM schedule (betas -> alphas_cumprod) a scheduler config describes."""
+    from diffusers import DDPMScheduler
+
+    ddpm = DDPMScheduler.from_config(scheduler_config)
+    kind = prediction_type or ddpm.config.prediction_type
+    if kind not in ("epsilon", "v_prediction"):
+        raise EaselError(f"unsupported prediction type '{kind}' in the model's scheduler config; set model.prediction_type.")
+    return NoiseSchedule("ddpm", kind, ddpm.config.num_train_timesteps, alphas_cumprod=ddpm.alphas_cumprod.clone())
+
+
+class PipelineAdapter(ModelAdapter):
+    """An adapter whose components live in one diffusers pipeline (``self.pipe``)."""
+
+    pipeline_class: ClassVar[str]
+    """Name of the txt2img pipeline class in diffusers."""
+    img2img_class: ClassVar[str]
+    """Name of the img2img pipeline class in diffusers (built with ``from_pipe``, sharing components)."""
+    text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    tiny_builder: ClassVar[str | None] = None
+    """Import path ("module:function") of the function that writes this architecture's tiny model."""
+    supports_assistant_lora: ClassVar[bool] = False
+    """Whether ``model.assistant_lora_path`` (a training adapter merged at load) means anything here."""
+    model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config",)
+    """Keys this architecture reads from ``model.model_kwargs`` (``config``: where a single file's configs come from)."""
+
+    def __init__(self, pipe: Any, config: "ModelConfig", arch: "ArchRef", device: "torch.device", dtype: "torch.dtype"):
+        self.pipe = pipe
+        self.config = config
+        self.arch = arch
+        self.device = device
+        self.dtype = dtype
+        self.denoiser = getattr(pipe, self.denoiser_name)
+        self.text_encoders = {name: getattr(pipe, name) for name in self.text_encoder_names}
+        self.vae = pipe.vae
+        self._img2img: Any = None
+        for module in [*self.components().values(), self.vae]:
+            module.requires_grad_(False)
+            module.eval()
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+
+    @classmethod
+    def load(cls, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "PipelineAdapter":
+        if config.assistant_lora_path and not cls.supports_assistant_lora:
+            raise EaselError(f"model.assistant_lora_path is not supported by architecture '{arch.spec.name}' "
+                             "(it is the Z-Image Turbo training adapter).")
+        unknown = sorted(set(config.model_kwargs) - set(cls.model_kwargs_keys))
+        if unknown:
+            raise EaselError(f"model.model_kwargs: unknown key(s) {', '.join(unknown)} for architecture '{arch.spec.name}'"
+                             f"{suggest(unknown[0], list(cls.model_kwargs_keys)) or '.'} Valid: {', '.join(cls.model_kwargs_keys)}.")
+        source = resolve_source(config, arch, build_tiny=cls.build_tiny)
+        components: dict[str, Any] = {}
+        if config.vae_path:
+            components["vae"] = load_vae(config.vae_path, dtype, source, config.revision)
+        adapter = cls(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device, dtype)
+        adapter.after_load()
+        return adapter
+
+    @classmethod
+    def build_tiny(cls, folder: "Path", seed: int) -> None:
+        if cls.tiny_builder is None:
+            raise NotImplementedError(f"{cls.__name__} has no tiny model")
+        load_object(cls.tiny_builder)(folder, seed)
+
+    @classmethod
+    def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
+                      components: dict[str, Any]) -> Any:
+        """Load the pipeline; architectures whose single files hold only the denoiser override this."""
+        return load_pipeline(diffusers_class(cls.pipeline_class), source, dtype, **components)
+
+    def after_load(self) -> None:
+        """Adjust the loaded pipeline (prediction type, schedule shift, merged adapters)."""
+
+    def pipeline(self) -> Any:
+        return self.pipe
+
+    def encode_images(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        vae = self.vae
+        latents = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mode()
+        return (latents - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+
+    def decode_latents(self, latents: "torch.Tensor") -> "torch.Tensor":
+        vae = self.vae
+        latents = latents.to(self.device, vae.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+        return vae.decode(latents).sample.clamp(-1, 1)
+
+    def pipeline_guidance(self, guidance_scale: float) -> float:
+        """easel's guidance (CFG scale; <= 1 means no guidance) in the pipeline's own convention."""
+        return guidance_scale
+
+    def scheduler_overrides(self) -> dict[str, Any]:
+        """Settings every sampling scheduler gets on top of the model's scheduler config."""
+        return {}
+
+    def call_kwargs(self, batch: list[GenerateRequest]) -> dict[str, Any]:
+        """Extra pipeline arguments for one batch (architecture-specific)."""
+        return {}
+
+    def generate(self, requests: list[GenerateRequest]) -> "list[Image.Image]":
+        import torch
+
+        from toolkit.sampling.samplers import check_sampler
+
+        images: list[Image.Image] = []
+        for batch in _batches(requests):
+            check_sampler(batch[0].sampler, self.arch.spec.samplers, self.arch.spec.name)
+            with torch.no_grad():
+                images += self._generate_batch(batch)
+        return images
+
+    def _generate_batch(self, batch: list[GenerateRequest]) -> "list[Image.Image]":
+        import torch
+
+        from toolkit.sampling.samplers import make_scheduler
+
+        first = batch[0]
+        if first.init_image is not None and first.strength <= 0:
+            return self._round_trip([r.init_image for r in batch], first.width, first.height)  # type: ignore[misc]
+        scheduler = make_scheduler(first.sampler, self.pipe.scheduler.config, **self.scheduler_overrides())
+        kwargs: dict[str, Any] = {
+            "prompt": [r.prompt for r in batch], "negative_prompt": [r.negative_prompt for r in batch],
+            "num_inference_steps": first.steps, "guidance_scale": self.pipeline_guidance(first.guidance_scale),
+            "generator": [torch.Generator("cpu").manual_seed(r.seed) for r in batch], "output_type": "pil",
+            **self.call_kwargs(batch),
+        }
+        if first.init_image is None:
+            pipe = self.pipe
+            kwargs.update(width=first.width, height=first.height)
+        else:
+            pipe = self.img2img_pipeline()
+            size = (first.width, first.height)
+            kwargs.update(strength=first.strength, image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
+        original = pipe.scheduler
+        pipe.scheduler = scheduler
+        pipe.set_progress_bar_config(disable=True)
+        try:
+            return list(pipe(**kwargs).images)
+        except ValueError as err:
+            if "strength" in str(err) or "steps" in str(err):
+                raise EaselError(f"cannot generate: {err}") from err
+            raise
+        finally:
+            pipe.scheduler = original
+
+    def img2img_pipeline(self) -> Any:
+        """The img2img pipeline, sharing this adapter's components (made once)."""
+        if self._img2img is None:
+            from diffusers.utils import logging as diffusers_logging
+
+            level = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()
+            try:
+                self._img2img = diffusers_class(self.img2img_class).from_pipe(self.pipe, dtype=self.dtype)
+            finally:
+                diffusers_logging.set_verbosity(level)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    def _round_trip(self, images: "list[Image.Image]", width: int, height: int) -> "list[Image.Image]":
+        """img2img at strength 0: the input through the VAE and back."""
+        pixels = pil_to_pixels([_fit(image, (width, height)) for image in images])
+        return pixels_to_pil(self.decode_latents(self.encode_images(pixels)))
+
+    def noise_schedule(self) -> NoiseSchedule:
+        return ddpm_schedule(self.pipe.scheduler.config, self.config.prediction_type)
+
+
+def _fit(image: "Image.Image", size: tuple[int, int]) -> "Image.Image":
+    from PIL import Image
+
+    image = image.convert("RGB")
+    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _batch_key(request: GenerateRequest) -> tuple:
+    return (request.width, request.height, request.steps, request.guidance_scale, request.sampler, request.guidance_rescale,
+            request.init_image is None, request.strength, tuple(sorted((k, repr(v)) for k, v in request.extras.items())))
+
+
+def _batches(requests: list[GenerateRequest]) -> list[list[GenerateRequest]]:
+    """Consecutive requests that can share one pipeline call."""
+    batches: list[list[GenerateRequest]] = []
+    for request in requests:
+        if batches and _batch_key(batches[-1][0]) == _batch_key(request):
+            batches[-1].append(request)
+        else:
+            batches.append([request])
+    return batches

@@ -1,0 +1,1 @@
+"""Test support shipped with easel: tiny random models that load through the real loading code."""

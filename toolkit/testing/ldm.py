@@ -1,0 +1,110 @@
+"""diffusers -> original (LDM / CompVis) key layout for SD-style UNets, VAEs and CLIP text encoders.
+
+Used to write single-file checkpoints of the tiny models, so tests load them through diffusers'
+own single-file conversion (``diffusers.loaders.single_file_utils``), which is the inverse of this.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+StateDict = dict[str, "torch.Tensor"]
+
+_UNET_FIXED = {
+    "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
+}
+_UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+                "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_VAE_FIXED = {"conv_norm_out": "norm_out"}
+_VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def _rename_first(rest: str, table: dict[str, str]) -> str:
+    for old, new in table.items():
+        if rest == old or rest.startswith(old + "."):
+            return new + rest[len(old):]
+    return rest
+
+
+def _unet_key(key: str, config: Any) -> str:
+    """One diffusers UNet2DConditionModel key -> its LDM name (without the model prefix)."""
+    fixed = _rename_first(key, _UNET_FIXED)
+    if fixed != key:
+        return fixed
+    per_block = config.layers_per_block + 1
+    parts = key.split(".")
+    if parts[0] == "mid_block":
+        kind, index, rest = parts[1], int(parts[2]), ".".join(parts[3:])
+        if kind == "attentions":
+            return f"middle_block.1.{rest}"
+        return f"middle_block.{2 * index}.{_rename_first(rest, _UNET_RESNET)}"
+    block, kind = int(parts[1]), parts[2]
+    if parts[0] == "down_blocks":
+        if kind == "downsamplers":
+            return f"input_blocks.{1 + block * per_block + config.layers_per_block}.0.op.{'.'.join(parts[5:])}"
+        layer, rest = int(parts[3]), ".".join(parts[4:])
+        slot = 1 + block * per_block + layer
+        return f"input_blocks.{slot}.1.{rest}" if kind == "attentions" else f"input_blocks.{slot}.0.{_rename_first(rest, _UNET_RESNET)}"
+    if parts[0] == "up_blocks":
+        if kind == "upsamplers":
+            has_attention = config.up_block_types[block].startswith("CrossAttn")
+            return f"output_blocks.{block * per_block + config.layers_per_block}.{2 if has_attention else 1}.conv.{'.'.join(parts[5:])}"
+        layer, rest = int(parts[3]), ".".join(parts[4:])
+        slot = block * per_block + layer
+        return f"output_blocks.{slot}.1.{rest}" if kind == "attentions" else f"output_blocks.{slot}.0.{_rename_first(rest, _UNET_RESNET)}"
+    raise KeyError(f"no LDM name for UNet key {key!r}")
+
+
+def unet_to_ldm(state_dict: StateDict, config: Any, prefix: str = "model.diffusion_model.") -> StateDict:
+    """A diffusers UNet state dict -> LDM keys (``input_blocks`` / ``middle_block`` / ``output_blocks``)."""
+    return {prefix + _unet_key(key, config): value for key, value in state_dict.items()}
+
+
+def _vae_key(key: str, num_blocks: int) -> str:
+    side, _, rest = key.partition(".")
+    if side not in ("encoder", "decoder"):
+        return key
+    parts = rest.split(".")
+    if parts[0] in ("down_blocks", "up_blocks"):
+        block = int(parts[1]) if side == "encoder" else num_blocks - 1 - int(parts[1])
+        name = "down" if side == "encoder" else "up"
+        if parts[2] in ("downsamplers", "upsamplers"):
+            return f"{side}.{name}.{block}.{'downsample' if side == 'encoder' else 'upsample'}.{'.'.join(parts[4:])}"
+        inner = ".".join(parts[4:]).replace("conv_shortcut", "nin_shortcut")
+        return f"{side}.{name}.{block}.block.{parts[3]}.{inner}"
+    if parts[0] == "mid_block":
+        if parts[1] == "attentions":
+            return f"{side}.mid.attn_1.{_rename_first('.'.join(parts[3:]), _VAE_ATTENTION)}"
+        return f"{side}.mid.block_{int(parts[2]) + 1}.{'.'.join(parts[3:]).replace('conv_shortcut', 'nin_shortcut')}"
+    return f"{side}.{_rename_first(rest, _VAE_FIXED)}"
+
+
+def vae_to_ldm(state_dict: StateDict, num_blocks: int, prefix: str = "first_stage_model.") -> StateDict:
+    """A diffusers AutoencoderKL state dict -> LDM keys; mid-block attention weights become 1x1 convs."""
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        name = _vae_key(key, num_blocks)
+        if ".mid.attn_1." in name and name.endswith(".weight") and value.ndim == 2:
+            value = value[:, :, None, None]
+        out[prefix + name] = value
+    return out
+
+
+def clip_to_ldm(state_dict: StateDict, prefix: str = "cond_stage_model.transformer.") -> StateDict:
+    """A transformers CLIP text model state dict -> LDM keys (``...transformer.text_model.*``)."""
+    return {prefix + (key if key.startswith("text_model.") else f"text_model.{key}"): value
+            for key, value in state_dict.items()}
+
+
+def sd_pipeline_to_ldm(pipe: Any) -> StateDict:
+    """An SD 1.x pipeline's UNet, VAE and text encoder as one LDM-layout state dict."""
+    return {
+        **unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config),
+        **vae_to_ldm(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels)),
+        **clip_to_ldm(pipe.text_encoder.state_dict()),
+    }

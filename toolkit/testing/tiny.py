@@ -1,0 +1,304 @@
+"""Tiny random versions of the built-in architectures, built in code with no download.
+
+Each model keeps the real block structure (so LoRA target names match the real models: ``to_q``,
+``ff.net.0.proj``, ``q_proj``, Z-Image's ``attention.to_q`` / ``feed_forward.w1``) with very few
+channels, and a tokenizer trained offline with the ``tokenizers`` library on a small English word
+list, wrapped in the transformers class the real pipeline uses. ``build_*`` writes a diffusers
+folder (and, for SD 1.x, a single-file checkpoint in the original LDM key layout) that loads
+through the same code as a user's model. Weights are deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+SD15_SINGLE_FILE = "tiny_sd15.safetensors"
+ZIMAGE_SINGLE_FILE = "tiny_zimage_transformer.safetensors"
+
+WORDS = """
+a an the of in on at with and or by for to from under over near behind beside inside outside
+photo photograph picture image portrait painting drawing sketch illustration render artwork poster
+style art artistic realistic photorealistic cinematic anime cartoon watercolor oil pencil ink digital
+detailed high quality best masterpiece sharp focus blurry soft hard light lighting shadow dark bright
+golden hour sunset sunrise night day morning evening studio natural dramatic moody warm cold
+cat dog bird horse fish animal person people man woman girl boy child face eyes hair hands smile
+red orange yellow green blue purple pink black white gray brown colorful pastel vivid muted
+sky cloud clouds sun moon star stars rain snow fog storm wind water river lake sea ocean beach wave
+mountain mountains hill forest tree trees flower flowers garden grass field desert island valley
+city street road building house castle tower bridge room window door table chair car train boat
+sitting standing walking running flying looking holding wearing dress shirt hat jacket
+small large big tiny old young beautiful cute happy sad calm wild ancient modern futuristic
+background foreground close up wide shot view scene landscape cityscape interior exterior
+cartoonish ugly bad worst low lowres jpeg artifacts deformed text watermark signature
+sks ohwx trigger token easel lora style subject concept
+""".split()
+
+_CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_QWEN_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN_CHAT_TEMPLATE = (
+    "{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
+)
+"""Qwen3's chat template, reduced to what prompt encoding uses (user turns, generation prompt, thinking switch)."""
+
+
+def _corpus() -> list[str]:
+    lines = [" ".join(WORDS[i:i + 12]) for i in range(0, len(WORDS), 12)]
+    return lines + [" " + " ".join(WORDS)] + [w.capitalize() for w in WORDS] + ["user assistant system, . ! ? : ; ( ) 0 1 2 3 4 5 6 7 8 9"]
+
+
+def _train_bpe(tokenizer: Any, vocab_size: int, special: list[str], suffix: str | None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    from tokenizers import pre_tokenizers, trainers
+
+    options: dict[str, Any] = {"end_of_word_suffix": suffix} if suffix else {}
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), **options)
+    tokenizer.train_from_iterator(_corpus(), trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    vocab: dict[str, int] = dict(model["vocab"])
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return vocab, merges  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_vocab() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    raw = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    raw.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    raw.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    vocab, merges = _train_bpe(raw, 4000, ["<|startoftext|>", "<|endoftext|>"], "</w>")
+    for char in pre_tokenizers.ByteLevel.alphabet():
+        vocab.setdefault(char + "</w>", len(vocab))
+    return tuple(vocab.items()), tuple(merges)
+
+
+@functools.lru_cache(maxsize=None)
+def _qwen_vocab() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    raw = Tokenizer(models.BPE())
+    raw.normalizer = normalizers.NFC()
+    raw.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    vocab, merges = _train_bpe(raw, 4000, ["<|endoftext|>"], None)
+    return tuple(vocab.items()), tuple(merges)
+
+
+def clip_tokenizer() -> Any:
+    """A CLIPTokenizer (byte-level BPE with ``</w>`` word ends) over a small English vocabulary."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_vocab()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77)
+
+
+def qwen_tokenizer() -> Any:
+    """A Qwen2Tokenizer (byte-level BPE) with Qwen's chat special tokens and chat template."""
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = _qwen_vocab()
+    tokenizer = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=512, chat_template=QWEN_CHAT_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tokenizer
+
+
+def tiny_clip(tokenizer: Any, seed: int, *, projection: bool = False, hidden: int = 32) -> Any:
+    """A 2-layer CLIP text encoder (``CLIPTextModelWithProjection`` when ``projection``)."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=hidden, hidden_act="quick_gelu",
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+
+
+def tiny_qwen3(tokenizer: Any, seed: int, hidden: int = 32) -> Any:
+    """A 2-layer Qwen3 text model (Z-Image reads its second-to-last hidden states)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3Model
+
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return Qwen3Model(config).eval()
+
+
+def tiny_vae(seed: int, *, latent_channels: int = 4, scaling_factor: float = 0.18215,
+             shift_factor: float | None = None, quant_conv: bool = True) -> Any:
+    """An AutoencoderKL with the real 4-level layout (8x downsampling) and 4-16 channels."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=latent_channels, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16), norm_num_groups=4, sample_size=64,
+        scaling_factor=scaling_factor, shift_factor=shift_factor,
+        use_quant_conv=quant_conv, use_post_quant_conv=quant_conv,
+    ).eval()
+
+
+def _sd_scheduler_config() -> dict[str, Any]:
+    return {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False, "prediction_type": "epsilon"}
+
+
+def sd15_pipeline(seed: int = 0) -> "DiffusionPipeline":
+    """SD 1.x: UNet with 3 cross-attention levels + 1 plain level, CLIP-L-shaped encoder, PNDM scheduler."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer = clip_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(8, 16, 32, 32),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=32, attention_head_dim=2, norm_num_groups=8,
+    ).eval()
+    return StableDiffusionPipeline(
+        vae=tiny_vae(seed + 1), text_encoder=tiny_clip(tokenizer, seed + 2), tokenizer=tokenizer, unet=unet,
+        scheduler=PNDMScheduler.from_config(_sd_scheduler_config() | {"skip_prk_steps": True}),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def sdxl_pipeline(seed: int = 0) -> "DiffusionPipeline":
+    """SDXL: 3-level UNet with text_time micro-conditioning, CLIP-L + CLIP-G(with projection) encoders."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    tokenizer = clip_tokenizer()
+    time_dim, hidden = 8, 32
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(8, 16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 2), attention_head_dim=(2, 2, 4), use_linear_projection=True,
+        cross_attention_dim=2 * hidden, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + hidden, norm_num_groups=8,
+    ).eval()
+    config = _sd_scheduler_config() | {"timestep_spacing": "leading", "interpolation_type": "linear"}
+    return StableDiffusionXLPipeline(
+        vae=tiny_vae(seed + 1, scaling_factor=0.13025), text_encoder=tiny_clip(tokenizer, seed + 2, hidden=hidden),
+        text_encoder_2=tiny_clip(tokenizer, seed + 3, projection=True, hidden=hidden), tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler.from_config(config), force_zeros_for_empty_prompt=True,
+    )
+
+
+def zimage_pipeline(seed: int = 0) -> "DiffusionPipeline":
+    """Z-Image: single-stream DiT (refiners + main layers), Qwen3 encoder, 16-channel VAE, flow-match scheduler."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+
+    tokenizer = qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, cap_feat_dim=32, axes_dims=[4, 6, 6], axes_lens=[512, 64, 64],
+    ).eval()
+    return ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, use_dynamic_shifting=False, shift=3.0),
+        vae=tiny_vae(seed + 1, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, quant_conv=False),
+        text_encoder=tiny_qwen3(tokenizer, seed + 2), tokenizer=tokenizer, transformer=transformer,
+    )
+
+
+def _save(pipe: "DiffusionPipeline", folder: Path, seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_sd15(folder: Path, seed: int = 0) -> None:
+    """Write the tiny SD 1.x model as a diffusers folder plus ``tiny_sd15.safetensors`` (LDM layout)."""
+    from safetensors.torch import save_file
+
+    from toolkit.testing.ldm import sd_pipeline_to_ldm
+
+    pipe = sd15_pipeline(seed)
+    _save(pipe, folder, seed)
+    state = {key: value.contiguous() for key, value in sd_pipeline_to_ldm(pipe).items()}
+    save_file(state, str(folder / SD15_SINGLE_FILE))
+
+
+def build_sdxl(folder: Path, seed: int = 0) -> None:
+    """Write the tiny SDXL model as a diffusers folder."""
+    _save(sdxl_pipeline(seed), folder, seed)
+
+
+def zimage_to_original(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A diffusers ZImageTransformer2DModel state dict -> the original layout (fused qkv, ``x_embedder``, ...)."""
+    import torch
+
+    renames = {"all_final_layer.2-1.": "final_layer.", "all_x_embedder.2-1.": "x_embedder.", ".attention.to_out.0.": ".attention.out.",
+               ".attention.norm_k.": ".attention.k_norm.", ".attention.norm_q.": ".attention.q_norm."}
+    out: dict[str, Any] = {}
+    for key, value in state_dict.items():
+        if ".attention.to_k." in key or ".attention.to_v." in key:
+            continue
+        if ".attention.to_q." in key:
+            parts = [state_dict[key.replace(".to_q.", f".{name}.")] for name in ("to_q", "to_k", "to_v")]
+            out[key.replace(".attention.to_q.", ".attention.qkv.")] = torch.cat(parts, dim=0)
+            continue
+        for old, new in renames.items():
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+def build_zimage(folder: Path, seed: int = 0) -> None:
+    """Write the tiny Z-Image model as a diffusers folder plus its transformer as an original-layout single file."""
+    from safetensors.torch import save_file
+
+    pipe = zimage_pipeline(seed)
+    _save(pipe, folder, seed)
+    state = {key: value.contiguous() for key, value in zimage_to_original(pipe.transformer.state_dict()).items()}
+    save_file(state, str(folder / ZIMAGE_SINGLE_FILE))
+
+
+def save_random_lora(pipe: "DiffusionPipeline", path: Path, targets: dict[str, list[str]], *, rank: int = 4,
+                     seed: int = 0, scale: float = 0.5) -> Path:
+    """Write a LoRA with random A and B for ``targets`` ({component: module suffixes}) via peft + diffusers.
+
+    The pipeline's own modules are left untouched (the adapter is added to copies).
+    """
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    layers: dict[str, dict[str, Any]] = {}
+    torch.manual_seed(seed)
+    for component, modules in targets.items():
+        module = copy.deepcopy(getattr(pipe, component))
+        module.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=modules, init_lora_weights=False))
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                if "lora_" in name:
+                    param.copy_(torch.randn_like(param) * scale)
+        layers[f"{component}_lora_layers"] = get_peft_model_state_dict(module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(str(path.parent), weight_name=path.name, **layers)
+    return path
