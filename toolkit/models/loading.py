@@ -76,12 +76,17 @@ def hub_offline() -> bool:
 
 
 def _tiny_stamp(builder: Callable[[Path, int], None]) -> dict[str, Any]:
-    """What a cached tiny model was built by: the builder and a hash of its source file (a changed builder rebuilds)."""
-    import inspect
+    """What a cached tiny model was built by: the builder and a hash of toolkit/testing (code and assets).
 
-    source = inspect.getsourcefile(builder)
-    digest = hashlib.sha1(Path(source).read_bytes()).hexdigest()[:16] if source else ""
-    return {"builder": f"{builder.__module__}:{builder.__qualname__}", "source": digest, "seed": TINY_SEED}
+    Any change to the tiny-model code or its fitted weights rebuilds the cache.
+    """
+    import toolkit.testing
+
+    digest = hashlib.sha1()
+    package = Path(toolkit.testing.__file__).parent
+    for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
+    return {"builder": f"{builder.__module__}:{builder.__qualname__}", "source": digest.hexdigest()[:16], "seed": TINY_SEED}
 
 
 def tiny_folder(name: str, builder: Callable[[Path, int], None]) -> Path:

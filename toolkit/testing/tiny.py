@@ -97,6 +97,11 @@ def _qwen_vocab() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], .
     return tuple(vocab.items()), tuple(merges)
 
 
+ASSETS = Path(__file__).resolve().parent / "assets"
+FITTED_VAE = {4: ASSETS / "tiny_vae_4ch.safetensors", 16: ASSETS / "tiny_vae_16ch.safetensors"}
+"""Fitted tiny VAE weights by latent channels (SD layout with quant convs; Z-Image layout without)."""
+
+
 def clip_tokenizer() -> Any:
     """A CLIPTokenizer (byte-level BPE with ``</w>`` word ends) over a small English vocabulary."""
     from transformers import CLIPTokenizer
@@ -144,19 +149,39 @@ def tiny_qwen3(tokenizer: Any, seed: int, hidden: int = 32) -> Any:
 
 
 def tiny_vae(seed: int, *, latent_channels: int = 4, scaling_factor: float = 0.18215,
-             shift_factor: float | None = None, quant_conv: bool = True) -> Any:
-    """An AutoencoderKL with the real 4-level layout (8x downsampling) and 4-16 channels."""
+             shift_factor: float | None = None, quant_conv: bool = True, fitted: bool = True) -> Any:
+    """An AutoencoderKL with the real 4-level layout (8x downsampling) and 4-16 channels.
+
+    With ``fitted`` (and the asset present) the weights come from ``assets/tiny_vae_<n>ch.safetensors``
+    (made by ``python -m toolkit.testing.fit_vae``), so images really round-trip and samples show colours;
+    its measured latent scaling replaces ``scaling_factor`` (and ``shift_factor`` where one is used).
+    """
     import torch
     from diffusers import AutoencoderKL
 
+    weights = FITTED_VAE.get(latent_channels)
+    state = _fitted_state(weights) if fitted and weights is not None and weights.is_file() else None
+    if state is not None:
+        scaling_factor = round(float(state.pop("easel.scaling_factor")), 4)
+        shift = round(float(state.pop("easel.shift_factor")), 4)
+        shift_factor = shift if shift_factor is not None else None
     torch.manual_seed(seed)
-    return AutoencoderKL(
+    vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=latent_channels, layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(8, 16, 16, 16), norm_num_groups=4, sample_size=64,
         scaling_factor=scaling_factor, shift_factor=shift_factor,
         use_quant_conv=quant_conv, use_post_quant_conv=quant_conv,
-    ).eval()
+    )
+    if state is not None:
+        vae.load_state_dict(state)
+    return vae.eval()
+
+
+def _fitted_state(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
 
 
 def _sd_scheduler_config() -> dict[str, Any]:
