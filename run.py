@@ -85,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
                     traceback.print_exc()
                 log.error(f"error: {err}")
                 failed = failed or err.exit_code
-                if not args.recover:
-                    break
+            except Exception as err:  # a bug or an environment failure, not a config problem
+                if args.debug:
+                    traceback.print_exc()
+                log.error(f"error: {name}: unexpected {type(err).__name__}: {err}\n(rerun with --debug for the traceback)")
+                failed = failed or 1
+            if failed and not args.recover:
+                break
     except EaselError as err:  # e.g. two extensions declaring one name
         if args.debug:
             traceback.print_exc()

@@ -12,3 +12,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+from toolkit.registry import Registry  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    """The real registry: built-in jobs and every extension in extensions/."""
+    return Registry.discover(("jobs",), ROOT / "extensions")

@@ -9,14 +9,24 @@ from pathlib import Path
 log = logging.getLogger("easel")
 
 
+class _Console(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (test capture and tqdm redirection included)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_console(verbose: bool = False) -> None:
     """Print easel's messages to stderr, once."""
-    if any(getattr(h, "_easel_console", False) for h in log.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._easel_console = True  # type: ignore[attr-defined]
-    log.addHandler(handler)
+    if not any(isinstance(h, _Console) for h in log.handlers):
+        handler = _Console()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
 

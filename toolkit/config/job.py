@@ -70,29 +70,34 @@ def load_job_config(path: FsPath, registry: Registry, *, name: str | None = None
 
 
 def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPath) -> LoadedJob:
-    """Validate the top level, then each process against its registered type."""
+    """Validate the top level and each process against its registered type; report all problems together."""
     context: dict[str, Any] = {"registry": registry, "ignored": []}
     if not isinstance(data, dict):
-        raise ConfigError(locations.source, [ConfigIssue((), "the file must be a block of keys (job:, config:, ...)")])
+        raise ConfigError(locations.source, [locations.issue((), "the file must be a block of keys (job:, config:, ...)")])
+    issues: list[ConfigIssue] = []
+    top = None
     try:
         top = JobFile.model_validate(data, context=context)
     except ValidationError as err:
-        raise ConfigError(locations.source, issues_from(err, JobFile, (), locations)) from None
-    try:
-        spec = registry.job(top.job)
-    except RegistryError as err:
-        raise ConfigError(locations.source, [locations.issue(("job",), str(err))]) from None
-
-    issues: list[ConfigIssue] = []
+        issues += issues_from(err, JobFile, (), locations)
+    spec = None
+    if isinstance(data.get("job"), str):
+        try:
+            spec = registry.job(data["job"])
+        except RegistryError as err:
+            issues.append(locations.issue(("job",), str(err)))
+    raw_processes = data.get("config", {}).get("process") if isinstance(data.get("config"), dict) else None
     processes: list[BaseModel] = []
     specs: list[ProcessSpec] = []
-    for index, raw in enumerate(top.config.process):
-        where = ("config", "process", index)
-        validated = _validate_process(raw, top.job, registry, context, locations, where, issues)
-        if validated is not None:
-            processes.append(validated[0])
-            specs.append(validated[1])
-    if issues:
+    if spec is not None and isinstance(raw_processes, list):
+        for index, raw in enumerate(raw_processes):
+            if not isinstance(raw, dict):
+                continue  # already reported by the top-level validation
+            validated = _validate_process(raw, spec.name, registry, context, locations, ("config", "process", index), issues)
+            if validated is not None:
+                processes.append(validated[0])
+                specs.append(validated[1])
+    if issues or top is None or spec is None:
         raise ConfigError(locations.source, issues)
     return LoadedJob(path, top.config.name, spec, processes, specs, top.meta, copy.deepcopy(data), sorted(set(context["ignored"])))
 
@@ -122,13 +127,15 @@ def _validate_process(raw: dict[str, Any], job: str, registry: Registry, context
 
 
 def find_config(name: str, root: FsPath) -> FsPath:
-    """A config path as given, or under ``config/`` with .yaml/.yml/.json added."""
+    """A config path as given, or under ``config/`` (and ``config/examples/``) with .yaml/.yml/.json added."""
     given = FsPath(name)
-    candidates = [given] + [given.with_name(given.name + ext) for ext in (".yaml", ".yml", ".json")]
-    candidates += [root / "config" / c for c in candidates if not c.is_absolute()]
+    names = [given] + [given.with_name(given.name + ext) for ext in (".yaml", ".yml", ".json")]
+    candidates = list(names)
+    if not given.is_absolute():
+        candidates += [root / folder / n for folder in ("config", "config/examples") for n in names]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    examples = sorted(p.stem for p in (root / "config").rglob("*.y*ml"))
-    raise EaselError(f"config '{name}' not found (looked for {', '.join(str(c) for c in candidates[:4])}, ...){suggest(given.stem, examples)} "
-                     f"Give a path to a .yaml/.json file; the examples are in config/examples/.")
+    known = sorted(str(p.relative_to(root)) for p in (root / "config").rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    raise EaselError(f"config '{name}' not found (looked for {', '.join(str(n) for n in names)} here and under config/)"
+                     f"{suggest(str(name), known) or '.'} Give the path of a .yaml or .json file; the examples are in config/examples/.")

@@ -85,7 +85,9 @@ def _message(error: dict[str, Any], model: type[BaseModel], loc: Path) -> str:
         return f"unknown value {value!r}{suggest(str(value), valid) or '.'} Valid: {', '.join(valid)}."
     if kind in _BOUND:
         name, sign = _BOUND[kind]
-        return f"must be {sign} {ctx.get(name)}, got {value!r}"
+        bound = ctx.get(name)
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return f"must be {sign} {bound}, got {value!r}"
     if kind == "int_from_float":
         return f"expected a whole number, got {value!r}"
     prefix = kind.split("_")[0] if kind.endswith(("_parsing", "_type")) else ""

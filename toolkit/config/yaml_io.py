@@ -135,6 +135,7 @@ def load_text(text: str, source: str) -> tuple[Any, Locations]:
     if node is None:
         raise ConfigError(source, [ConfigIssue((), "the file is empty")], "Write a config (see config/examples/) and run again.")
     builder = _Builder(yaml, locations)
+    builder.mark((), node)
     data = builder.build(node, ())
     if builder.issues:
         raise ConfigError(source, builder.issues)

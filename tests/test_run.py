@@ -1,0 +1,99 @@
+"""run.py end to end: flags, exit codes, dry run, error paragraphs, config lookup."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import run
+from tests.conftest import ROOT
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def note_config(tmp_path: Path, name: str = "note", message: str = "hi", extra: str = "") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"job: extension\nconfig:\n  name: {name}\n  process:\n    - type: example_note\n"
+                    f"      training_folder: {tmp_path / 'out'}\n      message: \"{message}\"\n{extra}")
+    return path
+
+
+def python(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_runs_a_job_and_writes_the_run_folder(tmp_path):
+    assert run.main([str(note_config(tmp_path))]) == 0
+    folder = tmp_path / "out" / "note"
+    assert (folder / "note.txt").read_text() == "hi\n"
+    assert "message: hi" in (folder / "config.yaml").read_text()
+    assert "wrote" in (folder / "log.txt").read_text()
+
+
+def test_set_overrides_are_typed_and_name_fills_the_tag(tmp_path):
+    config = note_config(tmp_path, name='"[name]"', message="[name] says hi")
+    assert run.main([str(config), "--name", "bob", "--set", "config.process.0.repeat=3"]) == 0
+    assert (tmp_path / "out" / "bob" / "note.txt").read_text() == "bob says hi\n" * 3
+
+
+def test_bad_config_exits_2_with_one_paragraph_and_no_traceback(tmp_path):
+    config = note_config(tmp_path, extra="      repeet: 2\n")
+    result = python("run.py", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "line 8, col 7: config.process[0].repeet: unknown key 'repeet'; did you mean 'repeat'?" in result.stderr
+    debug = python("run.py", str(config), "--debug")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_recover_goes_on_and_exits_non_zero(tmp_path):
+    bad = note_config(tmp_path, name="bad", extra="      repeat: 0\n")
+    good = note_config(tmp_path, name="good")
+    assert run.main([str(bad), str(good)]) == 2
+    assert not (tmp_path / "out" / "good").exists()
+    assert run.main(["--recover", str(bad), str(good)]) == 2
+    assert (tmp_path / "out" / "good" / "note.txt").exists()
+
+
+def test_config_found_under_config_folder():
+    assert run.main(["--dry-run", "example_note"]) == 0
+    with pytest.raises(SystemExit):
+        run.main([])
+
+
+def test_missing_config_names_candidates(capsys):
+    assert run.main(["config/examples/example_not.yaml"]) == 2
+    assert "did you mean 'config/examples/example_note.yaml'?" in capsys.readouterr().err
+
+
+def test_help_and_dry_run_import_no_torch(tmp_path):
+    dataset = tmp_path / "images"
+    dataset.mkdir()
+    probe = ("import sys, run\ntry:\n    code = run.main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)")
+    assert python("-c", probe, "--help").stdout.strip().endswith("NO-TORCH 0")
+    result = python("-c", probe, "--dry-run", str(FIXTURES / "aitoolkit_zimage_turbo.yaml"),
+                    "--set", f"config.process.0.datasets.0.folder_path={dataset}")
+    assert result.stdout.strip().endswith("NO-TORCH 0"), result.stderr
+
+
+def test_ai_toolkit_zimage_config_dry_run_lists_ignored_keys_once(tmp_path):
+    dataset = tmp_path / "images"
+    dataset.mkdir()
+    result = python("run.py", "--dry-run", str(FIXTURES / "aitoolkit_zimage_turbo.yaml"),
+                    "--set", f"config.process.0.datasets.0.folder_path={dataset}")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "ignored keys" in line]
+    assert len(warnings) == 1
+    for key in ("process[].sqlite_db_path", "process[].performance_log_every", "process[].monitoring",
+                "train.diff_output_preservation", "datasets[].controls", "save.push_to_hub", "sample.num_frames"):
+        assert key in warnings[0], key
+    assert "architecture: zimage:turbo" in result.stdout
+    assert "<springwc> a cottage by a river" in result.stdout
+
+
+def test_missing_dataset_folder_is_an_error_at_dry_run(tmp_path):
+    result = python("run.py", "--dry-run", str(FIXTURES / "aitoolkit_zimage_turbo.yaml"))
+    assert result.returncode == 2
+    assert "/path/to/images/folder" in result.stderr and "Traceback" not in result.stderr
