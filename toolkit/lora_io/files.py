@@ -134,12 +134,13 @@ def read_file(path: Path) -> "tuple[dict[str, torch.Tensor], dict[str, str]]":
 
 
 def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = None, adapter: "ModelAdapter | None" = None,
-              registry: "Registry | None" = None) -> LoraFile:
+              registry: "Registry | None" = None, require_arch: bool = True) -> LoraFile:
     """Read a LoRA in any supported layout into the canonical one.
 
     With ``adapter`` the names are resolved against the loaded model exactly and every module must
     exist there (else EaselError listing the ones that do not); without it, ``arch`` or a guess
-    from the file (metadata, key names) picks the naming profile.
+    from the file (metadata, key names) picks the naming profile. ``require_arch=False`` reads
+    files of unknown architecture too (the denoiser then counts as ``unet``).
     """
     from toolkit.models.loading import resolve_file
 
@@ -151,7 +152,7 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
     arch_name = _arch_name(arch, adapter, list(raw), meta, registry)
     spec = (registry or default_registry()).archs.get(arch_name.partition(":")[0]) if arch_name else None
     profile = profile_of(spec) if spec is not None else LoraProfile()
-    namer = Namer(arch_name, profile, adapter)
+    namer = Namer(arch_name, profile, adapter, lenient=not require_arch)
     modules = read(raw, meta, fmt, namer, str(path))
     lora = LoraFile(modules, meta, fmt, arch_name, path)
     if adapter is not None:

@@ -73,12 +73,21 @@ def _external_tensors(module: LoraModule) -> Tensors:
     return tensors
 
 
+def written_name(module: LoraModule, fmt: str, namer: Namer) -> str:
+    """The module's name in a file of format ``fmt`` (its keys are this plus ``.<tensor>``)."""
+    if fmt == "kohya":
+        flat = namer.to_flat(module.component, module.name, sgm_names=namer.profile.kohya_sgm)
+        return f"{namer.kohya_prefix(module.component)}_{flat}"
+    if fmt == "comfy":
+        return f"{namer.comfy_prefix(module.component)}.{namer.external_name(module.component, module.name, sgm_names=True)}"
+    return module.key
+
+
 def write_kohya(modules: dict[str, LoraModule], namer: Namer) -> Tensors:
     """Canonical modules -> kohya keys (SGM UNet names when the profile says kohya uses them)."""
     out: Tensors = {}
     for module in modules.values():
-        flat = namer.to_flat(module.component, module.name, sgm_names=namer.profile.kohya_sgm)
-        base = f"{namer.kohya_prefix(module.component)}_{flat}"
+        base = written_name(module, "kohya", namer)
         for tensor, value in _external_tensors(module).items():
             out[f"{base}.{TO_KOHYA.get(tensor, tensor)}"] = value
     return out
@@ -88,7 +97,7 @@ def write_comfy(modules: dict[str, LoraModule], namer: Namer) -> Tensors:
     """Canonical modules -> ComfyUI keys (``diffusion_model.`` + module path, SGM names for a UNet)."""
     out: Tensors = {}
     for module in modules.values():
-        base = f"{namer.comfy_prefix(module.component)}.{namer.external_name(module.component, module.name, sgm_names=True)}"
+        base = written_name(module, "comfy", namer)
         for tensor, value in _external_tensors(module).items():
             out[f"{base}.{tensor}"] = value
     return out

@@ -32,6 +32,8 @@ class Namer:
     arch: str | None
     profile: LoraProfile
     adapter: "ModelAdapter | None" = None
+    lenient: bool = False
+    """Without an architecture, read the denoiser's keys as ``unet`` instead of failing (for inspecting)."""
     _indexes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
@@ -49,7 +51,7 @@ class Namer:
         return self.adapter.components() if self.adapter is not None else {}
 
     def _need_arch(self, what: str) -> None:
-        if self.arch is None and self.adapter is None:
+        if self.arch is None and self.adapter is None and not self.lenient:
             raise EaselError(f"cannot tell which architecture this LoRA is for ({what}); set `arch` (sd15, sdxl, zimage, ...).")
 
     def kohya_component(self, prefix: str) -> str:
