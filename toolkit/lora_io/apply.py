@@ -144,7 +144,10 @@ def _modules_of(holder: Any) -> "list[torch.nn.Module]":
 
 
 def remove_loras(adapter: "ModelAdapter") -> None:
-    """Unload every LoRA ``apply_loras`` loaded; the base weights and other adapters are untouched."""
+    """Unload every LoRA ``apply_loras`` loaded; the base weights and other adapters are untouched.
+
+    Layers left without any adapter get their plain layer back, so the model is as it was loaded.
+    """
     for lyco in reversed(_LYCORIS.pop(adapter, [])):
         lyco.restore()
     for module in adapter.components().values():
@@ -155,12 +158,32 @@ def remove_loras(adapter: "ModelAdapter") -> None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     layer.delete_adapter(name)
-            if ours:
-                layer.set_adapter(others or [])
-        config = getattr(module, "peft_config", None)
-        if isinstance(config, dict):
-            for name in [n for n in config if n.startswith(PREFIX)]:
-                config.pop(name)
+            if ours and others:
+                layer.set_adapter(others)
+        _unwrap_empty(module)
+        _drop_configs(module)
+
+
+def _drop_configs(module: "torch.nn.Module") -> None:
+    """Forget our adapters' PEFT configs (and the attribute, when no other adapter is left)."""
+    config = getattr(module, "peft_config", None)
+    if isinstance(config, dict):
+        for name in [n for n in config if n.startswith(PREFIX)]:
+            config.pop(name)
+        if not config:
+            del module.peft_config
+
+
+def _replace(root: "torch.nn.Module", path: str, layer: "torch.nn.Module") -> None:
+    parent_path, _, child = path.rpartition(".")
+    setattr(root.get_submodule(parent_path) if parent_path else root, child, layer)
+
+
+def _unwrap_empty(root: "torch.nn.Module") -> None:
+    """Put the plain layer back wherever a PEFT wrapper holds no adapter any more."""
+    for path, layer in sorted(_tuner_layers(root).items(), key=lambda item: -item[0].count(".")):
+        if not any(len(getattr(layer, attr, {})) for attr in layer.adapter_layer_names):
+            _replace(root, path, base_layer(layer))
 
 
 def bake_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) -> list[str]:
@@ -176,6 +199,7 @@ def bake_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) -
             layer.weight.copy_(merged.to(layer.weight.dtype))
         for module in adapter.components().values():
             _merge_peft(module, names)
+            _drop_configs(module)
     return names
 
 
@@ -188,6 +212,4 @@ def _merge_peft(root: "torch.nn.Module", names: list[str]) -> None:
         layer.merge(adapter_names=ours)
         if set(layer.lora_A) - set(ours):
             raise EaselError(f"cannot bake LoRAs into '{path}': it also holds other adapters {sorted(set(layer.lora_A) - set(ours))}.")
-        parent_path, _, child = path.rpartition(".")
-        parent = root.get_submodule(parent_path) if parent_path else root
-        setattr(parent, child, base_layer(layer))
+        _replace(root, path, base_layer(layer))

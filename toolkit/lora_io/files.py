@@ -54,6 +54,11 @@ class LoraFile:
     """The architecture name it is for (given, read from a model, or guessed); None when unknown."""
     path: Path | None = None
 
+    @classmethod
+    def from_state_dict(cls, state_dict: "Mapping[str, torch.Tensor]", arch: str | None = None) -> "LoraFile":
+        """A LoraFile holding a canonical state dict (checked)."""
+        return cls(finish_modules(group_modules(dict(state_dict))), arch=arch)
+
     def state_dict(self) -> "dict[str, torch.Tensor]":
         """The canonical state dict (``component.module.lora_A.weight`` ...)."""
         return flat_state_dict(self.modules)

@@ -36,9 +36,13 @@ def _split_suffix(rest: str) -> tuple[str, str] | None:
 
 
 def finish_modules(modules: dict[str, LoraModule]) -> dict[str, LoraModule]:
-    """Flatten DoRA magnitudes to [out] (refusing input-axis ones) and check each module."""
+    """Check each module, give it an explicit alpha (the rank when the file has none: scale 1, the kohya and
+    diffusers convention) and flatten DoRA magnitudes to [out] (refusing input-axis ones)."""
+    import torch
+
     for module in modules.values():
         module.check()
+        module.tensors.setdefault("alpha", torch.tensor(float(module.alpha)))
         scale = module.tensors.get("dora_scale")
         if scale is None:
             continue
