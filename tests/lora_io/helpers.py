@@ -7,13 +7,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from toolkit.lora_io.model import base_layer
 from toolkit.models.base import GenerateRequest
 
 
 def target_names(module: torch.nn.Module, suffixes: list[str]) -> list[str]:
-    """Linear and Conv2d layers whose name is, or ends with, one of ``suffixes``."""
+    """Linear and Conv2d layers (PEFT-wrapped ones too) whose name is, or ends with, one of ``suffixes``."""
     return [name for name, layer in module.named_modules()
-            if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)) and any(name == s or name.endswith("." + s) for s in suffixes)]
+            if isinstance(base_layer(layer), (torch.nn.Linear, torch.nn.Conv2d)) and ".base_layer" not in name
+            and ".lora_" not in name and any(name == s or name.endswith("." + s) for s in suffixes)]
 
 
 def _lycoris_tensors(layer: torch.nn.Module, kind: str, rank: int, alpha: float, generator: torch.Generator,
@@ -43,7 +45,7 @@ def random_lora(components: dict[str, torch.nn.Module], targets: dict[str, list[
     for component, suffixes in targets.items():
         root = components[component]
         for name in target_names(root, suffixes):
-            layer = root.get_submodule(name)
+            layer = base_layer(root.get_submodule(name))
             prefix = f"{component}.{name}"
             if kind == "lora":
                 weight = layer.weight.detach().float()

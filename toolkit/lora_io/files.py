@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from toolkit.errors import EaselError
+from toolkit.log import log
 from toolkit.lora_io import metadata as header
 from toolkit.lora_io.formats import ADAPTER_METADATA_KEY, FORMATS, detect_format, write
 from toolkit.lora_io.keys import LoraModule, flat_state_dict, group_modules, summary
@@ -158,8 +159,14 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
     spec = (registry or default_registry()).archs.get(arch_name.partition(":")[0]) if arch_name else None
     profile = profile_of(spec) if spec is not None else LoraProfile()
     namer = Namer(arch_name, profile, adapter, lenient=not require_arch)
-    modules = read(raw, meta, fmt, namer, str(path))
-    lora = LoraFile(modules, meta, fmt, arch_name, path)
+    try:
+        lora = LoraFile(read(raw, meta, fmt, namer, str(path)), meta, fmt, arch_name, path)
+    except EaselError as err:
+        converted = _via_diffusers(path, meta, fmt, arch_name, profile.diffusers_pipeline)
+        if converted is None:
+            raise
+        log.info(f"{path}: read with diffusers' {profile.diffusers_pipeline} converter ({str(err).splitlines()[0][:160]})")
+        lora = converted
     if adapter is not None:
         lora = _fit_to_model(lora, adapter, profile)
     return lora
@@ -176,34 +183,31 @@ def _arch_name(arch: Any, adapter: "ModelAdapter | None", keys: list[str], meta:
 
 def _fit_to_model(lora: LoraFile, adapter: "ModelAdapter", profile: LoraProfile) -> LoraFile:
     """Check the modules against the model; when some do not fit, try diffusers' converter for the architecture."""
-    from toolkit.lora_io.model import mismatches
+    from toolkit.lora_io.model import check_fits, mismatches
 
-    problems = mismatches(lora.modules, adapter)
-    if problems and profile.diffusers_pipeline and lora.path is not None:
-        converted = _via_diffusers(lora, profile.diffusers_pipeline)
+    if mismatches(lora.modules, adapter) and lora.path is not None and "via diffusers" not in lora.format:
+        converted = _via_diffusers(lora.path, lora.metadata, lora.format, lora.arch, profile.diffusers_pipeline)
         if converted is not None and not mismatches(converted.modules, adapter):
             return converted
-    if problems:
-        shown = "; ".join(problems[:12]) + (f"; and {len(problems) - 12} more" if len(problems) > 12 else "")
-        raise EaselError(f"LoRA '{lora.label}' ({lora.format} format) does not fit this {adapter.arch.name} model: "
-                         f"{len(problems)} module(s) match nothing or do not fit: {shown}.")
+    check_fits(lora.modules, adapter, f"{lora.label} ({lora.format} format)")
     return lora
 
 
-def _via_diffusers(lora: LoraFile, pipeline_class: str) -> LoraFile | None:
+def _via_diffusers(path: Path, meta: dict[str, str], fmt: str, arch: str | None, pipeline_class: str) -> LoraFile | None:
     """Other tools' layouts that diffusers' own pipeline loader converts (alphas folded into the weights)."""
+    if not pipeline_class:
+        return None
     import diffusers
 
     try:
-        converted = getattr(diffusers, pipeline_class).lora_state_dict(str(lora.path))
-    except (ValueError, KeyError, RuntimeError, AttributeError, IndexError):
+        converted = getattr(diffusers, pipeline_class).lora_state_dict(str(path))
+        state, alphas = converted if isinstance(converted, tuple) else (converted, None)
+        if alphas:
+            return None
+        modules = read_diffusers(dict(state), {}, str(path))
+    except (ValueError, KeyError, RuntimeError, AttributeError, IndexError, EaselError):
         return None
-    state = converted[0] if isinstance(converted, tuple) else converted
-    try:
-        modules = read_diffusers(dict(state), {}, str(lora.path))
-    except EaselError:
-        return None
-    return replace(lora, modules=modules, format=f"{lora.format} (via diffusers)")
+    return LoraFile(modules, meta, f"{fmt} (via diffusers)", arch, path)
 
 
 def convert_header(lora: LoraFile) -> dict[str, str]:

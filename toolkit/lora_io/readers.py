@@ -139,7 +139,11 @@ def read_diffusers(raw: Tensors, metadata: dict[str, str], what: str) -> dict[st
 
 def old_diffusers_to_peft(raw: Tensors) -> Tensors:
     """Older diffusers spellings (``processor.to_q_lora.down``, ``lora_linear_layer``) -> PEFT names, by diffusers."""
-    from diffusers.utils.state_dict_utils import convert_state_dict_to_peft, convert_unet_state_dict_to_peft
+    from diffusers.utils.state_dict_utils import (
+        convert_state_dict_to_diffusers,
+        convert_state_dict_to_peft,
+        convert_unet_state_dict_to_peft,
+    )
 
     groups: dict[str, Tensors] = {}
     for key, value in raw.items():
@@ -147,8 +151,10 @@ def old_diffusers_to_peft(raw: Tensors) -> Tensors:
         groups.setdefault(component, {})[rest] = value
     out: Tensors = {}
     for component, tensors in groups.items():
-        unet_style = any(".processor." in k or "_lora.down" in k or "_lora.up" in k for k in tensors)
-        converted = convert_unet_state_dict_to_peft(tensors) if unet_style else convert_state_dict_to_peft(tensors)
+        if any(".processor." in k for k in tensors):
+            converted = convert_unet_state_dict_to_peft(tensors)
+        else:
+            converted = convert_state_dict_to_peft(convert_state_dict_to_diffusers(tensors))
         out.update({f"{component}.{key}": value for key, value in converted.items()})
     return out
 
