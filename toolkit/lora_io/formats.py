@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import EaselError
 from toolkit.lora_io.keys import COMMON_TENSORS, LOHA_TENSORS, LOKR_TENSORS, LoraModule
-from toolkit.lora_io.namer import DENOISER_PREFIXES, KOHYA_PREFIXES, Namer
+from toolkit.lora_io.namer import Namer
 
 if TYPE_CHECKING:
     import torch

@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from toolkit.models.base import ModelAdapter
 
 KOHYA_ALIASES = {"lora_te": "text_encoder", "lora_te1": "text_encoder", "lora_te2": "text_encoder_2"}
-"""kohya prefixes every tool agrees on; the denoiser's prefixes are below."""
-DENOISER_PREFIXES = ("lora_unet", "lora_transformer", "lycoris")
+"""kohya prefixes every tool agrees on; other prefixes (lora_unet, lora_transformer, lycoris) mean the denoiser."""
 KOHYA_PREFIXES = ("lora_unet", "lora_transformer", "lora_te1", "lora_te2", "lora_te", "lycoris")
 
 
