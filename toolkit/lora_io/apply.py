@@ -96,6 +96,8 @@ def _inject_peft(root: "torch.nn.Module", modules: list[LoraModule], name: str, 
     """Add one PEFT LoRA adapter to ``root`` with these modules' weights, active beside the adapters already there."""
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
+    if any(m.dora for m in modules) and not all(m.dora for m in modules):
+        raise EaselError(f"LoRA '{label}' mixes DoRA and plain LoRA modules in one component, which PEFT cannot load as one adapter.")
     before = {path: list(layer.active_adapters) for path, layer in _tuner_layers(root).items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

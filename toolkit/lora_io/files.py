@@ -150,6 +150,9 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
     """
     from toolkit.models.loading import resolve_file
 
+    local = Path(source).expanduser()
+    if not local.is_file() and (local.is_absolute() or str(source).startswith(".") or len(local.parts) < 3):
+        raise EaselError(f"LoRA file '{source}' does not exist.")
     path = resolve_file(str(source), "LoRA")
     raw, meta = read_file(path)
     if not raw:

@@ -19,13 +19,25 @@ if TYPE_CHECKING:
 
     from toolkit.registry import LoraProfile
 
-KNOWN_KEYS = {
-    "name", "base_model", "trigger_word", "steps", "epoch", "resolution", "num_train_images", "tag_frequency",
-    "prediction_type", "learning_rate", "unet_lr", "text_encoder_lr", "optimizer", "lr_scheduler", "seed",
-    "network_type", "rank", "alpha", "conv_rank", "conv_alpha", "dropout", "description", "author", "license",
-    "tags", "config", "date",
+KNOWN_KEYS: dict[str, str] = {
+    "name": "output name -> ss_output_name, modelspec.title",
+    "base_model": "base model id or path -> ss_sd_model_name",
+    "trigger_word": "-> modelspec.trigger_phrase, easel.trigger_word",
+    "steps": "optimizer steps done -> ss_steps", "epoch": "-> ss_epoch",
+    "resolution": "int, list of training resolutions (largest counts) or 'WxH' -> ss_resolution, modelspec.resolution",
+    "num_train_images": "-> ss_num_train_images",
+    "tag_frequency": "{dataset: {tag: count}} (or {tag: count}) -> ss_tag_frequency",
+    "prediction_type": "epsilon / v_prediction -> modelspec.prediction_type (flow matching: omitted)",
+    "learning_rate": "-> ss_learning_rate", "unet_lr": "-> ss_unet_lr", "text_encoder_lr": "-> ss_text_encoder_lr",
+    "optimizer": "-> ss_optimizer", "lr_scheduler": "-> ss_lr_scheduler", "seed": "-> ss_seed",
+    "network_type": "lora, locon, loha, lokr or dora -> ss_network_module / ss_network_args, easel.network_type",
+    "rank": "linear rank -> ss_network_dim (default: from the tensors)", "alpha": "-> ss_network_alpha (default: from the tensors)",
+    "conv_rank": "-> ss_network_args conv_dim", "conv_alpha": "-> ss_network_args conv_alpha",
+    "dropout": "-> ss_network_dropout", "description": "-> ss_training_comment, modelspec.description",
+    "author": "-> modelspec.author", "license": "-> modelspec.license", "tags": "-> modelspec.tags",
+    "config": "the resolved run config (a mapping) -> easel.config (JSON)", "date": "ISO date -> modelspec.date (default: now)",
 }
-"""Keys of the ``metadata`` mapping ``save_lora`` understands; others are kept as ``easel.<key>``."""
+"""Keys of the ``metadata`` mapping ``save_lora`` understands, and where they go; others are kept as ``easel.<key>``."""
 _SS_PLAIN = {"base_model": "ss_sd_model_name", "steps": "ss_steps", "epoch": "ss_epoch", "num_train_images": "ss_num_train_images",
              "learning_rate": "ss_learning_rate", "unet_lr": "ss_unet_lr", "text_encoder_lr": "ss_text_encoder_lr",
              "optimizer": "ss_optimizer", "lr_scheduler": "ss_lr_scheduler", "seed": "ss_seed", "dropout": "ss_network_dropout",
@@ -43,13 +55,15 @@ def _number(value: float) -> str:
 
 
 def _resolution(value: Any, defaults: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(width, height): an int is square, a list of training resolutions gives its largest, "WxH" is parsed."""
     if value is None:
         width, height = defaults.get("width"), defaults.get("height")
         return (int(width), int(height)) if width and height else None
-    if isinstance(value, (int, float)):
-        return int(value), int(value)
-    values = [int(v) for v in value]
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+    if isinstance(value, str) and "x" in value:
+        width, _, height = value.partition("x")
+        return int(width), int(height)
+    side = int(max(value)) if isinstance(value, (list, tuple)) else int(value)
+    return side, side
 
 
 def network_fields(info: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, str]:
