@@ -114,14 +114,23 @@ def _inject_peft(root: "torch.nn.Module", modules: list[LoraModule], name: str, 
         raise EaselError(f"LoRA '{label}': PEFT did not take keys {sorted(result.unexpected_keys + missing)[:8]}.")
     for path, layer in _tuner_layers(root).items():
         active = before.get(path, [])
-        if name in layer.lora_A:
+        if name in _held(layer):
             layer.set_scale(name, weight)
             active = [*active, name]
         if active:
             layer.set_adapter(list(dict.fromkeys(active)))
-        for adapters in (layer.lora_A, layer.lora_B, layer.lora_magnitude_vector):
+        for attr in layer.adapter_layer_names:
+            adapters = getattr(layer, attr, {})
             if name in adapters:
                 adapters[name].requires_grad_(False)
+
+
+def _held(layer: Any) -> list[str]:
+    """Names of the adapters a PEFT layer holds (any PEFT adapter type)."""
+    names: dict[str, None] = {}
+    for attr in layer.adapter_layer_names:
+        names.update(dict.fromkeys(getattr(layer, attr, {})))
+    return list(names)
 
 
 def loaded_loras(pipe: Any) -> list[str]:
@@ -129,7 +138,7 @@ def loaded_loras(pipe: Any) -> list[str]:
     found: set[str] = set()
     for module in _modules_of(pipe):
         for layer in _tuner_layers(module).values():
-            found.update(n for n in layer.lora_A if n.startswith(PREFIX))
+            found.update(n for n in _held(layer) if n.startswith(PREFIX))
         for child in module.modules():
             found.update(getattr(w, "easel_adapter_name", "") for w in getattr(child, "_lycoris_wrappers", []))
     found.discard("")
@@ -154,7 +163,7 @@ def remove_loras(adapter: "ModelAdapter") -> None:
         lyco.restore()
     for module in adapter.components().values():
         for layer in _tuner_layers(module).values():
-            ours = [n for n in list(layer.lora_A) if n.startswith(PREFIX)]
+            ours = [n for n in _held(layer) if n.startswith(PREFIX)]
             others = [n for n in layer.active_adapters if not n.startswith(PREFIX)]
             for name in ours:
                 with warnings.catch_warnings():
@@ -184,7 +193,7 @@ def _replace(root: "torch.nn.Module", path: str, layer: "torch.nn.Module") -> No
 def _unwrap_empty(root: "torch.nn.Module") -> None:
     """Put the plain layer back wherever a PEFT wrapper holds no adapter any more."""
     for path, layer in sorted(_tuner_layers(root).items(), key=lambda item: -item[0].count(".")):
-        if not any(len(getattr(layer, attr, {})) for attr in layer.adapter_layer_names):
+        if not _held(layer):
             _replace(root, path, base_layer(layer))
 
 
@@ -208,10 +217,11 @@ def bake_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) -
 def _merge_peft(root: "torch.nn.Module", names: list[str]) -> None:
     """Merge our PEFT adapters into their base layers and put the plain layers back in their place."""
     for path, layer in sorted(_tuner_layers(root).items(), key=lambda item: -item[0].count(".")):
-        ours = [n for n in names if n in layer.lora_A]
+        ours = [n for n in names if n in _held(layer)]
         if not ours:
             continue
+        others = sorted(set(_held(layer)) - set(ours))
+        if others:
+            raise EaselError(f"cannot bake LoRAs into '{path}': it also holds other adapters {others}.")
         layer.merge(adapter_names=ours)
-        if set(layer.lora_A) - set(ours):
-            raise EaselError(f"cannot bake LoRAs into '{path}': it also holds other adapters {sorted(set(layer.lora_A) - set(ours))}.")
         _replace(root, path, base_layer(layer))
