@@ -15,6 +15,7 @@ EXTENSION = Extension(
         JobSpec("dataset", "jobs.dataset:DatasetJob", "Prepare an image folder: filter, dedupe, resize, caption formats, tags."),
         JobSpec("caption", "jobs.caption:CaptionJob", "Caption images with a vision-language model (BLIP, BLIP-2, Florence-2)."),
         JobSpec("evaluate", "jobs.evaluate:EvaluateJob", "Compare LoRA variants: CLIP score, style similarity, reports, grid."),
+        JobSpec("convert", "jobs.convert:ConvertJob", "LoRA file tools: convert formats, merge, resize, inspect."),
     ),
     processes=(
         ProcessSpec("generate", "to_folder", "toolkit.config.generate:GenerateProcessConfig",
@@ -33,5 +34,13 @@ EXTENSION = Extension(
                     description="Write a caption file per image with an image-to-text model."),
         ProcessSpec("evaluate", "compare", "toolkit.config.evaluate:EvaluateProcessConfig", "jobs.evaluate:CompareProcess",
                     description="Generate each variant's images and score them with CLIP; write results and a grid."),
+        ProcessSpec("convert", "convert", "toolkit.config.convert:ConvertProcessConfig", "jobs.convert:ConvertProcess",
+                    description="Rewrite a LoRA in another key layout (kohya, comfy, diffusers, peft)."),
+        ProcessSpec("convert", "merge", "toolkit.config.convert:MergeProcessConfig", "jobs.convert:MergeProcess",
+                    description="Bake LoRAs into a base model, or merge LoRAs into one (concat or SVD)."),
+        ProcessSpec("convert", "resize", "toolkit.config.convert:ResizeProcessConfig", "jobs.convert:ResizeProcess",
+                    description="Reduce a LoRA's rank by SVD and report the energy kept."),
+        ProcessSpec("convert", "inspect", "toolkit.config.convert:InspectProcessConfig", "jobs.convert:InspectProcess",
+                    description="Show a LoRA's architecture, format, ranks, metadata and trigger words."),
     ),
 )

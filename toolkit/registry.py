@@ -45,6 +45,37 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class LoraProfile:
+    """How an architecture's LoRA files are named and labelled for other tools (read by toolkit/lora_io)."""
+
+    denoiser: str = "unet"
+    """Component name of the denoiser in diffusers pipelines (``unet`` or ``transformer``)."""
+    kohya_prefixes: Mapping[str, str] = field(default_factory=dict)
+    """Component -> kohya key prefix, e.g. ``{"unet": "lora_unet", "text_encoder": "lora_te"}``."""
+    comfy_prefixes: Mapping[str, str] = field(default_factory=dict)
+    """Component -> ComfyUI key prefix, e.g. ``{"transformer": "diffusion_model"}``."""
+    file_prefixes: Mapping[str, str] = field(default_factory=dict)
+    """Component -> module-path prefix other tools' files use but the loaded module lacks (CLIP's ``text_model``
+    since transformers 5): added in kohya/comfy names, removed when reading."""
+    unet_config: Mapping[str, Any] = field(default_factory=dict)
+    """UNet2DConditionModel layout (layers_per_block, down/up_block_types): enables SGM (LDM) UNet names."""
+    kohya_sgm: bool = False
+    """kohya files name the UNet in the SGM layout (``input_blocks_4_1_...``) rather than diffusers'."""
+    base_model_version: str = ""
+    """``ss_base_model_version`` (kohya metadata), e.g. ``sd_v1``."""
+    modelspec_architecture: str = ""
+    """``modelspec.architecture`` without the ``/lora`` suffix, e.g. ``stable-diffusion-v1``."""
+    modelspec_implementation: str = "diffusers"
+    """``modelspec.implementation``."""
+    module_words: tuple[str, ...] = ()
+    """Module-name words containing ``_`` (e.g. ``noise_refiner``), to split kohya names back into paths."""
+    signatures: tuple[str, ...] = ()
+    """Regexes on raw LoRA keys that point to this architecture (used to guess it)."""
+    diffusers_pipeline: str = ""
+    """diffusers pipeline class whose ``lora_state_dict`` converts other tools' files (a fallback)."""
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """A model architecture; ``adapter`` implements toolkit.models.base.ModelAdapter."""
 
@@ -62,6 +93,8 @@ class ArchSpec:
     bucket_divisibility: int = 8
     """Image sides must be multiples of this."""
     default_lora_format: str = "kohya"
+    lora: LoraProfile | None = None
+    """LoRA file naming for other tools; None: toolkit/lora_io's built-in profile for this name, if any."""
     legacy_flags: tuple[str, ...] = ()
     """ai-toolkit booleans in ``model:`` that select this architecture (e.g. one for SDXL)."""
 

@@ -1,0 +1,219 @@
+"""Saving and loading LoRA files: ``save_lora`` (what the trainer calls), ``load_lora`` and ``LoraFile``."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from toolkit.errors import EaselError
+from toolkit.log import log
+from toolkit.lora_io import metadata as header
+from toolkit.lora_io.formats import ADAPTER_METADATA_KEY, FORMATS, detect_format, write
+from toolkit.lora_io.keys import LoraModule, flat_state_dict, group_modules, summary
+from toolkit.lora_io.namer import Namer
+from toolkit.lora_io.profiles import guess_arch, profile_of
+from toolkit.lora_io.readers import finish_modules, read, read_diffusers
+from toolkit.registry import ArchRef, ArchSpec, LoraProfile
+
+if TYPE_CHECKING:
+    import torch
+
+    from toolkit.models.base import ModelAdapter
+    from toolkit.registry import Registry
+
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "float32": "float32",
+              "float16": "float16", "bfloat16": "bfloat16"}
+
+
+@functools.lru_cache(maxsize=1)
+def default_registry() -> "Registry":
+    """The registry of the built-in jobs and the extensions under ``extensions/``."""
+    from toolkit.registry import Registry
+
+    return Registry.discover(("jobs",), Path(__file__).resolve().parents[2] / "extensions")
+
+
+def resolve_arch(arch: "ArchRef | ArchSpec | str", registry: "Registry | None" = None) -> ArchRef:
+    """An architecture given as ArchRef, ArchSpec or name (``sdxl``, ``zimage:turbo``) -> ArchRef."""
+    if isinstance(arch, ArchRef):
+        return arch
+    if isinstance(arch, ArchSpec):
+        return ArchRef(arch, arch.default_variant)
+    return (registry or default_registry()).arch(arch)
+
+
+@dataclass
+class LoraFile:
+    """A LoRA in easel's canonical layout, with where it came from."""
+
+    modules: dict[str, LoraModule]
+    metadata: dict[str, str] = field(default_factory=dict)
+    format: str = "canonical"
+    arch: str | None = None
+    """The architecture name it is for (given, read from a model, or guessed); None when unknown."""
+    path: Path | None = None
+
+    @classmethod
+    def from_state_dict(cls, state_dict: "Mapping[str, torch.Tensor]", arch: str | None = None) -> "LoraFile":
+        """A LoraFile holding a canonical state dict (checked)."""
+        return cls(finish_modules(group_modules(dict(state_dict))), arch=arch)
+
+    def state_dict(self) -> "dict[str, torch.Tensor]":
+        """The canonical state dict (``component.module.lora_A.weight`` ...)."""
+        return flat_state_dict(self.modules)
+
+    def summary(self) -> dict[str, object]:
+        return summary(self.modules)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path is not None else "LoRA"
+
+
+def _dtype(dtype: "str | torch.dtype | None") -> "torch.dtype | None":
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype).lower() not in PRECISIONS:
+        raise EaselError(f"unknown dtype '{dtype}'; use fp32, fp16 or bf16.")
+    return getattr(torch, PRECISIONS[str(dtype).lower()])
+
+
+def _cast(tensors: "dict[str, torch.Tensor]", dtype: "torch.dtype | None") -> "dict[str, torch.Tensor]":
+    out = {}
+    for key, value in tensors.items():
+        value = value.detach().to("cpu")
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        out[key] = value.contiguous().clone()
+    return out
+
+
+def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | Path, *, arch: "ArchRef | ArchSpec | str",
+              format: str | None = None, metadata: Mapping[str, Any] | None = None,
+              dtype: "str | torch.dtype | None" = None) -> Path:
+    """Write a LoRA given in easel's canonical layout to ``path`` (atomically) in ``format``.
+
+    ``format``: kohya, comfy, diffusers or peft; default: the architecture's. ``metadata``: plain
+    keys (see ``metadata.KNOWN_KEYS``: name, trigger_word, steps, resolution, num_train_images,
+    tag_frequency, base_model, prediction_type, network_type, config, ...) become kohya ``ss_*``
+    and ``modelspec.*`` fields; ``ss_*`` / ``modelspec.*`` / ``easel.*`` entries are kept as given.
+    ``dtype``: fp16, bf16, fp32 or None (as given).
+    """
+    from safetensors.torch import save_file
+
+    from toolkit.output import atomic_path
+
+    ref = resolve_arch(arch)
+    fmt = (format or ref.spec.default_lora_format).lower()
+    if fmt not in FORMATS:
+        raise EaselError(f"unknown LoRA format '{format}'; valid: {', '.join(FORMATS)}.")
+    modules = state_dict.modules if isinstance(state_dict, LoraFile) else finish_modules(group_modules(dict(state_dict)))
+    if not modules:
+        raise EaselError("save_lora: the state dict holds no LoRA modules.")
+    profile = profile_of(ref.spec)
+    tensors, extra = write(modules, fmt, Namer(ref.spec.name, profile))
+    tensors = _cast(tensors, _dtype(dtype))
+    head = header.build(dict(metadata or {}), summary(modules), arch=ref.name, profile=profile, defaults=ref.defaults, fmt=fmt)
+    head.update(extra)
+    head["sshs_model_hash"], head["sshs_legacy_hash"] = header.addnet_hashes(tensors, head)
+    target = Path(path)
+    with atomic_path(target) as temp:
+        save_file(tensors, str(temp), metadata=head)
+    return target
+
+
+def read_file(path: Path) -> "tuple[dict[str, torch.Tensor], dict[str, str]]":
+    """Tensors and header metadata of a .safetensors file."""
+    from safetensors import SafetensorError, safe_open
+
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        raise EaselError(f"'{path}' is not a .safetensors file; easel reads LoRAs only in that format (pickle files can run code).")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as err:
+        raise EaselError(f"'{path}' could not be read as a .safetensors file: {err}") from err
+
+
+def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = None, adapter: "ModelAdapter | None" = None,
+              registry: "Registry | None" = None, require_arch: bool = True) -> LoraFile:
+    """Read a LoRA in any supported layout into the canonical one.
+
+    With ``adapter`` the names are resolved against the loaded model exactly and every module must
+    exist there (else EaselError listing the ones that do not); without it, ``arch`` or a guess
+    from the file (metadata, key names) picks the naming profile. ``require_arch=False`` reads
+    files of unknown architecture too (the denoiser then counts as ``unet``).
+    """
+    from toolkit.models.loading import resolve_file
+
+    local = Path(source).expanduser()
+    if not local.is_file() and (local.is_absolute() or str(source).startswith(".") or len(local.parts) < 3):
+        raise EaselError(f"LoRA file '{source}' does not exist.")
+    path = resolve_file(str(source), "LoRA")
+    raw, meta = read_file(path)
+    if not raw:
+        raise EaselError(f"'{path}' holds no tensors.")
+    fmt = detect_format(list(raw))
+    arch_name = _arch_name(arch, adapter, list(raw), meta, registry)
+    spec = (registry or default_registry()).archs.get(arch_name.partition(":")[0]) if arch_name else None
+    profile = profile_of(spec) if spec is not None else LoraProfile()
+    namer = Namer(arch_name, profile, adapter, lenient=not require_arch)
+    try:
+        lora = LoraFile(read(raw, meta, fmt, namer, str(path)), meta, fmt, arch_name, path)
+    except EaselError as err:
+        converted = _via_diffusers(path, meta, fmt, arch_name, profile.diffusers_pipeline)
+        if converted is None:
+            raise
+        log.info(f"{path}: read with diffusers' {profile.diffusers_pipeline} converter ({str(err).splitlines()[0][:160]})")
+        lora = converted
+    if adapter is not None:
+        lora = _fit_to_model(lora, adapter, profile)
+    return lora
+
+
+def _arch_name(arch: Any, adapter: "ModelAdapter | None", keys: list[str], meta: dict[str, str],
+               registry: "Registry | None") -> str | None:
+    if adapter is not None:
+        return adapter.arch.name
+    if arch is not None:
+        return resolve_arch(arch, registry).name
+    return guess_arch(keys, meta, registry or default_registry())
+
+
+def _fit_to_model(lora: LoraFile, adapter: "ModelAdapter", profile: LoraProfile) -> LoraFile:
+    """Check the modules against the model; when some do not fit, try diffusers' converter for the architecture."""
+    from toolkit.lora_io.model import check_fits, mismatches
+
+    if mismatches(lora.modules, adapter) and lora.path is not None and "via diffusers" not in lora.format:
+        converted = _via_diffusers(lora.path, lora.metadata, lora.format, lora.arch, profile.diffusers_pipeline)
+        if converted is not None and not mismatches(converted.modules, adapter):
+            return converted
+    check_fits(lora.modules, adapter, f"{lora.label} ({lora.format} format)")
+    return lora
+
+
+def _via_diffusers(path: Path, meta: dict[str, str], fmt: str, arch: str | None, pipeline_class: str) -> LoraFile | None:
+    """Other tools' layouts that diffusers' own pipeline loader converts (alphas folded into the weights)."""
+    if not pipeline_class:
+        return None
+    import diffusers
+
+    try:
+        converted = getattr(diffusers, pipeline_class).lora_state_dict(str(path))
+        state, alphas = converted if isinstance(converted, tuple) else (converted, None)
+        if alphas:
+            return None
+        modules = read_diffusers(dict(state), {}, str(path))
+    except (ValueError, KeyError, RuntimeError, AttributeError, IndexError, EaselError):
+        return None
+    return LoraFile(modules, meta, f"{fmt} (via diffusers)", arch, path)
+
+
+def convert_header(lora: LoraFile) -> dict[str, str]:
+    """A source file's metadata to carry into a converted file (its format-specific entries and hashes dropped)."""
+    return {key: value for key, value in lora.metadata.items()
+            if key != ADAPTER_METADATA_KEY and not key.startswith("sshs_") and key not in ("easel.format", "format")}
