@@ -236,10 +236,7 @@ def save_single_file(adapter: "ModelAdapter", path: Path, dtype: str | None) -> 
     from toolkit.devices import resolve_dtype
     from toolkit.output import atomic_path
 
-    export = getattr(adapter, "single_file_state_dict", None)
-    if export is None:
-        raise EaselError(f"architecture '{adapter.arch.name}' cannot write a single-file checkpoint yet; use save_as: diffusers.")
-    tensors = {key: value.detach().to("cpu").contiguous() for key, value in export().items()}
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in adapter.single_file_state_dict().items()}
     if dtype:
         tensors = {key: value.to(resolve_dtype(dtype)) if value.is_floating_point() else value for key, value in tensors.items()}
     with atomic_path(path) as temp:

@@ -198,7 +198,7 @@ class ToFolderProcess(Process):
     def _generate_all(self, adapter: "ModelAdapter", images: list[PlannedImage]) -> list[Path]:
         from tqdm import tqdm
 
-        from toolkit.sampling.loras import apply_loras, remove_loras
+        from toolkit.lora_io import apply_loras, remove_loras
 
         start = self._next_index()
         written: dict[int, Path] = {}

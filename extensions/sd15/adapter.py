@@ -41,6 +41,12 @@ class SD15Adapter(PipelineAdapter):
         dtype = self.denoiser.dtype
         return self.denoiser(noisy_latents.to(dtype), timesteps, encoder_hidden_states=cond["prompt_embeds"].to(dtype)).sample
 
+    def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
+        """UNet, VAE and text encoder in the original (LDM) checkpoint layout."""
+        from toolkit.models.ldm import sd_pipeline_to_ldm
+
+        return sd_pipeline_to_ldm(self.pipe)
+
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         targets = {self.denoiser_name: list(UNET_TARGETS)}
         if train_text_encoder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from extensions.sd15.adapter import SD15Adapter
+from toolkit.models.base import ModelAdapter
 
 if TYPE_CHECKING:
     import torch
@@ -23,6 +24,8 @@ class SDXLAdapter(SD15Adapter):
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
     tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sdxl"
     quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "conv_norm_out")
+
+    single_file_state_dict = ModelAdapter.single_file_state_dict  # SDXL's SGM layout is not written (the SD 1.x one would be wrong)
 
     def encode_prompts(self, prompts: list[str]) -> "Conditioning":
         embeds, _, pooled, _ = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,

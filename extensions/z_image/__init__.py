@@ -1,6 +1,6 @@
 """Z-Image (Tongyi-MAI): Turbo, base, and de-turbo variants."""
 
-from toolkit.registry import ArchSpec, Extension
+from toolkit.registry import ArchSpec, Extension, LoraProfile
 
 EXTENSION = Extension(
     name="z_image",
@@ -21,6 +21,19 @@ EXTENSION = Extension(
             noise_schedulers=("flowmatch",),
             bucket_divisibility=16,
             default_lora_format="comfy",
+            lora=LoraProfile(
+                denoiser="transformer",
+                kohya_prefixes={"transformer": "lora_unet", "text_encoder": "lora_te"},
+                comfy_prefixes={"transformer": "diffusion_model", "text_encoder": "text_encoders.qwen3_4b.transformer.model"},
+                base_model_version="zimage", modelspec_architecture="z-image",
+                modelspec_implementation="https://github.com/Tongyi-MAI/Z-Image",
+                module_words=("noise_refiner", "context_refiner", "feed_forward", "adaLN_modulation", "all_x_embedder",
+                              "all_final_layer", "cap_embedder", "t_embedder", "x_embedder", "final_layer", "attention_norm1",
+                              "attention_norm2", "ffn_norm1", "ffn_norm2", "x_pad_token", "cap_pad_token"),
+                signatures=(r"(noise|context)[._]refiner", r"(^|[._])layers[._]\d+[._]attention[._]", r"feed_forward[._]w[123]",
+                            r"adaLN_modulation", r"qwen3"),
+                diffusers_pipeline="ZImagePipeline",
+            ),
         ),
     ),
 )

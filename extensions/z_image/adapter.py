@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
+from extensions.z_image.original import SINGLE_FILE, zimage_to_original
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import NoiseSchedule
@@ -49,6 +50,20 @@ class ZImageAdapter(PipelineAdapter):
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
     denoiser_name = "transformer"
     quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer")
+
+    @classmethod
+    def build_tiny(cls, folder: Path, seed: int) -> None:
+        """The tiny diffusers folder, plus its transformer as an original-layout single file (for loading tests)."""
+        from safetensors.torch import save_file
+
+        super().build_tiny(folder, seed)
+        transformer = diffusers_class("ZImageTransformer2DModel").from_pretrained(folder / "transformer")
+        state = {key: value.contiguous() for key, value in zimage_to_original(transformer.state_dict()).items()}
+        save_file(state, str(folder / SINGLE_FILE))
+
+    def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
+        """The transformer in the original layout (Z-Image is distributed as a transformer-only file)."""
+        return zimage_to_original(self.denoiser.state_dict())
 
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",

@@ -1,84 +1,61 @@
-"""generate_images: one base model for all variants, LoRAs applied and removed around each call.
+"""generate_images on the real tiny models: one base model for all variants, LoRAs applied and removed per call."""
 
-The model adapters and LoRA loading (issue 4) are replaced by a recording fake here, at the module
-boundary generate_images imports from; the lead's end-to-end test covers the real ones.
-"""
-
-import importlib.util
-import sys
-import types
-
+import numpy as np
 import pytest
-from PIL import Image
 
 from toolkit.config.blocks import ModelConfig
 from toolkit.config.generate import LoraRef
 from toolkit.eval import generation
 from toolkit.eval.generation import GenerationSettings, generate_images, release_models
-
-
-class FakeAdapter:
-    def __init__(self):
-        self.loras: list = []
-        self.calls: list = []
-
-    def generate(self, requests):
-        self.calls.append((list(self.loras), [(r.prompt, r.seed, r.width, r.height, r.steps, r.sampler, r.guidance_scale) for r in requests]))
-        if any(r.prompt == "explode" for r in requests):
-            raise RuntimeError("boom")
-        return [Image.new("RGB", (r.width, r.height)) for r in requests]
+from toolkit.testing.tiny import save_random_lora
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    log = {"loads": []}
-    loading = types.ModuleType("toolkit.models.loading")
-
-    def load_adapter(config, registry, device=None, dtype=None):
-        log["loads"].append((config.name_or_path, str(device), str(dtype)))
-        log["adapter"] = FakeAdapter()
-        return log["adapter"]
-
-    loading.load_adapter = load_adapter
-    loras = types.ModuleType("toolkit.sampling.loras")
-    loras.apply_loras = lambda adapter, pairs: adapter.loras.extend(pairs)
-    loras.remove_loras = lambda adapter: adapter.loras.clear()
-    monkeypatch.setitem(sys.modules, "toolkit.models.loading", loading)
-    if importlib.util.find_spec("toolkit.sampling") is None:
-        monkeypatch.setitem(sys.modules, "toolkit.sampling", types.ModuleType("toolkit.sampling"))
-    monkeypatch.setitem(sys.modules, "toolkit.sampling.loras", loras)
-    yield log
+def settings(registry):
+    yield GenerationSettings(registry=registry, device="cpu", width=64, height=64, steps=2, guidance_scale=1.0,
+                             sampler="euler", batch_size=2)
     release_models()
 
 
-SETTINGS = GenerationSettings(registry=None, device="cpu", width=24, height=16, steps=3, guidance_scale=2.0, sampler="euler", batch_size=2)
+def pixels(images):
+    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
 
 
-def test_base_model_loads_once_and_loras_swap_per_variant(fake):
+def test_variants_share_the_base_model_and_loras_come_off_again(settings, tmp_path):
     model = ModelConfig(name_or_path="tiny:sd15", arch="sd15")
-    base = generate_images(model, [], ["p0", "p1"], [5, 6], SETTINGS)
-    mixed = generate_images(model, [LoraRef(path="a.safetensors", weight=0.6), LoraRef(path="b.safetensors", weight=0.4)], ["p0"], [5], SETTINGS)
-    assert fake["loads"] == [("tiny:sd15", "cpu", "torch.float32")]
-    assert len(base) == 4 and all(image.size == (24, 16) for image in base) and len(mixed) == 1
-    calls = fake["adapter"].calls
-    assert calls[0] == ([], [("p0", 5, 24, 16, 3, "euler", 2.0), ("p0", 6, 24, 16, 3, "euler", 2.0)])
-    assert calls[1] == ([], [("p1", 5, 24, 16, 3, "euler", 2.0), ("p1", 6, 24, 16, 3, "euler", 2.0)])
-    assert calls[2][0] == [("a.safetensors", 0.6), ("b.safetensors", 0.4)]
-    assert fake["adapter"].loras == []
+    base = generate_images(model, [], ["a red house", "a boat"], [5, 6], settings)
+    adapter = next(iter(generation._LOADED.values()))
+    lora = save_random_lora(adapter.pipeline(), tmp_path / "style.safetensors", adapter.lora_targets(False), seed=3)
+    styled = generate_images(model, [LoraRef(path=str(lora), weight=1.0)], ["a red house", "a boat"], [5, 6], settings)
+    again = generate_images(model, [], ["a red house", "a boat"], [5, 6], settings)
+    assert len(generation._LOADED) == 1 and next(iter(generation._LOADED.values())) is adapter
+    assert len(base) == 4 and all(image.size == (64, 64) for image in base)
+    assert np.abs(pixels(styled) - pixels(base)).max() > 10  # the LoRA changes the images
+    assert np.array_equal(pixels(again), pixels(base))  # and leaves no trace
+    assert not np.array_equal(pixels(base[:1]), pixels(base[1:2]))  # seeds differ
 
 
-def test_loras_are_removed_when_generation_fails(fake):
+def test_loras_are_removed_when_generation_fails(settings, tmp_path, monkeypatch):
     model = ModelConfig(name_or_path="tiny:sd15", arch="sd15")
+    base = generate_images(model, [], ["a cat"], [1], settings)
+    adapter = next(iter(generation._LOADED.values()))
+    lora = save_random_lora(adapter.pipeline(), tmp_path / "l.safetensors", adapter.lora_targets(False), seed=4)
+    original = type(adapter).generate
+
+    def explode(self, requests):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(type(adapter), "generate", explode)
     with pytest.raises(RuntimeError):
-        generate_images(model, [LoraRef(path="a.safetensors")], ["explode"], [0], SETTINGS)
-    assert fake["adapter"].loras == []
+        generate_images(model, [LoraRef(path=str(lora))], ["a cat"], [1], settings)
+    monkeypatch.setattr(type(adapter), "generate", original)
+    assert np.array_equal(pixels(generate_images(model, [], ["a cat"], [1], settings)), pixels(base))
 
 
-def test_another_model_replaces_the_loaded_one(fake):
-    generate_images(ModelConfig(name_or_path="one", arch="sd15"), [], ["p"], [0], SETTINGS)
-    generate_images(ModelConfig(name_or_path="two", arch="sd15", dtype="fp16"), [], ["p"], [0], SETTINGS)
-    assert [load[:2] for load in fake["loads"]] == [("one", "cpu"), ("two", "cpu")]
-    assert fake["loads"][1][2] == "torch.float16"
+def test_another_model_replaces_the_loaded_one(settings):
+    generate_images(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), [], ["p"], [0], settings)
+    generate_images(ModelConfig(name_or_path="tiny:zimage", arch="zimage:turbo"), [], ["p"], [0],
+                    GenerationSettings(**{**settings.__dict__, "sampler": "flowmatch"}))
     assert len(generation._LOADED) == 1
     release_models()
     assert generation._LOADED == {}

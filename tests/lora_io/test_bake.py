@@ -36,29 +36,27 @@ def test_baked_model_matches_applied_loras(arch, adapters, new_adapter, tmp_path
     assert max_diff(image(reloaded), applied) <= 1.0
 
 
-def test_single_file_checkpoint_needs_the_adapter_export(adapters, tmp_path):
+def test_sdxl_has_no_single_file_layout(adapters, tmp_path):
     from toolkit.errors import EaselError
 
     from jobs.convert import save_single_file
 
     with pytest.raises(EaselError, match="single-file checkpoint"):
-        save_single_file(adapters["zimage"], tmp_path / "z.safetensors", None)
+        save_single_file(adapters["sdxl"], tmp_path / "x.safetensors", None)
 
 
-def test_single_file_checkpoint_loads_back(new_adapter, tmp_path, registry, monkeypatch):
-    """With an export hook (the architecture's LDM layout; here the tiny models' converter) the baked model
-    is written as one checkpoint that loads through diffusers' single-file loading and gives the same image."""
-    from extensions.sd15.adapter import SD15Adapter
+@pytest.mark.parametrize("arch", ["sd15", "zimage"])
+def test_single_file_checkpoint_loads_back(arch, new_adapter, tmp_path, registry):
+    """The baked model written in its original single-file layout (SD: LDM; Z-Image: its transformer) loads
+    through diffusers' single-file loading and gives the same image."""
     from jobs.convert import save_single_file
-    from toolkit.testing.ldm import sd_pipeline_to_ldm
 
-    monkeypatch.setattr(SD15Adapter, "single_file_state_dict", lambda self: sd_pipeline_to_ldm(self.pipe), raising=False)
-    baked = new_adapter("sd15")
-    state = random_lora(baked.components(), baked.lora_targets(True), seed=21)
-    path = save_lora(state, tmp_path / "l.safetensors", arch="sd15")
+    baked = new_adapter(arch)
+    state = random_lora(baked.components(), {baked.denoiser_name: baked.lora_targets(False)[baked.denoiser_name]}, seed=21)
+    path = save_lora(state, tmp_path / "l.safetensors", arch=arch)
     bake_loras(baked, [(path, 0.9)])
     expected = image(baked)
     save_single_file(baked, tmp_path / "merged.safetensors", None)
-    config = ModelConfig(name_or_path=str(tmp_path / "merged.safetensors"), arch="sd15",
-                         model_kwargs={"config": str(cache_dir("tiny") / "sd15")})
+    config = ModelConfig(name_or_path=str(tmp_path / "merged.safetensors"), arch=arch,
+                         model_kwargs={"config": str(cache_dir("tiny") / arch)})
     assert max_diff(image(load_adapter(config, registry, device="cpu", dtype="fp32")), expected) <= 1.0

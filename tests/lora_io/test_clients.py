@@ -58,7 +58,7 @@ def test_saved_file_gives_the_same_image_in_diffusers(arch, fmt, adapters, new_a
 
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_kohya_keys_follow_the_a1111_comfyui_naming(arch, adapters, tmp_path):
-    from toolkit.testing.ldm import unet_to_ldm
+    from toolkit.models.ldm import unet_to_ldm
 
     adapter = adapters[arch]
     targets = adapter.lora_targets(train_text_encoder=True)

@@ -11,7 +11,7 @@ from tests.models.adapter_suite import AdapterSuite
 from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
 from toolkit.models.loading import cache_dir, load_adapter
-from toolkit.testing.ldm import sd_pipeline_to_ldm
+from toolkit.models.ldm import sd_pipeline_to_ldm
 from toolkit.testing.tiny import SD15_SINGLE_FILE
 
 

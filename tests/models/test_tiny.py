@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from toolkit.testing import tiny
-from toolkit.testing.ldm import sd_pipeline_to_ldm
+from toolkit.models.ldm import sd_pipeline_to_ldm
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from tests.models.adapter_suite import AdapterSuite
 from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
 from toolkit.models.loading import load_adapter
-from toolkit.testing.tiny import ZIMAGE_SINGLE_FILE
+from extensions.z_image.original import SINGLE_FILE as ZIMAGE_SINGLE_FILE
 
 
 class TestZImage(AdapterSuite):

@@ -254,23 +254,6 @@ def test_remove_restores_the_plain_layers() -> None:
     assert set(denoiser.state_dict()) == set(original.state_dict())
 
 
-def test_load_file_reads_a_canonical_safetensors_file(tmp_path) -> None:
-    from safetensors.torch import save_file
-
-    network = build(model(), ["to_q"], linear=4)
-    randomize(network)
-    path = tmp_path / "lora.safetensors"
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(path))
-    other = build(model(), ["to_q"], linear=4)
-    other.load_file(path)
-    assert all(torch.equal(network.state_dict()[k], v) for k, v in other.state_dict().items())
-    with pytest.raises(EaselError, match="not found"):
-        other.load_file(tmp_path / "missing.safetensors")
-    wrong = build(model(), ["to_k"], linear=4)
-    with pytest.raises(EaselError, match=r"lora\.safetensors: .*unknown"):
-        wrong.load_file(path)
-
-
 @pytest.mark.parametrize("kind", TYPES)
 def test_half_precision_base_with_float32_adapter(kind: str) -> None:
     denoiser = model().to(torch.bfloat16)

@@ -30,7 +30,7 @@ from torch import nn
 
 from toolkit.config.train import LoraTrainerConfig
 from toolkit.models.base import GenerateRequest, ImageInfo, ModelAdapter, NoiseSchedule
-from toolkit.registry import ArchSpec, Extension, ProcessSpec
+from toolkit.registry import ArchSpec, Extension, LoraProfile, ProcessSpec
 from toolkit.train.process import LoraTrainerProcess
 
 HIDDEN, TEXT_DIM, TOKENS = 16, 16, 8
@@ -290,7 +290,9 @@ FAKE_EXTENSION = Extension(
     architectures=(ArchSpec(
         name="fake", adapter="tests.train.fakes:FakeAdapter",
         variants={"base": {"sample_steps": 3, "guidance_scale": 1.0, "width": 32, "height": 32}},
-        samplers=("euler",), default_sampler="euler", noise_schedulers=("flowmatch", "ddpm"), bucket_divisibility=4),),
+        samplers=("euler",), default_sampler="euler", noise_schedulers=("flowmatch", "ddpm"), bucket_divisibility=4,
+        default_lora_format="comfy", lora=LoraProfile(denoiser="transformer", comfy_prefixes={"transformer": "diffusion_model", "text_encoder": "text_encoders.fake"},
+                                                      kohya_prefixes={"transformer": "lora_unet"})),),
     processes=(ProcessSpec("extension", "fake_trainer", "tests.train.fakes:FakeTrainerConfig",
                            "tests.train.fakes:FakeTrainerProcess"),),
 )

@@ -9,9 +9,10 @@ import torch
 from safetensors import safe_open
 
 from tests.train.fakes import FakeDenoiser
-from toolkit.config.blocks import NetworkConfig
+from toolkit.config.blocks import NetworkConfig, TrainConfig
+from toolkit.lora_io import load_lora
 from toolkit.network.network import Network
-from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora
+from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, tag_frequency
 from toolkit.train.state import save_state, state_path
 
 
@@ -20,25 +21,37 @@ def network() -> Network:
     return Network.build({"transformer": FakeDenoiser()}, {"transformer": ["to_q"]}, NetworkConfig(linear=4, linear_alpha=2))
 
 
-def test_save_lora_writes_canonical_keys_in_the_save_dtype_with_metadata(tmp_path) -> None:
+def test_save_lora_writes_the_architecture_format_with_metadata(tmp_path) -> None:
     net = network()
     config = NetworkConfig(linear=4, linear_alpha=2)
-    metadata = lora_metadata(name="run", base_model="tiny:fake", arch="fake", network=config, trigger_word="sks", step=7,
-                             resolution=[512, 768], images=12, config={"job": "extension", "x": [1]}, meta={"author": "me"})
+    train = TrainConfig(lr=3e-4, optimizer="adamw", seed=7)
+    metadata = lora_metadata(name="run", base_model="tiny:fake", network=config, train=train, trigger_word="sks", step=7,
+                             resolution=[512, 768], images=12, tag_frequency=tag_frequency({"set": ["a, b", "a"]}),
+                             prediction_type="flow", config={"job": "extension", "x": [1]}, meta={"author": "me"})
     path = tmp_path / "run.safetensors"
     path.write_bytes(b"old")
-    save_lora(net, path, metadata, torch.float16)
+    save_lora(net, path, arch=fake_arch(), format=None, metadata=metadata, dtype="fp16")
     assert sorted(os.listdir(tmp_path)) == ["run.safetensors"]
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)
     with safe_open(str(path), "pt") as handle:
-        assert sorted(handle.keys()) == sorted(net.state_dict())
+        assert all(key.startswith("diffusion_model.") for key in handle.keys())
         assert all(handle.get_tensor(key).dtype == torch.float16 for key in handle.keys())
         meta = handle.metadata()
-    assert meta["easel_format"] == "easel-canonical" and meta["network_type"] == "lora"
-    assert meta["network_rank"] == "4" and meta["network_alpha"] == "2.0" and "network_conv_rank" not in meta
-    assert meta["trigger_word"] == "sks" and meta["steps"] == "7" and json.loads(meta["resolution"]) == [512, 768]
-    assert meta["num_train_images"] == "12" and json.loads(meta["config"]) == {"job": "extension", "x": [1]}
-    assert json.loads(meta["meta"]) == {"author": "me"} and meta["base_model"] == "tiny:fake" and meta["arch"] == "fake"
+    loaded = load_lora(path, arch=fake_arch()).state_dict()
+    assert sorted(loaded) == sorted(net.state_dict())
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded[key].float(), value.detach().half().float())
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2" and meta["ss_steps"] == "7"
+    assert meta["ss_output_name"] == "run" and meta["modelspec.trigger_phrase"] == "sks"
+    assert json.loads(meta["ss_tag_frequency"]) == {"set": {"a": 2, "b": 1}} and meta["ss_num_train_images"] == "12"
+    assert meta["ss_learning_rate"] == "0.0003" and meta["ss_seed"] == "7" and meta["modelspec.author"] == "me"
+    assert json.loads(meta["easel.config"]) == {"job": "extension", "x": [1]}
+
+
+def fake_arch():
+    from tests.train.harness import fake_registry
+
+    return fake_registry().arch("fake")
 
 
 def test_prune_keeps_the_newest_steps_with_their_states(tmp_path) -> None:

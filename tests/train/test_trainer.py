@@ -25,6 +25,14 @@ from toolkit.train.noise import Objective
 NO_SAMPLES = {"sample": None}
 
 
+def read_lora(path: Path) -> dict[str, torch.Tensor]:
+    """A saved LoRA in easel's canonical keys (``transformer.<module>.lora_A.weight`` ...)."""
+    from tests.train.harness import fake_registry
+    from toolkit.lora_io import load_lora
+
+    return load_lora(path, arch=fake_registry().arch("fake")).state_dict()
+
+
 def run_dir(tmp_path: Path, name: str = "fakerun") -> Path:
     return tmp_path / "output" / name
 
@@ -33,7 +41,11 @@ def validation_loss(data_folder: Path, lora: Path | None = None) -> float:
     """The flow-matching loss of the fake model (with a LoRA file, or without) on fixed noise and timesteps."""
     adapter = FakeAdapter.load(ModelConfig(name_or_path="tiny:fake", arch="fake"), None, device=torch.device("cpu"), dtype=torch.float32)
     if lora is not None:
-        Network.build(adapter.components(), adapter.lora_targets(False), NetworkConfig(linear=4, linear_alpha=4)).load_file(lora)
+        from tests.train.harness import fake_registry
+        from toolkit.lora_io import load_lora
+
+        network = Network.build(adapter.components(), adapter.lora_targets(False), NetworkConfig(linear=4, linear_alpha=4))
+        network.load_state_dict(load_lora(lora, arch=fake_registry().arch("fake")).state_dict())
     data = FakeData([DatasetConfig(folder_path=str(data_folder))], trigger_word="sks", batch_size=4, seed=0, bucket_divisibility=4)
     objective = Objective(adapter.noise_schedule(), timestep_type="uniform")
     losses = []
@@ -63,8 +75,9 @@ def test_a_run_learns_and_writes_its_files(tmp_path: Path) -> None:
     assert sum(r["loss"] for r in rows[-15:]) < sum(r["loss"] for r in rows[:15])
     with safe_open(str(folder / "fakerun.safetensors"), "pt") as handle:
         meta = handle.metadata()
-        assert any(key.startswith("transformer.blocks.0.attn.to_q.lora_A") for key in handle.keys())
-    assert meta["steps"] == "60" and meta["num_train_images"] == "4" and meta["trigger_word"] == "sks" and meta["arch"] == "fake"
+        assert any(key.startswith("diffusion_model.blocks.0.attn.to_q.lora_A") for key in handle.keys())
+    assert meta["ss_steps"] == "60" and meta["ss_num_train_images"] == "4" and meta["modelspec.trigger_phrase"] == "sks"
+    assert meta["easel.arch"] == "fake"
     assert "fake data: 4 images" in (folder / "log.txt").read_text()
 
 
@@ -147,7 +160,7 @@ def test_only_the_main_process_writes(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_every_network_type_trains(tmp_path: Path, kind: str, suffix: str) -> None:
     config = write_config(tmp_path, network={"type": kind, "conv": 2, "conv_alpha": 2}, train={"steps": 2, "lr": 1e-2}, **NO_SAMPLES)
     assert run_main([str(config)]) == 0
-    state = load_file(run_dir(tmp_path) / "fakerun.safetensors")
+    state = read_lora(run_dir(tmp_path) / "fakerun.safetensors")
     conv = [k for k in state if k.startswith("transformer.blocks.0.conv.")]
     assert conv, sorted(state)[:10]
     changed = [k for k in state if k.endswith(suffix)]
@@ -158,7 +171,7 @@ def test_text_encoder_training_with_its_own_lr(tmp_path: Path) -> None:
     config = write_config(tmp_path, train={"steps": 2, "train_text_encoder": True, "unet_lr": 1e-2, "text_encoder_lr": 1e-3},
                           **NO_SAMPLES)
     assert run_main([str(config)]) == 0
-    state = load_file(run_dir(tmp_path) / "fakerun.safetensors")
+    state = read_lora(run_dir(tmp_path) / "fakerun.safetensors")
     encoder = [k for k in state if k.startswith("text_encoder.") and k.endswith("lora_B.weight")]
     assert sorted(k.split(".")[2] for k in encoder) == ["k_proj", "out_proj", "q_proj", "v_proj"]
     assert all(state[k].abs().sum() > 0 for k in encoder)
@@ -240,7 +253,7 @@ def test_mixed_precision_keeps_the_adapter_in_float32(tmp_path: Path, precision:
     assert run_main([str(config)]) == 0
     state = torch.load(run_dir(tmp_path) / "fakerun_000000002.state.pt", weights_only=True)
     assert all(t.dtype == torch.float32 for t in state["network"].values())
-    saved = load_file(run_dir(tmp_path) / "fakerun.safetensors")
+    saved = read_lora(run_dir(tmp_path) / "fakerun.safetensors")
     assert {t.dtype for t in saved.values()} == {torch.bfloat16 if precision == "bf16" else torch.float16}
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_losses(run_dir(tmp_path) / "loss.csv"))
 

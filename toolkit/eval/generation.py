@@ -54,7 +54,7 @@ def generate_images(model_cfg: "ModelConfig", loras: "list[LoraRef]", prompts: l
                     settings: GenerationSettings) -> "list[Image.Image]":
     """One image per (prompt, seed), prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
     from toolkit.models.base import GenerateRequest
-    from toolkit.sampling.loras import apply_loras, remove_loras
+    from toolkit.lora_io import apply_loras, remove_loras
 
     adapter = _adapter(model_cfg, settings)
     requests = [GenerateRequest(prompt=prompt, width=settings.width, height=settings.height, steps=settings.steps,

@@ -3,7 +3,6 @@
 Each file becomes its own adapter: a PEFT LoRA adapter (LoRA, LoCon, DoRA) named ``easel_gen_<i>``
 scaled by its weight, or lycoris-lora module wrappers (LoHa, LoKr) with the weight as multiplier.
 Weights may be negative or above 1. Adapters already on the model (a LoRA being trained) stay.
-Same functions as ``toolkit/sampling/loras.py``, so it can call these instead.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
         raise EaselError(f"'{path}' holds no tensors.")
     fmt = detect_format(list(raw))
     arch_name = _arch_name(arch, adapter, list(raw), meta, registry)
-    spec = (registry or default_registry()).archs.get(arch_name.partition(":")[0]) if arch_name else None
+    spec = _given_spec(arch, adapter) or ((registry or default_registry()).archs.get(arch_name.partition(":")[0]) if arch_name else None)
     profile = profile_of(spec) if spec is not None else LoraProfile()
     namer = Namer(arch_name, profile, adapter, lenient=not require_arch)
     try:
@@ -173,6 +173,13 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
     if adapter is not None:
         lora = _fit_to_model(lora, adapter, profile)
     return lora
+
+
+def _given_spec(arch: Any, adapter: "ModelAdapter | None") -> "ArchSpec | None":
+    """The ArchSpec when the caller handed one over (an adapter, an ArchRef or an ArchSpec), so unregistered ones work too."""
+    if adapter is not None:
+        return adapter.arch.spec
+    return getattr(arch, "spec", None) or (arch if hasattr(arch, "adapter") and hasattr(arch, "variants") else None)
 
 
 def _arch_name(arch: Any, adapter: "ModelAdapter | None", keys: list[str], meta: dict[str, str],

@@ -137,6 +137,13 @@ class ModelAdapter(ABC):
     def pipeline(self) -> Any:
         """A diffusers pipeline sharing this adapter's components (for saving, interop, sampling)."""
 
+    def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
+        """The model in its original single-file layout (what ComfyUI / A1111 load), for merged checkpoints."""
+        from toolkit.errors import EaselError
+
+        raise EaselError(f"{self.arch.name} models cannot be written as one single-file checkpoint; "
+                         "save the merged model as a diffusers folder instead (save_as: diffusers).")
+
     def components(self) -> "dict[str, torch.nn.Module]":
         """Modules an adapter may wrap, by name: the denoiser and the text encoders."""
         return {self.denoiser_name: self.denoiser, **self.text_encoders}

@@ -170,22 +170,6 @@ class Network(nn.Module):
                 layer.load_canonical(present)
         return None
 
-    def load_file(self, path: str | Path) -> None:
-        """Load weights from a .safetensors file in the canonical format (``network.pretrained_lora_path``)."""
-        from safetensors.torch import load_file
-
-        file = Path(path)
-        if not file.is_file():
-            raise EaselError(f"LoRA file '{file}' not found (network.pretrained_lora_path).")
-        try:
-            tensors = load_file(str(file))
-        except Exception as err:  # safetensors raises its own error types for damaged files
-            raise EaselError(f"cannot read '{file}' as a .safetensors file: {err}") from None
-        try:
-            self.load_state_dict(tensors)
-        except EaselError as err:
-            raise EaselError(f"{file}: {err}") from None
-
     def summary(self) -> list[str]:
         """Lines for the log: layers and parameters per component."""
         lines = []

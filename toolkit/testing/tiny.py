@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 SD15_SINGLE_FILE = "tiny_sd15.safetensors"
-ZIMAGE_SINGLE_FILE = "tiny_zimage_transformer.safetensors"
 
 WORDS = """
 a an the of in on at with and or by for to from under over near behind beside inside outside
@@ -260,7 +259,7 @@ def build_sd15(folder: Path, seed: int = 0) -> None:
     """Write the tiny SD 1.x model as a diffusers folder plus ``tiny_sd15.safetensors`` (LDM layout)."""
     from safetensors.torch import save_file
 
-    from toolkit.testing.ldm import sd_pipeline_to_ldm
+    from toolkit.models.ldm import sd_pipeline_to_ldm
 
     pipe = sd15_pipeline(seed)
     _save(pipe, folder, seed)
@@ -273,34 +272,9 @@ def build_sdxl(folder: Path, seed: int = 0) -> None:
     _save(sdxl_pipeline(seed), folder, seed)
 
 
-def zimage_to_original(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """A diffusers ZImageTransformer2DModel state dict -> the original layout (fused qkv, ``x_embedder``, ...)."""
-    import torch
-
-    renames = {"all_final_layer.2-1.": "final_layer.", "all_x_embedder.2-1.": "x_embedder.", ".attention.to_out.0.": ".attention.out.",
-               ".attention.norm_k.": ".attention.k_norm.", ".attention.norm_q.": ".attention.q_norm."}
-    out: dict[str, Any] = {}
-    for key, value in state_dict.items():
-        if ".attention.to_k." in key or ".attention.to_v." in key:
-            continue
-        if ".attention.to_q." in key:
-            parts = [state_dict[key.replace(".to_q.", f".{name}.")] for name in ("to_q", "to_k", "to_v")]
-            out[key.replace(".attention.to_q.", ".attention.qkv.")] = torch.cat(parts, dim=0)
-            continue
-        for old, new in renames.items():
-            key = key.replace(old, new)
-        out[key] = value
-    return out
-
-
 def build_zimage(folder: Path, seed: int = 0) -> None:
-    """Write the tiny Z-Image model as a diffusers folder plus its transformer as an original-layout single file."""
-    from safetensors.torch import save_file
-
-    pipe = zimage_pipeline(seed)
-    _save(pipe, folder, seed)
-    state = {key: value.contiguous() for key, value in zimage_to_original(pipe.transformer.state_dict()).items()}
-    save_file(state, str(folder / ZIMAGE_SINGLE_FILE))
+    """Write the tiny Z-Image model as a diffusers folder (its adapter adds the original-layout single file)."""
+    _save(zimage_pipeline(seed), folder, seed)
 
 
 def save_random_lora(pipe: "DiffusionPipeline", path: Path, targets: dict[str, list[str]], *, rank: int = 4,

@@ -7,7 +7,6 @@ training state (``toolkit.train.state``).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,34 +19,48 @@ if TYPE_CHECKING:
 
     from toolkit.network.network import Network
 
-LORA_FORMAT = "easel-canonical"
+def save_lora(network: "Network", path: Path, *, arch: Any, format: str | None, metadata: dict[str, Any], dtype: str) -> None:
+    """Write the network's weights to ``path`` atomically, in ``format`` (default: the architecture's).
 
-
-def save_lora(network: "Network", path: Path, metadata: dict[str, str], dtype: "torch.dtype") -> None:
-    """Write the network's weights (canonical keys, see toolkit.network.network) to ``path`` atomically.
-
-    This is the one place LoRA files are written; the LoRA-format converters hook in here.
+    The one place the trainer writes LoRA files; the layouts (kohya, comfy, diffusers, peft) and the
+    header fields other tools read are toolkit.lora_io's.
     """
-    from safetensors.torch import save_file
+    from toolkit.lora_io import save_lora as write_lora
 
-    tensors = {key: value.detach().to("cpu", dtype).contiguous() for key, value in network.state_dict().items()}
-    with atomic_path(path) as temp:
-        save_file(tensors, str(temp), metadata={"format": "pt", "easel_format": LORA_FORMAT, **metadata})
+    tensors = {key: value.detach().to("cpu") for key, value in network.state_dict().items()}
+    write_lora(tensors, path, arch=arch, format=format, metadata=metadata, dtype=dtype)
 
 
-def lora_metadata(*, name: str, base_model: str, arch: str, network: Any, trigger_word: str | None, step: int,
-                  resolution: list[int], images: int, config: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, str]:
-    """The facts written into each LoRA file's header (all values are strings)."""
+def lora_metadata(*, name: str, base_model: str, network: Any, train: Any, trigger_word: str | None, step: int,
+                  resolution: list[int], images: int, tag_frequency: dict[str, dict[str, int]], prediction_type: str,
+                  config: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The facts written into each LoRA file's header (keys as toolkit.lora_io.metadata.KNOWN_KEYS)."""
     fields: dict[str, Any] = {
-        "name": name, "base_model": base_model, "arch": arch,
-        "network_type": network.type, "network_rank": network.linear, "network_alpha": network.linear_alpha,
-        "network_conv_rank": network.conv, "network_conv_alpha": network.conv_alpha,
-        "trigger_word": trigger_word, "steps": step, "resolution": json.dumps(resolution),
-        "num_train_images": images, "config": json.dumps(config, sort_keys=True, default=str),
+        "name": name, "base_model": base_model, "trigger_word": trigger_word, "steps": step,
+        "resolution": resolution, "num_train_images": images, "tag_frequency": tag_frequency,
+        "prediction_type": prediction_type, "network_type": network.type, "rank": network.linear,
+        "alpha": network.linear_alpha, "conv_rank": network.conv, "conv_alpha": network.conv_alpha,
+        "dropout": network.dropout, "learning_rate": train.lr, "unet_lr": train.unet_lr,
+        "text_encoder_lr": train.text_encoder_lr, "optimizer": train.optimizer, "lr_scheduler": train.lr_scheduler,
+        "seed": train.seed, "config": config,
     }
-    if meta:
-        fields["meta"] = json.dumps(meta, sort_keys=True, default=str)
-    return {key: str(value) for key, value in fields.items() if value is not None}
+    for key in ("description", "author", "license", "tags", "version"):
+        if meta and meta.get(key):
+            fields[key] = meta[key]
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def tag_frequency(captions_by_dataset: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """kohya's ``ss_tag_frequency``: per dataset folder name, how often each comma-separated tag occurs."""
+    out: dict[str, dict[str, int]] = {}
+    for dataset, captions in captions_by_dataset.items():
+        counts: dict[str, int] = {}
+        for caption in captions:
+            for tag in (part.strip() for part in caption.split(",")):
+                if tag:
+                    counts[tag] = counts.get(tag, 0) + 1
+        out[dataset] = counts
+    return out
 
 
 class SaveFiles:

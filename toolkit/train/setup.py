@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from toolkit.errors import EaselError
 from toolkit.log import log
-from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora
+from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, tag_frequency
 from toolkit.train.logs import TrainLog
 
 if TYPE_CHECKING:
@@ -87,12 +88,11 @@ class TrainRun:
         """Write the LoRA file of ``step`` (EMA weights when EMA is on)."""
         from contextlib import nullcontext
 
-        from toolkit.devices import resolve_dtype
-
         path = self.saves.final_lora if final else self.saves.step_lora(step)
         metadata = lora_metadata(step=step, **self.metadata)
         with self.ema.swapped() if self.ema is not None else nullcontext():
-            save_lora(self.network, path, metadata, resolve_dtype(self.config.save.dtype))
+            save_lora(self.network, path, arch=self.adapter.arch, format=self.config.save.format, metadata=metadata,
+                      dtype=self.config.save.dtype)
         self.log.write(f"step {step}: saved {path}")
         return path
 
@@ -169,11 +169,14 @@ def learning_rates(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> di
     return rates
 
 
-def count_images(process: "LoraTrainerProcess") -> int:
-    """Images in the datasets (for the saved metadata)."""
+def dataset_captions(process: "LoraTrainerProcess") -> dict[str, list[str]]:
+    """Raw captions per dataset folder name (for the saved metadata: image count, tag frequency)."""
     from toolkit.data.scan import scan_dataset
 
-    return sum(len(scan_dataset(dataset).images) for dataset in process.config.datasets)
+    captions: dict[str, list[str]] = {}
+    for dataset in process.config.datasets:
+        captions.setdefault(Path(dataset.folder_path).name, []).extend(r.caption for r in scan_dataset(dataset).records)
+    return captions
 
 
 def build_network(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> "Network":
@@ -184,8 +187,14 @@ def build_network(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> "Ne
     network = Network.build(adapter.components(), network_targets(process, adapter), cfg.network)
     network.float()
     if cfg.network.pretrained_lora_path:
-        network.load_file(cfg.network.pretrained_lora_path)
-        log.info(f"Starting from {cfg.network.pretrained_lora_path}.")
+        from toolkit.lora_io import load_lora
+
+        start = load_lora(cfg.network.pretrained_lora_path, arch=adapter.arch, adapter=adapter)
+        try:
+            network.load_state_dict(start.state_dict())
+        except EaselError as err:
+            raise EaselError(f"network.pretrained_lora_path {cfg.network.pretrained_lora_path}: {err}") from None
+        log.info(f"Starting from {cfg.network.pretrained_lora_path} ({start.format} format).")
     if cfg.network.type == "locon" and cfg.network.conv is None:
         log.warning("warning: network.type locon without network.conv trains no 3x3 convolutions (the same as lora); set conv.")
     return network
@@ -292,9 +301,11 @@ def _assemble(process: "LoraTrainerProcess", accelerator: "Accelerator", device:
     sample = cfg.sample
     previews = preview_requests(sample, process.arch) if sample is not None and not train.disable_sampling else []
     folder = Path(cfg.training_folder) / name
-    metadata = dict(name=name, base_model=cfg.model.name_or_path, arch=process.arch.name, network=cfg.network,
+    captions = dataset_captions(process)
+    metadata = dict(name=name, base_model=cfg.model.name_or_path, network=cfg.network, train=train,
                     trigger_word=cfg.trigger_word, resolution=sorted({r for d in cfg.datasets for r in d.resolution}),
-                    images=count_images(process), config=process.job.loaded.resolved,
+                    images=sum(len(c) for c in captions.values()), tag_frequency=tag_frequency(captions),
+                    prediction_type=adapter.noise_schedule().prediction_type, config=process.job.loaded.resolved,
                     meta=process.job.loaded.meta.model_dump(exclude_defaults=True))
     summary = [f"Training {name}: {total} steps on {accelerator.num_processes} x {device} "
                f"({train.dtype} compute, base weights {adapter.dtype}), batch {train.batch_size} x accumulation "

@@ -11,7 +11,7 @@ from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
 from toolkit.models.base import GenerateRequest, ModelAdapter
 from toolkit.models.loading import load_adapter
-from toolkit.sampling.loras import apply_loras, loaded_loras, merge_duplicates, remove_loras
+from toolkit.lora_io import apply_loras, loaded_loras, merge_duplicates, remove_loras
 from toolkit.testing.tiny import save_random_lora
 
 CASES = {
