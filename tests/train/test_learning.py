@@ -22,6 +22,7 @@ from toolkit.models.base import GenerateRequest
 from toolkit.models.loading import load_adapter
 from toolkit.testing.demo import make
 
+pytestmark = pytest.mark.slow
 PROMPTS = ["warmstyle a painting of a house", "warmstyle a painting of a boat", "warmstyle a painting of a tree",
            "warmstyle a painting of a cat"]
 

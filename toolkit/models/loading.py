@@ -90,23 +90,49 @@ def _tiny_stamp(builder: Callable[[Path, int], None]) -> dict[str, Any]:
 
 
 def tiny_folder(name: str, builder: Callable[[Path, int], None]) -> Path:
-    """The cached tiny model ``name``; built (atomically, from a fixed seed) when missing or out of date."""
+    """The cached tiny model ``name``; built (atomically, from a fixed seed) when missing or out of date.
+
+    A lock file serialises builders, so several processes (data-parallel ranks) can ask at once.
+    """
     folder = cache_dir("tiny") / name
     marker, stamp = folder / "easel_tiny.json", _tiny_stamp(builder)
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == stamp:
+    if _fresh(marker, stamp):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-    try:
-        builder(temp, TINY_SEED)
-        (temp / "easel_tiny.json").write_text(json.dumps(stamp), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(temp, folder)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    with _file_lock(folder.parent / f".{name}.lock"):
+        if _fresh(marker, stamp):
+            return folder
+        temp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+        try:
+            builder(temp, TINY_SEED)
+            (temp / "easel_tiny.json").write_text(json.dumps(stamp), encoding="utf-8")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(temp, folder)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
     log.info(f"Built the tiny '{name}' model in {folder}")
     return folder
+
+
+def _fresh(marker: Path, stamp: dict[str, Any]) -> bool:
+    return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == stamp
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (POSIX flock; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one process at a time is the user's business
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def resolve_source(config: "ModelConfig", arch: "ArchRef", *, build_tiny: Callable[[Path, int], None] | None = None) -> ModelSource:

@@ -124,6 +124,7 @@ class Trainer:
                     self._interrupted()
                 if not last and run.previews and self._due(run.sample_every):
                     self._sample()
+        self._check_processes_agree()
         self._save(final=True)
         if run.previews:
             self._sample()
@@ -171,6 +172,22 @@ class Trainer:
         if starved:
             raise EaselError(f"no gradient reached the adapter on {', '.join(starved)}: the architecture computes "
                              f"it without gradients (e.g. encode_prompts under torch.no_grad), so it cannot be trained.")
+
+    def _check_processes_agree(self) -> None:
+        """Data-parallel runs: every process must end with the same adapter weights (a cheap checksum, all-gathered)."""
+        run = self.run
+        if run.accelerator.num_processes == 1:
+            return
+        with torch.no_grad():
+            weights = [p.detach().to(torch.float64) for p in run.params]
+            checksum = torch.stack([sum(w.sum() for w in weights), sum((w * w).sum() for w in weights)]).to(run.device)
+        sums = run.accelerator.gather(checksum.unsqueeze(0))
+        if not bool((sums == sums[0]).all()):
+            raise EaselError(f"the {run.accelerator.num_processes} processes ended with different adapter weights "
+                             f"(checksums {sums.tolist()}): data-parallel training went out of sync. Please report this.")
+        if run.accelerator.is_main_process:
+            log.info(f"All {run.accelerator.num_processes} processes hold identical adapter weights "
+                     f"(checksum {float(sums[0, 0]):.10g}).")
 
     def _agree(self, flag: bool) -> bool:
         """True when any process wants it (all processes must stop at the same step)."""
