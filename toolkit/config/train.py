@@ -40,6 +40,27 @@ class LoraTrainerConfig(Block):
     logging: LoggingConfig = LoggingConfig()
     """Progress output and trackers."""
 
+    def _preview_prompt_problems(self) -> list[tuple[tuple, str]]:
+        """Inline flags are checked now (not after the model loaded); previews cannot load other LoRAs."""
+        from toolkit.errors import EaselError
+        from toolkit.sampling.prompts import parse_prompt
+
+        if self.sample is None:
+            return []
+        problems: list[tuple[tuple, str]] = []
+        items = [(("sample", "prompts", i), p) for i, p in enumerate(self.sample.prompts)]
+        items += [(("sample", "samples", i, "prompt"), s.prompt) for i, s in enumerate(self.sample.samples)]
+        for where, text in items:
+            try:
+                spec = parse_prompt(text)
+            except EaselError as err:
+                problems.append((where, str(err)))
+                continue
+            if spec.loras:
+                problems.append((where, "preview prompts cannot load other LoRAs (<lora:...> tags); the trained one is "
+                                        "always applied at sample.network_multiplier. Remove the tag."))
+        return problems
+
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
         """Cross-block checks that need the registry: sampler and noise schedule fit the architecture."""
         problems: list[tuple[tuple, str]] = []
@@ -62,6 +83,7 @@ class LoraTrainerConfig(Block):
                         problems.append((("datasets", i, key), f"{key} makes a new caption every step, which "
                                          "train.cache_text_embeddings cannot cache; turn one of them off "
                                          "(caption_dropout_rate works with the cache)"))
+        problems += self._preview_prompt_problems()
         if not (self.train.train_unet or self.train.train_text_encoder):
             problems.append((("train", "train_unet"), "nothing to train: set train_unet or train_text_encoder to true"))
         return problems

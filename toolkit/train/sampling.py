@@ -40,35 +40,48 @@ def preview_requests(sample: "SampleConfig", arch: "ArchRef") -> list[Preview]:
     This is the one place where a preview prompt becomes a request: ``[trigger]`` is already replaced by
     the config loader, and inline prompt flags (--n, --w, --h, --seed, ...) are parsed here.
     """
+    from toolkit.sampling.prompts import parse_prompt
+
     defaults = arch.defaults
     sampler = sample.sampler or arch.spec.default_sampler
     previews = []
     for index, item in enumerate(sample.all_prompts()):
-        seed = item.seed if item.seed is not None else sample.seed + (index if sample.walk_seed else 0)
-        guidance = next(v for v in (item.guidance_scale, sample.guidance_scale, defaults.get("guidance_scale"), 1.0) if v is not None)
+        flags = parse_prompt(item.prompt)  # inline flags beat the item's fields, which beat the block's
+        seed = first(flags.seed, item.seed, sample.seed + (index if sample.walk_seed else 0))
+        guidance = first(flags.guidance_scale, item.guidance_scale, sample.guidance_scale, defaults.get("guidance_scale"), 1.0)
         request = GenerateRequest(
-            prompt=item.prompt, width=item.width or sample.width, height=item.height or sample.height,
-            steps=item.sample_steps or sample.sample_steps or int(defaults.get("sample_steps", 20)),
+            prompt=flags.prompt, width=first(flags.width, item.width, sample.width),
+            height=first(flags.height, item.height, sample.height),
+            steps=first(flags.steps, item.sample_steps, sample.sample_steps, int(defaults.get("sample_steps", 20))),
             guidance_scale=float(guidance), seed=seed, sampler=sampler,
-            negative_prompt=item.neg if item.neg is not None else sample.neg, guidance_rescale=sample.guidance_rescale)
+            negative_prompt=first(flags.negative, item.neg, sample.neg),
+            guidance_rescale=first(flags.guidance_rescale, sample.guidance_rescale), extras=dict(flags.extras))
         multiplier = item.network_multiplier if item.network_multiplier is not None else sample.network_multiplier
         previews.append(Preview(request, multiplier))
     return previews
 
 
-def save_previews(images: "list[Image.Image]", folder: Path, step: int, image_format: str) -> list[Path]:
-    """Write one step's previews; the per-step grid of them is made here too."""
+def first(*values):  # noqa: ANN001, ANN201 - the first value that is set
+    return next(value for value in values if value is not None)
+
+
+def save_previews(images: "list[Image.Image]", folder: Path, step: int, image_format: str,
+                  labels: list[str] | None = None) -> list[Path]:
+    """Write one step's previews and, when there are several, their grid ``<step>_grid.<format>``."""
     from toolkit.output import atomic_path
+    from toolkit.sampling.grid import make_grid
 
     folder.mkdir(parents=True, exist_ok=True)
     suffix = "jpg" if image_format == "jpeg" else image_format
+    named = [(f"{step:09d}_{index:02d}.{suffix}", image) for index, image in enumerate(images)]
+    if len(images) > 1:
+        named.append((f"{step:09d}_grid.{suffix}", make_grid(images, labels)))
     paths = []
-    for index, image in enumerate(images):
-        path = folder / f"{step:09d}_{index:02d}.{suffix}"
-        with atomic_path(path) as temp:
+    for name, image in named:
+        with atomic_path(folder / name) as temp:
             image.save(temp, format="JPEG" if suffix == "jpg" else suffix.upper())
-        paths.append(path)
-    return paths
+        paths.append(folder / name)
+    return paths[: len(images)]
 
 
 def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None", previews: list[Preview],

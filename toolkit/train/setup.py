@@ -81,7 +81,8 @@ class TrainRun:
 
         images = make_previews(self.adapter, self.network, self.ema, self.previews, self.offloaded)
         sample = self.config.sample
-        paths = save_previews(images, self.folder / "samples", step, sample.format if sample is not None else "png")
+        labels = [preview.request.prompt for preview in self.previews]
+        paths = save_previews(images, self.folder / "samples", step, sample.format if sample is not None else "png", labels)
         self.log.write(f"step {step}: {len(paths)} previews in {self.folder / 'samples'}")
 
     def save_lora(self, step: int, *, final: bool) -> Path:
