@@ -135,3 +135,43 @@ def test_seeds_and_images_per_prompt_conflict(setup, run_main, messages):
     _, config = setup
     assert run_main(config, "--set", "config.process.0.seeds=[1, 2]") == 2
     assert "set either seeds or images_per_prompt" in "\n".join(messages)
+
+
+def test_evaluate_with_real_generation(tmp_path, tiny_clip, run_main, registry):
+    """No fakes: tiny SD 1.5, a random LoRA file and the tiny CLIP; the LoRA variant's images differ from the base's."""
+    from toolkit.config.blocks import ModelConfig
+    from toolkit.models.loading import load_adapter
+    from toolkit.testing.tiny import save_random_lora
+
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu")
+    lora = save_random_lora(adapter.pipeline(), tmp_path / "style.safetensors", adapter.lora_targets(False), seed=5)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    Image.new("RGB", (64, 64), (200, 120, 80)).save(refs / "0.png")
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"""job: evaluate
+config:
+  name: real
+  process:
+    - type: compare
+      output_folder: {tmp_path / 'out'}
+      device: cpu
+      model: {{name_or_path: "tiny:sd15", arch: sd15}}
+      variants:
+        - name: base
+        - name: style
+          loras: [{{path: {lora}, weight: 1.0}}]
+      prompts: [a red house, a boat]
+      seeds: [1]
+      generate: {{sampler: euler, sample_steps: 2, guidance_scale: 1.0, width: 64, height: 64}}
+      reference_images: {refs}
+      clip_model: {tiny_clip}
+""")
+    assert run_main(config) == 0
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [v["name"] for v in data["variants"]] == ["base", "style"]
+    base, style = (np.stack([np.asarray(Image.open(p), dtype=np.int16) for p in sorted((tmp_path / "out" / "images" / d).iterdir())])
+                   for d in ("00_base", "01_style"))
+    assert base.shape == style.shape == (2, 64, 64, 3) and np.abs(base - style).max() > 10
+    assert all(np.isfinite(v["clip_score"]) and np.isfinite(v["style_similarity"]) for v in data["variants"])
+    assert (tmp_path / "out" / "grid.png").is_file() and (tmp_path / "out" / "results.md").is_file()

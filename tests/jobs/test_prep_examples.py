@@ -21,7 +21,7 @@ OWN = {
     "caption_florence2.yaml": ("caption", ["image_to_text"]),
     "evaluate_styles.yaml": ("evaluate", ["compare"]),
     "synthetic_generate.yaml": ("generate", ["to_folder"]),
-    "synthetic_train.yaml": ("extension", ["lora_trainer"]),
+    "z_image_turbo_lora.yaml": ("extension", ["lora_trainer"]),
 }
 
 
@@ -43,7 +43,7 @@ def test_example_validates(registry, name):
 
 def test_synthetic_recipe_generates_into_the_folder_training_reads(registry, tmp_path):
     generate = load_job_config(EXAMPLES / "synthetic_generate.yaml", registry).processes[0]
-    train = load_job_config(EXAMPLES / "synthetic_train.yaml", registry).processes[0]
+    train = load_job_config(EXAMPLES / "z_image_turbo_lora.yaml", registry).processes[0]
     assert generate.generate.prompt_file is True
     assert [d.folder_path for d in train.datasets] == [generate.output_folder]
     assert train.datasets[0].caption_ext == "txt"
