@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from toolkit.config.blocks import ModelConfig
-from toolkit.config.generate import LoraRef
+from toolkit.config.blocks import LoraRef
 from toolkit.eval import generation
 from toolkit.eval.generation import GenerationSettings, generate_images, release_models
 from toolkit.testing.tiny import save_random_lora

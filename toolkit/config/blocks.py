@@ -398,6 +398,54 @@ class SampleConfig(Block):
         return [SampleItem(prompt=p) for p in self.prompts] + list(self.samples)
 
 
+class LoraRef(Block):
+    """One LoRA file and its weight (generation stacks, evaluation variants, merges)."""
+
+    block_name: ClassVar[str] = "loras[]"
+
+    path: str
+    """A LoRA file (.safetensors, any supported layout), a hub file ``owner/repo/file.safetensors``, or (generate) a
+    name found in ``lora_dirs``."""
+    weight: float = 1.0
+    """Multiplier of its update (h = Wx + weight * BAx); may be negative or above 1."""
+
+
+class ImageSettings(Block):
+    """How images are generated; unset values come from the architecture and its variant."""
+
+    block_name: ClassVar[str] = "generate"
+
+    sampler: str | None = None
+    """flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
+    width: int | None = Field(None, ge=8)
+    """Image width, rounded to the architecture's multiple; default: its native size. img2img: width x height is
+    the pixel area; the output keeps each input's aspect ratio."""
+    height: int | None = Field(None, ge=8)
+    """Image height, rounded to the architecture's multiple; default: its native size. img2img: see ``width``."""
+    neg: str = ""
+    """Negative prompt (used when guidance_scale > 1)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance scale; 1 or less turns guidance off (one pass, no negative prompt), as Z-Image
+    Turbo wants. Default: the architecture variant's."""
+    guidance_rescale: float = Field(0.0, ge=0, le=1)
+    """SD: rescale guided noise to reduce over-exposure."""
+    sample_steps: int | None = Field(None, ge=1)
+    """Denoising steps (= denoiser passes, e.g. 8 for Z-Image Turbo); default: the architecture variant's."""
+    batch_size: int = Field(1, ge=1)
+    """Images denoised together."""
+
+
+def sampler_problems(registry: Any, arch: str, sampler: str | None, where: tuple) -> list[tuple[tuple, str]]:
+    """A ``check`` result when ``sampler`` does not fit the architecture ``arch``."""
+    from toolkit.config.messages import suggest
+
+    spec = registry.arch(arch).spec
+    if sampler is None or sampler in spec.samplers:
+        return []
+    return [(where, f"sampler '{sampler}' does not fit architecture '{spec.name}'"
+                    f"{suggest(sampler, list(spec.samplers)) or '.'} Valid: {', '.join(spec.samplers)}.")]
+
+
 class LoggingConfig(Block):
     """Progress output and experiment trackers."""
 

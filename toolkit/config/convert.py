@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from toolkit.config.base import Block, Precision, lowercase
-from toolkit.config.blocks import LoraFormat, ModelConfig
+from toolkit.config.blocks import LoraFormat, LoraRef, ModelConfig
 
 
 def _arch_problem(registry: Any, arch: str | None) -> list[tuple[tuple, str]]:
@@ -18,17 +18,6 @@ def _arch_problem(registry: Any, arch: str | None) -> list[tuple[tuple, str]]:
     except LookupError as err:
         return [(("arch",), str(err))]
     return []
-
-
-class LoraInput(Block):
-    """One LoRA and its weight in a merge."""
-
-    block_name: ClassVar[str] = "loras[]"
-
-    path: str
-    """A LoRA file (.safetensors, any supported layout) or a hub file ``owner/repo/file.safetensors``."""
-    weight: float = 1.0
-    """Multiplier of its update; may be negative or above 1."""
 
 
 class ConvertProcessConfig(Block):
@@ -66,7 +55,7 @@ class MergeProcessConfig(Block):
 
     type: Literal["merge"]
     """Process type."""
-    loras: list[LoraInput] = Field(min_length=1)
+    loras: list[LoraRef] = Field(min_length=1)
     """The LoRAs and their weights."""
     mode: lowercase(Literal["model", "concat", "svd"]) = "model"  # type: ignore[valid-type]
     """model: bake into the base model; concat: one LoRA with the ranks stacked (exact); svd: one LoRA re-factorised to ``rank``."""

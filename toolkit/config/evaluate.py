@@ -7,9 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from toolkit.config.base import Block, lowercase
-from toolkit.config.blocks import ModelConfig
-from toolkit.config.generate import LoraRef
-from toolkit.config.messages import suggest
+from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, sampler_problems
 
 
 class VariantConfig(Block):
@@ -23,29 +21,6 @@ class VariantConfig(Block):
     """LoRAs applied with their weights (none: the base model alone)."""
     reference_images: str | None = None
     """Style reference folder for this variant (e.g. its own training images); default: the process's ``reference_images``."""
-
-
-class EvalGenerateConfig(Block):
-    """How the images are generated (as in the generate job); unset values come from the architecture."""
-
-    block_name: ClassVar[str] = "generate"
-
-    sampler: str | None = None
-    """flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
-    width: int | None = Field(None, ge=8)
-    """Image width; default: the architecture's native size."""
-    height: int | None = Field(None, ge=8)
-    """Image height; default: the architecture's native size."""
-    neg: str = ""
-    """Negative prompt (used when guidance_scale > 1)."""
-    guidance_scale: float | None = None
-    """Classifier-free guidance; default: the architecture variant's."""
-    guidance_rescale: float = Field(0.0, ge=0, le=1)
-    """SD: rescale guided noise to reduce over-exposure."""
-    sample_steps: int | None = Field(None, ge=1)
-    """Denoising steps; default: the architecture variant's."""
-    batch_size: int = Field(1, ge=1)
-    """Images denoised together."""
 
 
 class EvaluateProcessConfig(Block):
@@ -71,7 +46,7 @@ class EvaluateProcessConfig(Block):
     """Instead of ``seeds``: this many images per prompt, seeds ``seed``, ``seed + 1``, ... (default 1)."""
     seed: int = 0
     """First seed when ``seeds`` is not given."""
-    generate: EvalGenerateConfig = EvalGenerateConfig()
+    generate: ImageSettings = ImageSettings()
     """Generation settings."""
     reference_images: str | None = None
     """Folder of style reference images for the style similarity (a variant may name its own); unset: not measured."""
@@ -108,9 +83,4 @@ class EvaluateProcessConfig(Block):
         return [self.seed + i for i in range(self.images_per_prompt or 1)]
 
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
-        arch = registry.arch(self.model.arch).spec
-        sampler = self.generate.sampler
-        if sampler is not None and sampler not in arch.samplers:
-            return [(("generate", "sampler"), f"sampler '{sampler}' does not fit architecture '{arch.name}'"
-                     f"{suggest(sampler, list(arch.samplers)) or '.'} Valid: {', '.join(arch.samplers)}.")]
-        return []
+        return sampler_problems(registry, self.model.arch, self.generate.sampler, ("generate", "sampler"))

@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from toolkit.config.base import Block
-from toolkit.config.blocks import DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SampleConfig, SaveConfig, TrainConfig
-from toolkit.config.messages import suggest
+from toolkit.config.blocks import (DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SampleConfig, SaveConfig, TrainConfig,
+                                   sampler_problems)
 
 
 class LoraTrainerConfig(Block):
@@ -65,9 +65,8 @@ class LoraTrainerConfig(Block):
         """Cross-block checks that need the registry: sampler and noise schedule fit the architecture."""
         problems: list[tuple[tuple, str]] = []
         arch = registry.arch(self.model.arch).spec
-        if self.sample is not None and self.sample.sampler is not None and self.sample.sampler not in arch.samplers:
-            problems.append((("sample", "sampler"), f"sampler '{self.sample.sampler}' does not fit architecture '{arch.name}'"
-                             f"{suggest(self.sample.sampler, list(arch.samplers)) or '.'} Valid: {', '.join(arch.samplers)}."))
+        if self.sample is not None:
+            problems += sampler_problems(registry, self.model.arch, self.sample.sampler, ("sample", "sampler"))
         scheduler = self.train.noise_scheduler
         if scheduler is not None and scheduler not in arch.noise_schedulers:
             problems.append((("train", "noise_scheduler"), f"noise_scheduler '{scheduler}' does not fit architecture '{arch.name}'. "

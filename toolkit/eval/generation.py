@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from toolkit.config.blocks import ModelConfig
-    from toolkit.config.generate import LoraRef
+    from toolkit.config.blocks import LoraRef
     from toolkit.registry import Registry
 
 _LOADED: dict[str, Any] = {}
