@@ -2,6 +2,9 @@
 
 from toolkit.registry import ArchSpec, Extension, LoraProfile
 
+SD_SAMPLERS = ("euler", "euler_a", "ddim", "dpm++", "ddpm")
+SD_NOISE_SCHEDULERS = ("ddpm", "ddim", "euler", "lms")
+"""Shared with SDXL (same samplers and DDPM training schedule)."""
 _DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 _UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
 
@@ -16,9 +19,9 @@ EXTENSION = Extension(
             description="Stable Diffusion 1.x: 512px, CLIP ViT-L text encoder, epsilon or v-prediction.",
             aliases=("sd1",),
             variants={"base": {"sample_steps": 25, "guidance_scale": 7.5, "width": 512, "height": 512}},
-            samplers=("euler", "euler_a", "ddim", "dpm++", "ddpm"),
+            samplers=SD_SAMPLERS,
             default_sampler="euler_a",
-            noise_schedulers=("ddpm", "ddim", "euler", "lms"),
+            noise_schedulers=SD_NOISE_SCHEDULERS,
             bucket_divisibility=64,
             default_lora_format="kohya",
             lora=LoraProfile(

@@ -1,5 +1,6 @@
 """Stable Diffusion XL."""
 
+from extensions.sd15 import SD_NOISE_SCHEDULERS, SD_SAMPLERS
 from toolkit.registry import ArchSpec, Extension, LoraProfile
 
 _DOWN = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
@@ -15,9 +16,9 @@ EXTENSION = Extension(
             adapter="extensions.sdxl.adapter:SDXLAdapter",
             description="SDXL: 1024px, two CLIP text encoders, size/crop micro-conditioning.",
             variants={"base": {"sample_steps": 30, "guidance_scale": 6.0, "width": 1024, "height": 1024}},
-            samplers=("euler", "euler_a", "ddim", "dpm++", "ddpm"),
+            samplers=SD_SAMPLERS,
             default_sampler="euler_a",
-            noise_schedulers=("ddpm", "ddim", "euler", "lms"),
+            noise_schedulers=SD_NOISE_SCHEDULERS,
             bucket_divisibility=64,
             default_lora_format="kohya",
             lora=LoraProfile(
