@@ -58,8 +58,9 @@ def run_config(name: str, args: argparse.Namespace, registry: "object") -> None:
         if args.dry_run:
             from toolkit.output import dump_yaml
 
+            plan = job.plan()  # may fail (a missing folder): then the config is not printed either
             print(f"# resolved config: {path}\n{dump_yaml(loaded.resolved)}")
-            print(job.plan())
+            print(plan)
         else:
             job.run()
     finally:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.config.caption import CaptionProcessConfig
-from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.output import write_text_atomic
@@ -32,7 +31,7 @@ class ImageToTextProcess(Process):
         """(all images, those to caption)."""
         folder = Path(self.config.folder_path)
         if not folder.is_dir():
-            raise EaselError(f"folder_path '{folder}' does not exist; point it at a folder of images.")
+            raise self.config_error(("folder_path",), f"the folder '{folder}' does not exist; point folder_path at a folder of images.")
         images = list_images(folder)
         todo = [p for p in images if self.config.overwrite or not sidecar(p, self.config.caption_ext).is_file()]
         return images, todo

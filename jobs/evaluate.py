@@ -58,12 +58,14 @@ class CompareProcess(Process):
         return lines
 
     def _check_files(self) -> None:
-        missing = [f"{variant.name}: LoRA {lora.path}" for variant in self.config.variants for lora in variant.loras
-                   if not Path(lora.path).is_file()]
-        missing += [f"{variant.name}: reference_images {folder}" for variant in self.config.variants
-                    if (folder := self._references(variant)) and not Path(folder).is_dir()]
-        if missing:
-            raise EaselError("evaluate: these files/folders do not exist: " + "; ".join(missing) + ". Fix the paths in the config.")
+        for v, variant in enumerate(self.config.variants):
+            for i, lora in enumerate(variant.loras):
+                if not Path(lora.path).is_file():
+                    raise self.config_error(("variants", v, "loras", i, "path"), f"variant '{variant.name}': the LoRA file '{lora.path}' does not exist.")
+            folder = self._references(variant)
+            if folder and not Path(folder).is_dir():
+                where = ("variants", v, "reference_images") if variant.reference_images else ("reference_images",)
+                raise self.config_error(where, f"variant '{variant.name}': the reference_images folder '{folder}' does not exist.")
 
     def _settings(self) -> "GenerationSettings":
         from toolkit.eval.generation import GenerationSettings

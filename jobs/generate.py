@@ -111,8 +111,8 @@ class ToFolderProcess(Process):
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
             if found:
                 return found
-            raise EaselError(f"generate.init_images: the folder '{source}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-        raise EaselError(f"generate.init_images: '{source}' is not an image file or a folder.")
+            raise self.config_error(("generate", "init_images"), f"the folder '{source}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        raise self.config_error(("generate", "init_images"), f"'{source}' is not an image file or a folder.")
 
     def _size(self, spec: PromptSpec, init: Path | None) -> tuple[int, int]:
         """txt2img: the requested size; img2img: the input's aspect ratio (after EXIF rotation) at the requested area."""
@@ -127,9 +127,15 @@ class ToFolderProcess(Process):
             size = image.size[::-1] if image.getexif().get(0x0112) in (5, 6, 7, 8) else image.size
         return fit_aspect(size, width * height, step)
 
+    def _lora_file(self, name: str, index: dict[str, Path], position: int) -> Path:
+        try:
+            return resolve_lora(name, index, self.config.generate.lora_dirs, "generate.loras")
+        except EaselError as err:
+            raise self.config_error(("generate", "loras", position, "path"), str(err).removeprefix("generate.loras: ")) from None
+
     def _loras(self, spec: PromptSpec, index: dict[str, Path]) -> tuple[tuple[tuple[Path, float], ...], tuple[tuple[str, float], ...]]:
         gen = self.config.generate
-        files = [(resolve_lora(ref.path, index, gen.lora_dirs, "generate.loras"), ref.weight) for ref in gen.loras]
+        files = [(self._lora_file(ref.path, index, i), ref.weight) for i, ref in enumerate(gen.loras)]
         files += [(resolve_lora(name, index, gen.lora_dirs, f"prompt '{spec.source}'"), weight) for name, weight in spec.loras]
         return tuple(files), tuple((path.stem, weight) for path, weight in files)
 

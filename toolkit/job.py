@@ -28,6 +28,15 @@ class Process(ABC):
         self.config = config
         self.index = index
 
+    def config_error(self, where: tuple, message: str, hint: str = "") -> Exception:
+        """A ConfigError at ``where`` (a path inside this process's block), with the file's line and column."""
+        from toolkit.errors import ConfigError, ConfigIssue
+
+        path = ("config", "process", self.index, *where)
+        locations = self.job.loaded.locations
+        issue = locations.issue(path, message) if locations is not None else ConfigIssue(path, message)
+        return ConfigError(str(self.job.loaded.source), [issue], hint or "Fix the path in the config (or create it) and run again.")
+
     def plan(self) -> list[str]:
         """Lines describing what ``run`` would do; must not load any model."""
         return [f"process {self.index}: {self.config.type}"]

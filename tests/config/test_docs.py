@@ -1,8 +1,6 @@
 """docs/config.md is generated from the models; it must be current, and every key documented."""
 
-import typing
 
-import pytest
 from pydantic import BaseModel
 
 from toolkit.config import docs

@@ -53,6 +53,8 @@ class LoadedJob:
     resolved: dict[str, Any]
     """The config after substitutions and overrides (written to the run folder as config.yaml)."""
     ignored: list[str] = field(default_factory=list)
+    locations: Locations | None = None
+    """Where each key sits in the file, for errors found after validation (a missing folder, ...)."""
 
 
 def load_job_config(path: FsPath, registry: Registry, *, name: str | None = None, overrides: list[str] = ()) -> LoadedJob:
@@ -99,7 +101,8 @@ def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPa
                 specs.append(validated[1])
     if issues or top is None or spec is None:
         raise ConfigError(locations.source, issues)
-    return LoadedJob(path, top.config.name, spec, processes, specs, top.meta, copy.deepcopy(data), sorted(set(context["ignored"])))
+    return LoadedJob(path, top.config.name, spec, processes, specs, top.meta, copy.deepcopy(data), sorted(set(context["ignored"])),
+                     locations)
 
 
 def _validate_process(raw: dict[str, Any], job: str, registry: Registry, context: dict[str, Any],

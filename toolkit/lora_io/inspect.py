@@ -49,7 +49,7 @@ def report_lines(info: dict[str, Any], show_keys: bool = False) -> list[str]:
     lines = [str(info["path"] or "LoRA"),
              f"  format: {info['format']}    architecture: {info['architecture'] or 'unknown (set arch)'}",
              f"  modules: {info['modules']} (" + ", ".join(f"{c} {n}" for c, n in info["components"].items()) + ")"
-             f"    types: " + ", ".join(f"{k} {n}" for k, n in info["network_types"].items()),
+             "    types: " + ", ".join(f"{k} {n}" for k, n in info["network_types"].items()),
              "  rank/alpha: " + "; ".join(f"{r['rank']}/{r['alpha']:g} {r['layers']} x{r['modules']}" for r in info["rank_alpha"]),
              f"  parameters: {info['parameters']:,}    dtypes: " + ", ".join(f"{d} {n}" for d, n in info["dtypes"].items()),
              "  trigger words: " + (", ".join(info["trigger_words"]) or "(none recorded)")]

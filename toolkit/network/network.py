@@ -21,7 +21,6 @@ suffixes listed in ``toolkit.network.layers``, e.g. ``unet.down.0.attn.to_q.lora
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch

@@ -11,11 +11,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.output import atomic_path
 from toolkit.train.state import STATE_SUFFIX, list_states
 
 if TYPE_CHECKING:
-    import torch
 
     from toolkit.network.network import Network
 

@@ -30,7 +30,18 @@ class LoraTrainerProcess(Process):
     def arch(self) -> "ArchRef":
         return self.job.registry.arch(self.config.model.arch)
 
+    def check_inputs(self) -> None:
+        """Files the config names must exist (checked at --dry-run and before any model loads)."""
+        for index, dataset in enumerate(self.config.datasets):
+            if not Path(dataset.folder_path).is_dir():
+                raise self.config_error(("datasets", index, "folder_path"), f"the dataset folder '{dataset.folder_path}' does "
+                                        "not exist; point folder_path at a folder of images (with .txt captions or a metadata.jsonl).")
+        pretrained = self.config.network.pretrained_lora_path
+        if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
+            raise self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist.")
+
     def plan(self) -> list[str]:
+        self.check_inputs()
         cfg = self.config
         arch = self.job.registry.arch(cfg.model.arch)
         net = cfg.network
@@ -72,6 +83,7 @@ class LoraTrainerProcess(Process):
         from toolkit.train.loop import Trainer
         from toolkit.train.setup import prepare_run
 
+        self.check_inputs()
         run = prepare_run(self)
         try:
             Trainer(run).train()
@@ -79,3 +91,8 @@ class LoraTrainerProcess(Process):
             run.close(error)
             raise
         run.close()
+
+
+def _looks_local(path: str) -> bool:
+    """A path (not a hub file ``owner/repo/file``): absolute, relative with ./, or just a file name or folder/file."""
+    return Path(path).is_absolute() or path.startswith((".", "~")) or len(Path(path).parts) < 3
