@@ -25,7 +25,7 @@ class SD15Adapter(PipelineAdapter):
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
     tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sd15"
     denoiser_name = "unet"
-    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "conv_norm_out")
+    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "time_emb_proj", "conv_norm_out")
 
     def after_load(self) -> None:
         wanted = self.config.prediction_type

@@ -22,7 +22,7 @@ class SDXLAdapter(SD15Adapter):
     img2img_class: ClassVar[str] = "StableDiffusionXLImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
     tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sdxl"
-    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "conv_norm_out")
+    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "time_emb_proj", "conv_norm_out")
 
     def encode_prompts(self, prompts: list[str]) -> "Conditioning":
         embeds, _, pooled, _ = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,

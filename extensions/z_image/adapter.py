@@ -48,7 +48,7 @@ class ZImageAdapter(PipelineAdapter):
     supports_assistant_lora: ClassVar[bool] = True
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
     denoiser_name = "transformer"
-    quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer")
+    quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer", "adaLN_modulation")
 
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",

@@ -1,6 +1,7 @@
 """Optimizers by name, from torch, bitsandbytes, prodigyopt and transformers.
 
-- ``adamw`` / ``adam`` / ``sgd``: torch.optim.
+- ``adamw`` / ``adam`` / ``sgd``: torch.optim; Adam and AdamW use torch's fused CUDA kernel when every
+  parameter is on a CUDA device (unless ``optimizer_params`` set ``fused`` or ``foreach``).
 - ``adamw8bit`` / ``adam8bit`` / ``lion8bit``: bitsandbytes' 8-bit optimizers (their state is a quarter
   the size). bitsandbytes >= 0.45 runs them on the CPU too, so they are never swapped for something else;
   without bitsandbytes the run stops with an error saying how to install it.
@@ -80,7 +81,15 @@ def build_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float, pa
     if name == "prodigy" and lr < 0.1:
         log.warning(f"warning: prodigy sets its own step size and expects lr around 1.0 (a multiplier); lr is {lr:g}.")
     groups = [{key: value for key, value in group.items() if key != "name"} for group in param_groups]
+    if name in ("adamw", "adam") and not {"fused", "foreach"} & set(params) and _all_on_cuda(groups):
+        defaults = {**defaults, "fused": True}
     try:
         return constructor(groups, lr=lr, **{**defaults, **params})
     except (TypeError, ValueError) as err:
         raise EaselError(f"train.optimizer_params do not suit {name}: {err}") from None
+
+
+def _all_on_cuda(groups: list[dict[str, Any]]) -> bool:
+    """Whether every parameter is a float CUDA tensor (torch's fused Adam/AdamW kernels need that)."""
+    params = [param for group in groups for param in group["params"]]
+    return bool(params) and all(param.is_cuda and param.is_floating_point() for param in params)
