@@ -38,7 +38,7 @@ class SD15Adapter(PipelineAdapter):
 
     def predict(self, noisy_latents: "torch.Tensor", timesteps: "torch.Tensor", cond: "Conditioning",
                 image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
-        dtype = self.denoiser.dtype
+        dtype = self.denoiser_dtype
         return self.denoiser(noisy_latents.to(dtype), timesteps, encoder_hidden_states=cond["prompt_embeds"].to(dtype)).sample
 
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:

@@ -38,11 +38,11 @@ class SDXLAdapter(SD15Adapter):
             rows = [[*size, 0, 0, *size]] * latents.shape[0]
         else:
             rows = [[*info.original_size, *info.crop_top_left, *info.target_size] for info in image_info]
-        return torch.tensor(rows, dtype=self.denoiser.dtype, device=latents.device)
+        return torch.tensor(rows, dtype=self.denoiser_dtype, device=latents.device)
 
     def predict(self, noisy_latents: "torch.Tensor", timesteps: "torch.Tensor", cond: "Conditioning",
                 image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
-        dtype = self.denoiser.dtype
+        dtype = self.denoiser_dtype
         added = {"text_embeds": cond["pooled_prompt_embeds"].to(dtype), "time_ids": self.time_ids(noisy_latents, image_info)}
         return self.denoiser(noisy_latents.to(dtype), timesteps, encoder_hidden_states=cond["prompt_embeds"].to(dtype),
                              added_cond_kwargs=added).sample

@@ -93,7 +93,7 @@ class ZImageAdapter(PipelineAdapter):
                 image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
         import torch
 
-        dtype = self.denoiser.dtype
+        dtype = self.denoiser_dtype
         latents = list(noisy_latents.to(dtype).unsqueeze(2).unbind(dim=0))
         mask = cond["prompt_mask"].bool()
         captions = [row[keep].to(dtype) for row, keep in zip(cond["prompt_embeds"], mask)]

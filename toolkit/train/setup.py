@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -62,8 +63,9 @@ class TrainRun:
     run_folder: "RunFolder | None" = None
     summary: list[str] = field(default_factory=list)
 
-    @property
+    @cached_property
     def params(self) -> list[torch.nn.Parameter]:
+        """The trained parameters (fixed once the network is built; listing them walks every adapter module)."""
         return list(self.network.parameters())
 
     def log_start(self, step: int) -> None:
