@@ -213,7 +213,16 @@ def _quanto(root: "nn.Module", layers: list[tuple[str, "nn.Linear"]], qtype: str
         quantized = quanto_module(layer, weights=weights)
         quantized.freeze()
         quantized.requires_grad_(False)
+        quantized.register_forward_pre_hook(_contiguous_input)
         _replace(root, path, quantized)
+
+
+def _contiguous_input(_module: "nn.Module", args: tuple) -> tuple | None:
+    """quanto's int8 kernel for bf16 on the CPU (``torch._weight_int8pack_mm``) refuses strided inputs (e.g. SDXL's
+    projections after a transpose); a contiguous input is passed through as it is."""
+    if args and not args[0].is_contiguous():
+        return (args[0].contiguous(), *args[1:])
+    return None
 
 
 def _torchao(root: "nn.Module", layers: list[tuple[str, "nn.Linear"]], qtype: str, device: "torch.device") -> None:

@@ -109,7 +109,13 @@ class PipelineAdapter(ModelAdapter):
         components: dict[str, Any] = {}
         if config.vae_path:
             components["vae"] = load_vae(config.vae_path, dtype, source, config.revision)
-        adapter = cls(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device, dtype)
+        return cls.from_pipe(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device=device, dtype=dtype)
+
+    @classmethod
+    def from_pipe(cls, pipe: Any, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device",
+                  dtype: "torch.dtype") -> "PipelineAdapter":
+        """An adapter around a pipeline already in memory (e.g. built with random weights), placed as ``load`` does."""
+        adapter = cls(pipe, config, arch, device, dtype)
         memory.stage(adapter)
         adapter.after_load()
         memory.settle(adapter)
