@@ -107,3 +107,12 @@ def test_sdxl_nf4_lokr(tmp_path: Path) -> None:
     lora, log, losses = trained(tmp_path, "xlnf4")
     assert lora and all(math.isfinite(float(value.float().abs().sum())) for value in lora.values())
     assert len(losses) == 4 and "linear layers quantized to nf4" in log
+
+
+def test_dry_run_names_the_memory_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config(tmp_path, "plan", "zimage", model={"quantize": True, "qtype": "int8", "low_vram": True,
+                                                     "layer_offloading": True, "layer_offloading_fraction": 0.25},
+                  train={})
+    assert run.main(["--dry-run", str(path)]) == 0
+    assert ("  memory: denoiser quantized to int8, low_vram (block-by-block loading, denoiser placed on first use), "
+            "0.25 of the denoiser blocks streamed from CPU memory") in capsys.readouterr().out

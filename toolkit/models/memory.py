@@ -116,6 +116,20 @@ def quantize_by_units(module: "nn.Module", qtype: str, exclude: Iterable[str], d
     return total
 
 
+def describe(config: Any) -> str | None:
+    """One dry-run line for the memory options of a ``model:`` block, or None when none is set."""
+    parts = []
+    if config.quantize:
+        parts.append(f"denoiser quantized to {config.qtype}")
+    if config.quantize_te:
+        parts.append(f"text encoders quantized to {config.qtype_te}")
+    if config.low_vram:
+        parts.append("low_vram (block-by-block loading, denoiser placed on first use)")
+    if config.layer_offloading:
+        parts.append(f"{config.layer_offloading_fraction:g} of the denoiser blocks streamed from CPU memory")
+    return ", ".join(parts) or None
+
+
 def defers(config: Any) -> bool:
     """Whether the config parks the denoiser in CPU memory until first use."""
     return bool(config.low_vram or config.layer_offloading)

@@ -55,6 +55,11 @@ def _rebuild(tensor: torch.Tensor, make: Any) -> torch.Tensor:
     return type(tensor).__tensor_unflatten__(inner, context, tensor.size(), tensor.stride())
 
 
+def _pinned(tensor: torch.Tensor) -> torch.Tensor:
+    """A page-locked copy, strides kept (so copies to the GPU can run asynchronously)."""
+    return torch.empty_like(tensor, pin_memory=True).copy_(tensor.detach())
+
+
 def _as_slot(tensor: torch.Tensor, was_param: bool) -> torch.Tensor:
     if was_param and not isinstance(tensor, nn.Parameter):
         return nn.Parameter(tensor, requires_grad=False)
@@ -110,7 +115,7 @@ class BlockOffloader:
             home = tensor if tensor.device.type == "cpu" else self._home_copy(tensor)
             if self.cuda:
                 try:
-                    home = _rebuild(home, lambda t: t.pin_memory())
+                    home = _rebuild(home, _pinned)
                 except (TypeError, RuntimeError, NotImplementedError):
                     pass
             (module._buffers if is_buffer else module._parameters)[name] = _as_slot(home, not is_buffer)
@@ -181,7 +186,7 @@ class BlockOffloader:
 
     def _to_device(self, tensor: torch.Tensor, stream: Any) -> torch.Tensor:
         def copy(plain: torch.Tensor) -> torch.Tensor:
-            out = torch.empty(plain.shape, dtype=plain.dtype, device=self.device)
+            out = torch.empty_like(plain, device=self.device)  # strides kept where the source is dense
             if stream is None:
                 return out.copy_(plain.detach(), non_blocking=self.cuda)
             with torch.cuda.stream(stream):
