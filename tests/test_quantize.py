@@ -130,6 +130,17 @@ def test_unknown_type_and_impossible_device_are_errors_naming_the_option() -> No
     assert check_quantization("qfloat8", "mps").backend == "optimum-quanto"
 
 
+def test_quanto_kernels_that_need_a_compiler_are_refused_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.utils.cpp_extension
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "CUDA_HOME", None)
+    with pytest.raises(EaselError, match=r"model\.qtype: qfloat8 on CUDA runs optimum-quanto's Marlin kernels.*qint8"):
+        check_quantization("qfloat8", "cuda")
+    assert check_quantization("qint8", "cuda").backend == "optimum-quanto"
+    monkeypatch.setattr(torch.utils.cpp_extension, "CUDA_HOME", "/usr/local/cuda")
+    assert check_quantization("qint4", "cuda:0").bits == 4
+
+
 def test_missing_library_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.import_module
 

@@ -107,7 +107,21 @@ def check_quantization(qtype: str, device: "torch.device | str", option: str = "
         importlib.import_module(spec.module)
     except ImportError as err:
         raise EaselError(f"{option}: {qtype} needs {spec.backend}: `pip install {spec.backend}` ({err}).") from None
+    if qtype in COMPILED_ON_CUDA and device_type == "cuda" and not _cuda_toolkit():
+        raise EaselError(f"{option}: {qtype} on CUDA runs optimum-quanto's Marlin kernels, which are compiled on first use "
+                         "with the CUDA toolkit (nvcc), and none was found (CUDA_HOME). Install the toolkit, or choose "
+                         "qint8 (quanto) or int8 / float8 (torchao), which need no compiler.")
     return spec
+
+
+COMPILED_ON_CUDA = ("qfloat8", "qint4")
+"""quanto types whose CUDA kernels (Marlin fp8 / int4) are built at first use with ``torch.utils.cpp_extension``."""
+
+
+def _cuda_toolkit() -> bool:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return CUDA_HOME is not None
 
 
 def excluded(path: str, patterns: Iterable[str]) -> bool:
