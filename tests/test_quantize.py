@@ -161,6 +161,9 @@ def test_size_text() -> None:
 
 
 CASES = [("zimage", "qint8"), ("sd15", "int8"), ("sdxl", "nf4")]
+TINY_TOLERANCE = {8: 0.03, 4: 0.15}
+"""Relative error of the tiny models' predictions (measured: qint8 Z-Image 0.5%, int8 SD 1.5 0.3%, nf4 SDXL 10%:
+4-bit blocks of 64 weights over layers only 8-64 channels wide) and text embeddings (at most 1.5%)."""
 
 
 @pytest.mark.parametrize(("arch", "qtype"), CASES)
@@ -183,7 +186,7 @@ def test_tiny_models_load_quantized(arch: str, qtype: str, registry: Any) -> Non
         cond = plain.encode_prompts(["a red square"])
         error = relative_error(quantized.predict(latents, torch.tensor([500.0]), cond), plain.predict(latents, torch.tensor([500.0]), cond))
         text_error = relative_error(quantized.encode_prompts(["a red square"])["prompt_embeds"], cond["prompt_embeds"])
-    assert error < TOLERANCE[QTYPES[qtype].bits] and text_error < TOLERANCE[8]
+    assert error < TINY_TOLERANCE[QTYPES[qtype].bits] and text_error < TINY_TOLERANCE[8]
 
 
 def test_requirements_name_the_quantization_libraries() -> None:
