@@ -232,8 +232,8 @@ def _quanto(root: "nn.Module", layers: list[tuple[str, "nn.Linear"]], qtype: str
 
 
 def _contiguous_input(_module: "nn.Module", args: tuple) -> tuple | None:
-    """quanto's int8 kernel for bf16 on the CPU (``torch._weight_int8pack_mm``) refuses strided inputs (e.g. SDXL's
-    projections after a transpose); a contiguous input is passed through as it is."""
+    """quanto's int8 kernel for bf16 on the CPU (``torch._weight_int8pack_mm``) refuses strided inputs (e.g. a
+    projection after a transpose); a contiguous input is passed through as it is."""
     if args and not args[0].is_contiguous():
         return (args[0].contiguous(), *args[1:])
     return None

@@ -4,7 +4,7 @@ Loading (``PipelineAdapter.load`` calls these around the architecture's ``after_
 
 1. ``stage``: the pipeline comes from disk into CPU memory; the VAE and every component that is neither
    quantized nor deferred go to the device at once.
-2. ``after_load`` (the architecture's; e.g. merging Z-Image's assistant adapter) sees full-precision weights.
+2. ``after_load`` (the architecture's; e.g. merging a training adapter into the weights) sees full precision.
 3. ``settle``: quantized components (``model.quantize`` / ``quantize_te``) are moved and quantized one
    block at a time, so the device never holds more than one block in full precision. With ``low_vram``
    or ``layer_offloading`` the denoiser is then parked in CPU memory and placed on the device only when
