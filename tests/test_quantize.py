@@ -154,6 +154,17 @@ def test_missing_library_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
         quantize_module(model(), "int8")
 
 
+def test_a_backend_failure_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    import toolkit.quantize
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("no kernel for this device")
+
+    monkeypatch.setitem(toolkit.quantize.BACKENDS, "torchao", broken)
+    with pytest.raises(EaselError, match=r"model\.qtype_te: torchao could not quantize to float8 on 'cpu': no kernel for this device"):
+        quantize_module(model(), "float8", option="model.qtype_te")
+
+
 def test_size_text() -> None:
     assert size_text(512) == "512 B"
     assert size_text(3 * 2 ** 20) == "3 MiB"

@@ -202,7 +202,12 @@ def quantize_module(module: "nn.Module", qtype: str, exclude: Iterable[str] = ()
     layers, kept = linear_layers(module, exclude, prefix)
     before = weight_bytes(module)
     if layers:
-        BACKENDS[spec.backend](module, layers, qtype, target)
+        try:
+            BACKENDS[spec.backend](module, layers, qtype, target)
+        except (RuntimeError, NotImplementedError, AssertionError) as err:
+            raise EaselError(f"{option}: {spec.backend} could not quantize to {qtype} on '{target}': "
+                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. Choose another type "
+                             f"(e.g. qint8) or another device.") from err
     return QuantizeReport(qtype, len(layers), kept, before, weight_bytes(module))
 
 

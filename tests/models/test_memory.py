@@ -203,3 +203,12 @@ def test_quantize_by_units_parks_each_unit(registry: Any) -> None:
         memory.quantize_module = original  # type: ignore[assignment]
     assert [path.lstrip(".") for path in visited] == [path for path, _ in memory.units(adapter.denoiser)]
     assert report.quantized > 100 and report.kept == 2 + 2 * 11  # time_embedding's two, and time_emb_proj of each resnet
+
+
+def test_an_adapter_that_skips_placement_cannot_ignore_the_memory_options(registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.errors import EaselError
+
+    monkeypatch.setattr(memory, "settle", lambda adapter: None)  # an architecture loading its model its own way
+    with pytest.raises(EaselError, match=r"model: denoiser quantized to qint8 requested, but architecture 'sd15'.*ignored"):
+        load(registry, "sd15", quantize=True, qtype="qint8")
+    load(registry, "sd15")  # without memory options nothing is required

@@ -51,6 +51,8 @@ class Deferred:
 
 
 _DEFERRED: "weakref.WeakKeyDictionary[nn.Module, Deferred]" = weakref.WeakKeyDictionary()
+_SETTLED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+"""Denoisers whose adapter went through ``settle`` (so the memory options of its config were applied)."""
 _OFFLOADERS: "weakref.WeakKeyDictionary[nn.Module, BlockOffloader]" = weakref.WeakKeyDictionary()
 
 
@@ -130,6 +132,20 @@ def describe(config: Any) -> str | None:
     return ", ".join(parts) or None
 
 
+def check_applied(adapter: "ModelAdapter") -> None:
+    """An adapter that does not place its components through this module cannot honour the memory options.
+
+    Raises:
+        EaselError: the config sets one of them and ``settle`` never saw this adapter.
+    """
+    from toolkit.errors import EaselError
+
+    wanted = describe(adapter.config)
+    if wanted and adapter.denoiser not in _SETTLED:
+        raise EaselError(f"model: {wanted} requested, but architecture '{adapter.arch.spec.name}' loads its model without "
+                         "easel's placement (toolkit.models.memory), so these options would be ignored. Turn them off.")
+
+
 def defers(config: Any) -> bool:
     """Whether the config parks the denoiser in CPU memory until first use."""
     return bool(config.low_vram or config.layer_offloading)
@@ -159,6 +175,7 @@ def settle(adapter: "ModelAdapter") -> None:
     if config.quantize:
         report = quantize_by_units(adapter.denoiser, config.qtype, adapter.quantize_exclusions, device, park)
         log.info(report.line(adapter.denoiser_name))
+    _SETTLED.add(adapter.denoiser)
     if defers(config):
         fraction = config.layer_offloading_fraction if config.layer_offloading else None
         state = Deferred(device, fraction)
