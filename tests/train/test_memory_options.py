@@ -117,3 +117,14 @@ def test_dry_run_names_the_memory_options(tmp_path: Path, capsys: pytest.Capture
     assert run.main(["--dry-run", str(path)]) == 0
     assert ("  memory: denoiser quantized to int8, low_vram (block-by-block loading, denoiser placed on first use), "
             "0.25 of the denoiser blocks streamed from CPU memory") in capsys.readouterr().out
+
+
+def test_adam_uses_the_fused_kernel_where_it_can() -> None:
+    from toolkit.train.optimizers import build_optimizer
+
+    cpu = [torch.nn.Parameter(torch.zeros(3))]
+    assert build_optimizer("adamw", [{"params": cpu}], 1e-3, {}).defaults["fused"] is True
+    assert not build_optimizer("adamw", [{"params": cpu}], 1e-3, {"foreach": True}).defaults.get("fused")
+    mixed = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3, device="meta"))]
+    assert not build_optimizer("adam", [{"params": mixed}], 1e-3, {}).defaults.get("fused")
+    assert not build_optimizer("sgd", [{"params": cpu}], 1e-3, {}).defaults.get("fused")
