@@ -43,10 +43,10 @@ def imports_torch(args: list[str]) -> bool:
     return out.stdout.strip().endswith("True")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    repeats = parser.parse_args().repeats
+    repeats = parser.parse_args(argv).repeats
     with tempfile.TemporaryDirectory() as tmp:
         make_dataset(Path(tmp))
         dry = ["--dry-run", "tests/fixtures/aitoolkit_zimage_turbo.yaml", "--set", f"config.process.0.datasets.0.folder_path={tmp}"]
@@ -56,7 +56,7 @@ def main() -> int:
             seconds = median_seconds([sys.executable, "run.py", *args], repeats)
             verdict = "ok" if seconds < GOAL_S else "OVER GOAL"
             print(f"  {label:58s} {seconds:6.3f} s  {verdict}  torch imported: {imports_torch(args)}")
-    print("rerun: python bench/startup.py")
+    print("rerun: python bench/startup.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
 
 

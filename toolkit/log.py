@@ -21,8 +21,15 @@ class _Console(logging.StreamHandler):
         pass
 
 
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
+"""Libraries that log warnings when merely imported (torchao's CUDA-only kernels on a CPU build, its
+``register_constant`` deprecations, diffusers' check of torchao's tensor types): only their errors are shown."""
+
+
 def setup_console(verbose: bool = False) -> None:
     """Print easel's messages to stderr, once."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     if not any(isinstance(h, _Console) for h in log.handlers):
         handler = _Console()
         handler.setFormatter(logging.Formatter("%(message)s"))

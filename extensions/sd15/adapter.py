@@ -25,7 +25,7 @@ class SD15Adapter(PipelineAdapter):
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
     tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sd15"
     denoiser_name = "unet"
-    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "conv_norm_out")
+    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "time_emb_proj", "conv_norm_out")
 
     def after_load(self) -> None:
         wanted = self.config.prediction_type
@@ -38,7 +38,7 @@ class SD15Adapter(PipelineAdapter):
 
     def predict(self, noisy_latents: "torch.Tensor", timesteps: "torch.Tensor", cond: "Conditioning",
                 image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
-        dtype = self.denoiser.dtype
+        dtype = self.denoiser_dtype
         return self.denoiser(noisy_latents.to(dtype), timesteps, encoder_hidden_states=cond["prompt_embeds"].to(dtype)).sample
 
     def single_file_state_dict(self) -> "dict[str, torch.Tensor]":

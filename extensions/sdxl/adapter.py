@@ -23,7 +23,7 @@ class SDXLAdapter(SD15Adapter):
     img2img_class: ClassVar[str] = "StableDiffusionXLImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
     tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sdxl"
-    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "conv_norm_out")
+    quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "time_emb_proj", "conv_norm_out")
 
     single_file_state_dict = ModelAdapter.single_file_state_dict  # SDXL's SGM layout is not written (the SD 1.x one would be wrong)
 
@@ -41,11 +41,11 @@ class SDXLAdapter(SD15Adapter):
             rows = [[*size, 0, 0, *size]] * latents.shape[0]
         else:
             rows = [[*info.original_size, *info.crop_top_left, *info.target_size] for info in image_info]
-        return torch.tensor(rows, dtype=self.denoiser.dtype, device=latents.device)
+        return torch.tensor(rows, dtype=self.denoiser_dtype, device=latents.device)
 
     def predict(self, noisy_latents: "torch.Tensor", timesteps: "torch.Tensor", cond: "Conditioning",
                 image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
-        dtype = self.denoiser.dtype
+        dtype = self.denoiser_dtype
         added = {"text_embeds": cond["pooled_prompt_embeds"].to(dtype), "time_ids": self.time_ids(noisy_latents, image_info)}
         return self.denoiser(noisy_latents.to(dtype), timesteps, encoder_hidden_states=cond["prompt_embeds"].to(dtype),
                              added_cond_kwargs=added).sample

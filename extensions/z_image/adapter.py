@@ -49,7 +49,7 @@ class ZImageAdapter(PipelineAdapter):
     supports_assistant_lora: ClassVar[bool] = True
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
     denoiser_name = "transformer"
-    quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer")
+    quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer", "adaLN_modulation")
 
     @classmethod
     def build_tiny(cls, folder: Path, seed: int) -> None:
@@ -108,7 +108,7 @@ class ZImageAdapter(PipelineAdapter):
                 image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
         import torch
 
-        dtype = self.denoiser.dtype
+        dtype = self.denoiser_dtype
         latents = list(noisy_latents.to(dtype).unsqueeze(2).unbind(dim=0))
         mask = cond["prompt_mask"].bool()
         captions = [row[keep].to(dtype) for row, keep in zip(cond["prompt_embeds"], mask)]

@@ -59,11 +59,17 @@ def text_key(caption: str, encoder_identity: str) -> str:
 
 
 class TensorCache:
-    """Tensors (or dicts of tensors) by key: in memory, as safetensors files under ``folder``, or both."""
+    """Tensors (or dicts of tensors) by key: in memory, as safetensors files under ``folder``, or both.
 
-    def __init__(self, folder: Path | None, memory: bool):
+    With ``memory_budget`` (bytes) and a folder, entries read from disk are also kept in memory until the
+    budget is used up (a training step then reads no file for them).
+    """
+
+    def __init__(self, folder: Path | None, memory: bool, memory_budget: int = 0):
         self.folder = folder
         self.memory: dict[str, dict[str, "torch.Tensor"]] | None = {} if memory or folder is None else None
+        self.budget = memory_budget
+        self.kept: dict[str, dict[str, "torch.Tensor"]] = {}
 
     def _file(self, key: str) -> Path:
         assert self.folder is not None
@@ -87,6 +93,8 @@ class TensorCache:
         """The stored tensors of ``key``; KeyError when absent."""
         if self.memory is not None and key in self.memory:
             return self.memory[key]
+        if key in self.kept:
+            return self.kept[key]
         if self.folder is None:
             raise KeyError(key)
         from safetensors.torch import load_file
@@ -97,6 +105,11 @@ class TensorCache:
             raise KeyError(key) from err
         if self.memory is not None:
             self.memory[key] = tensors
+        elif self.budget > 0:
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            if size <= self.budget:
+                self.kept[key] = tensors
+                self.budget -= size
         return tensors
 
     def put(self, key: str, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> None:

@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     from toolkit.models.base import ModelAdapter
 
 
+TEXT_MEMORY_BUDGET = 2 ** 30
+"""Bytes of cached text rows per dataset kept in memory once read (the rest is read from disk each time)."""
+
+
 @dataclass
 class LoaderPosition:
     """Where the loader stands: an epoch and the global batches of it already consumed."""
@@ -129,7 +133,8 @@ class TrainData:
         self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
         self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
         self.latent_caches = [self._latent_cache(config) for config in self.datasets]
-        self.text_caches = [TensorCache(cache_root(config) / "text", memory=False) for config in self.datasets]
+        self.text_caches = [TensorCache(cache_root(config) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
+                            for config in self.datasets]
         self._digests: dict[Path, str] = {}
         self._vae_identity: str | None = None
         self._text_identity: str | None = None

@@ -93,6 +93,7 @@ class ModelAdapter(ABC):
     """The denoiser's name in diffusers pipelines and LoRA files (``unet`` or ``transformer``)."""
     quantize_exclusions: tuple[str, ...] = ()
     """Module-name patterns of the denoiser kept in full precision when quantizing."""
+    _denoiser_dtype: "tuple[torch.dtype, torch.dtype] | None" = None
 
     @classmethod
     @abstractmethod
@@ -151,6 +152,17 @@ class ModelAdapter(ABC):
     def identity(self, component: str) -> str:
         """A stable id of a component's weights, for cache keys (e.g. 'vae', 'text_encoder')."""
         return f"{self.arch.spec.name}|{self.config.name_or_path}|{self.config.revision}|{self.config.vae_path if component == 'vae' else ''}|{component}"
+
+    @property
+    def denoiser_dtype(self) -> "torch.dtype":
+        """The dtype the denoiser computes in, cheaply: diffusers' ``ModelMixin.dtype`` walks every module
+        (milliseconds per call on a big UNet), so its answer is kept while the first parameter's dtype stays."""
+        first = next(self.denoiser.parameters()).dtype
+        cached = self._denoiser_dtype
+        if cached is None or cached[0] != first:
+            cached = (first, getattr(self.denoiser, "dtype", first))
+            self._denoiser_dtype = cached
+        return cached[1]
 
     @property
     def bucket_divisibility(self) -> int:

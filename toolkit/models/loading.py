@@ -52,6 +52,7 @@ def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | 
     import torch
 
     from toolkit.devices import resolve_device, resolve_dtype
+    from toolkit.models.memory import check_applied
     from toolkit.registry import load_object
 
     arch = registry.arch(config.arch)
@@ -60,7 +61,9 @@ def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | 
     chosen = dtype if dtype is not None else (config.dtype or "fp32")
     torch_dtype = chosen if isinstance(chosen, torch.dtype) else resolve_dtype(chosen)
     log.info(f"Loading {arch.name} from {config.name_or_path} ({str(torch_dtype).removeprefix('torch.')}, {torch_device})")
-    return adapter_class.load(config, arch, device=torch_device, dtype=torch_dtype)
+    adapter = adapter_class.load(config, arch, device=torch_device, dtype=torch_dtype)
+    check_applied(adapter)
+    return adapter
 
 
 def cache_dir(kind: str) -> Path:

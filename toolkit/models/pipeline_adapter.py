@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.config.messages import suggest
 from toolkit.errors import EaselError
+from toolkit.models import memory
 from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule
 from toolkit.models.loading import ModelSource, load_pipeline, load_vae, resolve_source
 from toolkit.registry import load_object
@@ -62,7 +63,11 @@ def ddpm_schedule(scheduler_config: Any, prediction_type: str | None) -> NoiseSc
 
 
 class PipelineAdapter(ModelAdapter):
-    """An adapter whose components live in one diffusers pipeline (``self.pipe``)."""
+    """An adapter whose components live in one diffusers pipeline (``self.pipe``).
+
+    ``load`` places the components (see ``toolkit.models.memory``): quantization, ``low_vram`` and layer
+    offloading happen there, around ``after_load``; the constructor leaves every component where it is.
+    """
 
     pipeline_class: ClassVar[str]
     """Name of the txt2img pipeline class in diffusers."""
@@ -89,7 +94,6 @@ class PipelineAdapter(ModelAdapter):
         for module in [*self.components().values(), self.vae]:
             module.requires_grad_(False)
             module.eval()
-        pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
 
     @classmethod
@@ -105,8 +109,16 @@ class PipelineAdapter(ModelAdapter):
         components: dict[str, Any] = {}
         if config.vae_path:
             components["vae"] = load_vae(config.vae_path, dtype, source, config.revision)
-        adapter = cls(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device, dtype)
+        return cls.from_pipe(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device=device, dtype=dtype)
+
+    @classmethod
+    def from_pipe(cls, pipe: Any, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device",
+                  dtype: "torch.dtype") -> "PipelineAdapter":
+        """An adapter around a pipeline already in memory (e.g. built with random weights), placed as ``load`` does."""
+        adapter = cls(pipe, config, arch, device, dtype)
+        memory.stage(adapter)
         adapter.after_load()
+        memory.settle(adapter)
         return adapter
 
     @classmethod

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from toolkit.network.targets import Target, base_layer
+from toolkit.quantize import is_quantized
 
 if TYPE_CHECKING:
     from toolkit.config.blocks import NetworkConfig
@@ -166,7 +167,8 @@ class LycorisLayer(AdapterLayer):
         from lycoris.modules.lokr import LokrModule
 
         dropout = float(config.dropout or 0.0)
-        options: dict[str, Any] = {"dropout": dropout, "bypass_mode": dropout > 0}
+        # bypass mode (base(x) + delta(x)) also where the base weight is quantized: it cannot be added to
+        options: dict[str, Any] = {"dropout": dropout, "bypass_mode": dropout > 0 or is_quantized(base_layer(target.layer).weight)}
         if config.type == "lokr":
             options.update(factor=config.lokr_factor, full_matrix=config.lokr_full_rank)
         module_class = LokrModule if config.type == "lokr" else LohaModule

@@ -143,10 +143,13 @@ class Trainer:
                 accelerator.backward(loss)
                 if not self._gradients_checked:
                     self._check_gradients()
-                if accelerator.sync_gradients and run.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(run.params, run.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients:
+                    if run.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(run.params, run.max_grad_norm)
+                    # without a loss scaler accelerate's optimizer wrapper only adds checks (XLA, LOMO) per call
+                    stepper = optimizer if accelerator.scaler is not None else optimizer.optimizer
+                    stepper.step()
+                    stepper.zero_grad(set_to_none=True)
             total += loss.detach().float()
         run.scheduler.step()
         if run.ema is not None:
@@ -155,7 +158,7 @@ class Trainer:
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop before a non-finite loss reaches the weights (every process stops together)."""
-        finite = bool(torch.isfinite(loss.detach()).all())
+        finite = math.isfinite(loss.item())
         if not self._agree(not finite):
             return
         kept = self.run.saves.step_loras()

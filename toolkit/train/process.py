@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit.config.train import LoraTrainerConfig
 from toolkit.data.loader import TrainData
 from toolkit.job import Process
+from toolkit.models.memory import describe
 
 if TYPE_CHECKING:
     import torch
@@ -45,8 +46,10 @@ class LoraTrainerProcess(Process):
         cfg = self.config
         arch = self.job.registry.arch(cfg.model.arch)
         net = cfg.network
+        memory_line = describe(cfg.model)
         lines = [f"process {self.index}: lora_trainer",
                  f"  architecture: {arch.name} from {cfg.model.name_or_path} ({cfg.model.dtype or cfg.train.dtype})",
+                 *([f"  memory: {memory_line}"] if memory_line else []),
                  f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
                  + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
                  "  datasets:"]

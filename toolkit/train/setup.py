@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -63,8 +64,9 @@ class TrainRun:
     run_folder: "RunFolder | None" = None
     summary: list[str] = field(default_factory=list)
 
-    @property
+    @cached_property
     def params(self) -> list[torch.nn.Parameter]:
+        """The trained parameters (fixed once the network is built; listing them walks every adapter module)."""
         return list(self.network.parameters())
 
     def log_start(self, step: int) -> None:
@@ -258,24 +260,52 @@ def _build(process: "LoraTrainerProcess", accelerator: "Accelerator", device: to
     for line in data.report() if accelerator.is_main_process else []:
         log.info(line)
     data.prepare(adapter, cache_text=train.cache_text_embeddings)
-    offloaded = list(adapter.text_encoders) if train.unload_text_encoder else []
+    offloaded = unused_components(process, adapter)
     if offloaded:
         adapter.move(offloaded, "cpu")
+        log.info(f"{', '.join(offloaded)} moved to the CPU for training (their outputs are cached).")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     network = _network_with_checkpointing(process, adapter)
     set_seed(train.seed + rank)
     return _assemble(process, accelerator, device, adapter, data, position_class, network, offloaded, run_folder)
 
 
+def unused_components(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> list[str]:
+    """Components training never calls once the caches are filled: they leave the device (previews bring them back).
+
+    The text encoders with ``unload_text_encoder`` (the config check demands cached embeddings for it), the
+    VAE when every dataset caches its latents.
+    """
+    cfg = process.config
+    names = list(adapter.text_encoders) if cfg.train.unload_text_encoder else []
+    if all(dataset.cache_latents or dataset.cache_latents_to_disk for dataset in cfg.datasets):
+        names.append("vae")
+    return names
+
+
 def _network_with_checkpointing(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> "Network":
-    train = process.config.train
+    """Checkpointing switches, the network, then the denoiser's placement (low_vram, offloading) and compile."""
+    from toolkit.models.memory import compile_blocks, offloaded, place_denoiser
+
+    cfg, train = process.config, process.config.train
     if train.gradient_checkpointing:
         if train.train_unet:
             enable_checkpointing(adapter.denoiser, adapter.denoiser_name)
         for encoder_name, encoder in adapter.text_encoders.items() if train.train_text_encoder else []:
             enable_checkpointing(encoder, encoder_name)
+    elif cfg.model.layer_offloading:
+        log.warning("warning: model.layer_offloading without train.gradient_checkpointing saves little memory in "
+                    "training: the backward pass keeps every block's weights on the device. Turn checkpointing on.")
+    network = build_network(process, adapter)
+    place_denoiser(adapter)
+    network.to(adapter.device)
     if train.compile:
-        log.warning("warning: train.compile is not used by this trainer yet; training without torch.compile.")
-    return build_network(process, adapter)
+        streamed = offloaded(adapter.denoiser)
+        count = compile_blocks(adapter.denoiser, skip=streamed)
+        log.info(f"torch.compile: {count} {adapter.denoiser_name} blocks (the first steps are slow while they compile)"
+                 + (f"; {len(streamed)} offloaded blocks run uncompiled" if streamed else ""))
+    return network
 
 
 def _assemble(process: "LoraTrainerProcess", accelerator: "Accelerator", device: torch.device, adapter: "ModelAdapter",

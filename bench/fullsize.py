@@ -1,0 +1,142 @@
+"""Full-size model configs (random weights, no download) and the GPU helpers the GPU benchmarks share.
+
+Sources of the configs (checked 2026-11; no weights are read):
+- Z-Image-Turbo transformer: ``Tongyi-MAI/Z-Image-Turbo/transformer/config.json`` (diffusers 0.36 format):
+  dim 3840, 30 layers + 2 noise and 2 context refiner layers, 30 heads (head dim 128), cap_feat_dim 2560,
+  axes_dims [32, 48, 48], axes_lens [1536, 512, 512], rope_theta 256, norm_eps 1e-5, qk_norm. These are
+  also ``ZImageTransformer2DModel``'s defaults in diffusers 0.42, except axes_lens (default [1024, 512, 512];
+  it only sizes the RoPE table). 6.15B parameters.
+- Z-Image's text encoder, Qwen3-4B (``text_encoder/config.json``): hidden 2560, 36 layers, 32 heads,
+  8 KV heads, head dim 128, MLP 9728, RMS eps 1e-6, rope_theta 1e6; Z-Image reads the second-to-last
+  hidden states. Its vocabulary (151936) is replaced by the offline test tokenizer's (a few thousand).
+- Z-Image's VAE (the FLUX.1 autoencoder, ``vae/config.json``): 16 latent channels, blocks (128, 256, 512, 512),
+  2 layers per block, scaling 0.3611, shift 0.1159, no quant convs.
+- SDXL UNet: ``stabilityai/stable-diffusion-xl-base-1.0/unet/config.json``: blocks (320, 640, 1280),
+  transformer depth (1, 2, 10), head dims (5, 10, 20), cross-attention 2048, text_time embedding
+  (256, 2816), linear projections. 2.57B parameters.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ZIMAGE_TRANSFORMER = {
+    "all_patch_size": (2,), "all_f_patch_size": (1,), "in_channels": 16, "dim": 3840, "n_layers": 30,
+    "n_refiner_layers": 2, "n_heads": 30, "n_kv_heads": 30, "norm_eps": 1e-5, "qk_norm": True, "cap_feat_dim": 2560,
+    "rope_theta": 256.0, "t_scale": 1000.0, "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512],
+}
+ZIMAGE_TRANSFORMER_TINY = {**ZIMAGE_TRANSFORMER, "dim": 64, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2,
+                           "n_kv_heads": 2, "cap_feat_dim": 32, "axes_dims": [8, 12, 12], "axes_lens": [256, 64, 64]}
+QWEN3_4B = {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "head_dim": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+            "max_position_embeddings": 40960, "tie_word_embeddings": True}
+QWEN3_TINY = {**QWEN3_4B, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "head_dim": 16}
+FLUX_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2, "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "norm_num_groups": 32, "sample_size": 1024, "scaling_factor": 0.3611, "shift_factor": 0.1159,
+            "use_quant_conv": False, "use_post_quant_conv": False}
+FLUX_VAE_TINY = {**FLUX_VAE, "block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 4}
+SDXL_UNET = {
+    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "block_out_channels": (320, 640, 1280),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048,
+    "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816, "norm_num_groups": 32, "norm_eps": 1e-5,
+}
+SDXL_UNET_TINY = {**SDXL_UNET, "block_out_channels": (8, 16, 32), "transformer_layers_per_block": (1, 1, 2),
+                  "attention_head_dim": (2, 2, 4), "cross_attention_dim": 64, "addition_time_embed_dim": 8,
+                  "projection_class_embeddings_input_dim": 6 * 8 + 32, "norm_num_groups": 8}
+SDXL_POOLED_TINY = 32
+"""Pooled text width of the tiny SDXL (the real one is 1280)."""
+
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
+                    "H100": 989.4, "GH200": 989.4, "B200": 2250.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
+                    "RTX 4090": 165.2, "RTX 6000 Ada": 364.0, "A10": 125.0}
+"""Dense bf16 tensor-core peaks (no sparsity) from the vendors' data sheets, by a part of the device name."""
+
+
+def peak_tflops(device: Any, given: float | None) -> float | None:
+    """The peak for MFU: ``--peak-tflops``, else by the CUDA device's name; None when unknown."""
+    if given is not None:
+        return given
+    import torch
+
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
+        if key in name:
+            return PEAK_BF16_TFLOPS[key]
+    return None
+
+
+def device_text(device: Any) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / 2 ** 30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def reset_memory(device: Any) -> None:
+    """Free cached blocks and restart the peak counter (between configurations)."""
+    import gc
+
+    import torch
+
+    if device.type == "cuda":
+        gc.collect()  # drops the previous configuration's cycles that still hold GPU tensors
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: Any) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+
+
+def synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(cls: Any, config: dict[str, Any], device: Any, dtype: Any, seed: int = 0) -> Any:
+    """A model with random weights, created directly on ``device`` in ``dtype`` (no float32 copy on the way)."""
+    import torch
+
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = cls(**config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def bare_adapter(adapter_class: Any, denoiser: Any) -> Any:
+    """An architecture's adapter holding only its denoiser: ``predict`` is then the exact call training makes."""
+    adapter = object.__new__(adapter_class)
+    adapter.denoiser = denoiser
+    return adapter
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

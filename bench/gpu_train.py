@@ -1,0 +1,307 @@
+"""LoRA training speed and memory of the full-size Z-Image (6B) and SDXL denoisers (random weights, no download).
+
+Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32 and SDXL rank 16 at 1024px, bf16 and 8-bit base
+            python bench/gpu_train.py --only zimage --resolution 512 --quantize qint8,int8,float8
+            python bench/gpu_train.py --only sdxl --optimizer adamw8bit
+            python bench/gpu_train.py --offload 0.5            # also: 8-bit base with half the blocks streamed from CPU memory
+Run (CPU, to check it works): python bench/gpu_train.py --tiny --steps 2
+
+What is measured is easel's own machinery on the real denoiser architectures (configs and their sources: bench/fullsize.py):
+the adapter's ``predict`` (the call training makes), LoRA layers from ``toolkit.network.Network`` on the
+architecture's default targets (in float32, as the trainer keeps them), the noise, timesteps and loss from
+``toolkit.train.noise`` / ``toolkit.train.loss``, the optimizer from ``toolkit.train.optimizers`` (fused AdamW
+on CUDA), gradient clipping, bf16 autocast (as accelerate's mixed precision), gradient checkpointing, and for
+the 8-bit base ``toolkit.models.memory.quantize_by_units`` (the model is built in CPU memory and moved to the
+GPU one block at a time as it is quantized, like ``model.low_vram``). Conditioning is random with the real
+shapes, as if text embeddings and latents were cached (no text encoder or VAE on the GPU).
+
+Per configuration: s/step (median after warm-up), peak allocated GPU memory (torch.cuda.max_memory_allocated
+over the training steps, weights included; the loading peak is shown apart), and model-FLOPs utilisation.
+FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one bf16 training step (matmuls,
+convolutions and attention); with gradient checkpointing the recomputed forward is counted once more by
+the counter (hardware FLOPs), so the model FLOPs are that count minus one forward pass, counted the same
+way. MFU = model FLOPs / step time / peak dense bf16 FLOP/s (``--peak-tflops``; default by the GPU's name,
+e.g. H100 SXM / H200 989 TFLOP/s). Quantized configurations do the same math, so they reuse the bf16 count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fullsize import (  # noqa: E402
+    SDXL_POOLED_TINY, SDXL_UNET, SDXL_UNET_TINY, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, bare_adapter, build,
+    device_text, markdown_table, peak_gib, peak_tflops, reset_memory, synchronize)
+
+
+@dataclass
+class Case:
+    arch: str
+    label: str
+    qtype: str | None
+    offload: float | None
+
+
+@dataclass
+class Result:
+    case: Case
+    seconds: float | None = None
+    peak: float | None = None
+    load_peak: float | None = None
+    flops: float | None = None
+    hardware_flops: float | None = None
+    note: str = ""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["zimage", "sdxl"], help="one architecture (default: both)")
+    parser.add_argument("--resolution", type=int, help="image side in pixels (default 1024; 64 with --tiny)")
+    parser.add_argument("--rank", type=int, help="LoRA rank (default: 32 for Z-Image, 16 for SDXL)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--quantize", default="qint8", help="8-bit base type(s), comma-separated (qint8, int8, float8, qfloat8, ...); 'none' skips")
+    parser.add_argument("--offload", type=float, help="also run the first quantized type with this fraction of blocks offloaded")
+    parser.add_argument("--optimizer", default="adamw", help="adamw (fused), adamw8bit, ...")
+    parser.add_argument("--no-checkpointing", action="store_true", help="train without gradient checkpointing")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--text-tokens", type=int, default=128, help="caption length of the random conditioning")
+    parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s for MFU (default: by GPU name)")
+    parser.add_argument("--tiny", action="store_true", help="tiny models (for a CPU check that the script works)")
+    parser.add_argument("--device", default="auto")
+    return parser.parse_args(argv)
+
+
+def cases(args: argparse.Namespace) -> list[Case]:
+    types = [t for t in args.quantize.split(",") if t and t != "none"]
+    found = []
+    for arch in ["zimage", "sdxl"] if args.only is None else [args.only]:
+        found.append(Case(arch, "bf16", None, None))
+        found += [Case(arch, f"{qtype} base", qtype, None) for qtype in types]
+        if args.offload is not None and types:
+            found.append(Case(arch, f"{types[0]} base, {args.offload:g} offloaded", types[0], args.offload))
+    return found
+
+
+def denoiser(arch: str, tiny: bool, device: Any, dtype: Any) -> tuple[Any, Any]:
+    """The random-weight denoiser and its adapter class."""
+    if arch == "zimage":
+        from diffusers import ZImageTransformer2DModel
+
+        from extensions.z_image.adapter import ZImageAdapter
+        return build(ZImageTransformer2DModel, ZIMAGE_TRANSFORMER_TINY if tiny else ZIMAGE_TRANSFORMER, device, dtype), ZImageAdapter
+    from diffusers import UNet2DConditionModel
+
+    from extensions.sdxl.adapter import SDXLAdapter
+    return build(UNet2DConditionModel, SDXL_UNET_TINY if tiny else SDXL_UNET, device, dtype), SDXLAdapter
+
+
+def schedule(arch: str) -> Any:
+    """The training noise schedule: Z-Image's flow matching (shift 3), SDXL's scaled-linear DDPM (epsilon)."""
+    from toolkit.models.base import NoiseSchedule
+
+    if arch == "zimage":
+        return NoiseSchedule("flowmatch", "flow", 1000, shift=3.0)
+    from toolkit.models.pipeline_adapter import ddpm_schedule
+
+    config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+              "prediction_type": "epsilon"}
+    return ddpm_schedule(config, None)
+
+
+def conditioning(arch: str, args: argparse.Namespace, device: Any, dtype: Any) -> tuple[Any, dict[str, Any], Any]:
+    """Random latents, cached-style text conditioning of the real shapes, and SDXL's image info."""
+    import torch
+
+    from toolkit.models.base import ImageInfo
+
+    g = torch.Generator().manual_seed(1)
+    side = args.resolution // 8
+    size = (args.resolution, args.resolution)
+    if arch == "zimage":
+        width = ZIMAGE_TRANSFORMER_TINY["cap_feat_dim"] if args.tiny else ZIMAGE_TRANSFORMER["cap_feat_dim"]
+        latents = torch.randn(args.batch, 16, side, side, generator=g)
+        cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, width, generator=g),
+                "prompt_mask": torch.ones(args.batch, args.text_tokens, dtype=torch.bool)}
+        info = None
+    else:
+        width = SDXL_UNET_TINY["cross_attention_dim"] if args.tiny else SDXL_UNET["cross_attention_dim"]
+        latents = torch.randn(args.batch, 4, side, side, generator=g)
+        cond = {"prompt_embeds": torch.randn(args.batch, 77, width, generator=g),
+                "pooled_prompt_embeds": torch.randn(args.batch, SDXL_POOLED_TINY if args.tiny else 1280, generator=g)}
+        info = [ImageInfo(size, (0, 0), size)] * args.batch
+    cond = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in cond.items()}
+    return latents.to(device, dtype), cond, info
+
+
+def compute_dtype(args: argparse.Namespace) -> Any:
+    """bf16; float32 for the tiny CPU check (this CPU has no fast bf16 matmul, and the code path is the same)."""
+    import torch
+
+    return torch.float32 if args.tiny and args.device_type == "cpu" else torch.bfloat16
+
+
+def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -> tuple[Any, Any, Any]:
+    """The denoiser (quantized block by block from CPU memory for an 8-bit base), its adapter and LoRA network."""
+    import torch
+
+    from toolkit.config.blocks import NetworkConfig
+    from toolkit.models.memory import offload_blocks, quantize_by_units
+    from toolkit.network.network import Network
+
+    dtype = compute_dtype(args)
+    model, adapter_class = denoiser(case.arch, args.tiny, "cpu" if case.qtype else device, dtype)
+    if case.qtype:
+        quantize_by_units(model, case.qtype, adapter_class.quantize_exclusions, device, park="cpu" if case.offload else None)
+    if not args.no_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.train()
+    adapter = bare_adapter(adapter_class, model)
+    name = adapter_class.denoiser_name
+    rank = args.rank or (32 if case.arch == "zimage" else 16)
+    targets = adapter_class.lora_targets(adapter, False)[name]
+    network = Network.build({name: model}, {name: targets}, NetworkConfig(type="lora", linear=rank, linear_alpha=rank))
+    network.float()
+    if case.offload is not None:
+        offloader = offload_blocks(model, device, case.offload)
+        result.note = f"{len(offloader.blocks)} blocks streamed"
+    network.to(device)
+    result.load_peak = peak_gib(device)
+    return model, adapter, network
+
+
+def training_step(case: Case, args: argparse.Namespace, device: Any) -> tuple[Callable[[], float], Any, Result]:
+    import torch
+
+    from toolkit.train.loss import diffusion_loss
+    from toolkit.train.noise import Objective
+    from toolkit.train.optimizers import build_optimizer
+
+    result = Result(case)
+    model, adapter, network = prepare(case, args, device, result)
+    objective = Objective(schedule(case.arch), timestep_type="sigmoid")
+    optimizer = build_optimizer(args.optimizer, network.param_groups({}, 1e-4), 1e-4, {})
+    params = list(network.parameters())
+    dtype = compute_dtype(args)
+    latents, cond, info = conditioning(case.arch, args, device, dtype)
+    generator = torch.Generator().manual_seed(2)
+
+    def step() -> float:
+        noised = objective.apply(latents, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            prediction = adapter.predict(noised.noisy, noised.timesteps, cond, info)
+        loss = diffusion_loss(prediction, noised.target, "mse", weights=noised.weights)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def forward() -> None:
+        noised = objective.apply(latents, generator)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            adapter.predict(noised.noisy, noised.timesteps, cond, info)
+
+    step.forward = forward  # type: ignore[attr-defined]
+    return step, model, result
+
+
+def count_flops(function: Callable[[], Any]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        function()
+    return float(counter.get_total_flops())
+
+
+def measure(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, tuple[float, float]]) -> Result:
+    step, model, result = training_step(case, args, device)
+    for _ in range(args.warmup):
+        step()
+    synchronize(device)
+    if case.qtype is None:
+        hardware = count_flops(step)
+        forward = count_flops(step.forward) if not args.no_checkpointing else 0.0  # type: ignore[attr-defined]
+        flops[case.arch] = (hardware - forward, hardware)
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    result.seconds = statistics.median(times)
+    result.peak = peak_gib(device)
+    result.flops, result.hardware_flops = flops.get(case.arch, (None, None))
+    del step, model
+    return result
+
+
+def run_case(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, tuple[float, float]]) -> Result:
+    """One configuration, its errors (out of memory included) reported instead of raised."""
+    import torch
+
+    reset_memory(device)
+    try:
+        return measure(case, args, device, flops)
+    except torch.cuda.OutOfMemoryError:
+        return Result(case, note=f"out of memory (peak {peak_gib(device) or 0:.1f} GiB)")
+    except Exception as err:  # noqa: BLE001 - report and go on with the next configuration
+        traceback.print_exc()
+        return Result(case, note=f"error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+    finally:
+        reset_memory(device)
+
+
+def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[str]:
+    case = result.case
+    name = {"zimage": "Z-Image 6B" if not args.tiny else "Z-Image (tiny)", "sdxl": "SDXL UNet" if not args.tiny else "SDXL (tiny)"}[case.arch]
+    rank = args.rank or (32 if case.arch == "zimage" else 16)
+    gib = (lambda v: f"{v:.2f}" if v is not None else "n/a")
+    tflop = f"{result.flops / 1e12:.3g}" if result.flops else "n/a"
+    mfu = (f"{100 * result.flops / result.seconds / (peak * 1e12):.1f}%"
+           if result.flops and result.seconds and peak else "n/a")
+    seconds = f"{result.seconds:.3f}" if result.seconds is not None else "-"
+    return [name, case.label, f"{args.resolution}", f"{rank}", seconds, gib(result.peak), gib(result.load_peak), tflop, mfu, result.note]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from toolkit.devices import resolve_device
+    from toolkit.log import setup_console
+
+    setup_console()
+    args.resolution = args.resolution or (64 if args.tiny else 1024)
+    device = resolve_device(args.device)
+    args.device_type = device.type
+    peak = peak_tflops(device, args.peak_tflops)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    print(f"device: {device_text(device)}; peak bf16 {peak or 'unknown'} TFLOP/s; {str(compute_dtype(args))[6:]}, batch {args.batch}, "
+          f"{'no ' if args.no_checkpointing else ''}gradient checkpointing, {args.optimizer}, {args.steps} timed steps "
+          f"after {args.warmup} warm-up")
+    flops: dict[str, tuple[float, float]] = {}
+    rows = []
+    for case in cases(args):
+        result = run_case(case, args, device, flops)
+        rows.append(row(result, args, peak))
+        print("  " + " | ".join(rows[-1]), flush=True)
+    header = ["model", "base", "res", "rank", "s/step", "peak GiB", "load peak GiB", "TFLOP/step", "MFU", "notes"]
+    print(f"\n{markdown_table(header, rows)}\n")
+    print("rerun: python bench/gpu_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The benchmarks run (tiny sizes, on the CPU) and print their figures and the command that reruns them."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_rows(output: str) -> list[list[str]]:
+    lines = [line for line in output.splitlines() if line.startswith("| ") and not line.startswith("| model") and not line.startswith("| setup")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_gpu_train_runs_every_configuration_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--tiny", "--steps", "1", "--warmup", "0", "--quantize", "qint8", "--offload", "0.5"]
+    assert script("gpu_train").main(argv) == 0
+    output = capsys.readouterr().out
+    rows = table_rows(output)
+    assert [(row[0], row[1]) for row in rows] == [
+        ("Z-Image (tiny)", "bf16"), ("Z-Image (tiny)", "qint8 base"), ("Z-Image (tiny)", "qint8 base, 0.5 offloaded"),
+        ("SDXL (tiny)", "bf16"), ("SDXL (tiny)", "qint8 base"), ("SDXL (tiny)", "qint8 base, 0.5 offloaded")]
+    assert all(float(row[4]) > 0 and float(row[7]) > 0 and "error" not in row[9] for row in rows)
+    assert rows[2][9] == "2 blocks streamed"
+    assert "rerun: python bench/gpu_train.py " + " ".join(argv) in output
+
+
+def test_gpu_sample_makes_images_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--tiny", "--runs", "1", "--steps", "2", "--quantize", "int8"]
+    assert script("gpu_sample").main(argv) == 0
+    output = capsys.readouterr().out
+    [row] = table_rows(output)
+    assert "transformer int8" in row[0] and row[2] == "2"
+    assert all(float(value) > 0 for value in row[3:7])
+    assert "rerun: python bench/gpu_sample.py " + " ".join(argv) in output
+
+
+def test_overhead_prints_both_medians_and_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--rounds", "1", "--steps", "2", "--warmup", "1", "--resolution", "64", "--batch", "2"]
+    assert script("overhead").main(argv) == 0
+    output = capsys.readouterr().out
+    assert re.search(r"easel trainer step +median +[\d.]+ ms", output)
+    assert re.search(r"diffusers \+ peft loop +median +[\d.]+ ms", output)
+    ratio = float(re.search(r"ratio easel / reference ([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    assert 0.3 < ratio < 3  # one timed pair of steps: a sanity range, not the goal
+    assert "rerun: python bench/overhead.py " + " ".join(argv) in output
+
+
+def test_startup_times_help_and_dry_run_without_torch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert script("startup").main(["--repeats", "1"]) == 0
+    output = capsys.readouterr().out
+    assert output.count("torch imported: False") == 2
+    assert "rerun: python bench/startup.py --repeats 1" in output

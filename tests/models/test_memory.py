@@ -1,0 +1,214 @@
+"""toolkit.models.memory / offload: block finding, low_vram parking, layer offloading, compile, SDPA.
+
+On this CPU-only machine the "device" and the CPU are the same memory, so these tests check what the
+mechanisms do (which tensors a module points at, when copies happen, that results and gradients are
+unchanged); the memory they save on a GPU is measured by bench/gpu_train.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from toolkit.config.blocks import ModelConfig, NetworkConfig
+from toolkit.models import memory
+from toolkit.models.loading import load_adapter
+from toolkit.models.offload import spread
+from toolkit.network.network import Network
+
+torch.set_num_threads(1)
+
+
+def load(registry: Any, arch: str = "zimage", **fields: Any) -> Any:
+    return load_adapter(ModelConfig(name_or_path=f"tiny:{arch}", arch=arch, **fields), registry, device="cpu")
+
+
+def inputs(adapter: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, adapter.denoiser.config.in_channels, 8, 8, generator=generator)
+    with torch.no_grad():
+        cond = adapter.encode_prompts(["a red square", "a blue circle"])
+    return latents, torch.tensor([700.0, 200.0]), cond
+
+
+def with_lora(adapter: Any, seed: int = 5) -> Network:
+    network = Network.build(adapter.components(), {adapter.denoiser_name: adapter.lora_targets(False)[adapter.denoiser_name]},
+                            NetworkConfig(type="lora", linear=4, linear_alpha=4))
+    network.float()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in network.parameters():
+            param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    return network
+
+
+def step(adapter: Any, network: Network) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward and backward; the prediction and the adapter's gradients."""
+    latents, timesteps, cond = inputs(adapter)
+    prediction = adapter.predict(latents, timesteps, cond)
+    prediction.float().pow(2).mean().backward()
+    grads = {name: param.grad.clone() for name, param in network.named_parameters()}
+    network.zero_grad()
+    return prediction.detach(), grads
+
+
+@pytest.mark.parametrize("arch", ["zimage", "sd15", "sdxl"])
+def test_units_hold_every_parameter_and_blocks_are_the_lists(arch: str, registry: Any) -> None:
+    adapter = load(registry, arch)
+    for module in [adapter.denoiser, *adapter.text_encoders.values()]:
+        pieces = memory.units(module)
+        covered = {id(p) for _, unit in pieces for p in unit.parameters()}
+        own = {id(p) for p in module.parameters()} - covered
+        assert len(pieces) > 2 and all(not isinstance(unit, nn.ModuleList) for _, unit in pieces)
+        assert all(p is getattr(module.get_submodule(path.rpartition(".")[0]), path.rpartition(".")[2])
+                   for path, p in pieces)
+        assert sum(p.numel() for p in module.parameters() if id(p) in own) < 0.01 * sum(p.numel() for p in module.parameters())
+    names = [name for name, _ in memory.blocks(adapter.denoiser)]
+    expected = {"zimage": ["noise_refiner.0", "context_refiner.0", "layers.0", "layers.1"],
+                "sd15": ["down_blocks.0", "down_blocks.1", "down_blocks.2", "down_blocks.3",
+                         "up_blocks.0", "up_blocks.1", "up_blocks.2", "up_blocks.3"],
+                "sdxl": ["down_blocks.0", "down_blocks.1", "down_blocks.2", "up_blocks.0", "up_blocks.1", "up_blocks.2"]}
+    assert names == expected[arch]
+
+
+def test_spread_picks_the_fraction_evenly() -> None:
+    assert spread(30, 1.0) == list(range(30))
+    assert spread(30, 0.0) == []
+    assert spread(4, 0.5) == [1, 3]
+    assert spread(30, 0.5) == list(range(1, 30, 2))
+    assert len(spread(30, 0.3)) == 9
+
+
+def test_low_vram_parks_the_denoiser_until_first_use(registry: Any) -> None:
+    adapter = load(registry, "sdxl", low_vram=True, quantize=True, qtype="qint8")
+    state = memory._DEFERRED[adapter.denoiser]
+    assert not state.placed and state.hook is not None and state.offload_fraction is None
+    assert adapter.denoiser._forward_pre_hooks
+    latents, timesteps, cond = inputs(adapter)
+    with torch.no_grad():
+        adapter.predict(latents, timesteps, cond)
+    assert state.placed and not adapter.denoiser._forward_pre_hooks
+    memory.place_denoiser(adapter)  # a second call does nothing
+    plain = load(registry, "sdxl")
+    assert adapter.denoiser not in memory._DEFERRED or memory._DEFERRED[adapter.denoiser] is state
+    assert plain.denoiser not in memory._DEFERRED
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_layer_offloading_gives_the_same_results_and_streams_blocks(quantized: bool, registry: Any) -> None:
+    """Offloaded blocks: same predictions and LoRA gradients; after a step every block points at its CPU home again."""
+    extra: dict[str, Any] = {"quantize": True, "qtype": "qint8"} if quantized else {}
+    reference = load(registry, **extra)
+    offloaded = load(registry, layer_offloading=True, layer_offloading_fraction=0.5, **extra)
+    for adapter in (reference, offloaded):
+        adapter.denoiser.enable_gradient_checkpointing()
+        adapter.denoiser.train()
+    reference_net, offloaded_net = with_lora(reference), with_lora(offloaded)
+    memory.place_denoiser(offloaded)
+    offloader = memory._DEFERRED[offloaded.denoiser].offloader
+    assert offloader is not None and memory.offloaded(offloaded.denoiser) == offloader.blocks
+    names = {id(block): name for name, block in memory.blocks(offloaded.denoiser)}
+    assert [names[id(block)] for block in offloader.blocks] == ["context_refiner.0", "layers.1"]
+    homes = {(id(m), n): t.data_ptr() for block in offloader.blocks for m in block.modules()
+             for n, t in m._parameters.items() if t is not None and not t.requires_grad}
+    seen: list[int] = []
+    for block in offloader.blocks:
+        block.register_forward_hook(lambda *_: seen.append(len(offloader.onloaded)))
+    for _ in range(2):
+        expected, expected_grads = step(reference, reference_net)
+        got, grads = step(offloaded, offloaded_net)
+        assert torch.equal(got, expected)
+        assert grads.keys() == expected_grads.keys()
+        assert all(torch.allclose(grads[name], expected_grads[name], atol=1e-6) for name in grads)
+    # step 1: both blocks copied in the forward, the first again when the backward pass recomputes it (the last
+    # one is still there); step 2: the first block is still there from that backward, so only 2 more copies
+    assert offloader.copies == 3 + 2 and offloader.order_known
+    assert seen and max(seen) == 1
+    offloader.offload_all()
+    now = {(id(m), n): t.data_ptr() for block in offloader.blocks for m in block.modules()
+           for n, t in m._parameters.items() if t is not None and not t.requires_grad}
+    assert now == homes
+
+
+def test_offloaded_blocks_keep_trainable_parameters_in_place(registry: Any) -> None:
+    adapter = load(registry, layer_offloading=True, layer_offloading_fraction=1.0)
+    network = with_lora(adapter)
+    params = {name: param for name, param in network.named_parameters()}
+    memory.place_denoiser(adapter)
+    offloader = memory._DEFERRED[adapter.denoiser].offloader
+    assert offloader is not None and len(offloader.blocks) == 4
+    step(adapter, network)
+    assert {name: param for name, param in network.named_parameters()} == params
+    assert all(param.grad is None for param in params.values())
+
+
+def test_compiled_blocks_train_like_eager_ones(registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo
+
+    monkeypatch.setattr(memory, "COMPILE_BACKEND", "eager")  # Dynamo's tracing, without code generation (fast)
+    eager, compiled = load(registry), load(registry)
+    eager_net, compiled_net = with_lora(eager), with_lora(compiled)
+    torch._dynamo.reset()
+    skip = [compiled.denoiser.layers[1]]
+    assert memory.compile_blocks(compiled.denoiser, skip=skip) == 3
+    assert compiled.denoiser.layers[0]._compiled_call_impl is not None
+    assert compiled.denoiser.layers[1]._compiled_call_impl is None
+    expected, expected_grads = step(eager, eager_net)
+    got, grads = step(compiled, compiled_net)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert all(torch.allclose(grads[name], expected_grads[name], atol=1e-5) for name in grads)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("arch", ["zimage", "sd15", "sdxl"])
+def test_attention_runs_through_sdpa(arch: str, registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every architecture's attention calls torch's scaled_dot_product_attention (flash / memory-efficient kernels on GPU)."""
+    adapter = load(registry, arch)
+    latents, timesteps, cond = inputs(adapter)
+    calls: list[int] = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    with torch.no_grad():
+        adapter.predict(latents, timesteps, cond)
+    attention_layers = sum(1 for name, _ in adapter.denoiser.named_modules() if name.endswith(("attn1", "attn2", "attention")))
+    assert len(calls) == attention_layers > 0
+
+
+def test_quantize_by_units_parks_each_unit(registry: Any) -> None:
+    """low_vram quantization visits one unit at a time and leaves each where ``park`` says."""
+    adapter = load(registry, "sd15")
+    module = copy.deepcopy(adapter.denoiser)
+    visited: list[str] = []
+    real = memory.quantize_module
+
+    def recording(holder: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        visited.append(kwargs["prefix"] + "." + next(name for name, _ in holder.named_children()))
+        return real(holder, *args, **kwargs)
+
+    original = memory.quantize_module
+    memory.quantize_module = recording  # type: ignore[assignment]
+    try:
+        report = memory.quantize_by_units(module, "qint8", adapter.quantize_exclusions, torch.device("cpu"), park="cpu")
+    finally:
+        memory.quantize_module = original  # type: ignore[assignment]
+    assert [path.lstrip(".") for path in visited] == [path for path, _ in memory.units(adapter.denoiser)]
+    assert report.quantized > 100 and report.kept == 2 + 2 * 11  # time_embedding's two, and time_emb_proj of each resnet
+
+
+def test_an_adapter_that_skips_placement_cannot_ignore_the_memory_options(registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.errors import EaselError
+
+    monkeypatch.setattr(memory, "settle", lambda adapter: None)  # an architecture loading its model its own way
+    with pytest.raises(EaselError, match=r"model: denoiser quantized to qint8 requested, but architecture 'sd15'.*ignored"):
+        load(registry, "sd15", quantize=True, qtype="qint8")
+    load(registry, "sd15")  # without memory options nothing is required

@@ -1,0 +1,242 @@
+"""Where a loaded model's weights live: quantization at load, low-VRAM loading, layer offloading, compile.
+
+Loading (``PipelineAdapter.load`` calls these around the architecture's ``after_load``):
+
+1. ``stage``: the pipeline comes from disk into CPU memory; the VAE and every component that is neither
+   quantized nor deferred go to the device at once.
+2. ``after_load`` (the architecture's; e.g. merging a training adapter into the weights) sees full precision.
+3. ``settle``: quantized components (``model.quantize`` / ``quantize_te``) are moved and quantized one
+   block at a time, so the device never holds more than one block in full precision. With ``low_vram``
+   or ``layer_offloading`` the denoiser is then parked in CPU memory and placed on the device only when
+   first used (its first forward), or when the trainer calls ``place_denoiser`` after building the
+   adapter network, i.e. after the latent and text caches were filled and the encoders left the device.
+
+Placing the denoiser under ``layer_offloading`` hands a fraction of its blocks to a
+``toolkit.models.offload.BlockOffloader``; the rest goes to the device.
+
+Nothing here knows an architecture: the "blocks" of a module are the items of its top-level
+``nn.ModuleList``s (transformer layers, UNet down/up blocks), found by walking the module tree.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from toolkit.log import log
+from toolkit.quantize import QuantizeReport, check_quantization, quantize_module
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.utils.hooks import RemovableHandle
+
+    from toolkit.models.base import ModelAdapter
+    from toolkit.models.offload import BlockOffloader
+
+COMPILE_BACKEND = "inductor"
+"""torch.compile backend of ``compile_blocks`` (tests use ``eager`` to skip code generation)."""
+
+
+@dataclass
+class Deferred:
+    """A denoiser parked in CPU memory until first use."""
+
+    device: "torch.device"
+    offload_fraction: float | None
+    hook: "RemovableHandle | None" = None
+    offloader: "BlockOffloader | None" = None
+    placed: bool = False
+
+
+_DEFERRED: "weakref.WeakKeyDictionary[nn.Module, Deferred]" = weakref.WeakKeyDictionary()
+_SETTLED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+"""Denoisers whose adapter went through ``settle`` (so the memory options of its config were applied)."""
+_OFFLOADERS: "weakref.WeakKeyDictionary[nn.Module, BlockOffloader]" = weakref.WeakKeyDictionary()
+
+
+def blocks(module: "nn.Module") -> list[tuple[str, "nn.Module"]]:
+    """The repeated blocks: items of the top-level ``nn.ModuleList``s, in registration order."""
+    from torch import nn
+
+    return [(f"{name}.{index}", block) for name, child in module.named_children() if isinstance(child, nn.ModuleList)
+            for index, block in enumerate(child)]
+
+
+def units(module: "nn.Module", prefix: str = "") -> list[tuple[str, "nn.Module"]]:
+    """Pieces that together hold every submodule: list items, or children without lists inside, recursively."""
+    from torch import nn
+
+    found: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, nn.ModuleList):
+            found += [(f"{path}.{index}", item) for index, item in enumerate(child)]
+        elif any(isinstance(m, nn.ModuleList) for m in child.modules()):
+            found += units(child, path)
+        else:
+            found.append((path, child))
+    return found
+
+
+def _own_tensors_to(module: "nn.Module", device: "torch.device | str", prefix: str = "") -> None:
+    """Move the parameters and buffers held directly by ``module`` and by the containers above its units."""
+    from torch import nn
+
+    for name, param in module._parameters.items():
+        if param is not None:
+            param.data = param.data.to(device)
+    for name, buffer in module._buffers.items():
+        if buffer is not None:
+            module._buffers[name] = buffer.to(device)
+    for name, child in module.named_children():
+        if not isinstance(child, nn.ModuleList) and any(isinstance(m, nn.ModuleList) for m in child.modules()):
+            _own_tensors_to(child, device)
+
+
+def quantize_by_units(module: "nn.Module", qtype: str, exclude: Iterable[str], device: "torch.device",
+                      park: "torch.device | str | None" = None, option: str = "model.qtype") -> QuantizeReport:
+    """Quantize ``module`` one unit at a time on ``device``; each unit then stays there, or goes to ``park``."""
+    from torch import nn
+
+    patterns = tuple(exclude)
+    total = QuantizeReport(qtype, 0, 0, 0, 0)
+    for path, unit in units(module):
+        parent_path, _, child = path.rpartition(".")
+        holder = nn.Module()  # lets a unit that is itself a Linear be replaced, and names match the patterns
+        holder.add_module(child, unit.to(device))
+        report = quantize_module(holder, qtype, patterns, device, option=option, prefix=parent_path)
+        quantized = getattr(holder, child)
+        if quantized is not unit:
+            setattr(module.get_submodule(parent_path) if parent_path else module, child, quantized)
+        if park is not None:
+            quantized.to(park)
+        total = QuantizeReport(qtype, total.quantized + report.quantized, total.kept + report.kept,
+                               total.bytes_before + report.bytes_before, total.bytes_after + report.bytes_after)
+    _own_tensors_to(module, park if park is not None else device)
+    return total
+
+
+def describe(config: Any) -> str | None:
+    """One dry-run line for the memory options of a ``model:`` block, or None when none is set."""
+    parts = []
+    if config.quantize:
+        parts.append(f"denoiser quantized to {config.qtype}")
+    if config.quantize_te:
+        parts.append(f"text encoders quantized to {config.qtype_te}")
+    if config.low_vram:
+        parts.append("low_vram (block-by-block loading, denoiser placed on first use)")
+    if config.layer_offloading:
+        parts.append(f"{config.layer_offloading_fraction:g} of the denoiser blocks streamed from CPU memory")
+    return ", ".join(parts) or None
+
+
+def check_applied(adapter: "ModelAdapter") -> None:
+    """An adapter that does not place its components through this module cannot honour the memory options.
+
+    Raises:
+        EaselError: the config sets one of them and ``settle`` never saw this adapter.
+    """
+    from toolkit.errors import EaselError
+
+    wanted = describe(adapter.config)
+    if wanted and adapter.denoiser not in _SETTLED:
+        raise EaselError(f"model: {wanted} requested, but architecture '{adapter.arch.spec.name}' loads its model without "
+                         "easel's placement (toolkit.models.memory), so these options would be ignored. Turn them off.")
+
+
+def defers(config: Any) -> bool:
+    """Whether the config parks the denoiser in CPU memory until first use."""
+    return bool(config.low_vram or config.layer_offloading)
+
+
+def stage(adapter: "ModelAdapter") -> None:
+    """Check the quantization options, then move what needs no further treatment to the device."""
+    config, device = adapter.config, adapter.device
+    if config.quantize:
+        check_quantization(config.qtype, device, "model.qtype")
+    if config.quantize_te:
+        check_quantization(config.qtype_te, device, "model.qtype_te")
+    names = ["vae"] + ([] if config.quantize_te else list(adapter.text_encoders))
+    if not (config.quantize or defers(config)):
+        names.append("denoiser")
+    adapter.move(names, device)
+
+
+def settle(adapter: "ModelAdapter") -> None:
+    """Quantize what the config asks for (block by block) and park or place the denoiser."""
+    config, device = adapter.config, adapter.device
+    if config.quantize_te:
+        for name, encoder in adapter.text_encoders.items():
+            report = quantize_by_units(encoder, config.qtype_te, (), device, option="model.qtype_te")
+            log.info(report.line(name))
+    park = "cpu" if defers(config) else None
+    if config.quantize:
+        report = quantize_by_units(adapter.denoiser, config.qtype, adapter.quantize_exclusions, device, park)
+        log.info(report.line(adapter.denoiser_name))
+    _SETTLED.add(adapter.denoiser)
+    if defers(config):
+        fraction = config.layer_offloading_fraction if config.layer_offloading else None
+        state = Deferred(device, fraction)
+        state.hook = adapter.denoiser.register_forward_pre_hook(lambda *_: place_denoiser(adapter))
+        _DEFERRED[adapter.denoiser] = state
+
+
+def place_denoiser(adapter: "ModelAdapter") -> None:
+    """Bring a parked denoiser to the device (part of it, under layer offloading); nothing if it is not parked."""
+    state = _DEFERRED.get(adapter.denoiser)
+    if state is None or state.placed:
+        return
+    state.placed = True
+    if state.hook is not None:
+        state.hook.remove()
+    if state.offload_fraction is None:
+        adapter.denoiser.to(state.device)
+        return
+    state.offloader = offload_blocks(adapter.denoiser, state.device, state.offload_fraction)
+    log.info(f"layer offloading: {len(state.offloader.blocks)} of {len(blocks(adapter.denoiser))} "
+             f"{adapter.denoiser_name} blocks stay in CPU memory and are streamed to {state.device} when used")
+
+
+def offload_blocks(module: "nn.Module", device: "torch.device", fraction: float) -> "BlockOffloader":
+    """Offload ``fraction`` of the blocks of ``module`` (spread evenly); everything else goes to ``device``."""
+    from toolkit.models.offload import BlockOffloader, spread
+
+    found = [block for _, block in blocks(module)]
+    chosen = {id(found[i]) for i in spread(len(found), fraction)}
+    for _, unit in units(module):
+        if id(unit) not in chosen:
+            unit.to(device)
+    _own_tensors_to(module, device)
+    offloader = BlockOffloader([block for block in found if id(block) in chosen], device)
+    _OFFLOADERS[module] = offloader
+    return offloader
+
+
+def offloaded(module: "nn.Module") -> "list[nn.Module]":
+    """The blocks of ``module`` whose weights are streamed from CPU memory."""
+    offloader = _OFFLOADERS.get(module)
+    return list(offloader.blocks) if offloader is not None else []
+
+
+def compile_blocks(module: "nn.Module", skip: "Iterable[nn.Module]" = ()) -> int:
+    """``torch.compile`` every block of ``module`` (not those in ``skip``) with dynamic shapes; returns how many.
+
+    Blocks are compiled one by one (``nn.Module.compile``): identical blocks share the compiled code,
+    the first step is slow, and bucket sizes do not recompile (``dynamic=True``); ``fullgraph=False``
+    lets adapters and hooks run eagerly where Dynamo cannot trace them.
+    """
+    skipped = {id(block) for block in skip}
+    count = 0
+    for _, block in blocks(module):
+        if id(block) not in skipped:
+            block.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False)
+            count += 1
+    return count
+
+
+def devices_of(adapter: "ModelAdapter") -> dict[str, set[str]]:
+    """Device types of each component's parameters: {'denoiser': {'cpu'}, 'vae': {'cuda'}, ...}."""
+    parts = {"denoiser": adapter.denoiser, "vae": adapter.vae, **adapter.text_encoders}
+    return {name: {p.device.type for p in module.parameters()} for name, module in parts.items()}
