@@ -150,7 +150,6 @@ def compute_dtype(args: argparse.Namespace) -> Any:
 
 def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -> tuple[Any, Any, Any]:
     """The denoiser (quantized block by block from CPU memory for an 8-bit base), its adapter and LoRA network."""
-    import torch
 
     from toolkit.config.blocks import NetworkConfig
     from toolkit.models.memory import offload_blocks, quantize_by_units
