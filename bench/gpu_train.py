@@ -76,6 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s for MFU (default: by GPU name)")
     parser.add_argument("--tiny", action="store_true", help="tiny models (for a CPU check that the script works)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step per configuration")
     return parser.parse_args(argv)
 
 
@@ -229,6 +230,8 @@ def measure(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, 
         hardware = count_flops(step)
         forward = count_flops(step.forward) if not args.no_checkpointing else 0.0  # type: ignore[attr-defined]
         flops[case.arch] = (hardware - forward, hardware)
+    if args.profile:
+        profile(step, device)
     if device.type == "cuda":
         import torch
 
@@ -244,6 +247,20 @@ def measure(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, 
     result.flops, result.hardware_flops = flops.get(case.arch, (None, None))
     del step, model
     return result
+
+
+def profile(step: Callable[[], Any], device: Any, rows: int = 18) -> None:
+    """One step under torch.profiler: the operators that take the most GPU time, and the most CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        synchronize(device)
+    averages = prof.key_averages()
+    for key in (["self_cuda_time_total"] if device.type == "cuda" else []) + ["self_cpu_time_total"]:
+        print(averages.table(sort_by=key, row_limit=rows, max_name_column_width=60), flush=True)
 
 
 def run_case(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, tuple[float, float]]) -> Result:
