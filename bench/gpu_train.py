@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s for MFU (default: by GPU name)")
     parser.add_argument("--tiny", action="store_true", help="tiny models (for a CPU check that the script works)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--adapter-dtype", choices=["fp32", "bf16"], default="fp32",
+                        help="precision of the LoRA weights (the trainer keeps fp32; bf16 shows the cost of the casts)")
+    parser.add_argument("--cast-inputs", action="store_true", help="keep peft's input casts under autocast (the trainer drops them)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step per configuration")
     return parser.parse_args(argv)
 
@@ -151,6 +154,7 @@ def compute_dtype(args: argparse.Namespace) -> Any:
 
 def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -> tuple[Any, Any, Any]:
     """The denoiser (quantized block by block from CPU memory for an 8-bit base), its adapter and LoRA network."""
+    import torch
 
     from toolkit.config.blocks import NetworkConfig
     from toolkit.models.memory import offload_blocks, quantize_by_units
@@ -168,7 +172,8 @@ def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -
     rank = args.rank or (32 if case.arch == "zimage" else 16)
     targets = adapter_class.lora_targets(adapter, False)[name]
     network = Network.build({name: model}, {name: targets}, NetworkConfig(type="lora", linear=rank, linear_alpha=rank))
-    network.float()
+    network.float() if args.adapter_dtype == "fp32" else network.to(dtype)
+    network.cast_inputs(dtype == torch.float32 or args.cast_inputs)  # as the trainer does under mixed precision
     if case.offload is not None:
         offloader = offload_blocks(model, device, case.offload)
         result.note = f"{len(offloader.blocks)} blocks streamed"

@@ -265,3 +265,28 @@ def test_half_precision_base_with_float32_adapter(kind: str) -> None:
         out = denoiser(*x)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert all(p.dtype == torch.float32 for p in network.parameters())
+
+
+def test_input_casting_off_under_autocast_gives_the_same_output_and_gradients() -> None:
+    """Mixed precision: activations stay bf16 into the float32 LoRA (autocast casts the weights instead)."""
+    denoiser = model().to(torch.bfloat16)
+    network = build(denoiser, ATTENTION, linear=4)
+    randomize(network)
+    network.float()
+    x = torch.randn(2, 4, denoiser.blocks[0].attn.to_q.in_features).to(torch.bfloat16)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        for p in network.parameters():
+            p.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = denoiser.blocks[0].attn.to_q(x)
+        out.float().sum().backward()
+        return out.detach(), [p.grad.clone() for p in network.parameters() if p.grad is not None]
+
+    cast_out, cast_grads = run()
+    network.cast_inputs(False)
+    plain_out, plain_grads = run()
+    assert plain_out.dtype == torch.bfloat16
+    assert torch.allclose(plain_out.float(), cast_out.float(), atol=1e-2)
+    assert len(plain_grads) == len(cast_grads) == 2  # to_q's A and B
+    assert all(torch.allclose(a, b, rtol=2e-2, atol=1e-3) for a, b in zip(plain_grads, cast_grads))

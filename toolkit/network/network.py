@@ -48,6 +48,7 @@ class Network(nn.Module):
         self.layers = nn.ModuleDict({_slot(layer.target.key): layer for layer in layers})
         self._multiplier = 1.0
         self._enabled = True
+        self._cast_inputs = True
 
     @classmethod
     def build(cls, components: dict[str, nn.Module], targets: dict[str, list[str]], config: "NetworkConfig",
@@ -73,6 +74,22 @@ class Network(nn.Module):
 
     def _adapter_layers(self) -> list[AdapterLayer]:
         return list(self.layers.values())  # type: ignore[arg-type]
+
+    def cast_inputs(self, enabled: bool) -> bool:
+        """Whether peft LoRA layers cast their input to the adapter weights' dtype; returns the previous setting.
+
+        Under mixed precision (autocast) the cast is wasted work: the float32 adapter weights are cast to
+        bf16/fp16 for the matmul anyway, so the activations can stay in the compute dtype. Measured on an
+        H100 (bench/gpu_train.py --adapter-dtype): the casts cost 12% of a Z-Image step and 27% of an SDXL one.
+        Outside autocast (previews) the cast is needed: a bf16 input cannot meet float32 weights.
+        """
+        previous = self._cast_inputs
+        for layer in self._adapter_layers():
+            base = getattr(layer, "layer", None)
+            if base is not None and hasattr(base, "lora_A"):
+                base.cast_input_dtype_enabled = enabled
+        self._cast_inputs = enabled
+        return previous
 
     @property
     def components(self) -> list[str]:

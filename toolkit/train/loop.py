@@ -43,10 +43,14 @@ class DiffusionStep(nn.Module):
         self.huber_c = huber_c
         self.train_text_encoder = train_text_encoder
         self.generator = generator
+        self._autocast: bool | None = None
 
     def forward(self, batch: Any) -> torch.Tensor:
         adapter = self.adapter
         device = adapter.device
+        if self._autocast is None:  # under mixed precision the LoRA inputs need no cast (see Network.cast_inputs)
+            self._autocast = torch.is_autocast_enabled(device.type)
+            self.network.cast_inputs(not self._autocast)
         with torch.no_grad():
             if batch.latents is not None:
                 latents = batch.latents.to(device)

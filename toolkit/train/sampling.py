@@ -103,11 +103,13 @@ def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None"
             adapter.move(offloaded, adapter.device)
         for module in modules:
             module.eval()
+        casting = network.cast_inputs(True)  # previews run without autocast
         try:
             for preview in previews:
                 with network.scaled(preview.multiplier):
                     images.extend(adapter.generate([preview.request]))
         finally:
+            network.cast_inputs(casting)
             for module, mode in zip(modules, modes):
                 module.train(mode)
             if offloaded:
