@@ -106,3 +106,33 @@ def test_missing_dataset_folder_is_an_error_at_dry_run(tmp_path):
     result = python("run.py", "--dry-run", str(FIXTURES / "aitoolkit_zimage_turbo.yaml"))
     assert result.returncode == 2
     assert "/path/to/images/folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_second_run_with_the_same_name_continues_and_keeps_the_old_config(tmp_path, capsys):
+    first = note_config(tmp_path, message="first")
+    assert run.main([str(first)]) == 0
+    folder = tmp_path / "out" / "note"
+    assert run.main([str(first)]) == 0  # the same config again: continued, nothing kept aside
+    assert "Continuing the run in" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.glob("config*.yaml")) == ["config.yaml"]
+    second = note_config(tmp_path, message="second")
+    assert run.main([str(second)]) == 0
+    kept = [p for p in folder.glob("config.*.yaml")]
+    assert len(kept) == 1 and "message: first" in kept[0].read_text()
+    assert "message: second" in (folder / "config.yaml").read_text()
+    log_text = (folder / "log.txt").read_text()
+    assert log_text.count("wrote") == 3 and f"the old one is kept as {kept[0]}" in log_text
+
+
+def test_config_changes_within_one_second_keep_every_old_config(tmp_path, monkeypatch):
+    from toolkit import output
+
+    monkeypatch.setattr(output.time, "strftime", lambda _fmt: "20260101-000000")
+    folder = output.RunFolder(tmp_path, "run")
+    for version in range(4):
+        folder.open({"version": version})
+        folder.close()
+    kept = sorted(p.name for p in folder.path.glob("config.*.yaml"))
+    assert kept == ["config.20260101-000000-2.yaml", "config.20260101-000000-3.yaml", "config.20260101-000000.yaml"]
+    texts = {(folder.path / name).read_text() for name in kept} | {(folder.path / "config.yaml").read_text()}
+    assert texts == {f"version: {v}\n" for v in range(4)}

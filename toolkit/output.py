@@ -68,13 +68,21 @@ class RunFolder:
         text = dump_yaml(resolved_config)
         config_file = self.path / "config.yaml"
         if existed and config_file.read_text(encoding="utf-8") != text:
-            kept = self.path / f"config.{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+            kept = self._free_name(f"config.{time.strftime('%Y%m%d-%H%M%S')}", ".yaml")
             os.replace(config_file, kept)
             log.info(f"The config differs from the one this run started with; the old one is kept as {kept}.")
         write_text_atomic(config_file, text)
         if existed:
             log.info(f"Continuing the run in {self.path}.")
         return existed
+
+    def _free_name(self, stem: str, suffix: str) -> Path:
+        """``stem + suffix`` in the folder, or with -2, -3, ... added: two changes within one second keep both."""
+        candidate, number = self.path / f"{stem}{suffix}", 1
+        while candidate.exists():
+            number += 1
+            candidate = self.path / f"{stem}-{number}{suffix}"
+        return candidate
 
     def record(self, message: str, level: int = logging.ERROR) -> None:
         """Write a line to log.txt only (e.g. the error that ends the run, which run.py prints to the console)."""
