@@ -136,11 +136,11 @@ def load_object(path: str) -> Any:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def _unknown(kind: str, name: str, known: Iterable[str], extra: str = "") -> RegistryError:
+def _unknown(kind: str, name: str, known: Iterable[str], extra: str = "", scope: str = "") -> RegistryError:
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else "."
-    return RegistryError(f"unknown {kind} '{name}'{hint} Valid: {', '.join(known) or '(none)'}.{extra}")
+    return RegistryError(f"unknown {kind} '{name}'{scope}{hint} Valid: {', '.join(known) or '(none)'}.{extra}")
 
 
 class Registry:
@@ -188,7 +188,7 @@ class Registry:
     def process(self, job: str, name: str) -> ProcessSpec:
         if (job, name) not in self.processes:
             known = [p for (j, p) in self.processes if j == job]
-            raise _unknown(f"process type for job '{job}'", name, known, self._broken_note())
+            raise _unknown("process type", name, known, self._broken_note(), scope=f" for job '{job}'")
         return self.processes[(job, name)]
 
     def arch_names(self) -> list[str]:

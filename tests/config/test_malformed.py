@@ -12,6 +12,8 @@ from toolkit.config.job import load_job_config
 from toolkit.errors import ConfigError
 
 CORPUS = sorted((Path(__file__).parent / "malformed").glob("*.*"))
+WHOLE_FILE = ("YAML syntax error", "the file must be a block of keys")
+"""Problems that belong to the file as a whole, not to one key: they name a line but no YAML path."""
 JSON_EXPECT = {"json_config.json": ["train.lr: must be > 0, got -1", "line 1,"]}
 
 
@@ -39,6 +41,10 @@ def test_malformed_config_message(path: Path, registry, monkeypatch):
         assert fragment in message, f"{fragment!r} not in:\n{message}"
     for line in marked:
         assert f"line {line}," in message, f"line {line} not named in:\n{message}"
+        at_line = [issue for issue in caught.value.issues if issue.line == line]
+        whole_file = any(issue.message.startswith(WHOLE_FILE) for issue in at_line)
+        assert whole_file or all(issue.path for issue in at_line), f"no YAML path for line {line} in:\n{message}"
+    assert message.endswith(caught.value.hint) and caught.value.hint.strip(), "the message must end with what to do"
     assert "Traceback" not in message
 
 

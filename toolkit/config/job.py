@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field, ValidationError
 from toolkit.config.base import Block
 from toolkit.config.blocks import MetaConfig
 from toolkit.config.messages import issues_from, suggest
-from toolkit.config.substitute import apply_overrides, substitute_env, substitute_tags
-from toolkit.config.yaml_io import Locations, load_file
+from toolkit.config.substitute import apply_overrides, expand_env, substitute_tags
+from toolkit.config.yaml_io import Locations, read_file
 from toolkit.errors import ConfigError, ConfigIssue, EaselError
 from toolkit.registry import JobSpec, ProcessSpec, Registry, RegistryError, load_object
 
@@ -58,17 +58,37 @@ class LoadedJob:
 
 
 def load_job_config(path: FsPath, registry: Registry, *, name: str | None = None, overrides: list[str] = ()) -> LoadedJob:
-    """Read, substitute, override and validate one config file. Raises ConfigError with every problem."""
-    data, locations = load_file(path)
-    data = substitute_env(data, locations)
+    """Read, substitute, override and validate one config file. Raises ConfigError with every problem.
+
+    Problems found while reading (duplicate keys, refused tags, unset variables, a missing --name) are
+    reported together with the validation's, so one run shows everything that is wrong in the file.
+    """
+    data, locations, issues = read_file(path)
+    data, env_issues = expand_env(data, locations)
+    issues += env_issues
     data = apply_overrides(data, list(overrides), locations)
     if isinstance(data, dict) and isinstance(data.get("config"), dict):
         config_name = data["config"].get("name")
         name = name or (config_name if isinstance(config_name, str) and "[name]" not in config_name else None)
         if name is None and isinstance(config_name, str):
-            raise ConfigError(locations.source, [locations.issue(("config", "name"), "uses [name] but no --name was given")])
+            issues.append(locations.issue(("config", "name"), "uses [name] but no --name was given; pass --name NAME"))
     data = substitute_tags(data, name)
-    return validate_job(data, locations, registry, path)
+    try:
+        loaded = validate_job(data, locations, registry, path)
+    except ConfigError as err:
+        raise ConfigError(locations.source, _merge(issues, err.issues)) from None
+    if issues:
+        raise ConfigError(locations.source, _merge(issues, []))
+    return loaded
+
+
+def _merge(early: list[ConfigIssue], late: list[ConfigIssue]) -> list[ConfigIssue]:
+    """Early issues (from reading) plus the validation's, minus those at or under a path already reported
+    (a refused tag reads as null, an unset variable stays ``${VAR}``: their validation errors only repeat
+    the first). In file order; issues without a line (from --set) last."""
+    reported = [issue.path for issue in early]
+    fresh = [issue for issue in late if not any(issue.path[:len(path)] == path for path in reported if path)]
+    return sorted(early + fresh, key=lambda issue: (issue.line is None, issue.line or 0, issue.column or 0))
 
 
 def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPath) -> LoadedJob:

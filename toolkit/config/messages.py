@@ -67,9 +67,14 @@ def keys_at(model: type[BaseModel], loc: Path) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def suggest(word: str, choices: list[str]) -> str:
+def _closest(word: str, choices: list[str]) -> str | None:
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    close = _closest(word, choices)
+    return f"; did you mean '{close}'?" if close else ""
 
 
 def _message(error: dict[str, Any], model: type[BaseModel], loc: Path) -> str:
@@ -90,6 +95,10 @@ def _message(error: dict[str, Any], model: type[BaseModel], loc: Path) -> str:
         return f"must be {sign} {bound}, got {value!r}"
     if kind == "int_from_float":
         return f"expected a whole number, got {value!r}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length', 0)}"
+    if kind == "too_long":
+        return f"takes at most {ctx.get('max_length')} item(s), got {ctx.get('actual_length')}"
     prefix = kind.split("_")[0] if kind.endswith(("_parsing", "_type")) else ""
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         prefix = "dict"
@@ -100,9 +109,20 @@ def _message(error: dict[str, Any], model: type[BaseModel], loc: Path) -> str:
 
 
 def issues_from(err: ValidationError, model: type[BaseModel], base: Path, locations: Locations) -> list[ConfigIssue]:
-    """One ConfigIssue per Pydantic error, positioned at ``base + loc``."""
-    issues: list[ConfigIssue] = []
+    """One ConfigIssue per Pydantic error, positioned at ``base + loc``.
+
+    A required key reported missing where a misspelt key suggests it (``promt`` -> ``prompt``) is left out:
+    the "did you mean" line already says what to do.
+    """
+    errors = []
     for error in err.errors():
         loc = tuple(part for part in error["loc"] if isinstance(part, int) or not str(part).startswith(("function-", "literal[")))
-        issues.append(locations.issue(base + loc, _message(error, model, loc)))
-    return issues
+        errors.append((loc, error))
+    suggested = set()
+    for loc, error in errors:
+        if error["type"] == "extra_forbidden" and loc:
+            close = _closest(str(loc[-1]), keys_at(model, loc[:-1]))
+            if close:
+                suggested.add(loc[:-1] + (close,))
+    return [locations.issue(base + loc, _message(error, model, loc)) for loc, error in errors
+            if not (error["type"] == "missing" and loc in suggested)]

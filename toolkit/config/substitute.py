@@ -24,6 +24,14 @@ def _map_strings(data: Any, path: Path, fn: Callable[[str, Path], str]) -> Any:
 
 def substitute_env(data: Any, locations: Locations, environ: dict[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string; a missing variable is an error."""
+    result, issues = expand_env(data, locations, environ)
+    if issues:
+        raise ConfigError(locations.source, issues)
+    return result
+
+
+def expand_env(data: Any, locations: Locations, environ: dict[str, str] | None = None) -> tuple[Any, list[ConfigIssue]]:
+    """``substitute_env`` that returns the missing variables as issues (the text is left as written there)."""
     env = os.environ if environ is None else environ
     issues: list[ConfigIssue] = []
 
@@ -39,10 +47,7 @@ def substitute_env(data: Any, locations: Locations, environ: dict[str, str] | No
 
         return _ENV.sub(one, text)
 
-    result = _map_strings(data, (), replace)
-    if issues:
-        raise ConfigError(locations.source, issues)
-    return result
+    return _map_strings(data, (), replace), issues
 
 
 def substitute_tags(data: Any, name: str | None) -> Any:

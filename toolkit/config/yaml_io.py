@@ -107,7 +107,9 @@ class _Builder:
         return result
 
     def refuse(self, node: Any, path: Path, tag: str) -> None:
-        self.issues.append(self.at(node, path, f"the tag '{tag}' is not allowed: configs hold plain data only, and no Python object is ever built from YAML"))
+        shown = "!!" + tag.removeprefix(_STD) if tag.startswith(_STD) else tag  # as the user wrote it
+        self.issues.append(self.at(node, path, f"the tag '{shown}' is not allowed: configs hold plain data only, and no Python "
+                                               "object is ever built from YAML; remove the tag and write the value"))
         return None
 
     @staticmethod
@@ -116,7 +118,19 @@ class _Builder:
 
 
 def load_text(text: str, source: str) -> tuple[Any, Locations]:
-    """Parse YAML (or JSON) text into plain data and the positions of its keys."""
+    """Parse YAML (or JSON) text into plain data and the positions of its keys; any problem raises."""
+    data, locations, issues = read_text(text, source)
+    if issues:
+        raise ConfigError(source, issues)
+    return data, locations
+
+
+def read_text(text: str, source: str) -> tuple[Any, Locations, list[ConfigIssue]]:
+    """Like ``load_text``, but problems inside valid YAML (duplicate keys, refused tags) are returned, not raised,
+    so that the caller can report them together with the rest of the file's problems.
+
+    A refused tag's value is read as null and a duplicate key keeps its first value. Syntax errors still raise.
+    """
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -137,15 +151,21 @@ def load_text(text: str, source: str) -> tuple[Any, Locations]:
     builder = _Builder(yaml, locations)
     builder.mark((), node)
     data = builder.build(node, ())
-    if builder.issues:
-        raise ConfigError(source, builder.issues)
-    return data, locations
+    return data, locations, builder.issues
 
 
-def load_file(path: FsPath) -> tuple[Any, Locations]:
-    """Read a config file; the file name in messages is the path as given."""
+def read_file(path: FsPath) -> tuple[Any, Locations, list[ConfigIssue]]:
+    """``read_text`` on a config file; the file name in messages is the path as given."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(path), [ConfigIssue((), "the file is not UTF-8 text")], "Save the config as UTF-8 and run again.") from None
-    return load_text(text, str(path))
+    return read_text(text, str(path))
+
+
+def load_file(path: FsPath) -> tuple[Any, Locations]:
+    """Read a config file; any problem raises."""
+    data, locations, issues = read_file(path)
+    if issues:
+        raise ConfigError(str(path), issues)
+    return data, locations
