@@ -53,18 +53,31 @@ def _aliases(info: Any) -> list[str]:
 
 def keys_at(model: type[BaseModel], loc: Path) -> list[str]:
     """The keys a config accepts at ``loc`` (field names and their accepted spellings)."""
+    keys: list[str] = []
+    for candidate in _blocks_at(model, loc):
+        for name, info in candidate.model_fields.items():
+            keys += [name, *_aliases(info)]
+        keys += sorted(getattr(candidate, "ignored_keys", ()))
+    return list(dict.fromkeys(keys))
+
+
+def _blocks_at(model: type[BaseModel], loc: Path) -> list[type[BaseModel]]:
     annotation: Any = model
     for part in loc:
         annotation = _step(annotation, part)
         if annotation is None:
             return []
-    keys: list[str] = []
-    for candidate in _unwrap(annotation):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            for name, info in candidate.model_fields.items():
-                keys += [name, *_aliases(info)]
-            keys += sorted(getattr(candidate, "ignored_keys", ()))
-    return list(dict.fromkeys(keys))
+    return [c for c in _unwrap(annotation) if isinstance(c, type) and issubclass(c, BaseModel)]
+
+
+def _other_spellings(model: type[BaseModel], loc: Path, key: str) -> list[str]:
+    """The other accepted spellings of the field ``key`` spells at ``loc`` (``rank`` -> ``linear``), if any."""
+    for candidate in _blocks_at(model, loc):
+        for name, info in candidate.model_fields.items():
+            spellings = [*_aliases(info), name]
+            if key in spellings:
+                return [s for s in dict.fromkeys(spellings) if s != key]
+    return []
 
 
 def _closest(word: str, choices: list[str]) -> str | None:
@@ -80,6 +93,10 @@ def suggest(word: str, choices: list[str]) -> str:
 def _message(error: dict[str, Any], model: type[BaseModel], loc: Path) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "extra_forbidden":
+        # With two spellings of one key written, Pydantic reads one and calls the other unknown.
+        others = _other_spellings(model, loc[:-1], str(loc[-1]))
+        if others:
+            return f"'{loc[-1]}' is another spelling of {' / '.join(repr(o) for o in others)}, which is also set; keep one"
         valid = keys_at(model, loc[:-1])
         hint = suggest(str(loc[-1]), valid)
         return f"unknown key '{loc[-1]}'" + (hint or f". Valid keys here: {', '.join(valid)}.")

@@ -1,0 +1,16 @@
+"""ai-toolkit's spellings are read as ours: process type aliases and legacy key names."""
+
+import pytest
+
+from toolkit.config.job import load_job_config
+
+
+@pytest.mark.parametrize("kind", ["sd_trainer", "diffusion_trainer", "lora_trainer"])
+def test_legacy_spellings_are_read_as_ours(kind, registry, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"job: extension\nconfig:\n  name: n\n  process:\n    - type: {kind}\n"
+                      "      datasets: [{folder_path: /tmp}]\n      model: {name_or_path: x, arch: sd15}\n"
+                      "      network: {rank: 4, alpha: 2}\n      train: {gradient_accumulation_steps: 3}\n")
+    process = load_job_config(config, registry).processes[0]
+    assert process.type == "lora_trainer"
+    assert (process.train.gradient_accumulation, process.network.linear, process.network.linear_alpha) == (3, 4, 2)
