@@ -136,3 +136,17 @@ def test_config_changes_within_one_second_keep_every_old_config(tmp_path, monkey
     assert kept == ["config.20260101-000000-2.yaml", "config.20260101-000000-3.yaml", "config.20260101-000000.yaml"]
     texts = {(folder.path / name).read_text() for name in kept} | {(folder.path / "config.yaml").read_text()}
     assert texts == {f"version: {v}\n" for v in range(4)}
+
+
+def test_dry_run_reports_every_missing_folder_together(tmp_path, capsys):
+    config = tmp_path / "missing.yaml"
+    lines = ["job: extension", "config:", "  name: m", "  process:"]
+    for folders in ([tmp_path / "a", tmp_path / "b"], [tmp_path / "c"]):
+        lines += ["    - type: lora_trainer", "      model: {name_or_path: tiny:sd15, arch: sd15}", "      datasets:"]
+        lines += [f"        - folder_path: {folder}" for folder in folders]
+    config.write_text("\n".join(lines) + "\n")
+    assert run.main(["--dry-run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "3 problems in the config" in err
+    for line, where in ((8, "process[0].datasets[0]"), (9, "process[0].datasets[1]"), (13, "process[1].datasets[0]")):
+        assert f"line {line}, col 11: config.{where}.folder_path: the dataset folder" in err, err

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from toolkit.errors import ConfigError, ConfigIssue
 from toolkit.registry import Registry, load_object
 
 if TYPE_CHECKING:
@@ -28,14 +29,18 @@ class Process(ABC):
         self.config = config
         self.index = index
 
-    def config_error(self, where: tuple, message: str, hint: str = "") -> Exception:
+    def config_error(self, where: tuple, message: str, hint: str = "") -> ConfigError:
         """A ConfigError at ``where`` (a path inside this process's block), with the file's line and column."""
-        from toolkit.errors import ConfigError, ConfigIssue
-
         path = ("config", "process", self.index, *where)
         locations = self.job.loaded.locations
         issue = locations.issue(path, message) if locations is not None else ConfigIssue(path, message)
         return ConfigError(str(self.job.loaded.source), [issue], hint or "Fix the path in the config (or create it) and run again.")
+
+    @staticmethod
+    def raise_together(errors: list[ConfigError]) -> None:
+        """Raise the ``config_error``s one check found (a missing file each) as one error, if there are any."""
+        if errors:
+            raise ConfigError(errors[0].source, [issue for error in errors for issue in error.issues], errors[0].hint)
 
     def plan(self) -> list[str]:
         """Lines describing what ``run`` would do; must not load any model."""
@@ -63,9 +68,17 @@ class Job:
         ]
 
     def plan(self) -> str:
+        """The dry run's report. Every process is checked, and their problems (missing files) are raised together."""
         lines = [f"job: {self.loaded.spec.name} ({self.name}) from {self.loaded.source}"]
+        issues, hints = [], []
         for process in self.processes:
-            lines += ["", *process.plan()]
+            try:
+                lines += ["", *process.plan()]
+            except ConfigError as err:
+                issues += err.issues
+                hints.append(err.hint)
+        if issues:
+            raise ConfigError(str(self.loaded.source), issues, " ".join(dict.fromkeys(hints)))
         return "\n".join(lines)
 
     def run(self) -> None:

@@ -33,13 +33,13 @@ class LoraTrainerProcess(Process):
 
     def check_inputs(self) -> None:
         """Files the config names must exist (checked at --dry-run and before any model loads)."""
-        for index, dataset in enumerate(self.config.datasets):
-            if not Path(dataset.folder_path).is_dir():
-                raise self.config_error(("datasets", index, "folder_path"), f"the dataset folder '{dataset.folder_path}' does "
-                                        "not exist; point folder_path at a folder of images (with .txt captions or a metadata.jsonl).")
+        errors = [self.config_error(("datasets", index, "folder_path"), f"the dataset folder '{dataset.folder_path}' does "
+                                    "not exist; point folder_path at a folder of images (with .txt captions or a metadata.jsonl).")
+                  for index, dataset in enumerate(self.config.datasets) if not Path(dataset.folder_path).is_dir()]
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
-            raise self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist.")
+            errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
+        self.raise_together(errors)
 
     def plan(self) -> list[str]:
         self.check_inputs()
