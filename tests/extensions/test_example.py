@@ -20,3 +20,27 @@ def test_example_config_is_strict(tmp_path, registry):
     config.write_text("job: extension\nconfig:\n  name: n\n  process:\n    - type: example_note\n      mesage: hi\n")
     with pytest.raises(ConfigError, match="did you mean 'message'"):
         load_job_config(config, registry)
+
+
+def test_a_copy_of_the_template_is_a_working_extension(tmp_path):
+    """What extensions/example/README.md tells a user to do: copy, rename the type and the import paths."""
+    import shutil
+    import uuid
+
+    from toolkit.job import Job
+    from toolkit.registry import Registry
+
+    package = f"ext_{uuid.uuid4().hex[:8]}"  # imports are cached per name
+    root = tmp_path / package
+    shutil.copytree(ROOT / "extensions" / "example", root / "mynote", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "__init__.py").write_text("")
+    for source in (root / "mynote").glob("*.py"):
+        text = source.read_text().replace("extensions.example.", f"{package}.mynote.").replace("example_note", "my_note")
+        source.write_text(text)
+    registry = Registry.discover(("jobs",), root)
+    assert not registry.broken and registry.process("extension", "my_note").name == "my_note"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"job: extension\nconfig:\n  name: mine\n  process:\n    - type: my_note\n"
+                      f"      training_folder: {tmp_path / 'out'}\n      message: copied\n")
+    Job(load_job_config(config, registry), registry).run()
+    assert (tmp_path / "out" / "mine" / "note.txt").read_text() == "copied\n"
