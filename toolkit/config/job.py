@@ -83,11 +83,11 @@ def load_job_config(path: FsPath, registry: Registry, *, name: str | None = None
 
 
 def _merge(early: list[ConfigIssue], late: list[ConfigIssue]) -> list[ConfigIssue]:
-    """Early issues (from reading) plus the validation's, minus those at or under a path already reported
-    (a refused tag reads as null, an unset variable stays ``${VAR}``: their validation errors only repeat
-    the first). In file order; issues without a line (from --set) last."""
-    reported = [issue.path for issue in early]
-    fresh = [issue for issue in late if not any(issue.path[:len(path)] == path for path in reported if path)]
+    """Early issues (from reading) plus the validation's, minus those at a path already reported (a refused
+    tag reads as null, an unset variable stays ``${VAR}``: their validation errors only repeat the first).
+    In file order; issues without a line (from --set) last."""
+    reported = {issue.path for issue in early}
+    fresh = [issue for issue in late if issue.path not in reported]
     return sorted(early + fresh, key=lambda issue: (issue.line is None, issue.line or 0, issue.column or 0))
 
 
