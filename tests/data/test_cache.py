@@ -199,19 +199,40 @@ def test_text_cache_refuses_random_token_rules(folder):
         make(folder, shuffle_tokens=True).prepare(FakeAdapter(), cache_text=True)
 
 
-def test_two_ranks_share_disk_caching(folder):
+@pytest.mark.parametrize("rank_one_starts_late", [False, True])
+def test_two_ranks_share_disk_caching(folder, rank_one_starts_late):
+    """Each rank encodes half; also when rank 1 looks at the cache only after rank 0 has filled its half."""
     adapters = [FakeAdapter(), FakeAdapter()]
     loaders = [TrainData([dataset(folder, cache_latents_to_disk=True, resolution=[64])], trigger_word=None,
                          batch_size=1, seed=0, bucket_divisibility=16, rank=rank, world_size=2) for rank in range(2)]
     barrier = threading.Barrier(2, timeout=30)
     threads = [threading.Thread(target=loader.prepare, args=(adapter,), kwargs={"barrier": barrier.wait})
                for loader, adapter in zip(loaders, adapters)]
-    for thread in threads:
-        thread.start()
+    threads[0].start()
+    while rank_one_starts_late and barrier.n_waiting < 1:
+        threads[0].join(0.01)
+    threads[1].start()
     for thread in threads:
         thread.join()
     assert adapters[0].encoded_images == 2 and adapters[1].encoded_images == 2
     assert len(latents_on_disk(folder)) == 4
+
+
+def test_two_ranks_share_text_caching(folder):
+    adapters = [FakeAdapter(), FakeAdapter()]
+    loaders = [TrainData([dataset(folder, resolution=[64])], trigger_word=None, batch_size=1, seed=0,
+                         bucket_divisibility=16, rank=rank, world_size=2) for rank in range(2)]
+    barrier = threading.Barrier(2, timeout=30)
+    threads = [threading.Thread(target=loader.prepare, args=(adapter,), kwargs={"barrier": barrier.wait, "cache_text": True})
+               for loader, adapter in zip(loaders, adapters)]
+    threads[0].start()
+    while barrier.n_waiting < 1:
+        threads[0].join(0.01)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert sorted(adapters[0].encoded_prompts + adapters[1].encoded_prompts) == [f"thing {i}" for i in range(4)]
+    assert len(adapters[0].encoded_prompts) == len(adapters[1].encoded_prompts) == 2
 
 
 def test_unwritable_cache_folder_is_a_user_error(folder, tmp_path):
