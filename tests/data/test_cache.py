@@ -61,6 +61,35 @@ def test_disk_cache_warm_run_encodes_nothing_and_matches(folder):
         assert torch.equal(old, new.latents) and new.pixels is None
 
 
+def test_encoding_is_batched_by_bucket_with_a_progress_bar(folder, monkeypatch):
+    from toolkit.data import cache
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, unit):
+            self.total, self.desc, self.done = total, desc, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, count):
+            self.done += count
+
+    monkeypatch.setattr(cache, "_progress", Bar)
+    for i in range(4, 7):
+        write_image(folder / f"img{i}.png", size=(64, 64), color=(30 * i, 10, 10), caption=f"thing {i}")
+    adapter = FakeAdapter()
+    make(folder, cache_latents=True).prepare(adapter, cache_text=True)
+    assert sorted(adapter.image_batches) == [1, 1, 1, 2, 2]  # five 64x64 images in batches of 2, two other buckets
+    assert [(bar.desc, bar.total, bar.done) for bar in bars] == [("caching latents", 7, 7),
+                                                                 ("caching text embeddings", 7, 7)]
+
+
 def test_cached_latent_is_the_encoded_batch_pixels(folder):
     cached = make(folder, cache_latents=True)
     cached.prepare(FakeAdapter())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.data.helpers import write_image
+from tests.data.helpers import write_image, write_png_header
 from toolkit.data import images
 from toolkit.data.images import BadImage, load_image, probe_image
 
@@ -58,6 +59,15 @@ def test_decompression_bomb(tmp_path, monkeypatch, reader):
     assert probe_image(path).width == 64
     monkeypatch.setattr(images, "MAX_PIXELS", 64 * 48 - 1)
     assert _reason(path, reader) == "too large (decompression bomb?)"
+
+
+@pytest.mark.parametrize("reader", [probe_image, load_image])
+@pytest.mark.parametrize("side", [10_000, 20_000])
+def test_real_decompression_bomb_header(tmp_path, reader, side):
+    """Above our limit but below PIL's (PIL only warns), and above PIL's (PIL raises): both refused."""
+    path = write_png_header(tmp_path / "bomb.png", side, side)
+    with pytest.warns(Image.DecompressionBombWarning) if side * side <= 2 * Image.MAX_IMAGE_PIXELS else nullcontext():
+        assert _reason(path, reader) == "too large (decompression bomb?)"
 
 
 def test_unreadable_file(tmp_path):

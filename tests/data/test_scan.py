@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.helpers import dataset, write_image
+from tests.data.helpers import dataset, write_image, write_png_header
 from toolkit.data.scan import scan_dataset
 from toolkit.errors import EaselError
 
@@ -94,10 +94,14 @@ def test_bad_files_are_counted_by_reason(tmp_path):
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     write_image(tmp_path / "anim.gif", fmt="GIF")
     (tmp_path / "notes.md").write_text("ignored quietly")
+    (tmp_path / "sub" / "gone.jpg").parent.mkdir()
+    (tmp_path / "sub" / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    write_png_header(tmp_path / "sub" / "bomb.png", 30_000, 30_000)
     scan = scan_dataset(dataset(tmp_path))
     assert [r.path.name for r in scan.records] == ["good.png"]
     assert scan.skipped == {"empty file": ["empty.jpg"], "not an image": ["text.png"], "truncated": ["cut.png"],
-                            "unsupported format (.gif)": ["anim.gif"]}
+                            "unsupported format (.gif)": ["anim.gif"], "unreadable": ["sub/gone.jpg"],
+                            "too large (decompression bomb?)": ["sub/bomb.png"]}
     assert "empty file 1 (empty.jpg)" in scan.skipped_summary()
 
 
