@@ -16,10 +16,12 @@ from toolkit.config.blocks import DatasetConfig
 
 def write_image(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30),
                 fmt: str | None = None, caption: str | None = None, mode: str = "RGB") -> Path:
-    """A solid image with a gradient stripe (so flips and crops change pixels), plus an optional .txt caption."""
+    """A solid image with a gradient stripe on the left and a dark band at the top (so flips and crops
+    change pixels), plus an optional .txt caption."""
     path.parent.mkdir(parents=True, exist_ok=True)
     array = np.zeros((size[1], size[0], 3), dtype=np.uint8)
     array[:] = color
+    array[: max(1, size[1] // 4)] //= 2
     array[:, : max(1, size[0] // 4)] = np.linspace(0, 255, max(1, size[0] // 4), dtype=np.uint8)[None, :, None]
     image = Image.fromarray(array, "RGB")
     if mode != "RGB":

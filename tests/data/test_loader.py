@@ -178,15 +178,16 @@ def test_regularization_set_and_dataset_trigger(tmp_path):
     assert sorted(batch.captions) == ["a dog", "sks a dog"]
 
 
-def test_flips_change_pixels_and_image_info(folder):
-    data = make(folder, batch_size=1, flip_x=True)
+@pytest.mark.parametrize("axis,dim", [("flip_x", -1), ("flip_y", -2)])
+def test_flips_change_pixels_and_image_info(folder, axis, dim):
+    data = make(folder, batch_size=1, **{axis: True})
     plain = make(folder, batch_size=1)
     flipped = 0
     for (batch, _), (reference, _) in itertools.islice(zip(data.batches(), plain.batches()), 20):
         assert batch.paths == reference.paths
         if torch.equal(batch.pixels, reference.pixels):
             continue
-        assert torch.equal(batch.pixels, reference.pixels.flip(-1))
+        assert torch.equal(batch.pixels, reference.pixels.flip(dim))
         flipped += 1
     assert 3 <= flipped <= 17
 

@@ -67,8 +67,11 @@ def test_metadata_csv_with_image_column(tmp_path):
 
 def test_metadata_in_subfolder_is_relative_to_its_folder(tmp_path):
     write_image(tmp_path / "part" / "a.png")
-    (tmp_path / "part" / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "sub"}))
-    assert _captions(scan_dataset(dataset(tmp_path))) == {"part/a.png": ("sub", "metadata")}
+    write_image(tmp_path / "part" / "deeper" / "b.png")
+    rows = [{"file_name": "a.png", "text": "sub"}, {"image": "deeper/b.png", "caption": "by image column"}]
+    (tmp_path / "part" / "metadata.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    assert _captions(scan_dataset(dataset(tmp_path))) == {"part/a.png": ("sub", "metadata"),
+                                                          "part/deeper/b.png": ("by image column", "metadata")}
 
 
 def test_metadata_errors_name_the_file_and_line(tmp_path):
