@@ -156,11 +156,12 @@ def test_empty_dataset_names_folder_and_reasons(tmp_path):
     (tmp_path / "b.png").write_text("x")
     with pytest.raises(EaselError) as caught:
         make(tmp_path)
-    message = str(caught.value)
-    assert str(tmp_path) in message and "empty file 1 (a.jpg)" in message and "not an image 1 (b.png)" in message
+    assert str(caught.value) == (f"dataset '{tmp_path}' (datasets[0].folder_path) has no usable images. Dropped: "
+                                 "empty file 1 (a.jpg); not an image 1 (b.png). Fix or replace those files, or add "
+                                 "usable images.")
     empty = tmp_path / "nothing"
     empty.mkdir()
-    with pytest.raises(EaselError, match="no .jpg/.jpeg/.png/.webp/.bmp files found"):
+    with pytest.raises(EaselError, match=r"no .jpg/.jpeg/.png/.webp/.bmp files found .*same-stem .txt files"):
         make(empty)
 
 

@@ -114,6 +114,15 @@ def rng_for(seed: int, *parts: object) -> random.Random:
     return random.Random(int.from_bytes(digest, "little"))
 
 
+def _empty_message(index: int, scan: DatasetScan, caption_ext: str) -> str:
+    """The error for a dataset left without images: which one, why each file was dropped, what to do."""
+    where = f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images"
+    if not scan.skipped:
+        return (f"{where}: no .jpg/.jpeg/.png/.webp/.bmp files found (hidden and cache folders are not read). "
+                f"Put images in it, captioned by same-stem .{caption_ext} files or a metadata.jsonl.")
+    return f"{where}. Dropped: {scan.skipped_summary()}. Fix or replace those files, or add usable images."
+
+
 def _flips(enabled: bool) -> tuple[bool, ...]:
     return (False, True) if enabled else (False,)
 
@@ -161,10 +170,9 @@ class TrainData:
 
     def _build(self) -> None:
         """Entries and groups from the current records; a dataset left empty is an error."""
-        for scan in self.scans:
+        for index, scan in enumerate(self.scans):
             if not scan.records:
-                why = scan.skipped_summary() or "no .jpg/.jpeg/.png/.webp/.bmp files found (hidden and cache folders are not read)"
-                raise EaselError(f"dataset '{scan.folder}' has no usable images. Dropped: {why}.")
+                raise EaselError(_empty_message(index, scan, self.datasets[index].caption_ext))
         self.entries: list[Entry] = []
         for index, (config, scan) in enumerate(zip(self.datasets, self.scans)):
             cached = self.latent_caches[index] is not None
