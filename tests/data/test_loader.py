@@ -220,3 +220,18 @@ def test_image_replaced_after_the_scan_is_reported_not_distorted(folder):
     write_image(folder / "img00.png", size=(40, 120))
     with pytest.raises(EaselError, match="img00.png: size differs from the scan"):
         list(itertools.islice(data.batches(), data.steps_per_epoch()))
+
+
+def test_random_crop_moves_per_epoch_center_crop_does_not(folder):
+    """img10 is 72x64: its 64x64 bucket leaves 8 spare columns."""
+    def crops(data: TrainData) -> set[tuple[int, int]]:
+        found = set()
+        for epoch in range(12):
+            for item, entry in enumerate(data.entries):
+                if data.scans[0].records[entry.record].path.name == "img10.png":
+                    found.add(data.draw(item, epoch).placement.image_info().crop_top_left)
+        return found
+
+    assert crops(make(folder)) == {(0, 4)}
+    moved = crops(make(folder, random_crop=True))
+    assert len(moved) >= 4 and all(top == 0 and 0 <= left <= 8 for top, left in moved)
