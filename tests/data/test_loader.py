@@ -235,3 +235,20 @@ def test_random_crop_moves_per_epoch_center_crop_does_not(folder):
     assert crops(make(folder)) == {(0, 4)}
     moved = crops(make(folder, random_crop=True))
     assert len(moved) >= 4 and all(top == 0 and 0 <= left <= 8 for top, left in moved)
+
+
+def test_order_and_draws_do_not_depend_on_the_hash_seed(folder):
+    """Resume happens in a new process: the plan and every random draw must not use Python's hash()."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from tests.data.helpers import dataset; from toolkit.data.loader import TrainData; "
+            "d = TrainData([dataset(sys.argv[1], resolution=[64, 96], flip_x=True, random_crop=True, shuffle_tokens=True, "
+            "caption_dropout_rate=0.3)], trigger_word='ohwx', batch_size=2, seed=5, bucket_divisibility=16); "
+            "print([(chunk, [(x.caption, x.flip_x, x.placement.crop) for x in map(lambda i: d.draw(i, e), chunk)]) "
+            "for e in range(3) for chunk in d.plan(e)])")
+    root = Path(__file__).resolve().parents[2]
+    outputs = {subprocess.run([sys.executable, "-c", code, str(folder)], cwd=root, capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outputs) == 1 and len(next(iter(outputs))) > 100
