@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,12 @@ from toolkit.config.blocks import DatasetConfig
 
 def write_image(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30),
                 fmt: str | None = None, caption: str | None = None, mode: str = "RGB") -> Path:
-    """A solid image with a gradient stripe (so flips and crops change pixels), plus an optional .txt caption."""
+    """A solid image with a gradient stripe on the left and a dark band at the top (so flips and crops
+    change pixels), plus an optional .txt caption."""
     path.parent.mkdir(parents=True, exist_ok=True)
     array = np.zeros((size[1], size[0], 3), dtype=np.uint8)
     array[:] = color
+    array[: max(1, size[1] // 4)] //= 2
     array[:, : max(1, size[0] // 4)] = np.linspace(0, 255, max(1, size[0] // 4), dtype=np.uint8)[None, :, None]
     image = Image.fromarray(array, "RGB")
     if mode != "RGB":
@@ -25,6 +29,18 @@ def write_image(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, 
     image.save(path, format=fmt)
     if caption is not None:
         path.with_suffix(".txt").write_text(caption, encoding="utf-8")
+    return path
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG file whose header claims ``width x height`` (a decompression bomb when large)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64)))
+                     + chunk(b"IEND", b""))
     return path
 
 
@@ -57,6 +73,7 @@ class FakeAdapter:
         self.versions = {"vae": vae, "text_encoder": text}
         self.text_encoders = {"text_encoder": torch.nn.Linear(2, 2)}
         self.encoded_images = 0
+        self.image_batches: list[int] = []
         self.encoded_prompts: list[str] = []
         self.moves: list[tuple[list[str], str]] = []
 
@@ -65,6 +82,7 @@ class FakeAdapter:
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         self.encoded_images += pixels.shape[0]
+        self.image_batches.append(pixels.shape[0])
         return torch.nn.functional.avg_pool2d(pixels, 8)
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:

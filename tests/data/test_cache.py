@@ -61,6 +61,35 @@ def test_disk_cache_warm_run_encodes_nothing_and_matches(folder):
         assert torch.equal(old, new.latents) and new.pixels is None
 
 
+def test_encoding_is_batched_by_bucket_with_a_progress_bar(folder, monkeypatch):
+    from toolkit.data import cache
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, unit):
+            self.total, self.desc, self.done = total, desc, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, count):
+            self.done += count
+
+    monkeypatch.setattr(cache, "_progress", Bar)
+    for i in range(4, 7):
+        write_image(folder / f"img{i}.png", size=(64, 64), color=(30 * i, 10, 10), caption=f"thing {i}")
+    adapter = FakeAdapter()
+    make(folder, cache_latents=True).prepare(adapter, cache_text=True)
+    assert sorted(adapter.image_batches) == [1, 1, 1, 2, 2]  # five 64x64 images in batches of 2, two other buckets
+    assert [(bar.desc, bar.total, bar.done) for bar in bars] == [("caching latents", 7, 7),
+                                                                 ("caching text embeddings", 7, 7)]
+
+
 def test_cached_latent_is_the_encoded_batch_pixels(folder):
     cached = make(folder, cache_latents=True)
     cached.prepare(FakeAdapter())
@@ -199,19 +228,40 @@ def test_text_cache_refuses_random_token_rules(folder):
         make(folder, shuffle_tokens=True).prepare(FakeAdapter(), cache_text=True)
 
 
-def test_two_ranks_share_disk_caching(folder):
+@pytest.mark.parametrize("rank_one_starts_late", [False, True])
+def test_two_ranks_share_disk_caching(folder, rank_one_starts_late):
+    """Each rank encodes half; also when rank 1 looks at the cache only after rank 0 has filled its half."""
     adapters = [FakeAdapter(), FakeAdapter()]
     loaders = [TrainData([dataset(folder, cache_latents_to_disk=True, resolution=[64])], trigger_word=None,
                          batch_size=1, seed=0, bucket_divisibility=16, rank=rank, world_size=2) for rank in range(2)]
     barrier = threading.Barrier(2, timeout=30)
     threads = [threading.Thread(target=loader.prepare, args=(adapter,), kwargs={"barrier": barrier.wait})
                for loader, adapter in zip(loaders, adapters)]
-    for thread in threads:
-        thread.start()
+    threads[0].start()
+    while rank_one_starts_late and barrier.n_waiting < 1:
+        threads[0].join(0.01)
+    threads[1].start()
     for thread in threads:
         thread.join()
     assert adapters[0].encoded_images == 2 and adapters[1].encoded_images == 2
     assert len(latents_on_disk(folder)) == 4
+
+
+def test_two_ranks_share_text_caching(folder):
+    adapters = [FakeAdapter(), FakeAdapter()]
+    loaders = [TrainData([dataset(folder, resolution=[64])], trigger_word=None, batch_size=1, seed=0,
+                         bucket_divisibility=16, rank=rank, world_size=2) for rank in range(2)]
+    barrier = threading.Barrier(2, timeout=30)
+    threads = [threading.Thread(target=loader.prepare, args=(adapter,), kwargs={"barrier": barrier.wait, "cache_text": True})
+               for loader, adapter in zip(loaders, adapters)]
+    threads[0].start()
+    while barrier.n_waiting < 1:
+        threads[0].join(0.01)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert sorted(adapters[0].encoded_prompts + adapters[1].encoded_prompts) == [f"thing {i}" for i in range(4)]
+    assert len(adapters[0].encoded_prompts) == len(adapters[1].encoded_prompts) == 2
 
 
 def test_unwritable_cache_folder_is_a_user_error(folder, tmp_path):

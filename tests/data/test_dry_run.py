@@ -87,3 +87,15 @@ def test_text_cache_refuses_random_token_rules_in_config_check():
     assert [path for path, _ in problems] == [("datasets", 1, "shuffle_tokens"), ("datasets", 2, "token_dropout_rate")]
     assert "cannot cache" in problems[0][1]
     assert _checked([{"folder_path": "b", "shuffle_tokens": True}]) == []
+
+
+def test_cache_dir_under_the_run_folder_via_name(tmp_path, capsys):
+    import run
+
+    folder = tmp_path / "images"
+    write_image(folder / "a.png", size=(64, 64), caption="a thing")
+    config = tmp_path / "job.yaml"
+    config.write_text(_config(folder).replace("cache_latents_to_disk: true",
+                                              f"cache_latents_to_disk: true\n          cache_dir: {tmp_path}/runs/[name]/cache"))
+    assert run.main(["--dry-run", str(config)]) == 0
+    assert f"latents: cached on disk in {tmp_path / 'runs' / 'dry' / 'cache' / 'latents'}" in capsys.readouterr().out

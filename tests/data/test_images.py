@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.data.helpers import write_image
+from tests.data.helpers import write_image, write_png_header
 from toolkit.data import images
 from toolkit.data.images import BadImage, load_image, probe_image
 
@@ -58,6 +59,15 @@ def test_decompression_bomb(tmp_path, monkeypatch, reader):
     assert probe_image(path).width == 64
     monkeypatch.setattr(images, "MAX_PIXELS", 64 * 48 - 1)
     assert _reason(path, reader) == "too large (decompression bomb?)"
+
+
+@pytest.mark.parametrize("reader", [probe_image, load_image])
+@pytest.mark.parametrize("side", [10_000, 20_000])
+def test_real_decompression_bomb_header(tmp_path, reader, side):
+    """Above our limit but below PIL's (PIL only warns), and above PIL's (PIL raises): both refused."""
+    path = write_png_header(tmp_path / "bomb.png", side, side)
+    with pytest.warns(Image.DecompressionBombWarning) if side * side <= 2 * Image.MAX_IMAGE_PIXELS else nullcontext():
+        assert _reason(path, reader) == "too large (decompression bomb?)"
 
 
 def test_unreadable_file(tmp_path):
@@ -124,24 +134,40 @@ def test_alpha_goes_over_white(tmp_path, mode, transparent, opaque):
     assert loaded.getpixel((3, 1)) == expected
 
 
-def test_grayscale_becomes_rgb(tmp_path):
-    path = tmp_path / "gray.png"
-    Image.new("L", (4, 4), 90).save(path)
-    assert load_image(path).getpixel((0, 0)) == (90, 90, 90)
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "WEBP"])
+def test_grayscale_becomes_rgb(tmp_path, fmt):
+    path = tmp_path / f"gray.{fmt.lower()}"
+    Image.new("L", (4, 4), 90).save(path, format=fmt, quality=100)
+    loaded = load_image(path)
+    assert loaded.mode == "RGB" and all(abs(channel - 90) <= 2 for channel in loaded.getpixel((0, 0)))
 
 
-def test_exif_orientation_swaps_size_and_rotates(tmp_path):
-    path = tmp_path / "rotated.jpg"
+def test_palette_without_transparency_and_bilevel_become_rgb(tmp_path):
+    palette = Image.new("RGB", (4, 4), (10, 200, 30)).quantize(4)
+    palette.save(tmp_path / "palette.png")
+    Image.new("1", (4, 4), 1).save(tmp_path / "bilevel.png")
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    assert load_image(tmp_path / "palette.png").getpixel((1, 1)) == (10, 200, 30)
+    assert load_image(tmp_path / "bilevel.png").getpixel((1, 1)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("orientation,size,red_at", [(3, (40, 20), (37, 10)), (6, (20, 40), (10, 2)),
+                                                     (8, (20, 40), (10, 37))])
+def test_exif_orientation_swaps_size_and_rotates(tmp_path, fmt, orientation, size, red_at):
+    """A 40x20 blue image with a red left stripe, stored with an EXIF rotation."""
+    path = tmp_path / f"rotated.{fmt.lower()}"
     image = Image.new("RGB", (40, 20), (0, 0, 255))
     image.paste((255, 0, 0), (0, 0, 10, 20))
     exif = Image.Exif()
-    exif[0x0112] = 6
-    image.save(path, exif=exif, quality=95)
+    exif[0x0112] = orientation
+    image.save(path, format=fmt, exif=exif, quality=95)
     header = probe_image(path)
-    assert (header.width, header.height) == (20, 40)
+    assert (header.width, header.height) == size
     loaded = load_image(path)
-    assert loaded.size == (20, 40)
-    assert loaded.getpixel((10, 2))[0] > 200 and loaded.getpixel((10, 37))[2] > 200
+    assert loaded.size == size
+    assert loaded.getpixel(red_at)[0] > 200
+    assert loaded.getpixel((size[0] - 1 - red_at[0], size[1] - 1 - red_at[1]))[2] > 200
 
 
 def test_reduced_jpeg_decode_never_goes_below_the_request(tmp_path):

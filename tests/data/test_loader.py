@@ -156,11 +156,12 @@ def test_empty_dataset_names_folder_and_reasons(tmp_path):
     (tmp_path / "b.png").write_text("x")
     with pytest.raises(EaselError) as caught:
         make(tmp_path)
-    message = str(caught.value)
-    assert str(tmp_path) in message and "empty file 1 (a.jpg)" in message and "not an image 1 (b.png)" in message
+    assert str(caught.value) == (f"dataset '{tmp_path}' (datasets[0].folder_path) has no usable images. Dropped: "
+                                 "empty file 1 (a.jpg); not an image 1 (b.png). Fix or replace those files, or add "
+                                 "usable images.")
     empty = tmp_path / "nothing"
     empty.mkdir()
-    with pytest.raises(EaselError, match="no .jpg/.jpeg/.png/.webp/.bmp files found"):
+    with pytest.raises(EaselError, match=r"no .jpg/.jpeg/.png/.webp/.bmp files found .*same-stem .txt files"):
         make(empty)
 
 
@@ -178,15 +179,16 @@ def test_regularization_set_and_dataset_trigger(tmp_path):
     assert sorted(batch.captions) == ["a dog", "sks a dog"]
 
 
-def test_flips_change_pixels_and_image_info(folder):
-    data = make(folder, batch_size=1, flip_x=True)
+@pytest.mark.parametrize("axis,dim", [("flip_x", -1), ("flip_y", -2)])
+def test_flips_change_pixels_and_image_info(folder, axis, dim):
+    data = make(folder, batch_size=1, **{axis: True})
     plain = make(folder, batch_size=1)
     flipped = 0
     for (batch, _), (reference, _) in itertools.islice(zip(data.batches(), plain.batches()), 20):
         assert batch.paths == reference.paths
         if torch.equal(batch.pixels, reference.pixels):
             continue
-        assert torch.equal(batch.pixels, reference.pixels.flip(-1))
+        assert torch.equal(batch.pixels, reference.pixels.flip(dim))
         flipped += 1
     assert 3 <= flipped <= 17
 
@@ -218,3 +220,35 @@ def test_image_replaced_after_the_scan_is_reported_not_distorted(folder):
     write_image(folder / "img00.png", size=(40, 120))
     with pytest.raises(EaselError, match="img00.png: size differs from the scan"):
         list(itertools.islice(data.batches(), data.steps_per_epoch()))
+
+
+def test_random_crop_moves_per_epoch_center_crop_does_not(folder):
+    """img10 is 72x64: its 64x64 bucket leaves 8 spare columns."""
+    def crops(data: TrainData) -> set[tuple[int, int]]:
+        found = set()
+        for epoch in range(12):
+            for item, entry in enumerate(data.entries):
+                if data.scans[0].records[entry.record].path.name == "img10.png":
+                    found.add(data.draw(item, epoch).placement.image_info().crop_top_left)
+        return found
+
+    assert crops(make(folder)) == {(0, 4)}
+    moved = crops(make(folder, random_crop=True))
+    assert len(moved) >= 4 and all(top == 0 and 0 <= left <= 8 for top, left in moved)
+
+
+def test_order_and_draws_do_not_depend_on_the_hash_seed(folder):
+    """Resume happens in a new process: the plan and every random draw must not use Python's hash()."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from tests.data.helpers import dataset; from toolkit.data.loader import TrainData; "
+            "d = TrainData([dataset(sys.argv[1], resolution=[64, 96], flip_x=True, random_crop=True, shuffle_tokens=True, "
+            "caption_dropout_rate=0.3)], trigger_word='ohwx', batch_size=2, seed=5, bucket_divisibility=16); "
+            "print([(chunk, [(x.caption, x.flip_x, x.placement.crop) for x in map(lambda i: d.draw(i, e), chunk)]) "
+            "for e in range(3) for chunk in d.plan(e)])")
+    root = Path(__file__).resolve().parents[2]
+    outputs = {subprocess.run([sys.executable, "-c", code, str(folder)], cwd=root, capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outputs) == 1 and len(next(iter(outputs))) > 100

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.helpers import dataset, write_image
+from tests.data.helpers import dataset, write_image, write_png_header
 from toolkit.data.scan import scan_dataset
 from toolkit.errors import EaselError
 
@@ -67,8 +67,11 @@ def test_metadata_csv_with_image_column(tmp_path):
 
 def test_metadata_in_subfolder_is_relative_to_its_folder(tmp_path):
     write_image(tmp_path / "part" / "a.png")
-    (tmp_path / "part" / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "sub"}))
-    assert _captions(scan_dataset(dataset(tmp_path))) == {"part/a.png": ("sub", "metadata")}
+    write_image(tmp_path / "part" / "deeper" / "b.png")
+    rows = [{"file_name": "a.png", "text": "sub"}, {"image": "deeper/b.png", "caption": "by image column"}]
+    (tmp_path / "part" / "metadata.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    assert _captions(scan_dataset(dataset(tmp_path))) == {"part/a.png": ("sub", "metadata"),
+                                                          "part/deeper/b.png": ("by image column", "metadata")}
 
 
 def test_metadata_errors_name_the_file_and_line(tmp_path):
@@ -94,10 +97,14 @@ def test_bad_files_are_counted_by_reason(tmp_path):
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     write_image(tmp_path / "anim.gif", fmt="GIF")
     (tmp_path / "notes.md").write_text("ignored quietly")
+    (tmp_path / "sub" / "gone.jpg").parent.mkdir()
+    (tmp_path / "sub" / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    write_png_header(tmp_path / "sub" / "bomb.png", 30_000, 30_000)
     scan = scan_dataset(dataset(tmp_path))
     assert [r.path.name for r in scan.records] == ["good.png"]
     assert scan.skipped == {"empty file": ["empty.jpg"], "not an image": ["text.png"], "truncated": ["cut.png"],
-                            "unsupported format (.gif)": ["anim.gif"]}
+                            "unsupported format (.gif)": ["anim.gif"], "unreadable": ["sub/gone.jpg"],
+                            "too large (decompression bomb?)": ["sub/bomb.png"]}
     assert "empty file 1 (empty.jpg)" in scan.skipped_summary()
 
 

@@ -125,7 +125,7 @@ class DatasetConfig(Block):
     cache_latents_to_disk: bool = False
     """Encode every image once and keep the latents on disk, keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
     cache_dir: str | None = None
-    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache``."""
+    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache``. ``output/[name]/cache`` keeps them in the run folder; entries are keyed by content, so datasets may share one."""
     resolution: list[int] = [512]
     """Training resolution(s); several values make multi-resolution aspect buckets. Smaller images are not upscaled: they get smaller buckets."""
     random_crop: bool = False

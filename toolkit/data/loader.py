@@ -114,6 +114,15 @@ def rng_for(seed: int, *parts: object) -> random.Random:
     return random.Random(int.from_bytes(digest, "little"))
 
 
+def _empty_message(index: int, scan: DatasetScan, caption_ext: str) -> str:
+    """The error for a dataset left without images: which one, why each file was dropped, what to do."""
+    where = f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images"
+    if not scan.skipped:
+        return (f"{where}: no .jpg/.jpeg/.png/.webp/.bmp files found (hidden and cache folders are not read). "
+                f"Put images in it, captioned by same-stem .{caption_ext} files or a metadata.jsonl.")
+    return f"{where}. Dropped: {scan.skipped_summary()}. Fix or replace those files, or add usable images."
+
+
 def _flips(enabled: bool) -> tuple[bool, ...]:
     return (False, True) if enabled else (False,)
 
@@ -161,10 +170,9 @@ class TrainData:
 
     def _build(self) -> None:
         """Entries and groups from the current records; a dataset left empty is an error."""
-        for scan in self.scans:
+        for index, scan in enumerate(self.scans):
             if not scan.records:
-                why = scan.skipped_summary() or "no .jpg/.jpeg/.png/.webp/.bmp files found (hidden and cache folders are not read)"
-                raise EaselError(f"dataset '{scan.folder}' has no usable images. Dropped: {why}.")
+                raise EaselError(_empty_message(index, scan, self.datasets[index].caption_ext))
         self.entries: list[Entry] = []
         for index, (config, scan) in enumerate(zip(self.datasets, self.scans)):
             cached = self.latent_caches[index] is not None
@@ -237,18 +245,27 @@ class TrainData:
             scan.records = [record for record in scan.records if record.path not in failed]
         self._build()
 
-    def _run_shared(self, todo: list, encode: Callable[[list], None], missing: Callable[[object], bool],
-                    on_disk: Callable[[object], bool], barrier: Callable[[], None] | None) -> None:
-        """Encode ``todo``; with several ranks and a barrier, disk work is split between ranks first."""
+    def _run_shared(self, wanted: list, encode: Callable[[list], None], missing: Callable[[object], bool],
+                    on_disk: Callable[[object], bool], barrier: Callable[[], None] | None) -> int:
+        """Encode the ``wanted`` jobs that are ``missing``; return how many were missing at the start.
+
+        With several ranks and a barrier, disk jobs are first split between ranks by their place in
+        ``wanted`` (every job, cached or not, so all ranks split the same list however far the others
+        have got), each rank encodes the missing ones of its share, and after the barrier whatever is
+        still missing (memory caches, a rank's failures) is encoded by each rank itself.
+        """
+        todo = [job for job in wanted if missing(job)]
+        count = len(todo)
         if self.world_size > 1 and barrier is not None:
-            encode([job for number, job in enumerate(job for job in todo if on_disk(job))
-                    if number % self.world_size == self.rank])
+            shared = [job for job in wanted if on_disk(job)]
+            encode([job for job in shared[self.rank::self.world_size] if missing(job)])
             barrier()
             todo = [job for job in todo if missing(job)]
         encode(todo)
+        return count
 
     def _latent_jobs(self) -> list[LatentJob]:
-        """Every cached image variant that is not in its cache yet."""
+        """Every image variant the latent caches must hold (stored or not), in entry order."""
         jobs: dict[str, LatentJob] = {}
         failed: dict[Path, BadImage] = {}
         assert self._vae_identity is not None
@@ -266,7 +283,7 @@ class TrainData:
             for flip_x in _flips(config.flip_x):
                 for flip_y in _flips(config.flip_y):
                     key = latent_key(digest, entry.placement, flip_x, flip_y, self._vae_identity)
-                    if key not in jobs and not cache.has(key):
+                    if key not in jobs:
                         jobs[key] = LatentJob(key, record.path, entry.placement, flip_x, flip_y, cache)
         if failed:
             self._forget(failed)
@@ -283,15 +300,14 @@ class TrainData:
             return
         self._vae_identity = adapter.identity("vae")
         jobs = self._latent_jobs()
-        wanted = sum(1 for entry in self.entries if entry.cached)
-        log.info(f"latent cache: {len(jobs)} image variants to encode ({wanted} cached entries in all)")
         failed: dict[Path, BadImage] = {}
 
         def encode(batch: list) -> None:
             failed.update(encode_latents(batch, adapter, self.batch_size))
 
-        self._run_shared(jobs, encode, lambda job: not job.cache.has(job.key), lambda job: job.cache.folder is not None,
-                         barrier)
+        missing = self._run_shared(jobs, encode, lambda job: not job.cache.has(job.key),
+                                   lambda job: job.cache.folder is not None, barrier)
+        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded")
         if failed:
             self._forget(failed)
 
@@ -308,17 +324,16 @@ class TrainData:
                                  "train.cache_text_embeddings: false")
             for text in sorted(texts):
                 key = text_key(text, self._text_identity)
-                if (cache.folder, key) not in todo and not cache.has(key):
-                    todo[(cache.folder, key)] = (text, cache)
+                todo.setdefault((cache.folder, key), (text, cache))
         return list(todo.values())
 
     def _prepare_text(self, adapter: "ModelAdapter", barrier: Callable[[], None] | None) -> None:
         self._text_identity = adapter.identity("text_encoder")
-        todo = self._text_jobs()
-        log.info(f"text cache: {len(todo)} captions to encode")
+        wanted = self._text_jobs()
         identity = self._text_identity
-        self._run_shared(todo, lambda batch: encode_texts(batch, adapter, self.batch_size),
-                         lambda job: not job[1].has(text_key(job[0], identity)), lambda job: True, barrier)
+        missing = self._run_shared(wanted, lambda batch: encode_texts(batch, adapter, self.batch_size),
+                                   lambda job: not job[1].has(text_key(job[0], identity)), lambda job: True, barrier)
+        log.info(f"text cache: {missing} of {len(wanted)} captions encoded")
 
     def prepare(self, adapter: "ModelAdapter", *, cache_text: bool = False, unload_text_encoder: bool = False,
                 barrier: Callable[[], None] | None = None) -> None:
