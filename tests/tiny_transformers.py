@@ -1,4 +1,4 @@
-"""Tiny random transformers models (BLIP, BLIP-2, Florence-2, CLIP), built offline and saved with save_pretrained.
+"""Tiny random transformers models (BLIP, BLIP-2, Florence-2, ViT-GPT2, CLIP), built offline and saved with save_pretrained.
 
 Tokenizers are built with the ``tokenizers`` library (a byte-level BPE alphabet or a small WordPiece
 vocabulary) and wrapped in the tokenizer class each model's processor expects; image processors are
@@ -124,6 +124,26 @@ def build_tiny_florence2(folder: Path) -> Path:
     return folder
 
 
+def build_tiny_vit_gpt2(folder: Path) -> Path:
+    """VisionEncoderDecoderModel (ViT + GPT-2) saved like nlpconnect/vit-gpt2-image-captioning: an image processor
+    and a tokenizer, but no processor class joining them."""
+    import transformers as tf
+
+    _silence()
+    bpe = _byte_level_bpe(["<|endoftext|>"])
+    tokenizer = tf.GPT2Tokenizer(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                 unk_token="<|endoftext|>")
+    encoder = tf.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8)
+    decoder = tf.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=4, n_positions=64, add_cross_attention=True,
+                            is_decoder=True, bos_token_id=0, eos_token_id=0)
+    config = tf.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = 0
+    tf.VisionEncoderDecoderModel(config).save_pretrained(folder)
+    tf.ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def build_tiny_clip(folder: Path) -> Path:
     """CLIPModel + CLIPProcessor (CLIPTokenizer over a byte-level BPE alphabet; no model_max_length set)."""
     import transformers as tf
@@ -146,7 +166,8 @@ def build_tiny_clip(folder: Path) -> Path:
     return folder
 
 
-BUILDERS = {"blip": build_tiny_blip, "blip2": build_tiny_blip2, "florence2": build_tiny_florence2, "clip": build_tiny_clip}
+BUILDERS = {"blip": build_tiny_blip, "blip2": build_tiny_blip2, "florence2": build_tiny_florence2, "vit_gpt2": build_tiny_vit_gpt2,
+            "clip": build_tiny_clip}
 _BUILT: dict[str, Path] = {}
 
 
@@ -170,6 +191,11 @@ def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_florence2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model("florence2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("vit_gpt2", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

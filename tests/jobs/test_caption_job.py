@@ -78,6 +78,19 @@ def test_florence2_example_runs(images, tiny_florence2, run_main):
     assert len(captions) == 4 and all(text.startswith("wcstyle") for name, text in captions.items() if name != "d.txt")
 
 
+def test_generic_image_to_text_model_runs_and_refuses_a_prompt(images, tiny_vit_gpt2, run_main, messages):
+    args = [EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}",
+            "--set", f"config.process.0.model={tiny_vit_gpt2}", "--set", "config.process.0.max_new_tokens=3"]
+    assert run_main(*args) == 2
+    assert "takes no prompt" in "\n".join(messages) and "prompt" in "\n".join(messages)
+    assert sorted(_captions(images)) == ["d.txt"]
+    assert run_main(*args, "--set", "config.process.0.prompt=null", "--set", "config.process.0.num_beams=1",
+                    "--set", "config.process.0.generate_kwargs={min_new_tokens: 2}") == 0
+    captions = _captions(images)
+    assert sorted(captions) == ["a.txt", "b.txt", "d.txt", "sub/c.txt"]
+    assert all(text.startswith("anistyle, ") and len(text) > len("anistyle, \n") for name, text in captions.items() if name != "d.txt")
+
+
 def test_missing_folder_and_missing_model_are_user_errors(tmp_path, images, run_main, messages):
     base = [EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.model={tmp_path / 'no_model'}"]
     assert run_main(*base, "--set", f"config.process.0.folder_path={tmp_path / 'nothing'}") == 2
