@@ -124,6 +124,15 @@ def test_missing_lora_stops_before_generating(setup, fake_generate, run_main, me
     assert fake_generate[0] == []
 
 
+def test_unusable_clip_model_stops_before_generating(setup, tiny_blip, fake_generate, run_main, messages):
+    _, config = setup
+    assert run_main(config, "--set", f"config.process.0.clip_model={tiny_blip}") == 2
+    assert "is a 'blip' model, not CLIP" in "\n".join(messages)
+    assert run_main(config, "--set", "config.process.0.clip_model=/no/such/clip") == 2
+    assert "cannot load the CLIP model '/no/such/clip'" in "\n".join(messages)
+    assert fake_generate[0] == []
+
+
 def test_example_dry_run_plans_every_variant(run_main, capfd):
     assert run_main("--dry-run", EXAMPLES / "evaluate_styles.yaml") == 0
     printed = capfd.readouterr().out
