@@ -57,6 +57,14 @@ def test_overwrite_recaptions_everything(images, tiny_blip, run_main):
     assert {k: v for k, v in _captions(images).items() if k != "d.txt"} == {k: v for k, v in first.items() if k != "d.txt"}
 
 
+def test_progress_bar_counts_every_image_to_caption(images, tiny_blip, run_main, capfd):
+    assert run_main(EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}",
+                    "--set", f"config.process.0.model={tiny_blip}", "--set", "config.process.0.batch_size=3",
+                    "--set", "config.process.0.max_new_tokens=2", "--set", "config.process.0.num_beams=1") == 0
+    bar = capfd.readouterr().err
+    assert "captioning: 100%" in bar and "4/4 [" in bar and "3/4 [" in bar
+
+
 def test_blip2_example_appends_the_style_tag_once(images, tiny_blip2, run_main):
     (images / "a.txt").write_text("a girl, drawn by KSH drawing style")
     code = run_main(EXAMPLES / "caption_blip2.yaml", "--set", f"config.process.0.folder_path={images}",
