@@ -112,3 +112,10 @@ def test_dry_run_counts_without_loading(images, run_main, capfd):
     assert run_main("--dry-run", EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}") == 0
     printed = capfd.readouterr().out
     assert "5 images in" in printed and "4 to caption (1 keep their .txt files)" in printed
+
+
+def test_max_length_and_model_name_or_path_are_accepted_names():
+    from toolkit.config.caption import CaptionProcessConfig
+
+    config = CaptionProcessConfig.model_validate({"type": "image_to_text", "folder_path": "x", "model_name_or_path": "m", "max_length": 7})
+    assert (config.model, config.max_new_tokens) == ("m", 7)
