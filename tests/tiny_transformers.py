@@ -1,4 +1,4 @@
-"""Tiny random transformers models (BLIP, BLIP-2, Florence-2, ViT-GPT2, CLIP), built offline and saved with save_pretrained.
+"""Tiny random transformers models (BLIP, BLIP-2, Florence-2, GIT, ViT-GPT2, CLIP), built offline and saved with save_pretrained.
 
 Tokenizers are built with the ``tokenizers`` library (a byte-level BPE alphabet or a small WordPiece
 vocabulary) and wrapped in the tokenizer class each model's processor expects; image processors are
@@ -46,12 +46,11 @@ def _byte_level_bpe(specials: list[str], post: object | None = None, suffix: str
     return tokenizer
 
 
-def build_tiny_blip(folder: Path) -> Path:
-    """BlipForConditionalGeneration + BlipProcessor (BertTokenizer over a WordPiece vocabulary)."""
+def _bert_tokenizer() -> object:
+    """A BertTokenizer over a WordPiece vocabulary of WORDS (returns token_type_ids, like BERT's)."""
     import transformers as tf
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    _silence()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab = {token: i for i, token in enumerate(special + WORDS)}
     wordpiece = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
@@ -61,8 +60,17 @@ def build_tiny_blip(folder: Path) -> Path:
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     wordpiece.decoder = decoders.WordPiece()
-    tokenizer = tf.BertTokenizer(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                 sep_token="[SEP]", mask_token="[MASK]")
+    return tf.BertTokenizer(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]")
+
+
+def build_tiny_blip(folder: Path) -> Path:
+    """BlipForConditionalGeneration + BlipProcessor (BertTokenizer over a WordPiece vocabulary)."""
+    import transformers as tf
+
+    _silence()
+    tokenizer = _bert_tokenizer()
+    vocab = tokenizer.get_vocab()
     config = tf.BlipConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                          max_position_embeddings=64, bos_token_id=vocab["[CLS]"], pad_token_id=0, sep_token_id=vocab["[SEP]"],
@@ -124,6 +132,23 @@ def build_tiny_florence2(folder: Path) -> Path:
     return folder
 
 
+def build_tiny_git(folder: Path) -> Path:
+    """GitForCausalLM (decoder-only, image tokens first) + GitProcessor (BertTokenizer)."""
+    import transformers as tf
+
+    _silence()
+    tokenizer = _bert_tokenizer()
+    vocab = tokenizer.get_vocab()
+    config = tf.GitConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=8),
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=64, bos_token_id=vocab["[CLS]"], eos_token_id=vocab["[SEP]"], pad_token_id=vocab["[PAD]"])
+    tf.GitForCausalLM(config).save_pretrained(folder)
+    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    tf.GitProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
 def build_tiny_vit_gpt2(folder: Path) -> Path:
     """VisionEncoderDecoderModel (ViT + GPT-2) saved like nlpconnect/vit-gpt2-image-captioning: an image processor
     and a tokenizer, but no processor class joining them."""
@@ -166,7 +191,7 @@ def build_tiny_clip(folder: Path) -> Path:
     return folder
 
 
-BUILDERS = {"blip": build_tiny_blip, "blip2": build_tiny_blip2, "florence2": build_tiny_florence2, "vit_gpt2": build_tiny_vit_gpt2,
+BUILDERS = {"blip": build_tiny_blip, "blip2": build_tiny_blip2, "florence2": build_tiny_florence2, "git": build_tiny_git, "vit_gpt2": build_tiny_vit_gpt2,
             "clip": build_tiny_clip}
 _BUILT: dict[str, Path] = {}
 
@@ -191,6 +216,11 @@ def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_florence2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model("florence2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_git(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("git", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

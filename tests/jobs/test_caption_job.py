@@ -62,7 +62,7 @@ def test_progress_bar_counts_every_image_to_caption(images, tiny_blip, run_main,
                     "--set", f"config.process.0.model={tiny_blip}", "--set", "config.process.0.batch_size=3",
                     "--set", "config.process.0.max_new_tokens=2", "--set", "config.process.0.num_beams=1") == 0
     bar = capfd.readouterr().err
-    assert "captioning: 100%" in bar and "4/4 [" in bar and "3/4 [" in bar
+    assert "captioning: 100%" in bar and "| 4/4 [" in bar  # (tqdm may skip drawing 3/4 when the batches are fast)
 
 
 def test_blip2_example_appends_the_style_tag_once(images, tiny_blip2, run_main):

@@ -73,6 +73,16 @@ def test_generic_model_without_a_processor_class_gets_one_built(tiny_vit_gpt2):
         processor([scene(0)], text=["a photo of"])
 
 
+def test_git_captions_with_and_without_a_prompt(tiny_git):
+    # GIT's BertTokenizer returns token_type_ids, which its generate does not take
+    model, processor = _load(tiny_git)
+    assert type(model).__name__ == "GitForCausalLM"
+    kwargs = dict(max_new_tokens=3, generate_kwargs={"min_new_tokens": 3})
+    assert all(Captioner(model, processor, **kwargs).caption([scene(0), scene(1)]))
+    stripped = Captioner(model, processor, prompt="a photo of", **kwargs).caption([scene(0)])[0]
+    assert stripped and not stripped.startswith("a photo of")
+
+
 def test_caption_images_batches_and_reports_bad_files(tiny_blip, tmp_path):
     paths = []
     for i in range(5):

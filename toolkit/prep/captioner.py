@@ -9,6 +9,7 @@ microsoft/Florence-2-* ones). Nothing here knows a model family beyond its defau
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -131,6 +132,8 @@ class Captioner:
         inputs = self.processor(images=images, text=text, return_tensors="pt").to(self.model.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        if "token_type_ids" in inputs and "token_type_ids" not in inspect.signature(self.model.forward).parameters:
+            del inputs["token_type_ids"]  # BERT tokenizers add them (GIT's); generate refuses what the model does not name
         with torch.inference_mode():
             ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
                                       **self.generate_kwargs)
