@@ -61,6 +61,10 @@ class ImageToTextProcess(Process):
         dtype = resolve_dtype(self.config.dtype or ("fp16" if device.type == "cuda" else "fp32"))
         self._model, processor = load_captioning_model(self.config.model, device=device, dtype=dtype, revision=self.config.revision,
                                                        trust_remote_code=self.config.trust_remote_code)
+        if self.config.prompt and not getattr(processor, "takes_prompt", True):
+            raise self.config_error(("prompt",), f"the model '{self.config.model}' takes no prompt (its repository has an image "
+                                    "processor and a tokenizer but no processor that combines images with text).",
+                                    "Remove `prompt` for this model, or use one that is conditioned on text (BLIP, BLIP-2, Florence-2).")
         captioner = Captioner(self._model, processor, self.config.prompt, self.config.keep_prompt, self.config.max_new_tokens,
                               self.config.num_beams, self.config.generate_kwargs)
         failed: list[str] = []

@@ -145,7 +145,10 @@ class CompareProcess(Process):
     def run(self) -> None:
         from toolkit.eval.report import markdown_table, write_results
 
+        from toolkit.eval.clip import check_clip_model
+
         self._check_files()
+        check_clip_model(self.config.clip_model)
         settings = self._settings()
         self._run_folder = RunFolder(self.folder.parent, self.folder.name)
         self._run_folder.open(self.job.loaded.resolved)

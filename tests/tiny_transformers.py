@@ -1,4 +1,4 @@
-"""Tiny random transformers models (BLIP, BLIP-2, Florence-2, CLIP), built offline and saved with save_pretrained.
+"""Tiny random transformers models (BLIP, BLIP-2, Florence-2, GIT, ViT-GPT2, CLIP), built offline and saved with save_pretrained.
 
 Tokenizers are built with the ``tokenizers`` library (a byte-level BPE alphabet or a small WordPiece
 vocabulary) and wrapped in the tokenizer class each model's processor expects; image processors are
@@ -46,12 +46,11 @@ def _byte_level_bpe(specials: list[str], post: object | None = None, suffix: str
     return tokenizer
 
 
-def build_tiny_blip(folder: Path) -> Path:
-    """BlipForConditionalGeneration + BlipProcessor (BertTokenizer over a WordPiece vocabulary)."""
+def _bert_tokenizer() -> object:
+    """A BertTokenizer over a WordPiece vocabulary of WORDS (returns token_type_ids, like BERT's)."""
     import transformers as tf
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    _silence()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab = {token: i for i, token in enumerate(special + WORDS)}
     wordpiece = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
@@ -61,8 +60,17 @@ def build_tiny_blip(folder: Path) -> Path:
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     wordpiece.decoder = decoders.WordPiece()
-    tokenizer = tf.BertTokenizer(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                 sep_token="[SEP]", mask_token="[MASK]")
+    return tf.BertTokenizer(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]")
+
+
+def build_tiny_blip(folder: Path) -> Path:
+    """BlipForConditionalGeneration + BlipProcessor (BertTokenizer over a WordPiece vocabulary)."""
+    import transformers as tf
+
+    _silence()
+    tokenizer = _bert_tokenizer()
+    vocab = tokenizer.get_vocab()
     config = tf.BlipConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                          max_position_embeddings=64, bos_token_id=vocab["[CLS]"], pad_token_id=0, sep_token_id=vocab["[SEP]"],
@@ -124,6 +132,43 @@ def build_tiny_florence2(folder: Path) -> Path:
     return folder
 
 
+def build_tiny_git(folder: Path) -> Path:
+    """GitForCausalLM (decoder-only, image tokens first) + GitProcessor (BertTokenizer)."""
+    import transformers as tf
+
+    _silence()
+    tokenizer = _bert_tokenizer()
+    vocab = tokenizer.get_vocab()
+    config = tf.GitConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=8),
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=64, bos_token_id=vocab["[CLS]"], eos_token_id=vocab["[SEP]"], pad_token_id=vocab["[PAD]"])
+    tf.GitForCausalLM(config).save_pretrained(folder)
+    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    tf.GitProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_vit_gpt2(folder: Path) -> Path:
+    """VisionEncoderDecoderModel (ViT + GPT-2) saved like nlpconnect/vit-gpt2-image-captioning: an image processor
+    and a tokenizer, but no processor class joining them."""
+    import transformers as tf
+
+    _silence()
+    bpe = _byte_level_bpe(["<|endoftext|>"])
+    tokenizer = tf.GPT2Tokenizer(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                 unk_token="<|endoftext|>")
+    encoder = tf.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8)
+    decoder = tf.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=4, n_positions=64, add_cross_attention=True,
+                            is_decoder=True, bos_token_id=0, eos_token_id=0)
+    config = tf.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = 0
+    tf.VisionEncoderDecoderModel(config).save_pretrained(folder)
+    tf.ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def build_tiny_clip(folder: Path) -> Path:
     """CLIPModel + CLIPProcessor (CLIPTokenizer over a byte-level BPE alphabet; no model_max_length set)."""
     import transformers as tf
@@ -146,7 +191,8 @@ def build_tiny_clip(folder: Path) -> Path:
     return folder
 
 
-BUILDERS = {"blip": build_tiny_blip, "blip2": build_tiny_blip2, "florence2": build_tiny_florence2, "clip": build_tiny_clip}
+BUILDERS = {"blip": build_tiny_blip, "blip2": build_tiny_blip2, "florence2": build_tiny_florence2, "git": build_tiny_git, "vit_gpt2": build_tiny_vit_gpt2,
+            "clip": build_tiny_clip}
 _BUILT: dict[str, Path] = {}
 
 
@@ -170,6 +216,16 @@ def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_florence2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model("florence2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_git(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("git", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("vit_gpt2", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -55,3 +55,10 @@ def test_image_files_skip_unreadable_files(clip, tmp_path):
 def test_missing_clip_model_is_a_user_error(tmp_path):
     with pytest.raises(EaselError, match="cannot load the CLIP model"):
         ClipEmbedder(str(tmp_path / "nowhere"), device=CPU, dtype=torch.float32)
+
+
+def test_a_model_that_is_not_clip_is_a_user_error(tmp_path):
+    from tests.tiny_transformers import build_tiny_blip
+
+    with pytest.raises(EaselError, match="is a 'blip' model, not CLIP"):
+        ClipEmbedder(str(build_tiny_blip(tmp_path / "blip")), device=CPU, dtype=torch.float32)

@@ -46,6 +46,11 @@ def test_ties_are_all_bold_and_percent_has_two_decimals():
     assert lines[2] == "| a | **31.00** | **0.5000** |" and lines[3] == "| b | **31.00** | 0.4000 |"
 
 
+def test_a_pipe_in_a_variant_name_does_not_split_the_row():
+    table = markdown_table(EvalResults("c", "cosine", ["p"], [0], [_variant("wc|anime", [0.3], [None])]))
+    assert table.splitlines()[2] == "| wc\\|anime | **0.3000** | - |"
+
+
 def test_written_files(results, tmp_path):
     paths = write_results(tmp_path, results)
     assert [p.name for p in paths] == ["results.json", "results.md", "results.csv"]

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 import run
-from tests.tiny_transformers import tiny_blip, tiny_blip2, tiny_clip, tiny_florence2  # noqa: F401
+from tests.tiny_transformers import tiny_blip, tiny_blip2, tiny_clip, tiny_florence2, tiny_vit_gpt2  # noqa: F401
 from toolkit.log import log
 
 

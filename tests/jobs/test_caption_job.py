@@ -57,6 +57,14 @@ def test_overwrite_recaptions_everything(images, tiny_blip, run_main):
     assert {k: v for k, v in _captions(images).items() if k != "d.txt"} == {k: v for k, v in first.items() if k != "d.txt"}
 
 
+def test_progress_bar_counts_every_image_to_caption(images, tiny_blip, run_main, capfd):
+    assert run_main(EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}",
+                    "--set", f"config.process.0.model={tiny_blip}", "--set", "config.process.0.batch_size=3",
+                    "--set", "config.process.0.max_new_tokens=2", "--set", "config.process.0.num_beams=1") == 0
+    bar = capfd.readouterr().err
+    assert "captioning: 100%" in bar and "| 4/4 [" in bar  # (tqdm may skip drawing 3/4 when the batches are fast)
+
+
 def test_blip2_example_appends_the_style_tag_once(images, tiny_blip2, run_main):
     (images / "a.txt").write_text("a girl, drawn by KSH drawing style")
     code = run_main(EXAMPLES / "caption_blip2.yaml", "--set", f"config.process.0.folder_path={images}",
@@ -78,6 +86,19 @@ def test_florence2_example_runs(images, tiny_florence2, run_main):
     assert len(captions) == 4 and all(text.startswith("wcstyle") for name, text in captions.items() if name != "d.txt")
 
 
+def test_generic_image_to_text_model_runs_and_refuses_a_prompt(images, tiny_vit_gpt2, run_main, messages):
+    args = [EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}",
+            "--set", f"config.process.0.model={tiny_vit_gpt2}", "--set", "config.process.0.max_new_tokens=3"]
+    assert run_main(*args) == 2
+    assert "takes no prompt" in "\n".join(messages) and "prompt" in "\n".join(messages)
+    assert sorted(_captions(images)) == ["d.txt"]
+    assert run_main(*args, "--set", "config.process.0.prompt=null", "--set", "config.process.0.num_beams=1",
+                    "--set", "config.process.0.generate_kwargs={min_new_tokens: 2}") == 0
+    captions = _captions(images)
+    assert sorted(captions) == ["a.txt", "b.txt", "d.txt", "sub/c.txt"]
+    assert all(text.startswith("anistyle, ") and len(text) > len("anistyle, \n") for name, text in captions.items() if name != "d.txt")
+
+
 def test_missing_folder_and_missing_model_are_user_errors(tmp_path, images, run_main, messages):
     base = [EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.model={tmp_path / 'no_model'}"]
     assert run_main(*base, "--set", f"config.process.0.folder_path={tmp_path / 'nothing'}") == 2
@@ -91,3 +112,10 @@ def test_dry_run_counts_without_loading(images, run_main, capfd):
     assert run_main("--dry-run", EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}") == 0
     printed = capfd.readouterr().out
     assert "5 images in" in printed and "4 to caption (1 keep their .txt files)" in printed
+
+
+def test_max_length_and_model_name_or_path_are_accepted_names():
+    from toolkit.config.caption import CaptionProcessConfig
+
+    config = CaptionProcessConfig.model_validate({"type": "image_to_text", "folder_path": "x", "model_name_or_path": "m", "max_length": 7})
+    assert (config.model, config.max_new_tokens) == ("m", 7)

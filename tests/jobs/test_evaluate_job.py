@@ -124,6 +124,15 @@ def test_missing_lora_stops_before_generating(setup, fake_generate, run_main, me
     assert fake_generate[0] == []
 
 
+def test_unusable_clip_model_stops_before_generating(setup, tiny_blip, fake_generate, run_main, messages):
+    _, config = setup
+    assert run_main(config, "--set", f"config.process.0.clip_model={tiny_blip}") == 2
+    assert "is a 'blip' model, not CLIP" in "\n".join(messages)
+    assert run_main(config, "--set", "config.process.0.clip_model=/no/such/clip") == 2
+    assert "cannot load the CLIP model '/no/such/clip'" in "\n".join(messages)
+    assert fake_generate[0] == []
+
+
 def test_example_dry_run_plans_every_variant(run_main, capfd):
     assert run_main("--dry-run", EXAMPLES / "evaluate_styles.yaml") == 0
     printed = capfd.readouterr().out
@@ -175,3 +184,63 @@ config:
     assert base.shape == style.shape == (2, 64, 64, 3) and np.abs(base - style).max() > 10
     assert all(np.isfinite(v["clip_score"]) and np.isfinite(v["style_similarity"]) for v in data["variants"])
     assert (tmp_path / "out" / "grid.png").is_file() and (tmp_path / "out" / "results.md").is_file()
+
+
+@pytest.mark.slow
+def test_example_config_runs_on_tiny_models(tmp_path, tiny_clip, run_main, registry):
+    """evaluate_styles.yaml itself (base, two single LoRAs, a weighted pair; 5 prompts x 2 seeds), pointed at tiny SD 1.5,
+    two random LoRAs, two reference folders and the tiny CLIP with --set; the scores are checked against CLIP by hand."""
+    from toolkit.config.blocks import ModelConfig
+    from toolkit.eval.clip import ClipEmbedder
+    from toolkit.models.loading import load_adapter
+    from toolkit.testing.tiny import save_random_lora
+    import torch
+
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu")
+    loras = {name: save_random_lora(adapter.pipeline(), tmp_path / f"{name}.safetensors", adapter.lora_targets(False), seed=seed)
+             for seed, name in enumerate(["anime", "watercolor"], start=3)}
+    refs = {}
+    for name, colour in [("anime", (240, 200, 210)), ("watercolor", (90, 140, 200))]:
+        refs[name] = tmp_path / f"refs_{name}"
+        refs[name].mkdir()
+        for i in range(2):
+            Image.new("RGB", (48 + 16 * i, 48), tuple(c - 40 * i for c in colour)).save(refs[name] / f"{i}.png")
+    overrides = {"output_folder": tmp_path / "out", "device": "cpu", "model.name_or_path": "tiny:sd15", "model.dtype": "fp32",
+                 "variants.1.loras.0.path": loras["anime"], "variants.1.reference_images": refs["anime"],
+                 "variants.2.loras.0.path": loras["watercolor"], "variants.2.reference_images": refs["watercolor"],
+                 "variants.3.loras.0.path": loras["watercolor"], "variants.3.loras.1.path": loras["anime"],
+                 "variants.3.reference_images": refs["watercolor"], "generate.width": 64, "generate.height": 64,
+                 "generate.sample_steps": 2, "clip_model": tiny_clip, "grid_cell": 32}
+    argv = [arg for key, value in overrides.items() for arg in ("--set", f"config.process.0.{key}={value}")]
+    assert run_main(EXAMPLES / "evaluate_styles.yaml", *argv) == 0
+
+    out = tmp_path / "out"
+    data = json.loads((out / "results.json").read_text())
+    names = ["base", "anime", "watercolor", "watercolor_anime_0.6_0.4"]
+    assert [v["name"] for v in data["variants"]] == names and data["seeds"] == [0, 1] and len(data["prompts"]) == 5
+    assert [[(Path(l["path"]).stem, l["weight"]) for l in v["loras"]] for v in data["variants"]] == \
+        [[], [("anime", 1.0)], [("watercolor", 1.0)], [("watercolor", 0.6), ("anime", 0.4)]]
+    assert data["variants"][0]["style_similarity"] is None and all(v["style_similarity"] is not None for v in data["variants"][1:])
+
+    clip = ClipEmbedder(str(tiny_clip), device=torch.device("cpu"), dtype=torch.float32)
+    texts = clip.texts(data["prompts"])
+    for variant in data["variants"]:
+        assert len(variant["images"]) == 10
+        embeds = clip.images([Image.open(out / image["file"]) for image in variant["images"]])
+        # CLIP score (percent): 100 * max(cos, 0) of each image with its own prompt, by hand
+        cosines = [float(np.dot(e, texts[image["prompt_index"]])) for e, image in zip(embeds, variant["images"])]
+        assert [i["clip_score"] for i in variant["images"]] == pytest.approx([100 * max(c, 0.0) for c in cosines], abs=1e-3)
+        assert variant["clip_score"] == pytest.approx(np.mean([i["clip_score"] for i in variant["images"]]))
+        if variant["reference_images"]:
+            ref_embeds = clip.images([Image.open(p) for p in sorted(Path(variant["reference_images"]).iterdir())])
+            assert variant["style_similarity"] == pytest.approx(float((embeds @ ref_embeds.T).mean()), abs=1e-4)
+
+    table = (out / "results.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| ") and not line.startswith("| Model")]
+    assert [row.split(" | ")[0][2:] for row in rows] == names
+    best_clip = max(v["clip_score"] for v in data["variants"])
+    best_row = next(row for row, v in zip(rows, data["variants"]) if v["clip_score"] == best_clip)
+    assert f"**{best_clip:.2f}**" in best_row
+    assert len(list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))) == 4
+    grid = Image.open(out / "grid.png")
+    assert grid.height >= 4 * 32 and grid.width >= 5 * 2 * 32

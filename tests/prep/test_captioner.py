@@ -60,6 +60,29 @@ def test_florence2_gets_its_task_prompt_by_default(tiny_florence2):
     assert len(captions) == 2 and all(captions)
 
 
+def test_generic_model_without_a_processor_class_gets_one_built(tiny_vit_gpt2):
+    # a VisionEncoderDecoder repository (like nlpconnect/vit-gpt2-image-captioning): AutoProcessor alone
+    # returns just the tokenizer, which cannot read images
+    model, processor = _load(tiny_vit_gpt2)
+    assert type(model).__name__ == "VisionEncoderDecoderModel"
+    assert type(processor.image_processor).__name__ == "ViTImageProcessorPil" and not processor.takes_prompt
+    captioner = Captioner(model, processor, max_new_tokens=4, generate_kwargs={"min_new_tokens": 3})
+    captions = captioner.caption([scene(0), scene(1, (40, 60))])
+    assert len(captions) == 2 and all(captions) and captioner.caption([scene(0)]) == captions[:1]
+    with pytest.raises(ValueError, match="no prompt"):
+        processor([scene(0)], text=["a photo of"])
+
+
+def test_git_captions_with_and_without_a_prompt(tiny_git):
+    # GIT's BertTokenizer returns token_type_ids, which its generate does not take
+    model, processor = _load(tiny_git)
+    assert type(model).__name__ == "GitForCausalLM"
+    kwargs = dict(max_new_tokens=3, generate_kwargs={"min_new_tokens": 3})
+    assert all(Captioner(model, processor, **kwargs).caption([scene(0), scene(1)]))
+    stripped = Captioner(model, processor, prompt="a photo of", **kwargs).caption([scene(0)])[0]
+    assert stripped and not stripped.startswith("a photo of")
+
+
 def test_caption_images_batches_and_reports_bad_files(tiny_blip, tmp_path):
     paths = []
     for i in range(5):

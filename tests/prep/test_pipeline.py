@@ -98,6 +98,22 @@ def test_unchanged_images_are_copied_byte_for_byte(tmp_path):
     assert (tmp_path / "out" / "a.txt").read_text() == "x\n"
 
 
+@pytest.mark.parametrize("mode", ["center_crop", "max_side"])
+def test_resize_rewrites_only_images_whose_size_changes(tmp_path, mode):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    scene(0, (32, 32)).save(folder / "right_size.jpg", quality=80)
+    scene(1, (64, 48)).save(folder / "large.jpg", quality=80)
+    state = read_dataset(folder, "txt", tmp_path / "work")
+    steps.run_resize(state, ResizeConfig(type="resize", mode=mode, size=32), "resize")
+    write_dataset(state, tmp_path / "out", "txt")
+    assert (tmp_path / "out" / "right_size.jpg").read_bytes() == (folder / "right_size.jpg").read_bytes()
+    from PIL import Image
+    assert Image.open(tmp_path / "out" / "large.jpg").size == ((32, 32) if mode == "center_crop" else (32, 24))
+    measures = {row["file"]: row["measures"] for row in json.loads((tmp_path / "out" / "report.json").read_text())["files"]}
+    assert measures["large.jpg"]["resized_from"] == "64x48" and "resized_from" not in measures["right_size.jpg"]
+
+
 def test_check_folders_protects_the_input_and_foreign_folders(tmp_path):
     source = tmp_path / "raw"
     source.mkdir()

@@ -21,18 +21,36 @@ def _features(output: Any) -> "torch.Tensor":
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
+def _load_error(name_or_path: str, err: Exception) -> EaselError:
+    return EaselError(f"cannot load the CLIP model '{name_or_path}' (clip_model): {str(err).splitlines()[0]} A hub id needs "
+                      "internet access or a cached copy; a local path must be a folder saved with save_pretrained.")
+
+
+def check_clip_model(name_or_path: str) -> None:
+    """Fail early (before any image is generated) unless ``name_or_path`` names a reachable CLIP model."""
+    from transformers import AutoConfig, CLIPConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise _load_error(name_or_path, err) from None
+    if not isinstance(config, CLIPConfig):
+        raise EaselError(f"clip_model '{name_or_path}' is a '{config.model_type}' model, not CLIP; both metrics need a "
+                         "transformers CLIPModel, e.g. openai/clip-vit-large-patch14 or a folder saved from one.")
+
+
 class ClipEmbedder:
     """A CLIP model from a hub id or a local folder, giving unit-length embeddings as numpy arrays."""
 
     def __init__(self, name_or_path: str, *, device: "torch.device", dtype: "torch.dtype", batch_size: int = 16):
         from transformers import AutoProcessor, CLIPModel
 
+        check_clip_model(name_or_path)
         try:
             self.model = CLIPModel.from_pretrained(name_or_path).to(device=device, dtype=dtype).eval()
             self.processor = AutoProcessor.from_pretrained(name_or_path)
-        except OSError as err:
-            raise EaselError(f"cannot load the CLIP model '{name_or_path}': {str(err).splitlines()[0]} A hub id needs "
-                             "internet access or a cached copy; a local path must be a folder saved with save_pretrained.") from None
+        except (OSError, ValueError) as err:
+            raise _load_error(name_or_path, err) from None
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
 

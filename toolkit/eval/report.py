@@ -85,7 +85,8 @@ def markdown_table(results: EvalResults) -> str:
             text = _format(mean, metric, results.clip_score_scale)
             best_text = _format(best[metric], metric, results.clip_score_scale)
             cells.append(f"**{text}**" if mean is not None and text == best_text else text)
-        lines.append(f"| {variant.name} | " + " | ".join(cells) + " |")
+        name = variant.name.replace("|", "\\|")  # a bare | would end the cell
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

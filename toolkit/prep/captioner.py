@@ -9,6 +9,7 @@ microsoft/Florence-2-* ones). Nothing here knows a model family beyond its defau
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -48,16 +49,50 @@ def _dtype_option(dtype: "torch.dtype") -> dict[str, Any]:
     return {"dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype": dtype}
 
 
+@dataclass
+class ImageAndTokenizer:
+    """A processor for repositories that ship an image processor and a tokenizer but no processor class.
+
+    VisionEncoderDecoder checkpoints (nlpconnect/vit-gpt2-image-captioning, ...) are like that:
+    ``AutoProcessor`` then returns the tokenizer alone, which cannot read images.
+    """
+
+    image_processor: Any
+    tokenizer: Any
+
+    takes_prompt = False
+    """It has no way to condition the caption on text."""
+
+    def __call__(self, images: "list[Image.Image]", text: list[str] | None = None, return_tensors: str = "pt") -> Any:
+        if text:
+            raise ValueError("this model takes no prompt")
+        return self.image_processor(images=images, return_tensors=return_tensors)
+
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = True) -> list[str]:
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _load_processor(name_or_path: str, options: dict[str, Any]) -> Any:
+    """The model's processor; one put together from its image processor and tokenizer when it has none."""
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, ProcessorMixin
+
+    processor = AutoProcessor.from_pretrained(name_or_path, **options)
+    if isinstance(processor, ProcessorMixin):
+        return processor
+    return ImageAndTokenizer(AutoImageProcessor.from_pretrained(name_or_path, **options),
+                             AutoTokenizer.from_pretrained(name_or_path, **options))
+
+
 def load_captioning_model(name_or_path: str, *, device: "torch.device", dtype: "torch.dtype", revision: str | None = None,
                           trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, processor) from a hub id or a local folder, on ``device`` in ``dtype``, in eval mode."""
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
     options: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(name_or_path, **options)
         model = _model_class(config, trust_remote_code).from_pretrained(name_or_path, config=config, **_dtype_option(dtype), **options)
-        processor = AutoProcessor.from_pretrained(name_or_path, **options)
+        processor = _load_processor(name_or_path, options)
     except (OSError, ValueError) as err:
         raise EaselError(f"cannot load the captioning model '{name_or_path}': {str(err).splitlines()[0]} A hub id needs "
                          "internet access or a cached copy; a local path must be a folder saved with save_pretrained.") from None
@@ -97,6 +132,8 @@ class Captioner:
         inputs = self.processor(images=images, text=text, return_tensors="pt").to(self.model.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        if "token_type_ids" in inputs and "token_type_ids" not in inspect.signature(self.model.forward).parameters:
+            del inputs["token_type_ids"]  # BERT tokenizers add them (GIT's); generate refuses what the model does not name
         with torch.inference_mode():
             ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
                                       **self.generate_kwargs)

@@ -61,7 +61,7 @@ def run_dedupe(state: DatasetState, config: "DedupeConfig", step: str) -> None:
 
 
 def run_resize(state: DatasetState, config: "ResizeConfig", step: str) -> None:
-    """Rewrite each image resized into the work folder (same name and format)."""
+    """Rewrite each image resized into the work folder (same name and format); images already the right size stay as they are."""
     kept: list[Item] = []
     folder = state.work_dir / f"{len(state.steps):02d}_resize"
     for item in _progress(state.items, step):
@@ -72,12 +72,15 @@ def run_resize(state: DatasetState, config: "ResizeConfig", step: str) -> None:
             resized = center_crop_square(image, config.size, config.resample)
         else:
             resized = fit_max_side(image, config.size, config.resample, config.upscale)
+        item.measures.update({"width": resized.width, "height": resized.height})
+        kept.append(item)
+        if resized.size == image.size:
+            continue  # already the right size: the file is kept as it is (re-encoding a JPEG would only lose quality)
         target = folder / item.name
         target.parent.mkdir(parents=True, exist_ok=True)
         resized.save(target, quality=config.quality)
         item.path = target
-        item.measures.update({"resized_from": f"{image.width}x{image.height}", "width": resized.width, "height": resized.height})
-        kept.append(item)
+        item.measures["resized_from"] = f"{image.width}x{image.height}"
     state.items = kept
 
 
