@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from extensions.sd15.adapter import SD15Adapter
-from toolkit.models.base import ModelAdapter
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +24,11 @@ class SDXLAdapter(SD15Adapter):
     tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sdxl"
     quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "time_emb_proj", "conv_norm_out")
 
-    single_file_state_dict = ModelAdapter.single_file_state_dict  # SDXL's SGM layout is not written (the SD 1.x one would be wrong)
+    def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
+        """UNet, VAE and both text encoders in the SGM checkpoint layout (CLIP-G in OpenCLIP names)."""
+        from toolkit.models.ldm import sdxl_pipeline_to_sgm
+
+        return sdxl_pipeline_to_sgm(self.pipe)
 
     def encode_prompts(self, prompts: list[str]) -> "Conditioning":
         embeds, _, pooled, _ = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,

@@ -1,6 +1,7 @@
 """LoRAs baked into the base model give the image the applied LoRAs give (within 1/255), also after saving."""
 
 import pytest
+import torch
 
 from toolkit.config.blocks import ModelConfig
 from toolkit.lora_io import apply_loras, bake_loras, remove_loras
@@ -36,13 +37,38 @@ def test_baked_model_matches_applied_loras(arch, adapters, new_adapter, tmp_path
     assert max_diff(image(reloaded), applied) <= 1.0
 
 
-def test_sdxl_has_no_single_file_layout(adapters, tmp_path):
-    from toolkit.errors import EaselError
+def test_sdxl_single_file_is_what_diffusers_single_file_conversion_reads(new_adapter, tmp_path):
+    """The baked SDXL checkpoint (SGM layout, CLIP-G in OpenCLIP names) converts back, through diffusers' own
+    single-file conversion functions, to exactly the baked pipeline's weights, component by component."""
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+    from safetensors.torch import load_file
 
     from jobs.convert import save_single_file
 
-    with pytest.raises(EaselError, match="single-file checkpoint"):
-        save_single_file(adapters["sdxl"], tmp_path / "x.safetensors", None)
+    baked = new_adapter("sdxl")
+    path = save_lora(random_lora(baked.components(), baked.lora_targets(True), seed=22), tmp_path / "l.safetensors", arch="sdxl")
+    bake_loras(baked, [(path, 0.9)])
+    save_single_file(baked, tmp_path / "merged.safetensors", None)
+    checkpoint = load_file(str(tmp_path / "merged.safetensors"))
+    pipe = baked.pipeline()
+    te2 = pipe.text_encoder_2
+    back = {
+        "unet": convert_ldm_unet_checkpoint(checkpoint, dict(pipe.unet.config)),
+        "vae": convert_ldm_vae_checkpoint(checkpoint, dict(pipe.vae.config)),
+        "text_encoder": convert_ldm_clip_checkpoint(checkpoint),
+        "text_encoder_2": convert_open_clip_checkpoint(te2, checkpoint, prefix="conditioner.embedders.1.model."),
+    }
+    for name, converted in back.items():
+        state = getattr(pipe, name).state_dict()
+        if not any(k.startswith("text_model.") for k in state):
+            converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+        assert set(converted) == set(state), (name, sorted(set(converted) ^ set(state))[:6])
+        assert all(torch.equal(converted[k], state[k]) for k in state), name
 
 
 @pytest.mark.parametrize("arch", ["sd15", "zimage"])

@@ -121,3 +121,78 @@ def test_diffusers_save_lora_weights_file_loads_in_easel(adapters, tmp_path):
         adapter.pipeline().delete_adapters(["reference"])
     assert max_diff(_easel_image(adapter, lora), theirs) <= 1.0
     assert torch.is_tensor(next(iter(lora.modules.values())).tensors["alpha"])
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_kohya_lycoris_file_loads_in_lycoris_kohya_loader(kind, adapters, tmp_path):
+    """LoHa/LoKr in kohya format: LyCORIS tensor suffixes, every module found by LyCORIS' own kohya loader
+    (the name matching A1111's and ComfyUI's loaders share), and the UNet output easel gives."""
+    import copy
+
+    from lycoris.modules import get_module, make_module
+    from safetensors.torch import load_file
+
+    adapter = adapters["sd15"]
+    state = random_lora(adapter.components(), {"unet": ["to_q", "to_out.0", "proj_in", "ff.net.2", "conv1"]},
+                        kind=kind, rank=4, seed=9)
+    path = save_lora(state, tmp_path / "l.safetensors", arch="sd15", format="kohya")
+    weights = load_file(str(path))
+    suffixes = {"loha": {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"},
+                "lokr": {"lokr_w1", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_w1_a", "lokr_w1_b", "alpha"}}[kind]
+    assert {key.partition(".")[2] for key in weights} <= suffixes
+    unet = copy.deepcopy(adapter.denoiser)
+    # lycoris.kohya.create_network_from_weights' matching and module building (its network constructor trips on
+    # current diffusers UNets, so the loop is spelled out): ``lora_unet_`` + the diffusers path with "." -> "_".
+    found = {f"lora_unet_{name}".replace(".", "_"): layer for name, layer in unet.named_modules()}
+    names = {key.partition(".")[0] for key in weights}
+    assert names <= set(found), sorted(names - set(found))[:5]
+    assert len(names) == len(group_modules(state))
+    for name in names:
+        module = make_module(*get_module(weights, name), name, found[name])
+        assert module is not None and type(module).__name__ == {"loha": "LohaModule", "lokr": "LokrModule"}[kind]
+        module.apply_to()
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 8, 8, generator=generator)
+    context = torch.randn(1, 77, unet.config.cross_attention_dim, generator=generator)
+    with torch.no_grad():
+        theirs = unet(sample, 500, encoder_hidden_states=context).sample
+        base = adapter.denoiser(sample, 500, encoder_hidden_states=context).sample
+        apply_loras(adapter, [(path, 1.0)])
+        try:
+            ours = adapter.denoiser(sample, 500, encoder_hidden_states=context).sample
+        finally:
+            remove_loras(adapter)
+    assert (ours - base).abs().max() > 1e-2
+    assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_comfy_and_diffusers_key_layouts(arch, adapters, tmp_path):
+    """``comfy``: ``diffusion_model.<module>`` + lora_A/lora_B/alpha, nothing else; ``diffusers``: ``<component>.<module>``
+    + lora_A/lora_B only, each component's PEFT ``LoraConfig`` in the header (rank and alpha exact)."""
+    import json
+
+    from peft import LoraConfig
+
+    adapter = adapters[arch]
+    state = random_lora(adapter.components(), {adapter.denoiser_name: adapter.lora_targets(False)[adapter.denoiser_name]},
+                        rank=4, alpha=3.0)
+    names = {key.rsplit(".", 2)[0].partition(".")[2] for key in state if key.endswith(".lora_A.weight")}
+    comfy = save_lora(state, tmp_path / "c.safetensors", arch=arch, format="comfy")
+    with safe_open(str(comfy), "pt") as handle:
+        keys = list(handle.keys())
+    assert len(keys) == 3 * len(names)
+    assert all(k.startswith("diffusion_model.") and k.endswith((".lora_A.weight", ".lora_B.weight", ".alpha")) for k in keys)
+    if arch == "zimage":
+        assert {k.removeprefix("diffusion_model.").rsplit(".", 2)[0] for k in keys if k.endswith(".lora_A.weight")} == names
+    else:
+        assert not any("down_blocks" in k or "up_blocks" in k for k in keys), "ComfyUI names SD UNets the SGM way"
+    peft_file = save_lora(state, tmp_path / "d.safetensors", arch=arch, format="diffusers")
+    with safe_open(str(peft_file), "pt") as handle:
+        keys, header = list(handle.keys()), handle.metadata()
+    component = adapter.denoiser_name
+    assert {k.removeprefix(component + ".").rsplit(".", 2)[0] for k in keys} == names
+    assert all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys) and len(keys) == 2 * len(names)
+    config = {k.partition(".")[2]: v for k, v in json.loads(header["lora_adapter_metadata"]).items() if k.startswith(component + ".")}
+    config = LoraConfig(**config)
+    assert (config.r, config.lora_alpha) == (4, 3.0) and set(config.target_modules) == names

@@ -101,6 +101,53 @@ def clip_to_ldm(state_dict: StateDict, prefix: str = "cond_stage_model.transform
             for key, value in state_dict.items()}
 
 
+_OPEN_CLIP = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+              "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+_OPEN_CLIP_FIXED = {"embeddings.position_embedding.weight": "positional_embedding",
+                    "embeddings.token_embedding.weight": "token_embedding.weight",
+                    "final_layer_norm.weight": "ln_final.weight", "final_layer_norm.bias": "ln_final.bias"}
+
+
+def open_clip_to_ldm(state_dict: StateDict, prefix: str = "conditioner.embedders.1.model.") -> StateDict:
+    """A transformers CLIPTextModelWithProjection state dict -> OpenCLIP keys (SDXL's second encoder).
+
+    q/k/v are fused into ``attn.in_proj_*`` and the projection is transposed, as diffusers'
+    ``convert_open_clip_checkpoint`` (its inverse) expects.
+    """
+    import torch
+
+    out: StateDict = {}
+    fused: dict[str, dict[str, "torch.Tensor"]] = {}
+    for key, value in state_dict.items():
+        if key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+            continue
+        rest = key.removeprefix("text_model.")
+        if rest in _OPEN_CLIP_FIXED:
+            out[prefix + _OPEN_CLIP_FIXED[rest]] = value
+            continue
+        layer, _, inner = rest.removeprefix("encoder.layers.").partition(".")
+        name = f"{prefix}transformer.resblocks.{layer}."
+        if inner.startswith("self_attn.") and inner.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
+            part, param = inner.split(".")[1][0], inner.split(".")[2]
+            fused.setdefault(f"{name}attn.in_proj_{param}", {})[part] = value
+            continue
+        out[name + _rename_first(inner, _OPEN_CLIP)] = value
+    for key, parts in fused.items():
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+def sdxl_pipeline_to_sgm(pipe: Any) -> StateDict:
+    """An SDXL pipeline as one SGM-layout checkpoint (what A1111, ComfyUI and ``from_single_file`` read)."""
+    return {
+        **unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config),
+        **vae_to_ldm(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels)),
+        **clip_to_ldm(pipe.text_encoder.state_dict(), prefix="conditioner.embedders.0.transformer."),
+        **open_clip_to_ldm(pipe.text_encoder_2.state_dict()),
+    }
+
+
 def sd_pipeline_to_ldm(pipe: Any) -> StateDict:
     """An SD 1.x pipeline's UNet, VAE and text encoder as one LDM-layout state dict."""
     return {
