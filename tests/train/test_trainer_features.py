@@ -120,3 +120,12 @@ def test_fp16_steps_go_through_the_loss_scaler(tmp_path: Path, monkeypatch: pyte
     b = load_file(run_dir(tmp_path / "scaled") / "fakerun.safetensors")
     assert all(torch.allclose(a[key].float(), b[key].float(), rtol=1e-2, atol=1e-4) for key in a)  # unscaled before the step
     assert any(a[key].abs().sum() > 0 for key in a if "lora_B" in key)
+
+
+@pytest.mark.parametrize("skip_first", [False, True])
+def test_preview_schedule(tmp_path: Path, skip_first: bool) -> None:
+    config = write_config(tmp_path, train={"steps": 5, "skip_first_sample": skip_first}, sample={"sample_every": 2})
+    assert run_main([str(config)]) == 0
+    steps = sorted({int(p.name[:9]) for p in (run_dir(tmp_path) / "samples").glob("*_00.png")})
+    assert steps == ([] if skip_first else [0]) + [2, 4, 5]  # before training, every sample_every steps, at the end
+    assert (run_dir(tmp_path) / "samples" / "000000002_grid.png").is_file()
