@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -175,6 +176,9 @@ class FakeAdapter(ModelAdapter):
 
     @torch.no_grad()
     def generate(self, requests: list[GenerateRequest]) -> list[Image.Image]:
+        # real pipelines may draw from the global generators (e.g. a sampler without its own generator);
+        # the fake does too, so the tests see whether previews disturb training's random numbers
+        random.random(), np.random.rand(), torch.rand(1)
         images = []
         for request in requests:
             self.generated.append(request)

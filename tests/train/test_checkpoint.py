@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -68,3 +69,21 @@ def test_prune_keeps_the_newest_steps_with_their_states(tmp_path) -> None:
     save_state(state_path(tmp_path, "run", 9), {"step": 9})  # a newer final state makes the older one redundant
     assert [p.name for p in files.prune()] == ["run_000000007.state.pt"]
     assert SaveFiles(tmp_path, "run", keep=0).prune() == []
+
+
+def test_a_save_that_fails_midway_keeps_the_previous_file(tmp_path, monkeypatch) -> None:
+    import safetensors.torch
+
+    path = tmp_path / "run.safetensors"
+    save_lora(network(), path, arch=fake_arch(), format=None, metadata={"steps": 1}, dtype="fp32")
+    before = path.read_bytes()
+
+    def half_written(tensors, filename, metadata=None):  # noqa: ANN001, ANN202 - a crash (disk full, kill) mid-write
+        with open(filename, "wb") as handle:
+            handle.write(b"\0" * 100)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    with pytest.raises(OSError):
+        save_lora(network(), path, arch=fake_arch(), format=None, metadata={"steps": 2}, dtype="fp32")
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["run.safetensors"]

@@ -256,6 +256,8 @@ def test_mixed_precision_keeps_the_adapter_in_float32(tmp_path: Path, precision:
     saved = read_lora(run_dir(tmp_path) / "fakerun.safetensors")
     assert {t.dtype for t in saved.values()} == {torch.bfloat16 if precision == "bf16" else torch.float16}
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_losses(run_dir(tmp_path) / "loss.csv"))
+    warned = "fp16 on cpu runs without autocast and loss scaling" in (run_dir(tmp_path) / "log.txt").read_text()
+    assert warned == (precision == "fp16")
 
 
 def test_two_configs_with_different_precisions_in_one_command(tmp_path: Path) -> None:
