@@ -21,7 +21,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -240,7 +240,8 @@ class FakeData:
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(len(self.paths) / (self.batch_size * self.world_size)))
 
-    def prepare(self, adapter: FakeAdapter, *, cache_text: bool = False) -> None:
+    def prepare(self, adapter: FakeAdapter, *, cache_text: bool = False,
+                barrier: Callable[[], None] | None = None) -> None:
         with torch.no_grad():
             if self.cache_latents:
                 self.latents = adapter.encode_images(self.pixels).float().cpu()

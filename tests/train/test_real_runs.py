@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ STEPS = 40
 pytestmark = pytest.mark.slow
 
 
-def write_config(folder: Path, name: str, steps: int = STEPS) -> Path:
+def write_config(folder: Path, name: str, steps: int = STEPS, cache: str = "cache_latents") -> Path:
     """The quickstart's shape, small: random caption dropout and flips, accumulation, previews between steps."""
     config = folder / f"{name}.yaml"
     config.write_text(f"""
@@ -44,7 +45,7 @@ config:
           resolution: [64]
           caption_dropout_rate: 0.3
           flip_x: true
-          cache_latents: true
+          {cache}: true
       train:
         batch_size: 2
         steps: {steps}
@@ -118,9 +119,16 @@ def test_a_stopped_run_resumes_exactly(workspace: Path) -> None:
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (a fixed one collides with parallel test runs)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_two_processes_train_data_parallel_and_only_rank_0_writes(workspace: Path) -> None:
-    config = write_config(workspace, "ddp", steps=6)
-    code, output = finish(start("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    config = write_config(workspace, "ddp", steps=6, cache="cache_latents_to_disk")  # ranks share the encoding
+    code, output = finish(start("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                                 "run.py", str(config)))
     assert code == 0, output
     assert "All 2 processes hold identical adapter weights" in output

@@ -262,7 +262,9 @@ def _build(process: "LoraTrainerProcess", accelerator: "Accelerator", device: to
                       bucket_divisibility=adapter.bucket_divisibility, rank=rank, world_size=world)
     for line in data.report() if accelerator.is_main_process else []:
         log.info(line)
-    data.prepare(adapter, cache_text=train.cache_text_embeddings)
+    # With several ranks the disk caches are filled together, each rank encoding its share.
+    barrier = accelerator.wait_for_everyone if world > 1 else None
+    data.prepare(adapter, cache_text=train.cache_text_embeddings, barrier=barrier)
     offloaded = unused_components(process, adapter)
     if offloaded:
         adapter.move(offloaded, "cpu")
