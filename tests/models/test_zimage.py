@@ -65,6 +65,16 @@ class TestZImage(AdapterSuite):
         finally:
             hook.remove()
 
+    def test_variant_names_pick_their_defaults(self, registry: Any) -> None:
+        turbo, base, deturbo = (registry.arch(name) for name in ("zimage:turbo", "zimage", "zimage:deturbo"))
+        assert (turbo.name, base.name, deturbo.name) == ("zimage:turbo", "zimage", "zimage:deturbo")
+        assert registry.arch("zimage:base").name == "zimage" and registry.arch("ZImage:Turbo").variant == "turbo"
+        for variant in (base, deturbo):
+            assert variant.defaults["sample_steps"] > turbo.defaults["sample_steps"]
+            assert variant.defaults["guidance_scale"] > 1.0, "undistilled models sample with CFG"
+        with pytest.raises(EaselError, match="unknown architecture 'zimage:turbbo'.*zimage:deturbo"):
+            registry.arch("zimage:turbbo")
+
     def test_guidance_is_the_usual_cfg_scale(self, adapter: ZImageAdapter) -> None:
         assert [adapter.pipeline_guidance(g) for g in (0.0, 1.0, 4.0)] == [0.0, 0.0, 3.0]
 
