@@ -81,6 +81,7 @@ def test_same_seed_gives_identical_files_and_reruns_do_not_overwrite(folders: di
     first, second = _images(tmp_path / "a"), _images(tmp_path / "b")
     assert [p.name for p in first] == [p.name for p in second] == ["00000_11.png", "00001_12.png"]
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert not list((tmp_path / "a").glob("*.txt")), "no .txt sidecars unless prompt_file: true"
     assert run.main([str(_config(tmp_path, folders["zimage"], "zimage:turbo", generate, "a"))]) == 0
     assert [p.name for p in _images(tmp_path / "a")] == ["00000_11.png", "00001_12.png", "00002_11.png", "00003_12.png"]
 
