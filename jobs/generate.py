@@ -17,7 +17,7 @@ from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.sampling.lookup import fit_aspect, index_loras, resolve_lora, round_to
-from toolkit.sampling.prompts import PromptSpec, parse_prompt, read_prompts
+from toolkit.sampling.prompts import PromptSpec, numbered_prompts, parse_prompt, read_prompts
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -133,25 +133,47 @@ class ToFolderProcess(Process):
         except EaselError as err:
             raise self.config_error(("generate", "loras", position, "path"), str(err).removeprefix("generate.loras: ")) from None
 
-    def _loras(self, spec: PromptSpec, index: dict[str, Path]) -> tuple[tuple[tuple[Path, float], ...], tuple[tuple[str, float], ...]]:
+    def _specs(self, index: dict[str, Path]) -> list[tuple[PromptSpec, tuple[tuple[Path, float], ...]]]:
+        """Each prompt, parsed, with its LoRA files: ``generate.loras`` first, then its ``<lora:...>`` tags."""
         gen = self.config.generate
-        files = [(self._lora_file(ref.path, index, i), ref.weight) for i, ref in enumerate(gen.loras)]
-        files += [(resolve_lora(name, index, gen.lora_dirs, f"prompt '{spec.source}'"), weight) for name, weight in spec.loras]
-        return tuple(files), tuple((path.stem, weight) for path, weight in files)
+        common = [(self._lora_file(ref.path, index, i), ref.weight) for i, ref in enumerate(gen.loras)]
+        try:
+            lines = numbered_prompts(gen.prompts)
+        except EaselError as err:
+            raise self.config_error(("generate", "prompts"), str(err).removeprefix("generate.prompts: ")) from None
+        if not lines:
+            raise self.config_error(("generate", "prompts"), "no prompts given.", "Add prompts (a list, or a text file) and run again.")
+        specs = []
+        for number, line in lines:
+            try:
+                spec = parse_prompt(line)
+                tagged = [(resolve_lora(name, index, gen.lora_dirs, f"prompt '{spec.source}'"), weight) for name, weight in spec.loras]
+            except EaselError as err:
+                raise self._prompt_error(number, str(err)) from None
+            specs.append((spec, tuple(common + tagged)))
+        return specs
+
+    def _prompt_error(self, number: int, message: str) -> Exception:
+        """An error in one prompt, located at its YAML list item or at its line of the prompt file."""
+        prompts, hint = self.config.generate.prompts, "Fix the prompt and run again."
+        if isinstance(prompts, list):
+            return self.config_error(("generate", "prompts", number), message, hint)
+        return self.config_error(("generate", "prompts"), f"{prompts}, line {number}: {message}", hint)
 
     def plan_images(self) -> list[PlannedImage]:
         """Every image this process makes, in order (no model, no torch)."""
         gen = self.config.generate
-        specs = [parse_prompt(line) for line in read_prompts(gen.prompts)]
-        if not specs:
-            raise EaselError("generate.prompts: no prompts given.")
+        try:
+            lora_index = index_loras(gen.lora_dirs) if gen.lora_dirs else {}
+        except EaselError as err:
+            raise self.config_error(("generate", "lora_dirs"), str(err).removeprefix("generate.lora_dirs: ")) from None
+        specs = self._specs(lora_index)
         if self.base_seed is None:
             self.base_seed = gen.seed if gen.seed != -1 else random.SystemRandom().randrange(2**32)
-        lora_index = index_loras(gen.lora_dirs) if gen.lora_dirs else {}
         inits: list[Path | None] = list(self._init_images()) or [None]
         planned: list[PlannedImage] = []
-        for spec in specs:
-            loras, tags = self._loras(spec, lora_index)
+        for spec, loras in specs:
+            tags = tuple((path.stem, weight) for path, weight in loras)
             for init in inits:
                 width, height = self._size(spec, init)
                 for repeat in range(gen.images_per_prompt):

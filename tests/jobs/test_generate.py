@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
 import run
@@ -80,6 +81,7 @@ def test_same_seed_gives_identical_files_and_reruns_do_not_overwrite(folders: di
     first, second = _images(tmp_path / "a"), _images(tmp_path / "b")
     assert [p.name for p in first] == [p.name for p in second] == ["00000_11.png", "00001_12.png"]
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert not list((tmp_path / "a").glob("*.txt")), "no .txt sidecars unless prompt_file: true"
     assert run.main([str(_config(tmp_path, folders["zimage"], "zimage:turbo", generate, "a"))]) == 0
     assert [p.name for p in _images(tmp_path / "a")] == ["00000_11.png", "00001_12.png", "00002_11.png", "00003_12.png"]
 
@@ -147,3 +149,88 @@ def test_dry_run_plans_without_loading_a_model(tmp_path: Path) -> None:
 def test_sampler_that_does_not_fit_is_a_config_error(tmp_path: Path, capfd: Any) -> None:
     assert run.main([str(_config(tmp_path, "tiny:zimage", "zimage", {"sampler": "euler_a", "prompts": ["x"]}))]) == 2
     assert "sampler 'euler_a' does not fit architecture 'zimage'" in capfd.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def sd15_loras(folders: dict[str, Path], registry: Any, tmp_path_factory: Any) -> Path:
+    """A folder with two random LoRAs for the tiny SD 1.5 model: style.safetensors and sub/detail.safetensors."""
+    from toolkit.config.blocks import ModelConfig
+    from toolkit.models.loading import load_adapter
+    from toolkit.testing.tiny import save_random_lora
+
+    adapter = load_adapter(ModelConfig(name_or_path=str(folders["sd15"]), arch="sd15"), registry, device="cpu")
+    folder = tmp_path_factory.mktemp("loras")
+    save_random_lora(adapter.pipeline(), folder / "style.safetensors", adapter.lora_targets(False), seed=4)
+    save_random_lora(adapter.pipeline(), folder / "sub" / "detail.safetensors", adapter.lora_targets(True), seed=5)
+    return folder
+
+
+def _pixels(path: Path) -> bytes:
+    with Image.open(path) as image:
+        return image.tobytes()
+
+
+def test_lora_list_and_tags_stack_with_negative_and_large_weights(folders: dict[str, Path], sd15_loras: Path, tmp_path: Path) -> None:
+    listed = {"seed": 2, "prompts": ["a cat"], "lora_dirs": [str(sd15_loras)],
+              "loras": [{"path": "style", "weight": -0.5}, {"path": str(sd15_loras / "sub" / "detail.safetensors"), "weight": 1.5}]}
+    tagged = {"seed": 2, "prompts": ["a cat <lora:style:-0.5> <lora:sub/detail:1.5>"], "lora_dirs": [str(sd15_loras)]}
+    one = {"seed": 2, "prompts": ["a cat <lora:style:-0.5>"], "lora_dirs": [str(sd15_loras)]}
+    plain = {"seed": 2, "prompts": ["a cat"]}
+    made = {}
+    for name, generate in (("listed", listed), ("tagged", tagged), ("one", one), ("plain", plain)):
+        assert run.main([str(_config(tmp_path, folders["sd15"], "sd15", generate, name))]) == 0
+        (made[name],) = _images(tmp_path / name)
+    assert _pixels(made["listed"]) == _pixels(made["tagged"]), "a config list and prompt tags are the same stack"
+    assert len({_pixels(made[name]) for name in ("listed", "one", "plain")}) == 3, "each LoRA and its weight count"
+    prompt = parse_parameters(read_parameters(made["listed"]) or "")[0]
+    assert prompt == "a cat <lora:style:-0.5> <lora:detail:1.5>"
+
+
+def test_prompt_mistakes_name_their_line(folders: dict[str, Path], sd15_loras: Path, tmp_path: Path, capfd: Any) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# a comment\na cat\n\na dog <lora:detial:0.5>\n", encoding="utf-8")
+    from_file = {"prompts": str(prompts), "lora_dirs": [str(sd15_loras)]}
+    assert run.main([str(_config(tmp_path, folders["sd15"], "sd15", from_file, "file"))]) == 2
+    err = capfd.readouterr().err
+    assert f"{prompts}, line 4: prompt 'a dog <lora:detial:0.5>': LoRA 'detial'" in err and "Found: detail, style." in err
+    listed = {"prompts": ["a cat", "a dog --ar 3:2"]}
+    config = _config(tmp_path, folders["sd15"], "sd15", listed, "list")
+    assert run.main([str(config)]) == 2
+    err = capfd.readouterr().err
+    line = next(n for n, text in enumerate(config.read_text(encoding="utf-8").splitlines(), 1) if "a dog --ar" in text)
+    assert f"line {line}," in err and "config.process[0].generate.prompts[1]: prompt 'a dog --ar 3:2': unknown flag --ar" in err
+    unknown = {"prompts": ["a cat"], "loras": [{"path": "styel", "weight": 1}], "lora_dirs": [str(sd15_loras)]}
+    assert run.main([str(_config(tmp_path, folders["sd15"], "sd15", unknown, "unknown"))]) == 2
+    err = capfd.readouterr().err
+    assert "generate.loras[0].path: LoRA 'styel' is not a file and not found in lora_dirs" in err and "Found: detail, style." in err
+    assert not any((tmp_path / name).exists() for name in ("file", "list", "unknown")), "nothing is written before the plan holds"
+
+
+def test_img2img_strength_zero_returns_the_input(folders: dict[str, Path], registry: Any, tmp_path: Path) -> None:
+    """Strength 0 writes the input as the VAE gives it back: no denoising step changes it."""
+    import numpy as np
+
+    from toolkit.config.blocks import ModelConfig
+    from toolkit.models.loading import load_adapter
+    from toolkit.models.pipeline_adapter import pil_to_pixels, pixels_to_pil
+    from toolkit.testing.fit_vae import shapes
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (source,) = pixels_to_pil(shapes(1, 64, torch.Generator().manual_seed(1), torch.device("cpu")))
+    source.save(inputs / "shapes.png")
+    for name, arch in ARCHS.items():
+        generate = {"init_images": str(inputs / "shapes.png"), "strength": 0.0, "seed": 1, "prompts": ["an oil painting"]}
+        assert run.main([str(_config(tmp_path, folders[name], arch, generate, name))]) == 0
+        (made,) = _images(tmp_path / name)
+        adapter = load_adapter(ModelConfig(name_or_path=str(folders[name]), arch=arch), registry, device="cpu")
+        with torch.no_grad():
+            (round_trip,) = pixels_to_pil(adapter.decode_latents(adapter.encode_images(pil_to_pixels([source]))))
+        with Image.open(made) as image:
+            assert image.size == source.size
+            kept = np.asarray(image, dtype=int)
+        assert np.abs(kept - np.asarray(round_trip, dtype=int)).max() <= 1, name
+        denoised = {**generate, "strength": 0.5, "sample_steps": 4}
+        assert run.main([str(_config(tmp_path, folders[name], arch, denoised, f"{name}_half"))]) == 0
+        (changed,) = _images(tmp_path / f"{name}_half")
+        assert np.abs(np.asarray(Image.open(changed), dtype=int) - kept).mean() > 1, f"{name}: strength 0.5 changes the image"

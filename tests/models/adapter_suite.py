@@ -198,6 +198,19 @@ class AdapterSuite:
         weak = adapter.generate([self.request(init_image=source, strength=0.3, steps=4)])[0]
         assert np.abs(np.asarray(weak, dtype=int) - np.asarray(kept, dtype=int)).mean() > 0
 
+    def test_img2img_weak_strength_runs_one_step(self, adapter: ModelAdapter) -> None:
+        """A strength below 1/steps still denoises once (diffusers' SD pipelines would run no step and fail)."""
+        source = pixels_to_pil(_pixels(*self.size, seed=5))[0]
+        calls: list[int] = []
+        hook = adapter.denoiser.register_forward_hook(lambda module, args, out: calls.append(1))
+        try:
+            weak = adapter.generate([self.request(init_image=source, strength=0.05, steps=4)])[0]
+        finally:
+            hook.remove()
+        one_step = adapter.generate([self.request(init_image=source, strength=0.25, steps=4)])[0]
+        kept = adapter.generate([self.request(init_image=source, strength=0.0, steps=4)])[0]
+        assert calls == [1] and weak.tobytes() == one_step.tobytes() != kept.tobytes()
+
     def test_global_random_state_does_not_matter(self, adapter: ModelAdapter) -> None:
         torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
         first = adapter.generate([self.request(seed=11)])[0]

@@ -111,3 +111,22 @@ def test_unknown_model_kwargs_are_errors(registry: Any) -> None:
     config = ModelConfig(name_or_path="tiny:zimage", arch="zimage", model_kwargs={"flow_shfit": 2.0})
     with pytest.raises(EaselError, match="unknown key.*flow_shfit.*did you mean 'flow_shift'"):
         load_adapter(config, registry, device="cpu")
+
+
+@pytest.mark.parametrize("prefix", ["", "first_stage_model."])
+def test_separate_vae_from_single_file(registry: Any, tmp_path: Path, prefix: str) -> None:
+    """A standalone VAE checkpoint in the original layout (like sdxl-vae-fp16-fix's .safetensors) replaces the model's VAE."""
+    from safetensors.torch import save_file
+
+    from toolkit.models.ldm import vae_to_ldm
+
+    base = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu")
+    generator = torch.Generator().manual_seed(6)
+    fixed = {key: value + 0.01 * torch.randn(value.shape, generator=generator) for key, value in base.vae.state_dict().items()}
+    file = tmp_path / "vae-fix.safetensors"
+    ldm = vae_to_ldm(fixed, len(base.vae.config.block_out_channels), prefix=prefix)
+    save_file({key: value.contiguous() for key, value in ldm.items()}, str(file))
+    swapped = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15", vae_path=str(file)), registry, device="cpu")
+    got = swapped.vae.state_dict()
+    assert set(got) == set(fixed) and all(torch.allclose(got[key], fixed[key]) for key in fixed)
+    assert swapped.pipeline().vae is swapped.vae and torch.equal(swapped.denoiser.conv_in.weight, base.denoiser.conv_in.weight)

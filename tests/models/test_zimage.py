@@ -65,6 +65,16 @@ class TestZImage(AdapterSuite):
         finally:
             hook.remove()
 
+    def test_variant_names_pick_their_defaults(self, registry: Any) -> None:
+        turbo, base, deturbo = (registry.arch(name) for name in ("zimage:turbo", "zimage", "zimage:deturbo"))
+        assert (turbo.name, base.name, deturbo.name) == ("zimage:turbo", "zimage", "zimage:deturbo")
+        assert registry.arch("zimage:base").name == "zimage" and registry.arch("ZImage:Turbo").variant == "turbo"
+        for variant in (base, deturbo):
+            assert variant.defaults["sample_steps"] > turbo.defaults["sample_steps"]
+            assert variant.defaults["guidance_scale"] > 1.0, "undistilled models sample with CFG"
+        with pytest.raises(EaselError, match="unknown architecture 'zimage:turbbo'.*zimage:deturbo"):
+            registry.arch("zimage:turbbo")
+
     def test_guidance_is_the_usual_cfg_scale(self, adapter: ZImageAdapter) -> None:
         assert [adapter.pipeline_guidance(g) for g in (0.0, 1.0, 4.0)] == [0.0, 0.0, 3.0]
 
@@ -136,3 +146,38 @@ class TestAssistantAdapter:
         config = ModelConfig(name_or_path="tiny:sd15", arch="sd15", assistant_lora_path=str(tmp_path / "a.safetensors"))
         with pytest.raises(EaselError, match="Z-Image"):
             load_adapter(config, registry, device="cpu")
+
+    @pytest.mark.parametrize("kind", ["lora", "lokr"])
+    def test_previews_show_turbo_plus_the_user_adapter(self, base: ZImageAdapter, assisted: ZImageAdapter, kind: str) -> None:
+        """Training sees base + assistant + user adapter; samples see base + user adapter (the assistant at -1)."""
+        from toolkit.config.blocks import NetworkConfig
+        from toolkit.network.network import Network
+
+        config = NetworkConfig(type=kind, linear=4, linear_alpha=4)
+        generator = torch.Generator().manual_seed(3)
+        networks = [Network.build(model.components(), model.lora_targets(False), config, name="user") for model in (base, assisted)]
+        try:
+            weights = {key: value + 0.3 * torch.randn(value.shape, generator=generator)
+                       for key, value in networks[0].state_dict().items()}
+            for network in networks:
+                network.load_state_dict(weights)
+            latents = torch.randn(1, 16, 6, 8, generator=torch.Generator().manual_seed(2))
+            t = torch.tensor([600.0])
+            with torch.no_grad():
+                cond = base.encode_prompts(["a cat"])
+                user_only = base.predict(latents, t, cond)
+                networks[0].disable()
+                plain = base.predict(latents, t, cond)
+                networks[0].enable()
+                trained = assisted.predict(latents, t, cond)
+                with assisted.assistant_off():
+                    previewed = assisted.predict(latents, t, cond)
+            assert not torch.allclose(user_only, plain, atol=1e-3), "the user adapter changes the output"
+            assert not torch.allclose(trained, user_only, atol=1e-3), "training sees the assistant"
+            assert torch.allclose(previewed, user_only, atol=1e-4)
+            request = AdapterSuite.request(TestZImage(), steps=2)
+            sample, reference = assisted.generate([request])[0], base.generate([request])[0]
+            assert np.abs(np.asarray(sample, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
+        finally:
+            for network in networks:
+                network.remove()

@@ -194,7 +194,7 @@ class PipelineAdapter(ModelAdapter):
         else:
             pipe = self.img2img_pipeline()
             size = (first.width, first.height)
-            kwargs.update(strength=first.strength, image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
+            kwargs.update(strength=_at_least_one_step(first.strength, first.steps), image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
         original = pipe.scheduler
         pipe.scheduler = scheduler
         pipe.set_progress_bar_config(disable=True)
@@ -235,6 +235,23 @@ def _fit(image: "Image.Image", size: tuple[int, int]) -> "Image.Image":
 
     image = image.convert("RGB")
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _at_least_one_step(strength: float, steps: int) -> float:
+    """A strength that denoises at least once, the last (least noisy) step when ``steps * strength < 1``.
+
+    diffusers' SD img2img pipelines run ``int(steps * strength)`` steps and fail when that is 0; Z-Image's
+    rounds up and already runs one. ``1 / steps`` (nudged up where float rounding makes the product < 1)
+    gives exactly one step in both.
+    """
+    import math
+
+    if strength <= 0 or int(steps * strength) >= 1:
+        return strength
+    least = 1.0 / steps
+    while int(steps * least) < 1:
+        least = math.nextafter(least, 2.0)
+    return least
 
 
 def _batch_key(request: GenerateRequest) -> tuple:

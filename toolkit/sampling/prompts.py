@@ -90,12 +90,17 @@ def parse_prompt(text: str) -> PromptSpec:
 
 def read_prompts(source: list[str] | str) -> list[str]:
     """The prompt lines of a list, or of a text file (one per line; blank lines and ``#`` comments skipped)."""
+    return [line for _, line in numbered_prompts(source)]
+
+
+def numbered_prompts(source: list[str] | str) -> list[tuple[int, str]]:
+    """``read_prompts`` with where each line came from: its index in the list, or its 1-based line in the file."""
     from pathlib import Path
 
     if isinstance(source, list):
-        return [p for p in source if p.strip()]
+        return [(index, p) for index, p in enumerate(source) if p.strip()]
     path = Path(source).expanduser()
     if not path.is_file():
         raise EaselError(f"generate.prompts: '{source}' is not a file. Give a list of prompts or a text file with one per line.")
     lines = path.read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [(number, line) for number, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
