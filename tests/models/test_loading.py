@@ -130,3 +130,15 @@ def test_separate_vae_from_single_file(registry: Any, tmp_path: Path, prefix: st
     got = swapped.vae.state_dict()
     assert set(got) == set(fixed) and all(torch.allclose(got[key], fixed[key]) for key in fixed)
     assert swapped.pipeline().vae is swapped.vae and torch.equal(swapped.denoiser.conv_in.weight, base.denoiser.conv_in.weight)
+
+
+def test_cache_identity_follows_precision_and_text_encoder_quantization(registry: Any) -> None:
+    def ids(**fields: Any) -> tuple[str, str]:
+        adapter = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15", **fields), registry, device="cpu")
+        return adapter.identity("vae"), adapter.identity("text_encoder")
+
+    fp32, bf16 = ids(dtype="fp32"), ids(dtype="bf16")
+    quantized = ids(dtype="fp32", quantize_te=True, qtype_te="qint8")
+    assert fp32 == ids(dtype="fp32")  # stable across loads, so warm caches are found
+    assert fp32[0] != bf16[0] and fp32[1] != bf16[1]
+    assert quantized[0] == fp32[0] and quantized[1] != fp32[1]

@@ -150,8 +150,20 @@ class ModelAdapter(ABC):
         return {self.denoiser_name: self.denoiser, **self.text_encoders}
 
     def identity(self, component: str) -> str:
-        """A stable id of a component's weights, for cache keys (e.g. 'vae', 'text_encoder')."""
-        return f"{self.arch.spec.name}|{self.config.name_or_path}|{self.config.revision}|{self.config.vae_path if component == 'vae' else ''}|{component}"
+        """A stable id of a component's weights, for cache keys (e.g. 'vae', 'text_encoder').
+
+        Precision and quantization are part of it: a text encoder quantized to 8 bits, or a VAE in fp16,
+        gives slightly different outputs, so their caches must not be reused for the other setting.
+        """
+        cfg = self.config
+        source = f"{self.arch.spec.name}|{cfg.name_or_path}|{cfg.revision}"
+        if component == "vae":
+            return f"{source}|{cfg.vae_path or ''}|vae|{_first_dtype(self.vae)}"
+        if component == "text_encoder":
+            dtypes = ",".join(_first_dtype(module) for module in self.text_encoders.values())
+            quantized = cfg.qtype_te if cfg.quantize_te else "none"
+            return f"{source}||text_encoder|{dtypes}|{quantized}"
+        return f"{source}||{component}"
 
     @property
     def denoiser_dtype(self) -> "torch.dtype":
@@ -174,3 +186,11 @@ class ModelAdapter(ABC):
         for name in names:
             module = self.denoiser if name == "denoiser" else self.vae if name == "vae" else self.text_encoders[name]
             module.to(device)
+
+
+def _first_dtype(module: "torch.nn.Module") -> str:
+    """The dtype of a module's first floating-point parameter (quantized weights keep their compute dtype)."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return str(parameter.dtype).removeprefix("torch.")
+    return "none"
