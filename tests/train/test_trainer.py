@@ -265,3 +265,15 @@ def test_two_configs_with_different_precisions_in_one_command(tmp_path: Path) ->
     second = write_config(tmp_path, name="second", train={"steps": 1, "dtype": "fp32", "gradient_accumulation": 2}, **NO_SAMPLES)
     assert run_main([str(first), str(second)]) == 0
     assert (run_dir(tmp_path, "first") / "first.safetensors").is_file() and (run_dir(tmp_path, "second") / "second.safetensors").is_file()
+
+
+def test_tensorboard_gets_every_step_of_a_run(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = write_config(tmp_path, logging={"log_dir": str(tmp_path / "tb")}, train={"disable_sampling": True})
+    assert run_main([str(config)]) == 0
+    (events,) = (tmp_path / "tb").glob("*/events.out.tfevents.*")
+    scalars = EventAccumulator(str(events.parent)).Reload()
+    losses = read_losses(run_dir(tmp_path) / "loss.csv")
+    assert [(e.step, round(e.value, 5)) for e in scalars.Scalars("loss")] == [(r["step"], round(r["loss"], 5)) for r in losses]
+    assert [e.step for e in scalars.Scalars("lr")] == list(range(1, 7))
