@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--adapter-dtype", choices=["fp32", "bf16"], default="fp32",
                         help="precision of the LoRA weights (the trainer keeps fp32; bf16 shows the cost of the casts)")
     parser.add_argument("--cast-inputs", action="store_true", help="keep peft's input casts under autocast (the trainer drops them)")
+    parser.add_argument("--cpu-bf16", action="store_true",
+                        help="bf16 autocast on the CPU too (with --profile: count the operators a GPU step launches)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step per configuration")
     return parser.parse_args(argv)
 
@@ -146,10 +148,10 @@ def conditioning(arch: str, args: argparse.Namespace, device: Any, dtype: Any) -
 
 
 def compute_dtype(args: argparse.Namespace) -> Any:
-    """bf16; float32 for the tiny CPU check (this CPU has no fast bf16 matmul, and the code path is the same)."""
+    """bf16; float32 for the tiny CPU check (this CPU has no fast bf16 matmul) unless --cpu-bf16 asks for it."""
     import torch
 
-    return torch.float32 if args.tiny and args.device_type == "cpu" else torch.bfloat16
+    return torch.float32 if args.tiny and args.device_type == "cpu" and not args.cpu_bf16 else torch.bfloat16
 
 
 def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -> tuple[Any, Any, Any]:
@@ -266,6 +268,10 @@ def profile(step: Callable[[], Any], device: Any, rows: int = 18) -> None:
     averages = prof.key_averages()
     for key in (["self_cuda_time_total"] if device.type == "cuda" else []) + ["self_cpu_time_total"]:
         print(averages.table(sort_by=key, row_limit=rows, max_name_column_width=60), flush=True)
+    # Operator counts do not depend on the device, so a CPU run shows what a change does to GPU launch overhead.
+    calls = {event.key: event.count for event in averages if event.key.startswith("aten::")}
+    print(f"operator calls per step: {sum(calls.values())} aten ops, {calls.get('aten::_to_copy', 0)} aten::_to_copy, "
+          f"{calls.get('aten::mm', 0)} aten::mm", flush=True)
 
 
 def run_case(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, tuple[float, float]]) -> Result:
