@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -64,6 +65,22 @@ def test_dry_run_of_a_missing_folder_is_a_user_error(tmp_path):
     assert result.returncode == 2
     assert "does not exist" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_dry_run_of_an_empty_dataset_names_its_yaml_line(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"")
+    config = tmp_path / "job.yaml"
+    config.write_text(_config(folder))
+    result = subprocess.run([sys.executable, "run.py", "--dry-run", str(config)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output
+    line = next(number for number, text in enumerate(config.read_text().splitlines(), 1) if "folder_path" in text)
+    assert re.search(rf"line {line}, col \d+: config\.process\[0\]\.datasets\[0\]\.folder_path: dataset '{re.escape(str(folder))}' "
+                     r"has no usable images\. Dropped: empty file 1 \(broken\.png\)\.", output), output
+    assert "Fix or replace those files, or add usable images." in output
 
 
 def test_random_crop_with_latent_cache_is_refused():

@@ -114,13 +114,19 @@ def rng_for(seed: int, *parts: object) -> random.Random:
     return random.Random(int.from_bytes(digest, "little"))
 
 
-def _empty_message(index: int, scan: DatasetScan, caption_ext: str) -> str:
-    """The error for a dataset left without images: which one, why each file was dropped, what to do."""
-    where = f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images"
-    if not scan.skipped:
-        return (f"{where}: no .jpg/.jpeg/.png/.webp/.bmp files found (hidden and cache folders are not read). "
-                f"Put images in it, captioned by same-stem .{caption_ext} files or a metadata.jsonl.")
-    return f"{where}. Dropped: {scan.skipped_summary()}. Fix or replace those files, or add usable images."
+class EmptyDataset(EaselError):
+    """A dataset left without usable images; ``index`` lets a process point at its ``folder_path`` line."""
+
+    def __init__(self, index: int, scan: DatasetScan, caption_ext: str):
+        self.index = index
+        if scan.skipped:
+            why = f". Dropped: {scan.skipped_summary()}."
+            self.hint = "Fix or replace those files, or add usable images."
+        else:
+            why = ": no .jpg/.jpeg/.png/.webp/.bmp files found (hidden and cache folders are not read)."
+            self.hint = f"Put images in it, captioned by same-stem .{caption_ext} files or a metadata.jsonl."
+        self.problem = f"dataset '{scan.folder}' has no usable images{why}"  # where a YAML path is shown beside it
+        super().__init__(f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images{why} {self.hint}")
 
 
 def _flips(enabled: bool) -> tuple[bool, ...]:
@@ -172,7 +178,7 @@ class TrainData:
         """Entries and groups from the current records; a dataset left empty is an error."""
         for index, scan in enumerate(self.scans):
             if not scan.records:
-                raise EaselError(_empty_message(index, scan, self.datasets[index].caption_ext))
+                raise EmptyDataset(index, scan, self.datasets[index].caption_ext)
         self.entries: list[Entry] = []
         for index, (config, scan) in enumerate(zip(self.datasets, self.scans)):
             cached = self.latent_caches[index] is not None

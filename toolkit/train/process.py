@@ -54,8 +54,7 @@ class LoraTrainerProcess(Process):
                  + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
                  "  datasets:"]
         train = cfg.train
-        data = TrainData(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=train.batch_size, seed=train.seed,
-                         bucket_divisibility=arch.spec.bucket_divisibility)
+        data = self.make_data(TrainData, bucket_divisibility=arch.spec.bucket_divisibility)
         lines += [f"    {line}" for line in data.report()]
         per_epoch = max(1, math.ceil(data.steps_per_epoch() / train.gradient_accumulation))
         steps = train.steps if train.steps is not None else per_epoch * (train.epochs or 1)
@@ -74,6 +73,17 @@ class LoraTrainerProcess(Process):
         from toolkit.models.loading import load_adapter
 
         return load_adapter(self.config.model, self.job.registry, device=device, dtype=dtype)
+
+    def make_data(self, data_class: Any, **kwargs: Any) -> Any:
+        """The training data (``data_class(datasets, ...)``); a dataset left empty is reported at its YAML line."""
+        from toolkit.data.loader import EmptyDataset
+
+        cfg = self.config
+        try:
+            return data_class(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=cfg.train.batch_size,
+                              seed=cfg.train.seed, **kwargs)
+        except EmptyDataset as err:
+            raise self.config_error(("datasets", err.index, "folder_path"), err.problem, err.hint) from None
 
     def data_api(self) -> tuple[Any, Any]:
         """The training data class and its position class (``TrainData``, ``LoaderPosition``)."""

@@ -258,8 +258,7 @@ def _build(process: "LoraTrainerProcess", accelerator: "Accelerator", device: to
     adapter = process.load_model(device, resolve_dtype(cfg.model.dtype or train.dtype))
     _freeze(adapter)
     data_class, position_class = process.data_api()
-    data = data_class(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=train.batch_size, seed=train.seed,
-                      bucket_divisibility=adapter.bucket_divisibility, rank=rank, world_size=world)
+    data = process.make_data(data_class, bucket_divisibility=adapter.bucket_divisibility, rank=rank, world_size=world)
     for line in data.report() if accelerator.is_main_process else []:
         log.info(line)
     # With several ranks the disk caches are filled together, each rank encoding its share.
