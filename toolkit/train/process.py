@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.config.train import LoraTrainerConfig
-from toolkit.data.loader import TrainData
+from toolkit.data.loader import EmptyDataset, TrainData
 from toolkit.job import Process
 from toolkit.models.memory import describe
 
@@ -76,8 +76,6 @@ class LoraTrainerProcess(Process):
 
     def make_data(self, data_class: Any, **kwargs: Any) -> Any:
         """The training data (``data_class(datasets, ...)``); a dataset left empty is reported at its YAML line."""
-        from toolkit.data.loader import EmptyDataset
-
         cfg = self.config
         try:
             return data_class(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=cfg.train.batch_size,
