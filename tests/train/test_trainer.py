@@ -277,3 +277,24 @@ def test_tensorboard_gets_every_step_of_a_run(tmp_path: Path) -> None:
     losses = read_losses(run_dir(tmp_path) / "loss.csv")
     assert [(e.step, round(e.value, 5)) for e in scalars.Scalars("loss")] == [(r["step"], round(r["loss"], 5)) for r in losses]
     assert [e.step for e in scalars.Scalars("lr")] == list(range(1, 7))
+
+
+def test_the_adapter_starts_the_same_however_much_loading_draws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a tiny model (or reading it from its cache) and filling caches draw different amounts of random
+    numbers; the adapter's initial weights, and so the run, must not depend on that."""
+    from tests.train.fakes import FakeAdapter
+
+    plain = write_config(tmp_path / "plain", train={"steps": 2}, **NO_SAMPLES)
+    assert run_main([str(plain)]) == 0
+    original = FakeAdapter.load.__func__
+
+    def drawing(cls, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        adapter = original(cls, *args, **kwargs)
+        torch.rand(7)  # as building random weights would
+        return adapter
+
+    monkeypatch.setattr(FakeAdapter, "load", classmethod(drawing))
+    drawn = write_config(tmp_path / "drawn", train={"steps": 2}, **NO_SAMPLES)
+    assert run_main([str(drawn)]) == 0
+    a, b = (load_file(run_dir(tmp_path / name) / "fakerun.safetensors") for name in ("plain", "drawn"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -270,6 +270,9 @@ def _build(process: "LoraTrainerProcess", accelerator: "Accelerator", device: to
         log.info(f"{', '.join(offloaded)} moved to the CPU for training (their outputs are cached).")
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    # Seeded again: loading (a tiny model built or read from its cache) and filling the caches use the global
+    # generator by different amounts, and the adapter's initial weights must not depend on that.
+    set_seed(train.seed)
     network = _network_with_checkpointing(process, adapter)
     set_seed(train.seed + rank)
     return _assemble(process, accelerator, device, adapter, data, position_class, network, offloaded, run_folder)
