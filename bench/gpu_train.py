@@ -8,7 +8,7 @@ Run (CPU, to check it works): python bench/gpu_train.py --tiny --steps 2
 
 What is measured is easel's own machinery on the real denoiser architectures (configs and their sources: bench/fullsize.py):
 the adapter's ``predict`` (the call training makes), LoRA layers from ``toolkit.network.Network`` on the
-architecture's default targets (in float32, as the trainer keeps them), the noise, timesteps and loss from
+architecture's default targets (float32 weights computed through bf16 working copies, as the trainer does), the noise, timesteps and loss from
 ``toolkit.train.noise`` / ``toolkit.train.loss``, the optimizer from ``toolkit.train.optimizers`` (fused AdamW
 on CUDA), gradient clipping, bf16 autocast (as accelerate's mixed precision), gradient checkpointing, and for
 the 8-bit base ``toolkit.models.memory.quantize_by_units`` (the model is built in CPU memory and moved to the
@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -79,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--adapter-dtype", choices=["fp32", "bf16"], default="fp32",
                         help="precision of the LoRA weights (the trainer keeps fp32; bf16 shows the cost of the casts)")
     parser.add_argument("--cast-inputs", action="store_true", help="keep peft's input casts under autocast (the trainer drops them)")
+    parser.add_argument("--no-working-copies", action="store_true",
+                        help="let autocast cast the float32 LoRA weights in every layer (the trainer before train.working_copies)")
     parser.add_argument("--cpu-bf16", action="store_true",
                         help="bf16 autocast on the CPU too (with --profile: count the operators a GPU step launches)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step per configuration")
@@ -190,6 +193,7 @@ def training_step(case: Case, args: argparse.Namespace, device: Any) -> tuple[Ca
     from toolkit.train.loss import diffusion_loss
     from toolkit.train.noise import Objective
     from toolkit.train.optimizers import build_optimizer
+    from toolkit.train.working import WorkingCopies
 
     result = Result(case)
     model, adapter, network = prepare(case, args, device, result)
@@ -197,15 +201,19 @@ def training_step(case: Case, args: argparse.Namespace, device: Any) -> tuple[Ca
     optimizer = build_optimizer(args.optimizer, network.param_groups({}, 1e-4), 1e-4, {})
     params = list(network.parameters())
     dtype = compute_dtype(args)
+    # as the trainer does under bf16 (train.working_copies): float32 masters, one bf16 copy per step
+    working = (WorkingCopies(params, torch.bfloat16)
+               if dtype == torch.bfloat16 and args.adapter_dtype == "fp32" and not args.no_working_copies else None)
     latents, cond, info = conditioning(case.arch, args, device, dtype)
     generator = torch.Generator().manual_seed(2)
 
     def step() -> float:
         noised = objective.apply(latents, generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            prediction = adapter.predict(noised.noisy, noised.timesteps, cond, info)
-        loss = diffusion_loss(prediction, noised.target, "mse", weights=noised.weights)
-        loss.backward()
+        with working.active() if working is not None else nullcontext():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                prediction = adapter.predict(noised.noisy, noised.timesteps, cond, info)
+            loss = diffusion_loss(prediction, noised.target, "mse", weights=noised.weights)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -270,8 +278,28 @@ def profile(step: Callable[[], Any], device: Any, rows: int = 18) -> None:
         print(averages.table(sort_by=key, row_limit=rows, max_name_column_width=60), flush=True)
     # Operator counts do not depend on the device, so a CPU run shows what a change does to GPU launch overhead.
     calls = {event.key: event.count for event in averages if event.key.startswith("aten::")}
-    print(f"operator calls per step: {sum(calls.values())} aten ops, {calls.get('aten::_to_copy', 0)} aten::_to_copy, "
-          f"{calls.get('aten::mm', 0)} aten::mm", flush=True)
+    print(f"operator calls per step: {sum(calls.values())} aten ops, {launching(prof.events())} of them launch kernels, "
+          f"{calls.get('aten::_to_copy', 0)} aten::_to_copy, {calls.get('aten::mm', 0)} aten::mm", flush=True)
+
+
+NO_KERNEL = frozenset(f"aten::{name}" for name in (
+    "view", "_unsafe_view", "view_as", "as_strided", "reshape", "_reshape_alias", "transpose", "t", "permute", "expand",
+    "expand_as", "slice", "narrow", "select", "unsqueeze", "squeeze", "detach", "alias", "unflatten", "flatten", "split",
+    "split_with_sizes", "chunk", "unbind", "empty", "empty_like", "empty_strided", "_has_compatible_shallow_copy_type",
+    "lift_fresh", "item", "_local_scalar_dense", "is_nonzero", "result_type", "resolve_conj", "resolve_neg", "set_",
+    "contiguous", "to", "numpy_T", "_nested_tensor_from_mask_left_aligned"))
+
+
+def launching(events: Any) -> int:
+    """Operators that launch a kernel on a GPU: innermost aten calls (a composite op such as ``linear`` only
+    calls others) that are not views, metadata or allocations."""
+    count = 0
+    for event in events:
+        if not event.name.startswith("aten::") or event.name in NO_KERNEL:
+            continue
+        if not any(child.name.startswith("aten::") for child in event.cpu_children):
+            count += 1
+    return count
 
 
 def run_case(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, tuple[float, float]]) -> Result:

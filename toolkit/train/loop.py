@@ -12,6 +12,7 @@ import math
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -142,9 +143,10 @@ class Trainer:
         for _ in range(run.accumulation):
             batch, self.position = next(batches)
             with accelerator.accumulate(model):
-                loss = model(batch)
-                self._check_finite(loss)
-                accelerator.backward(loss)
+                with run.working.active() if run.working is not None else nullcontext():
+                    loss = model(batch)
+                    self._check_finite(loss)
+                    accelerator.backward(loss)
                 if not self._gradients_checked:
                     self._check_gradients()
                 if accelerator.sync_gradients:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from toolkit.train.ema import EMA
     from toolkit.train.process import LoraTrainerProcess
     from toolkit.train.sampling import Preview
+    from toolkit.train.working import WorkingCopies
 
 
 @dataclass
@@ -63,6 +64,7 @@ class TrainRun:
     log: TrainLog
     run_folder: "RunFolder | None" = None
     summary: list[str] = field(default_factory=list)
+    working: "WorkingCopies | None" = None
 
     @cached_property
     def params(self) -> list[torch.nn.Parameter]:
@@ -335,6 +337,7 @@ def _assemble(process: "LoraTrainerProcess", accelerator: "Accelerator", device:
     scheduler = build_scheduler(train.lr_scheduler, optimizer, warmup_steps=train.lr_warmup_steps, total_steps=total,
                                 params=dict(train.lr_scheduler_params))
     model, optimizer = accelerator.prepare(step_module, optimizer, device_placement=[False, False])
+    working = working_copies(process, accelerator, network)
     ema = EMA(list(network.parameters()), train.ema_config.ema_decay) if train.ema_config.use_ema else None
     sample = cfg.sample
     previews = preview_requests(sample, process.arch) if sample is not None and not train.disable_sampling else []
@@ -349,6 +352,8 @@ def _assemble(process: "LoraTrainerProcess", accelerator: "Accelerator", device:
                f"({train.dtype} compute, base weights {adapter.dtype}), batch {train.batch_size} x accumulation "
                f"{train.gradient_accumulation}, {train.optimizer} lr {train.lr:g} ({train.lr_scheduler})",
                *(f"  {cfg.network.type} on {line}" for line in network.summary())]
+    if working is not None:
+        summary.append(f"  adapter weights float32, computed through {train.dtype} working copies (train.working_copies)")
     return TrainRun(
         config=cfg, name=name, source=process.job.loaded.source, folder=folder, accelerator=accelerator, device=device,
         adapter=adapter, data=data, new_position=position_class, network=network, model=model, optimizer=optimizer,
@@ -356,4 +361,31 @@ def _assemble(process: "LoraTrainerProcess", accelerator: "Accelerator", device:
         max_grad_norm=train.max_grad_norm, previews=previews, sample_every=sample.sample_every if sample else 0,
         offloaded=offloaded, saves=SaveFiles(folder, name, cfg.save.max_step_saves_to_keep), metadata=metadata,
         log=TrainLog(folder, enabled=False, total_steps=total, start_step=0, config=cfg.logging, run_name=name),
-        run_folder=run_folder, summary=summary)
+        run_folder=run_folder, summary=summary, working=working)
+
+
+def working_copies(process: "LoraTrainerProcess", accelerator: "Accelerator", network: "Network") -> "WorkingCopies | None":
+    """bf16/fp16 working copies of the adapter weights (``train.working_copies``; see ``toolkit.train.working``).
+
+    Only under autocast (accelerate's native mixed precision): without it there is nothing to save. Not with
+    several processes: DDP reduces the gradients in the parameters' own float32 buckets. By default only for
+    lora/locon, whose results are bit for bit those of autocast; DoRA, LoHa and LoKr compute their weight
+    from several tensors, which in bf16 rounds differently, so they take it only when asked.
+    """
+    from toolkit.train.working import WorkingCopies
+
+    train = process.config.train
+    wanted = train.working_copies
+    if wanted is False or not accelerator.native_amp:
+        return None
+    if accelerator.num_processes > 1:
+        if wanted:
+            log.info("train.working_copies is off with several processes (DDP reduces float32 gradients).")
+        return None
+    if wanted is None and process.config.network.type not in ("lora", "locon"):
+        return None
+    params = [p for p in network.parameters() if p.requires_grad]
+    if not WorkingCopies.supported(params):
+        return None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[train.dtype]
+    return WorkingCopies(params, dtype)
