@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--offload", type=float, help="also run the first quantized type with this fraction of blocks offloaded")
     parser.add_argument("--optimizer", default="adamw", help="adamw (fused), adamw8bit, ...")
     parser.add_argument("--no-checkpointing", action="store_true", help="train without gradient checkpointing")
+    parser.add_argument("--checkpoint-interval", type=int, default=1,
+                        help="checkpoint one block in N (train.gradient_checkpointing_interval; offloaded blocks always)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--text-tokens", type=int, default=128, help="caption length of the random conditioning")
@@ -157,20 +159,22 @@ def compute_dtype(args: argparse.Namespace) -> Any:
     return torch.float32 if args.tiny and args.device_type == "cpu" and not args.cpu_bf16 else torch.bfloat16
 
 
-def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -> tuple[Any, Any, Any]:
+def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -> tuple[Any, Any, Any, Any]:
     """The denoiser (quantized block by block from CPU memory for an 8-bit base), its adapter and LoRA network."""
     import torch
 
     from toolkit.config.blocks import NetworkConfig
     from toolkit.models.memory import offload_blocks, quantize_by_units
     from toolkit.network.network import Network
+    from toolkit.train.setup import IntervalCheckpointing
 
     dtype = compute_dtype(args)
     model, adapter_class = denoiser(case.arch, args.tiny, "cpu" if case.qtype else device, dtype)
     if case.qtype:
         quantize_by_units(model, case.qtype, adapter_class.quantize_exclusions, device, park="cpu" if case.offload else None)
+    interval = IntervalCheckpointing(args.checkpoint_interval) if args.checkpoint_interval > 1 else None
     if not args.no_checkpointing:
-        model.enable_gradient_checkpointing()
+        model.enable_gradient_checkpointing(interval)
     model.train()
     adapter = bare_adapter(adapter_class, model)
     name = adapter_class.denoiser_name
@@ -182,9 +186,11 @@ def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -
     if case.offload is not None:
         offloader = offload_blocks(model, device, case.offload)
         result.note = f"{len(offloader.blocks)} blocks streamed"
+        for block in offloader.blocks if interval is not None else []:
+            interval.always.update(block.modules())
     network.to(device)
     result.load_peak = peak_gib(device)
-    return model, adapter, network
+    return model, adapter, network, interval
 
 
 def training_step(case: Case, args: argparse.Namespace, device: Any) -> tuple[Callable[[], float], Any, Result]:
@@ -196,7 +202,7 @@ def training_step(case: Case, args: argparse.Namespace, device: Any) -> tuple[Ca
     from toolkit.train.working import WorkingCopies
 
     result = Result(case)
-    model, adapter, network = prepare(case, args, device, result)
+    model, adapter, network, interval = prepare(case, args, device, result)
     objective = Objective(schedule(case.arch), timestep_type="sigmoid")
     optimizer = build_optimizer(args.optimizer, network.param_groups({}, 1e-4), 1e-4, {})
     params = list(network.parameters())
@@ -225,6 +231,7 @@ def training_step(case: Case, args: argparse.Namespace, device: Any) -> tuple[Ca
             adapter.predict(noised.noisy, noised.timesteps, cond, info)
 
     step.forward = forward  # type: ignore[attr-defined]
+    step.interval = interval  # type: ignore[attr-defined]
     return step, model, result
 
 
@@ -243,8 +250,16 @@ def measure(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, 
     synchronize(device)
     if case.qtype is None:
         hardware = count_flops(step)
-        forward = count_flops(step.forward) if not args.no_checkpointing else 0.0  # type: ignore[attr-defined]
-        flops[case.arch] = (hardware - forward, hardware)
+        if args.checkpoint_interval > 1 and not args.no_checkpointing:
+            # model FLOPs do not depend on checkpointing: count them with every block checkpointed (recomputation
+            # is then exactly one forward pass), then go back to the interval
+            model.enable_gradient_checkpointing()
+            model_flops = count_flops(step) - count_flops(step.forward)  # type: ignore[attr-defined]
+            model.enable_gradient_checkpointing(step.interval)  # type: ignore[attr-defined]
+        else:
+            forward = count_flops(step.forward) if not args.no_checkpointing else 0.0  # type: ignore[attr-defined]
+            model_flops = hardware - forward
+        flops[case.arch] = (model_flops, hardware)
     if args.profile:
         profile(step, device)
     if device.type == "cuda":
@@ -344,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_tflops(device, args.peak_tflops)
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device: {device_text(device)}; peak bf16 {peak or 'unknown'} TFLOP/s; {str(compute_dtype(args))[6:]}, batch {args.batch}, "
-          f"{'no ' if args.no_checkpointing else ''}gradient checkpointing, {args.optimizer}, {args.steps} timed steps "
+          f"{'no ' if args.no_checkpointing else ''}gradient checkpointing"
+          f"{f' (one block in {args.checkpoint_interval})' if args.checkpoint_interval > 1 and not args.no_checkpointing else ''}, {args.optimizer}, {args.steps} timed steps "
           f"after {args.warmup} warm-up")
     flops: dict[str, tuple[float, float]] = {}
     rows = []

@@ -62,14 +62,15 @@ def test_zimage_quantized_low_vram_offloaded_with_caches(tmp_path: Path) -> None
     path = config(tmp_path, "zlow", "zimage:turbo", sample=True,
                   model={"quantize": True, "qtype": "qint8", "low_vram": True, "layer_offloading": True,
                          "layer_offloading_fraction": 0.5},
-                  train={"gradient_checkpointing": True, "cache_text_embeddings": True, "unload_text_encoder": True,
-                         "optimizer": "adamw8bit"})
+                  train={"gradient_checkpointing": True, "gradient_checkpointing_interval": 2, "cache_text_embeddings": True,
+                         "unload_text_encoder": True, "optimizer": "adamw8bit"})
     assert run.main([str(path)]) == 0
     lora, log, losses = trained(tmp_path, "zlow")
     assert_learned(lora, losses)
     assert "transformer: 28 linear layers quantized to qint8 (9 kept in full precision)" in log
     assert "text_encoder, vae moved to the CPU for training" in log
     assert "layer offloading: 2 of 4 transformer blocks stay in CPU memory" in log
+    assert "gradient checkpointing: one transformer block in 2 (and every offloaded one)" in log
     assert len(list((tmp_path / "out" / "zlow" / "samples").glob("*.png"))) == 2  # before and after training
 
 
@@ -128,3 +129,57 @@ def test_adam_uses_the_fused_kernel_where_it_can() -> None:
     mixed = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3, device="meta"))]
     assert not build_optimizer("adam", [{"params": mixed}], 1e-3, {}).defaults.get("fused")
     assert not build_optimizer("sgd", [{"params": cpu}], 1e-3, {}).defaults.get("fused")
+
+
+def test_interval_checkpointing_picks_every_nth_block_and_keeps_the_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.utils.checkpoint
+
+    from toolkit.train.setup import IntervalCheckpointing
+
+    blocks = [torch.nn.Linear(8, 8) for _ in range(5)]
+    checkpointed: list[torch.nn.Module] = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counting(function, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        checkpointed.append(function.__self__)
+        return original(function, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    function = IntervalCheckpointing(2)
+    function.always.add(blocks[3])
+
+    def loss(run) -> torch.Tensor:  # noqa: ANN001
+        h = torch.ones(2, 8)
+        for block in blocks:
+            h = torch.tanh(run(block, h))
+        return h.square().sum()
+
+    for _ in range(2):  # the same blocks in every step
+        checkpointed.clear()
+        for block in blocks:
+            block.weight.grad = None
+        loss(function).backward()
+        assert checkpointed == [blocks[0], blocks[2], blocks[3], blocks[4]]
+    grads = [block.weight.grad.clone() for block in blocks]
+    for block in blocks:
+        block.weight.grad = None
+    loss(lambda block, h: block(h)).backward()
+    assert all(torch.equal(block.weight.grad, grad) for block, grad in zip(blocks, grads))
+
+
+def test_zimage_with_every_second_block_checkpointed(tmp_path: Path) -> None:
+    files = {}
+    for interval in (1, 2):
+        name = f"interval{interval}"
+        path = config(tmp_path, name, "zimage", model={}, train={"gradient_checkpointing_interval": interval})
+        assert run.main([str(path)]) == 0
+        files[interval], log, losses = trained(tmp_path, name)
+        assert ("gradient checkpointing: one transformer block in 2" in log) == (interval == 2)
+    assert_learned(files[2], losses)
+    assert all(torch.equal(files[1][key], files[2][key]) for key in files[1])  # checkpointing recomputes exactly
+
+
+def test_checkpointing_interval_needs_checkpointing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config(tmp_path, "nockpt", "zimage", model={}, train={"gradient_checkpointing": False, "gradient_checkpointing_interval": 2})
+    assert run.main([str(path)]) == 2
+    assert "train.gradient_checkpointing_interval: needs train.gradient_checkpointing: true" in capsys.readouterr().err

@@ -204,6 +204,9 @@ class TrainConfig(Block):
     """Also train the adapter on the text encoder(s)."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: much less memory, about 30% slower."""
+    gradient_checkpointing_interval: int = Field(1, ge=1)
+    """With ``gradient_checkpointing``: checkpoint one denoiser block in this many (1: every block). 2 keeps half
+    the blocks' activations, for faster steps at more memory."""
     noise_scheduler: lowercase(Literal["flowmatch", "ddpm", "ddim", "euler", "lms"]) | None = None  # type: ignore[valid-type]
     """Training noise schedule; must fit the architecture (flowmatch for Z-Image, ddpm for SD). Default: the architecture's."""
     optimizer: OptimizerName = "adamw"

@@ -73,6 +73,9 @@ class LoraTrainerConfig(Block):
                              f"Valid: {', '.join(arch.noise_schedulers)}."))
         if self.train.unload_text_encoder and not self.train.cache_text_embeddings:
             problems.append((("train", "unload_text_encoder"), "needs train.cache_text_embeddings: true (captions must be encoded before the encoder leaves)"))
+        if self.train.gradient_checkpointing_interval > 1 and not self.train.gradient_checkpointing:
+            problems.append((("train", "gradient_checkpointing_interval"), "needs train.gradient_checkpointing: true; "
+                             "set it, or remove gradient_checkpointing_interval"))
         if self.train.working_copies and self.train.dtype == "fp32":
             problems.append((("train", "working_copies"), "needs train.dtype bf16 or fp16 (with fp32 the adapter already "
                              "computes in float32); set train.dtype: bf16 or remove working_copies"))

@@ -145,16 +145,43 @@ def run_device(process: "LoraTrainerProcess", accelerator: "Accelerator") -> tor
     return accelerator.device if accelerator.num_processes > 1 else resolve_device(process.config.device)
 
 
-def enable_checkpointing(module: torch.nn.Module, name: str) -> None:
-    """Gradient checkpointing through the module's own switch (diffusers or transformers)."""
+def enable_checkpointing(module: torch.nn.Module, name: str, interval: int = 1) -> "IntervalCheckpointing | None":
+    """Gradient checkpointing through the module's own switch (diffusers or transformers); for a diffusers model
+    only one block in ``interval`` (the function doing that is returned)."""
     if callable(getattr(module, "enable_gradient_checkpointing", None)):
-        module.enable_gradient_checkpointing()
+        function = IntervalCheckpointing(interval) if interval > 1 else None
+        module.enable_gradient_checkpointing(function)
+        return function
     elif callable(getattr(module, "activation_checkpointing_enable", None)):
         module.activation_checkpointing_enable({"use_reentrant": False})
     elif callable(getattr(module, "gradient_checkpointing_enable", None)):
         module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         log.warning(f"warning: {name} has no gradient checkpointing switch; training without it.")
+    return None
+
+
+class IntervalCheckpointing:
+    """diffusers' checkpointing function for one block in ``interval``; the others run as usual.
+
+    diffusers calls it with each block it would checkpoint; blocks are numbered in the order first seen, which
+    is the model's forward order, so the same blocks are checkpointed in every step.
+    """
+
+    def __init__(self, interval: int):
+        self.interval = interval
+        self.order: dict[torch.nn.Module, int] = {}
+        self.always: set[torch.nn.Module] = set()
+        """Blocks checkpointed whatever their number: offloaded ones, whose weights must not wait for backward."""
+
+    def __call__(self, block: Any, *args: Any) -> Any:
+        from torch.utils.checkpoint import checkpoint
+
+        if isinstance(block, torch.nn.Module):
+            index = self.order.setdefault(block, len(self.order))
+            if index % self.interval and block not in self.always:
+                return block(*args)
+        return checkpoint(block.__call__, *args, use_reentrant=False)
 
 
 def network_targets(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> dict[str, list[str]]:
@@ -298,9 +325,10 @@ def _network_with_checkpointing(process: "LoraTrainerProcess", adapter: "ModelAd
     from toolkit.models.memory import compile_blocks, offloaded, place_denoiser
 
     cfg, train = process.config, process.config.train
+    interval = None
     if train.gradient_checkpointing:
         if train.train_unet:
-            enable_checkpointing(adapter.denoiser, adapter.denoiser_name)
+            interval = enable_checkpointing(adapter.denoiser, adapter.denoiser_name, train.gradient_checkpointing_interval)
         for encoder_name, encoder in adapter.text_encoders.items() if train.train_text_encoder else []:
             enable_checkpointing(encoder, encoder_name)
     elif cfg.model.layer_offloading:
@@ -308,6 +336,11 @@ def _network_with_checkpointing(process: "LoraTrainerProcess", adapter: "ModelAd
                     "training: the backward pass keeps every block's weights on the device. Turn checkpointing on.")
     network = build_network(process, adapter)
     place_denoiser(adapter)
+    if interval is not None:
+        for block in offloaded(adapter.denoiser):
+            interval.always.update(block.modules())
+        log.info(f"gradient checkpointing: one {adapter.denoiser_name} block in {interval.interval}"
+                 + (" (and every offloaded one)" if interval.always else ""))
     network.to(adapter.device)
     if train.compile:
         streamed = offloaded(adapter.denoiser)
