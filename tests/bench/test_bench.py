@@ -66,3 +66,14 @@ def test_startup_times_help_and_dry_run_without_torch(capsys: pytest.CaptureFixt
     output = capsys.readouterr().out
     assert output.count("torch imported: False") == 2
     assert "rerun: python bench/startup.py --repeats 1" in output
+
+
+def test_activations_fall_with_more_checkpointing(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--only", "sdxl", "--resolution", "256", "--intervals", "1,2,0"]
+    assert script("activations").main(argv) == 0
+    output = capsys.readouterr().out
+    rows = [row for row in table_rows(output) if len(row) == 6]
+    assert [(row[2], row[3]) for row in rows] == [("1 in 1", "100%"), ("1 in 2", "50%"), ("none", "0%")]
+    saved = [float(row[4]) for row in rows]
+    assert 0 < saved[0] < saved[1] < saved[2]
+    assert "rerun: python bench/activations.py " + " ".join(argv) in output

@@ -298,3 +298,10 @@ def test_the_adapter_starts_the_same_however_much_loading_draws(tmp_path: Path, 
     assert run_main([str(drawn)]) == 0
     a, b = (load_file(run_dir(tmp_path / name) / "fakerun.safetensors") for name in ("plain", "drawn"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpointing_interval_the_model_cannot_take_is_a_warning(tmp_path: Path) -> None:
+    """The fake denoiser's switch takes no checkpointing function (diffusers' does): every block is checkpointed."""
+    config = write_config(tmp_path, train={"steps": 1, "gradient_checkpointing_interval": 2}, **NO_SAMPLES)
+    assert run_main([str(config)]) == 0
+    assert "gradient_checkpointing_interval 2 does not apply" in (run_dir(tmp_path) / "log.txt").read_text()

@@ -8,6 +8,7 @@ the frozen base model is never wrapped. Only the main process writes files and p
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -148,9 +149,18 @@ def run_device(process: "LoraTrainerProcess", accelerator: "Accelerator") -> tor
 def enable_checkpointing(module: torch.nn.Module, name: str, interval: int = 1) -> "IntervalCheckpointing | None":
     """Gradient checkpointing through the module's own switch (diffusers or transformers); for a diffusers model
     only one block in ``interval`` (the function doing that is returned)."""
-    if callable(getattr(module, "enable_gradient_checkpointing", None)):
-        function = IntervalCheckpointing(interval) if interval > 1 else None
-        module.enable_gradient_checkpointing(function)
+    switch = getattr(module, "enable_gradient_checkpointing", None)
+    if callable(switch):
+        if interval == 1:
+            switch()
+            return None
+        if "gradient_checkpointing_func" not in inspect.signature(switch).parameters:
+            log.warning(f"warning: {name} checkpoints every block: its enable_gradient_checkpointing takes no "
+                        f"checkpointing function, so train.gradient_checkpointing_interval {interval} does not apply.")
+            switch()
+            return None
+        function = IntervalCheckpointing(interval)
+        switch(gradient_checkpointing_func=function)
         return function
     elif callable(getattr(module, "activation_checkpointing_enable", None)):
         module.activation_checkpointing_enable({"use_reentrant": False})
