@@ -47,19 +47,22 @@ class SavedBytes:
 
 
 class Checkpointing:
-    """The function diffusers calls per block: checkpointed blocks save only their inputs."""
+    """The function diffusers calls per block: the trainer's choice of blocks (``IntervalCheckpointing``);
+    checkpointed blocks save only their inputs."""
 
     def __init__(self, interval: int, saved: SavedBytes):
-        self.interval = interval
+        from toolkit.train.setup import IntervalCheckpointing
+
+        self.choice = IntervalCheckpointing(interval) if interval > 0 else None
         self.saved = saved
-        self.order: dict[Any, int] = {}
+        self.calls = 0
         self.block_bytes: dict[Any, int] = {}
 
     def __call__(self, block: Any, *args: Any) -> Any:
         import torch
 
-        index = self.order.setdefault(block, len(self.order))
-        if self.interval == 0 or index % self.interval:
+        self.calls += 1
+        if self.choice is None or not self.choice.checkpointed(block):
             return block(*args)
         inner = SavedBytes(self.saved.params)
         with torch.autograd.graph.saved_tensors_hooks(lambda t: inner.add(t) or t, lambda t: t):
@@ -118,7 +121,7 @@ def measure(arch: str, args: argparse.Namespace, interval: int) -> tuple[float, 
     finally:
         torch.nn.functional.scaled_dot_product_attention = sdpa
     recompute = max(function.block_bytes.values(), default=0)
-    share = len(function.block_bytes) / max(1, len(function.order))
+    share = len(function.block_bytes) / max(1, function.calls)
     return saved.total / GIB, (saved.total + recompute) / GIB, share
 
 

@@ -166,15 +166,13 @@ def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -
     from toolkit.config.blocks import NetworkConfig
     from toolkit.models.memory import offload_blocks, quantize_by_units
     from toolkit.network.network import Network
-    from toolkit.train.setup import IntervalCheckpointing
+    from toolkit.train.setup import enable_checkpointing
 
     dtype = compute_dtype(args)
     model, adapter_class = denoiser(case.arch, args.tiny, "cpu" if case.qtype else device, dtype)
     if case.qtype:
         quantize_by_units(model, case.qtype, adapter_class.quantize_exclusions, device, park="cpu" if case.offload else None)
-    interval = IntervalCheckpointing(args.checkpoint_interval) if args.checkpoint_interval > 1 else None
-    if not args.no_checkpointing:
-        model.enable_gradient_checkpointing(interval)
+    interval = None if args.no_checkpointing else enable_checkpointing(model, adapter_class.denoiser_name, args.checkpoint_interval)
     model.train()
     adapter = bare_adapter(adapter_class, model)
     name = adapter_class.denoiser_name
@@ -186,8 +184,8 @@ def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -
     if case.offload is not None:
         offloader = offload_blocks(model, device, case.offload)
         result.note = f"{len(offloader.blocks)} blocks streamed"
-        for block in offloader.blocks if interval is not None else []:
-            interval.always.update(block.modules())
+        if interval is not None:
+            interval.always_checkpoint(offloader.blocks)
     network.to(device)
     result.load_peak = peak_gib(device)
     return model, adapter, network, interval

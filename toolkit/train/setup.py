@@ -184,13 +184,23 @@ class IntervalCheckpointing:
         self.always: set[torch.nn.Module] = set()
         """Blocks checkpointed whatever their number: offloaded ones, whose weights must not wait for backward."""
 
+    def always_checkpoint(self, blocks: "list[torch.nn.Module]") -> None:
+        """Checkpoint these blocks and everything in them whatever their number."""
+        for block in blocks:
+            self.always.update(block.modules())
+
+    def checkpointed(self, block: Any) -> bool:
+        """Whether ``block`` is checkpointed (anything not a module always is)."""
+        if not isinstance(block, torch.nn.Module):
+            return True
+        index = self.order.setdefault(block, len(self.order))
+        return index % self.interval == 0 or block in self.always
+
     def __call__(self, block: Any, *args: Any) -> Any:
         from torch.utils.checkpoint import checkpoint
 
-        if isinstance(block, torch.nn.Module):
-            index = self.order.setdefault(block, len(self.order))
-            if index % self.interval and block not in self.always:
-                return block(*args)
+        if not self.checkpointed(block):
+            return block(*args)
         return checkpoint(block.__call__, *args, use_reentrant=False)
 
 
@@ -347,8 +357,7 @@ def _network_with_checkpointing(process: "LoraTrainerProcess", adapter: "ModelAd
     network = build_network(process, adapter)
     place_denoiser(adapter)
     if interval is not None:
-        for block in offloaded(adapter.denoiser):
-            interval.always.update(block.modules())
+        interval.always_checkpoint(offloaded(adapter.denoiser))
         log.info(f"gradient checkpointing: one {adapter.denoiser_name} block in {interval.interval}"
                  + (" (and every offloaded one)" if interval.always else ""))
     network.to(adapter.device)
