@@ -140,37 +140,39 @@ class Trainer:
         run = self.run
         accelerator, model, optimizer = run.accelerator, run.model, run.optimizer
         total = torch.zeros((), dtype=torch.float32, device=run.device)
+        mean = math.nan
         for _ in range(run.accumulation):
             batch, self.position = next(batches)
             with accelerator.accumulate(model):
                 with run.working.active() if run.working is not None else nullcontext():
                     loss = model(batch)
-                    self._check_finite(loss)
                     accelerator.backward(loss)
+                total += loss.detach().float()
                 if not self._gradients_checked:
                     self._check_gradients()
                 if accelerator.sync_gradients:
+                    # The step's one host sync: after the backward pass is queued, before the weights move. The
+                    # mean over processes is not finite when any process's loss is not, so all stop together.
+                    mean = float(accelerator.reduce(total / run.accumulation, "mean").item())
+                    self._check_finite(mean)
                     if run.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(run.params, run.max_grad_norm)
                     # without a loss scaler accelerate's optimizer wrapper only adds checks (XLA, LOMO) per call
                     stepper = optimizer if accelerator.scaler is not None else optimizer.optimizer
                     stepper.step()
                     stepper.zero_grad(set_to_none=True)
-            total += loss.detach().float()
         run.scheduler.step()
         if run.ema is not None:
             run.ema.step()
-        return float(accelerator.reduce(total / run.accumulation, "mean").item())
+        return mean
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        """Stop before a non-finite loss reaches the weights (every process stops together)."""
-        finite = math.isfinite(loss.item())
-        if not self._agree(not finite):
+    def _check_finite(self, loss: float) -> None:
+        """Stop before a non-finite loss reaches the weights."""
+        if math.isfinite(loss):
             return
         kept = self.run.saves.step_loras()
         where = f"the last good save is {kept[-1][1]}" if kept else "nothing was saved yet"
-        value = loss.item() if not finite else "not finite on another process"
-        raise EaselError(f"the loss became {value} at step {self.step + 1}: training diverged, so it stopped "
+        raise EaselError(f"the loss became {loss} at step {self.step + 1}: training diverged, so it stopped "
                          f"({where}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
 
     def _check_gradients(self) -> None:
