@@ -183,3 +183,19 @@ def test_checkpointing_interval_needs_checkpointing(tmp_path: Path, capsys: pyte
     path = config(tmp_path, "nockpt", "zimage", model={}, train={"gradient_checkpointing": False, "gradient_checkpointing_interval": 2})
     assert run.main([str(path)]) == 2
     assert "train.gradient_checkpointing_interval: needs train.gradient_checkpointing: true" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["lora", "loha"])
+def test_the_denoiser_trains_in_train_mode_so_adapter_dropout_is_on(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded models are in eval mode, which turns the adapter's dropout off; training steps (before and after a
+    preview) must see the denoiser in train mode, previews in eval mode."""
+    from extensions.sd15.adapter import SD15Adapter
+
+    modes: list[bool] = []
+    predict, generate = SD15Adapter.predict, SD15Adapter.generate
+    monkeypatch.setattr(SD15Adapter, "predict", lambda self, *a, **k: (modes.append(self.denoiser.training), predict(self, *a, **k))[1])
+    monkeypatch.setattr(SD15Adapter, "generate", lambda self, *a, **k: (modes.append(self.denoiser.training), generate(self, *a, **k))[1])
+    path = config(tmp_path, "modes", "sd15", sample=True, model={}, train={"steps": 2},
+                  network={"type": kind, "linear": 4, "linear_alpha": 4, "dropout": 0.5})
+    assert run.main([str(path)]) == 0
+    assert modes == [False, True, True, False]  # preview, two steps, preview

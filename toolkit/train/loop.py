@@ -111,6 +111,7 @@ class Trainer:
                      f"Raise train.steps to train further.")
             return
         run.log_start(self.step)
+        self._train_mode()
         if self.step == 0 and run.previews and not cfg.train.skip_first_sample:
             self._sample()
         batches = run.data.batches(self.position)
@@ -134,6 +135,15 @@ class Trainer:
         if run.previews:
             self._sample()
         run.finish(self.step)
+
+    def _train_mode(self) -> None:
+        """The trained components in train mode, as training scripts put them: models are loaded in eval mode,
+        which would turn the adapter's dropout off (previews switch to eval and back)."""
+        run, train = self.run, self.run.config.train
+        if train.train_unet:
+            run.adapter.denoiser.train()
+        for encoder in run.adapter.text_encoders.values() if train.train_text_encoder else []:
+            encoder.train()
 
     def _train_step(self, batches: Iterator[tuple[Any, Any]]) -> float:
         """One optimizer step over ``gradient_accumulation`` batches; returns the mean loss over batches and processes."""
