@@ -19,7 +19,7 @@ class EMA:
         from diffusers.training_utils import EMAModel
 
         self.params = list(params)
-        self.inner = EMAModel(self.params, decay=decay)
+        self.inner = EMAModel(self.params, decay=decay, foreach=True)  # one kernel per tensor list, not per tensor
 
     def step(self) -> None:
         """Fold the current parameters into the average (call after each optimizer step)."""
