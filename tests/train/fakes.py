@@ -237,6 +237,12 @@ class FakeData:
     def report(self) -> list[str]:
         return [f"fake data: {len(self.paths)} images"]
 
+    def dataset_captions(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for path in self.paths:
+            found.setdefault(path.parent.name, []).append(path.with_suffix(".txt").read_text())
+        return found
+
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(len(self.paths) / (self.batch_size * self.world_size)))
 

@@ -477,6 +477,13 @@ class TrainData:
             return f"latents: cached on disk in {cache_root(config) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
         return "latents: cached in memory" if config.cache_latents else "latents: not cached (images decoded every step)"
 
+    def dataset_captions(self) -> dict[str, list[str]]:
+        """Raw captions of the images trained on, per dataset folder name (for the saved metadata)."""
+        found: dict[str, list[str]] = {}
+        for config, scan in zip(self.datasets, self.scans):
+            found.setdefault(Path(config.folder_path).name, []).extend(record.caption for record in scan.records)
+        return found
+
     def report(self) -> list[str]:
         """Dry-run lines: per dataset images, captions, skipped files, buckets; then steps per epoch."""
         lines = []

@@ -221,16 +221,6 @@ def learning_rates(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> di
     return rates
 
 
-def dataset_captions(process: "LoraTrainerProcess") -> dict[str, list[str]]:
-    """Raw captions per dataset folder name (for the saved metadata: image count, tag frequency)."""
-    from toolkit.data.scan import scan_dataset
-
-    captions: dict[str, list[str]] = {}
-    for dataset in process.config.datasets:
-        captions.setdefault(Path(dataset.folder_path).name, []).extend(r.caption for r in scan_dataset(dataset).records)
-    return captions
-
-
 def build_network(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> "Network":
     """Wrap the trained components, in float32, starting from ``pretrained_lora_path`` if set."""
     from toolkit.network.network import Network
@@ -394,7 +384,7 @@ def _assemble(process: "LoraTrainerProcess", accelerator: "Accelerator", device:
     sample = cfg.sample
     previews = preview_requests(sample, process.arch) if sample is not None and not train.disable_sampling else []
     folder = Path(cfg.training_folder) / name
-    captions = dataset_captions(process)
+    captions = data.dataset_captions()
     metadata = dict(name=name, base_model=cfg.model.name_or_path, network=cfg.network, train=train,
                     trigger_word=cfg.trigger_word, resolution=sorted({r for d in cfg.datasets for r in d.resolution}),
                     images=sum(len(c) for c in captions.values()), tag_frequency=tag_frequency(captions),
