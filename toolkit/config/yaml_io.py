@@ -161,11 +161,3 @@ def read_file(path: FsPath) -> tuple[Any, Locations, list[ConfigIssue]]:
     except UnicodeDecodeError:
         raise ConfigError(str(path), [ConfigIssue((), "the file is not UTF-8 text")], "Save the config as UTF-8 and run again.") from None
     return read_text(text, str(path))
-
-
-def load_file(path: FsPath) -> tuple[Any, Locations]:
-    """Read a config file; any problem raises."""
-    data, locations, issues = read_file(path)
-    if issues:
-        raise ConfigError(str(path), issues)
-    return data, locations

@@ -153,7 +153,7 @@ def load_image(path: Path, *, at_least: tuple[int, int] | None = None) -> Image.
             _check_pixels(path, opened)
             if at_least is not None and opened.format == "JPEG":
                 want = at_least
-                if opened.getexif().get(0x0112) in _SWAPPED_ORIENTATIONS:
+                if _orientation(opened) in _SWAPPED_ORIENTATIONS:
                     want = (at_least[1], at_least[0])
                 opened.draft("RGB", want)
             opened.load()

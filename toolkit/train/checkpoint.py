@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.train.state import STATE_SUFFIX, list_states
+from toolkit.train.state import list_states, state_path
 
 if TYPE_CHECKING:
 
@@ -92,7 +92,7 @@ class SaveFiles:
         doomed |= {step for step in state_steps[:-1] if step not in lora_steps}
         removed = []
         for step in sorted(doomed):
-            for path in (self.step_lora(step), self.folder / f"{self.name}_{step:09d}{STATE_SUFFIX}"):
+            for path in (self.step_lora(step), state_path(self.folder, self.name, step)):
                 if path.exists():
                     path.unlink()
                     removed.append(path)

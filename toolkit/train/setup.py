@@ -414,6 +414,7 @@ def working_copies(process: "LoraTrainerProcess", accelerator: "Accelerator", ne
     lora/locon, whose results are bit for bit those of autocast; DoRA, LoHa and LoKr compute their weight
     from several tensors, which in bf16 rounds differently, so they take it only when asked.
     """
+    from toolkit.devices import resolve_dtype
     from toolkit.train.working import WorkingCopies
 
     train = process.config.train
@@ -429,5 +430,4 @@ def working_copies(process: "LoraTrainerProcess", accelerator: "Accelerator", ne
     params = [p for p in network.parameters() if p.requires_grad]
     if not WorkingCopies.supported(params):
         return None
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[train.dtype]
-    return WorkingCopies(params, dtype)
+    return WorkingCopies(params, resolve_dtype(train.dtype))
