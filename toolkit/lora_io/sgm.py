@@ -37,7 +37,8 @@ def _get(config: Any, name: str) -> Any:
     return config[name] if isinstance(config, Mapping) else getattr(config, name)
 
 
-def _swap(rest: str, table: Mapping[str, str]) -> str:
+def rename_prefix(rest: str, table: Mapping[str, str]) -> str:
+    """``rest`` with its first matching dotted prefix from ``table`` renamed."""
     for old, new in table.items():
         if rest == old or rest.startswith(old + "."):
             return new + rest[len(old):]
@@ -50,7 +51,7 @@ def _has_attention(block_type: str) -> bool:
 
 def to_sgm(name: str, config: Any) -> str:
     """A diffusers UNet module name -> its SGM name; raises KeyError for names outside the layout."""
-    fixed = _swap(name, FIXED)
+    fixed = rename_prefix(name, FIXED)
     if fixed != name:
         return fixed
     layers = int(_get(config, "layers_per_block"))
@@ -59,7 +60,7 @@ def to_sgm(name: str, config: Any) -> str:
         rest = ".".join(parts[3:])
         if parts[1] == "attentions":
             return ".".join(filter(None, ["middle_block.1", rest]))
-        return ".".join(filter(None, [f"middle_block.{2 * int(parts[2])}", _swap(rest, RESNET)]))
+        return ".".join(filter(None, [f"middle_block.{2 * int(parts[2])}", rename_prefix(rest, RESNET)]))
     if parts[0] not in ("down_blocks", "up_blocks") or len(parts) < 4:
         raise KeyError(f"'{name}' is not a UNet2DConditionModel module")
     block, kind, layer, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
@@ -76,7 +77,7 @@ def to_sgm(name: str, config: Any) -> str:
     if kind == "attentions":
         return ".".join(filter(None, [f"{slot}.1", rest]))
     if kind == "resnets":
-        return ".".join(filter(None, [f"{slot}.0", _swap(rest, RESNET)]))
+        return ".".join(filter(None, [f"{slot}.0", rename_prefix(rest, RESNET)]))
     raise KeyError(f"'{name}' is not a UNet2DConditionModel module")
 
 
@@ -87,7 +88,7 @@ def is_sgm(name: str) -> bool:
 
 def from_sgm(name: str, config: Any) -> str:
     """An SGM UNet module name -> its diffusers name (the inverse of ``to_sgm``); KeyError when it has none."""
-    fixed = _swap(name, _FIXED_BACK)
+    fixed = rename_prefix(name, _FIXED_BACK)
     if fixed != name:
         return fixed
     layers = int(_get(config, "layers_per_block"))
@@ -96,7 +97,7 @@ def from_sgm(name: str, config: Any) -> str:
         slot, rest = int(middle.group(1)), middle.group(2) or ""
         if slot == 1:
             return ".".join(filter(None, ["mid_block.attentions.0", rest]))
-        return ".".join(filter(None, [f"mid_block.resnets.{slot // 2}", _swap(rest, _RESNET_BACK)]))
+        return ".".join(filter(None, [f"mid_block.resnets.{slot // 2}", rename_prefix(rest, _RESNET_BACK)]))
     match = re.fullmatch(r"(input_blocks|output_blocks)\.(\d+)\.(\d+)(?:\.(.*))?", name)
     if match is None:
         raise KeyError(f"'{name}' is not an SGM UNet module")
@@ -115,7 +116,7 @@ def from_sgm(name: str, config: Any) -> str:
 
 def _inner(block: str, layer: int, part: int, rest: str) -> str:
     if part == 0:
-        return ".".join(filter(None, [f"{block}.resnets.{layer}", _swap(rest, _RESNET_BACK)]))
+        return ".".join(filter(None, [f"{block}.resnets.{layer}", rename_prefix(rest, _RESNET_BACK)]))
     if part == 1:
         return ".".join(filter(None, [f"{block}.attentions.{layer}", rest]))
     raise KeyError(f"'{block}' has no part {part} at layer {layer}")

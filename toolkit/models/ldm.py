@@ -8,61 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from toolkit.lora_io.sgm import rename_prefix, to_sgm
+
 if TYPE_CHECKING:
     import torch
 
 StateDict = dict[str, "torch.Tensor"]
 
-_UNET_FIXED = {
-    "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-    "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
-    "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
-}
-_UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-                "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
 _VAE_FIXED = {"conv_norm_out": "norm_out"}
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
-def _rename_first(rest: str, table: dict[str, str]) -> str:
-    for old, new in table.items():
-        if rest == old or rest.startswith(old + "."):
-            return new + rest[len(old):]
-    return rest
-
-
-def _unet_key(key: str, config: Any) -> str:
-    """One diffusers UNet2DConditionModel key -> its LDM name (without the model prefix)."""
-    fixed = _rename_first(key, _UNET_FIXED)
-    if fixed != key:
-        return fixed
-    per_block = config.layers_per_block + 1
-    parts = key.split(".")
-    if parts[0] == "mid_block":
-        kind, index, rest = parts[1], int(parts[2]), ".".join(parts[3:])
-        if kind == "attentions":
-            return f"middle_block.1.{rest}"
-        return f"middle_block.{2 * index}.{_rename_first(rest, _UNET_RESNET)}"
-    block, kind = int(parts[1]), parts[2]
-    if parts[0] == "down_blocks":
-        if kind == "downsamplers":
-            return f"input_blocks.{1 + block * per_block + config.layers_per_block}.0.op.{'.'.join(parts[5:])}"
-        layer, rest = int(parts[3]), ".".join(parts[4:])
-        slot = 1 + block * per_block + layer
-        return f"input_blocks.{slot}.1.{rest}" if kind == "attentions" else f"input_blocks.{slot}.0.{_rename_first(rest, _UNET_RESNET)}"
-    if parts[0] == "up_blocks":
-        if kind == "upsamplers":
-            has_attention = config.up_block_types[block].startswith("CrossAttn")
-            return f"output_blocks.{block * per_block + config.layers_per_block}.{2 if has_attention else 1}.conv.{'.'.join(parts[5:])}"
-        layer, rest = int(parts[3]), ".".join(parts[4:])
-        slot = block * per_block + layer
-        return f"output_blocks.{slot}.1.{rest}" if kind == "attentions" else f"output_blocks.{slot}.0.{_rename_first(rest, _UNET_RESNET)}"
-    raise KeyError(f"no LDM name for UNet key {key!r}")
-
-
 def unet_to_ldm(state_dict: StateDict, config: Any, prefix: str = "model.diffusion_model.") -> StateDict:
-    """A diffusers UNet state dict -> LDM keys (``input_blocks`` / ``middle_block`` / ``output_blocks``)."""
-    return {prefix + _unet_key(key, config): value for key, value in state_dict.items()}
+    """A diffusers UNet state dict -> LDM keys (``input_blocks`` / ``middle_block`` / ``output_blocks``); the
+    names are the SGM ones the LoRA formats use (``toolkit.lora_io.sgm``)."""
+    return {prefix + to_sgm(key, config): value for key, value in state_dict.items()}
 
 
 def _vae_key(key: str, num_blocks: int) -> str:
@@ -79,9 +39,9 @@ def _vae_key(key: str, num_blocks: int) -> str:
         return f"{side}.{name}.{block}.block.{parts[3]}.{inner}"
     if parts[0] == "mid_block":
         if parts[1] == "attentions":
-            return f"{side}.mid.attn_1.{_rename_first('.'.join(parts[3:]), _VAE_ATTENTION)}"
+            return f"{side}.mid.attn_1.{rename_prefix('.'.join(parts[3:]), _VAE_ATTENTION)}"
         return f"{side}.mid.block_{int(parts[2]) + 1}.{'.'.join(parts[3:]).replace('conv_shortcut', 'nin_shortcut')}"
-    return f"{side}.{_rename_first(rest, _VAE_FIXED)}"
+    return f"{side}.{rename_prefix(rest, _VAE_FIXED)}"
 
 
 def vae_to_ldm(state_dict: StateDict, num_blocks: int, prefix: str = "first_stage_model.") -> StateDict:
@@ -132,7 +92,7 @@ def open_clip_to_ldm(state_dict: StateDict, prefix: str = "conditioner.embedders
             part, param = inner.split(".")[1][0], inner.split(".")[2]
             fused.setdefault(f"{name}attn.in_proj_{param}", {})[part] = value
             continue
-        out[name + _rename_first(inner, _OPEN_CLIP)] = value
+        out[name + rename_prefix(inner, _OPEN_CLIP)] = value
     for key, parts in fused.items():
         out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out
