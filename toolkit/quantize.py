@@ -217,11 +217,6 @@ def _device_of(module: "nn.Module") -> "torch.device":
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
-def _replace(root: "nn.Module", path: str, new: "nn.Module") -> None:
-    parent_path, _, child = path.rpartition(".")
-    setattr(root.get_submodule(parent_path) if parent_path else root, child, new)
-
-
 def _quanto(root: "nn.Module", layers: list[tuple[str, "nn.Linear"]], qtype: str, device: "torch.device") -> None:
     from optimum.quanto import qfloat8, qint4, qint8
     from optimum.quanto.nn import quantize_module as quanto_module
@@ -233,7 +228,7 @@ def _quanto(root: "nn.Module", layers: list[tuple[str, "nn.Linear"]], qtype: str
         quantized.freeze()
         quantized.requires_grad_(False)
         quantized.register_forward_pre_hook(_contiguous_input)
-        _replace(root, path, quantized)
+        root.set_submodule(path, quantized)
 
 
 def _contiguous_input(_module: "nn.Module", args: tuple) -> tuple | None:
@@ -274,7 +269,7 @@ def _bitsandbytes(root: "nn.Module", layers: list[tuple[str, "nn.Linear"]], qtyp
             new.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=qtype)
         if bias is not None:
             new.bias = torch.nn.Parameter(bias.data.to("cpu"), requires_grad=False)
-        _replace(root, path, new.to(device))
+        root.set_submodule(path, new.to(device))
 
 
 BACKENDS: dict[str, Callable[["nn.Module", list[tuple[str, "nn.Linear"]], str, "torch.device"], None]] = {

@@ -184,16 +184,11 @@ def _drop_configs(module: "torch.nn.Module") -> None:
             del module.peft_config
 
 
-def _replace(root: "torch.nn.Module", path: str, layer: "torch.nn.Module") -> None:
-    parent_path, _, child = path.rpartition(".")
-    setattr(root.get_submodule(parent_path) if parent_path else root, child, layer)
-
-
 def _unwrap_empty(root: "torch.nn.Module") -> None:
     """Put the plain layer back wherever a PEFT wrapper holds no adapter any more."""
     for path, layer in sorted(_tuner_layers(root).items(), key=lambda item: -item[0].count(".")):
         if not _held(layer):
-            _replace(root, path, base_layer(layer))
+            root.set_submodule(path, base_layer(layer))
 
 
 def bake_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) -> list[str]:
@@ -223,4 +218,4 @@ def _merge_peft(root: "torch.nn.Module", names: list[str]) -> None:
         if others:
             raise EaselError(f"cannot bake LoRAs into '{path}': it also holds other adapters {others}.")
         layer.merge(adapter_names=ours)
-        _replace(root, path, base_layer(layer))
+        root.set_submodule(path, base_layer(layer))

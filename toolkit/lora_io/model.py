@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import EaselError
 from toolkit.lora_io.keys import LoraModule
+from toolkit.network.targets import base_layer
 
 if TYPE_CHECKING:
     import torch
@@ -17,11 +18,6 @@ if TYPE_CHECKING:
     from toolkit.models.base import ModelAdapter
 
 
-def base_layer(module: "torch.nn.Module") -> "torch.nn.Module":
-    """The plain layer under any PEFT wrapper."""
-    while hasattr(module, "base_layer"):
-        module = module.base_layer
-    return module
 
 
 def target_layer(components: "dict[str, torch.nn.Module]", module: LoraModule) -> "torch.nn.Module | None":

@@ -109,7 +109,7 @@ def quantize_by_units(module: "nn.Module", qtype: str, exclude: Iterable[str], d
         report = quantize_module(holder, qtype, patterns, device, option=option, prefix=parent_path)
         quantized = getattr(holder, child)
         if quantized is not unit:
-            setattr(module.get_submodule(parent_path) if parent_path else module, child, quantized)
+            module.set_submodule(path, quantized)
         if park is not None:
             quantized.to(park)
         total = QuantizeReport(qtype, total.quantized + report.quantized, total.kept + report.kept,

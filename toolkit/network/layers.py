@@ -123,9 +123,7 @@ class PeftLayer(AdapterLayer):
             self._hook.remove()
         layer.delete_adapter(self.name)
         if not layer.r:
-            parent_path, _, child = self.target.path.rpartition(".")
-            parent = root.get_submodule(parent_path) if parent_path else root
-            setattr(parent, child, layer.get_base_layer())
+            root.set_submodule(self.target.path, layer.get_base_layer())
 
 
 def wrap_peft(root: nn.Module, targets: list[Target], config: "NetworkConfig", name: str) -> list[PeftLayer]:

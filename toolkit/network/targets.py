@@ -58,10 +58,10 @@ def layer_kind(module: "nn.Module") -> str | None:
 
 
 def base_layer(module: "nn.Module") -> "nn.Module":
-    """The original layer inside a peft wrapper (or the module itself)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+    """The plain layer under any peft wrappers (or the module itself)."""
+    while hasattr(module, "base_layer"):
+        module = module.base_layer
+    return module
 
 
 def walk(module: "nn.Module", prefix: str = "") -> Iterator[tuple[str, "nn.Module"]]:
