@@ -52,6 +52,12 @@ class ConfigError(EaselError):
         body = "\n".join(f"  - {issue.render()}" for issue in self.issues)
         super().__init__(f"{head}\n{body}\n{self.hint}")
 
+    @classmethod
+    def combine(cls, source: str, errors: Sequence["ConfigError"]) -> "ConfigError":
+        """One error holding every issue of ``errors``, their different hints in order."""
+        return cls(source, [issue for error in errors for issue in error.issues],
+                   " ".join(dict.fromkeys(error.hint for error in errors)))
+
 
 class Interrupted(BaseException):
     """SIGTERM (or another stop signal) arrived; exit with 128 + the signal number."""

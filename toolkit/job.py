@@ -40,7 +40,7 @@ class Process(ABC):
     def raise_together(errors: list[ConfigError]) -> None:
         """Raise the ``config_error``s one check found (a missing file each) as one error, if there are any."""
         if errors:
-            raise ConfigError(errors[0].source, [issue for error in errors for issue in error.issues], errors[0].hint)
+            raise ConfigError.combine(errors[0].source, errors)
 
     def plan(self) -> list[str]:
         """Lines describing what ``run`` would do; must not load any model."""
@@ -70,15 +70,14 @@ class Job:
     def plan(self) -> str:
         """The dry run's report. Every process is checked, and their problems (missing files) are raised together."""
         lines = [f"job: {self.loaded.spec.name} ({self.name}) from {self.loaded.source}"]
-        issues, hints = [], []
+        errors = []
         for process in self.processes:
             try:
                 lines += ["", *process.plan()]
             except ConfigError as err:
-                issues += err.issues
-                hints.append(err.hint)
-        if issues:
-            raise ConfigError(str(self.loaded.source), issues, " ".join(dict.fromkeys(hints)))
+                errors.append(err)
+        if errors:
+            raise ConfigError.combine(str(self.loaded.source), errors)
         return "\n".join(lines)
 
     def run(self) -> None:
