@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
 
 
 class Block(BaseModel):
@@ -57,3 +57,14 @@ Precision = Annotated[Literal["fp32", "fp16", "bf16"], BeforeValidator(_normaliz
 def lowercase(values: type) -> Any:
     """A Literal type whose input is lower-cased first (``AdamW8bit`` -> ``adamw8bit``)."""
     return Annotated[values, BeforeValidator(_lower)]
+
+
+def _caption_ext(value: str) -> str:
+    value = value.strip().lstrip(".")
+    if not value or "/" in value or "\\" in value:
+        raise ValueError(f"must be a file extension like txt, got {value!r}")
+    return value
+
+
+CaptionExt = Annotated[str, AfterValidator(_caption_ext)]
+"""A caption file extension; a leading dot is dropped (``.txt`` -> ``txt``)."""

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
-from toolkit.config.base import Block, Precision, lowercase
+from toolkit.config.base import Block, CaptionExt, Precision, lowercase
 
 NetworkType = lowercase(Literal["lora", "locon", "lokr", "loha", "dora"])
 OptimizerName = lowercase(Literal["adamw", "adamw8bit", "adam", "adam8bit", "prodigy", "adafactor", "lion", "lion8bit", "sgd"])
@@ -106,7 +106,7 @@ class DatasetConfig(Block):
 
     folder_path: str
     """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns)."""
-    caption_ext: str = Field("txt", validation_alias=AliasChoices("caption_ext", "caption_type"))
+    caption_ext: CaptionExt = Field("txt", validation_alias=AliasChoices("caption_ext", "caption_type"))
     """Extension of caption files next to the images (``txt`` or ``.txt``)."""
     default_caption: str = ""
     """Caption used for images that have none (or an empty one)."""
@@ -152,11 +152,6 @@ class DatasetConfig(Block):
         if any(r < 64 for r in value):
             raise ValueError(f"each resolution must be at least 64, got {value}")
         return sorted(set(value))
-
-    @field_validator("caption_ext")
-    @classmethod
-    def _strip_dot(cls, value: str) -> str:
-        return value.lstrip(".")
 
     @model_validator(mode="after")
     def _crop_fits_cache(self) -> "DatasetConfig":

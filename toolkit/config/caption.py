@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field
 
 from toolkit.config.base import Block, Precision
-from toolkit.config.prep import CaptionExt
+from toolkit.config.base import CaptionExt
 
 
 class CaptionProcessConfig(Block):

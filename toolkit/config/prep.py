@@ -7,24 +7,15 @@ The input folder is never modified.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from toolkit.config.base import Block, lowercase
+from toolkit.config.base import Block, CaptionExt, lowercase
 
 CaptionFormat = lowercase(Literal["txt", "jsonl", "csv"])
 
 
-def _caption_ext(value: str) -> str:
-    value = value.strip().lstrip(".")
-    if not value or "/" in value or "\\" in value:
-        raise ValueError(f"must be a file extension like txt, got {value!r}")
-    return value
-
-
-CaptionExt = Annotated[str, AfterValidator(_caption_ext)]
-"""A caption file extension; a leading dot is dropped (``.txt`` -> ``txt``)."""
 
 
 class DatasetStepConfig(Block):
