@@ -6,11 +6,12 @@ LoRA resolved) is worked out without torch, so ``--dry-run`` shows it without lo
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from toolkit.config.generate import GenerateProcessConfig
 from toolkit.errors import EaselError
@@ -114,18 +115,14 @@ class ToFolderProcess(Process):
             raise self.config_error(("generate", "init_images"), f"the folder '{source}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
         raise self.config_error(("generate", "init_images"), f"'{source}' is not an image file or a folder.")
 
-    def _size(self, spec: PromptSpec, init: Path | None) -> tuple[int, int]:
+    def _size(self, spec: PromptSpec, init_size: tuple[int, int] | None) -> tuple[int, int]:
         """txt2img: the requested size; img2img: the input's aspect ratio (after EXIF rotation) at the requested area."""
         gen, step = self.config.generate, self.arch.spec.bucket_divisibility
         width = spec.width or self._default(gen.width, "width", 512)
         height = spec.height or self._default(gen.height, "height", 512)
-        if init is None:
+        if init_size is None:
             return round_to(width, step), round_to(height, step)
-        from PIL import Image
-
-        with Image.open(init) as image:
-            size = image.size[::-1] if image.getexif().get(0x0112) in (5, 6, 7, 8) else image.size
-        return fit_aspect(size, width * height, step)
+        return fit_aspect(init_size, width * height, step)
 
     def _lora_file(self, name: str, index: dict[str, Path], position: int) -> Path:
         try:
@@ -162,6 +159,8 @@ class ToFolderProcess(Process):
 
     def plan_images(self) -> list[PlannedImage]:
         """Every image this process makes, in order (no model, no torch)."""
+        from toolkit.data.images import displayed_size
+
         gen = self.config.generate
         try:
             lora_index = index_loras(gen.lora_dirs) if gen.lora_dirs else {}
@@ -171,11 +170,12 @@ class ToFolderProcess(Process):
         if self.base_seed is None:
             self.base_seed = gen.seed if gen.seed != -1 else random.SystemRandom().randrange(2**32)
         inits: list[Path | None] = list(self._init_images()) or [None]
+        sizes = {init: displayed_size(init) for init in inits if init is not None}  # read once, not per prompt
         planned: list[PlannedImage] = []
         for spec, loras in specs:
             tags = tuple((path.stem, weight) for path, weight in loras)
             for init in inits:
-                width, height = self._size(spec, init)
+                width, height = self._size(spec, sizes.get(init))
                 for repeat in range(gen.images_per_prompt):
                     seed = spec.seed + repeat if spec.seed is not None else self.base_seed + len(planned)
                     planned.append(PlannedImage(
@@ -228,6 +228,9 @@ class ToFolderProcess(Process):
 
         from toolkit.lora_io import apply_loras, remove_loras
 
+        from toolkit.data.images import load_image
+
+        decoded = functools.lru_cache(maxsize=4)(load_image)  # an init image serves several prompts and seeds
         start = self._next_index()
         written: dict[int, Path] = {}
         groups: dict[tuple, list[PlannedImage]] = {}
@@ -240,7 +243,7 @@ class ToFolderProcess(Process):
                 try:
                     for first in range(0, len(group), size):
                         batch = group[first:first + size]
-                        made = adapter.generate([self._request(image) for image in batch])
+                        made = adapter.generate([self._request(image, decoded) for image in batch])
                         for image, picture in zip(batch, made):
                             written[image.index] = self._save(image, picture, start + image.index)
                         bar.update(len(batch))
@@ -248,8 +251,7 @@ class ToFolderProcess(Process):
                     remove_loras(adapter)
         return [written[index] for index in sorted(written)]
 
-    def _request(self, image: PlannedImage) -> "GenerateRequest":
-        from toolkit.data.images import load_image
+    def _request(self, image: PlannedImage, load_image: Callable[[Path], Any]) -> "GenerateRequest":
         from toolkit.models.base import GenerateRequest
 
         extras = dict(image.spec.extras)

@@ -112,6 +112,13 @@ def _orientation(opened: Image.Image) -> int | None:
     return opened.getexif().get(0x0112)
 
 
+def displayed_size(path: Path) -> tuple[int, int]:
+    """(width, height) as shown, after EXIF rotation, from the header alone (no checks, no decoding)."""
+    with Image.open(path) as opened:
+        width, height = opened.size
+        return (height, width) if _orientation(opened) in _SWAPPED_ORIENTATIONS else (width, height)
+
+
 def probe_image(path: Path) -> ImageHeader:
     """Check a file without a full decode: header, size limit and completeness; raise BadImage.
 
