@@ -37,16 +37,10 @@ class GenerateJob(Job):
 
     def adapter_for(self, process: "ToFolderProcess") -> "ModelAdapter":
         """The adapter of ``process``'s model on its device, loaded once per job."""
-        from toolkit.devices import resolve_device
+        from toolkit.devices import generation_target
         from toolkit.models.loading import load_adapter
 
-        device = resolve_device(process.config.device)
-        dtype = process.config.model.dtype or {"cpu": "fp32", "mps": "fp16"}.get(device.type, "bf16")
-        if device.type == "cuda":
-            import torch
-
-            torch.backends.cudnn.benchmark = False  # same seed, same machine -> same bytes
-            torch.backends.cudnn.deterministic = True
+        device, dtype = generation_target(process.config.device, process.config.model.dtype)
         key = f"{process.config.model.model_dump_json()}|{device}|{dtype}"
         if key not in self._adapters:
             self._adapters.clear()

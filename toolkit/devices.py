@@ -28,3 +28,15 @@ def resolve_dtype(name: str) -> "torch.dtype":
     import torch
 
     return getattr(torch, _DTYPES[name])
+
+
+def generation_target(device_name: str, dtype: str | None) -> tuple["torch.device", str]:
+    """Device and precision for making images: ``dtype``, or the device's default (fp32 on the CPU, fp16 on
+    mps, bf16 on GPUs). On CUDA cuDNN is made deterministic: same seed, same machine, same bytes."""
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return device, dtype or {"cpu": "fp32", "mps": "fp16"}.get(device.type, "bf16")

@@ -38,13 +38,12 @@ class GenerationSettings:
 
 
 def _adapter(model_cfg: "ModelConfig", settings: GenerationSettings) -> Any:
-    from toolkit.devices import resolve_device, resolve_dtype
+    from toolkit.devices import generation_target
     from toolkit.models.loading import load_adapter
 
     key = model_cfg.model_dump_json()
     if key not in _LOADED:
-        device = resolve_device(settings.device)
-        dtype = resolve_dtype(model_cfg.dtype or ("bf16" if device.type == "cuda" else "fp32"))
+        device, dtype = generation_target(settings.device, model_cfg.dtype)  # as the generate job
         _LOADED.clear()
         _LOADED[key] = load_adapter(model_cfg, settings.registry, device=device, dtype=dtype)
     return _LOADED[key]
