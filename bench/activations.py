@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fullsize import markdown_table  # noqa: E402
+from fullsize import default_rank, lora_network, markdown_table  # noqa: E402
 from gpu_train import conditioning, denoiser  # noqa: E402
 
 GIB = 2 ** 30
@@ -91,19 +91,11 @@ def measure(arch: str, args: argparse.Namespace, interval: int) -> tuple[float, 
     """(saved GiB, backward peak GiB, share of blocks checkpointed) for one interval."""
     import torch
 
-    from fullsize import bare_adapter
-    from toolkit.config.blocks import NetworkConfig
-    from toolkit.network.network import Network
-
     import torch.fx.experimental._config as fx_config
 
     fx_config.meta_nonzero_assume_all_nonzero = True  # caption masks are all ones: boolean indexing keeps everything
     model, adapter_class = denoiser(arch, False, "meta", torch.bfloat16)
-    name = adapter_class.denoiser_name
-    rank = args.rank or (32 if arch == "zimage" else 16)
-    adapter = bare_adapter(adapter_class, model)
-    targets = adapter_class.lora_targets(adapter, False)[name]
-    network = Network.build({name: model}, {name: targets}, NetworkConfig(type="lora", linear=rank, linear_alpha=rank))
+    adapter, network = lora_network(adapter_class, model, args.rank or default_rank(arch))
     network.to(device="meta", dtype=torch.bfloat16)
     network.cast_inputs(False)
     model.train()

@@ -137,6 +137,22 @@ def bare_adapter(adapter_class: Any, denoiser: Any) -> Any:
     return adapter
 
 
+def default_rank(arch: str) -> int:
+    """The LoRA rank the issue's goals name: 32 for Z-Image, 16 for SDXL."""
+    return 32 if arch == "zimage" else 16
+
+
+def lora_network(adapter_class: Any, denoiser: Any, rank: int) -> tuple[Any, Any]:
+    """The bare adapter and a LoRA (rank = alpha) on the architecture's default targets, as the trainer builds it."""
+    from toolkit.config.blocks import NetworkConfig
+    from toolkit.network.network import Network
+
+    adapter = bare_adapter(adapter_class, denoiser)
+    name = adapter_class.denoiser_name
+    targets = adapter_class.lora_targets(adapter, False)[name]
+    return adapter, Network.build({name: denoiser}, {name: targets}, NetworkConfig(type="lora", linear=rank, linear_alpha=rank))
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

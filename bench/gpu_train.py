@@ -38,8 +38,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
-    SDXL_POOLED_TINY, SDXL_UNET, SDXL_UNET_TINY, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, bare_adapter, build,
-    device_text, markdown_table, peak_gib, peak_tflops, reset_memory, synchronize)
+    SDXL_POOLED_TINY, SDXL_UNET, SDXL_UNET_TINY, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, build, default_rank,
+    device_text, lora_network, markdown_table, peak_gib, peak_tflops, reset_memory, synchronize)
 
 
 @dataclass
@@ -163,9 +163,7 @@ def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -
     """The denoiser (quantized block by block from CPU memory for an 8-bit base), its adapter and LoRA network."""
     import torch
 
-    from toolkit.config.blocks import NetworkConfig
     from toolkit.models.memory import offload_blocks, quantize_by_units
-    from toolkit.network.network import Network
     from toolkit.train.setup import enable_checkpointing
 
     dtype = compute_dtype(args)
@@ -174,11 +172,7 @@ def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -
         quantize_by_units(model, case.qtype, adapter_class.quantize_exclusions, device, park="cpu" if case.offload else None)
     interval = None if args.no_checkpointing else enable_checkpointing(model, adapter_class.denoiser_name, args.checkpoint_interval)
     model.train()
-    adapter = bare_adapter(adapter_class, model)
-    name = adapter_class.denoiser_name
-    rank = args.rank or (32 if case.arch == "zimage" else 16)
-    targets = adapter_class.lora_targets(adapter, False)[name]
-    network = Network.build({name: model}, {name: targets}, NetworkConfig(type="lora", linear=rank, linear_alpha=rank))
+    adapter, network = lora_network(adapter_class, model, args.rank or default_rank(case.arch))
     network.float() if args.adapter_dtype == "fp32" else network.to(dtype)
     network.cast_inputs(dtype == torch.float32 or args.cast_inputs)  # as the trainer does under mixed precision
     if case.offload is not None:
@@ -334,7 +328,7 @@ def run_case(case: Case, args: argparse.Namespace, device: Any, flops: dict[str,
 def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[str]:
     case = result.case
     name = {"zimage": "Z-Image 6B" if not args.tiny else "Z-Image (tiny)", "sdxl": "SDXL UNet" if not args.tiny else "SDXL (tiny)"}[case.arch]
-    rank = args.rank or (32 if case.arch == "zimage" else 16)
+    rank = args.rank or default_rank(case.arch)
     gib = (lambda v: f"{v:.2f}" if v is not None else "n/a")
     tflop = f"{result.flops / 1e12:.3g}" if result.flops else "n/a"
     mfu = (f"{100 * result.flops / result.seconds / (peak * 1e12):.1f}%"
@@ -345,7 +339,6 @@ def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch
 
     from toolkit.devices import resolve_device
     from toolkit.log import setup_console
@@ -355,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     args.device_type = device.type
     peak = peak_tflops(device, args.peak_tflops)
-    torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device: {device_text(device)}; peak bf16 {peak or 'unknown'} TFLOP/s; {str(compute_dtype(args))[6:]}, batch {args.batch}, "
           f"{'no ' if args.no_checkpointing else ''}gradient checkpointing"
           f"{f' (one block in {args.checkpoint_interval})' if args.checkpoint_interval > 1 and not args.no_checkpointing else ''}, {args.optimizer}, {args.steps} timed steps "

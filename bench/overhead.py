@@ -156,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         make_dataset(folder / "data", max(8, 2 * args.batch), args.resolution)
         easel_step, run, batch = easel_side(folder, args)
-        reference_step = reference_side(args, batch, run.adapter, bool(run.optimizer.optimizer.defaults.get("fused")))
+        fused = bool(run.optimizer.optimizer.defaults.get("fused"))
+        reference_step = reference_side(args, batch, run.adapter, fused)
         timed(easel_step, args.warmup)
         timed(reference_step, args.warmup)
-        fused = bool(run.optimizer.optimizer.defaults.get("fused"))
         easel_times: list[float] = []
         reference_times: list[float] = []
         round_ratios: list[float] = []
