@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-LAYOUTS = {"tiny_vae_4ch": {"latent_channels": 4, "quant_conv": True}, "tiny_vae_16ch": {"latent_channels": 16, "quant_conv": False}}
+from toolkit.testing.tiny import ASSETS, FITTED_VAE
+
+QUANT_CONV = {4: True, 16: False}
+"""Per latent channels (the keys of ``tiny.FITTED_VAE``): SD's layout has quant convs, Z-Image's has none."""
 
 
 def shapes(batch: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -41,11 +43,11 @@ def shapes(batch: int, size: int, generator: torch.Generator, device: torch.devi
     return images * 2 - 1
 
 
-def fit(name: str, steps: int, device: torch.device, batch: int = 32, size: int = 64) -> dict[str, torch.Tensor]:
+def fit(channels: int, steps: int, device: torch.device, batch: int = 32, size: int = 64) -> dict[str, torch.Tensor]:
     from toolkit.testing.tiny import tiny_vae
 
-    layout = LAYOUTS[name]
-    vae = tiny_vae(1, latent_channels=layout["latent_channels"], quant_conv=layout["quant_conv"], fitted=False).to(device).train()
+    name = FITTED_VAE[channels].stem
+    vae = tiny_vae(1, latent_channels=channels, quant_conv=QUANT_CONV[channels], fitted=False).to(device).train()
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
@@ -87,9 +89,10 @@ def main() -> int:
     args = parser.parse_args()
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in LAYOUTS:
-        save_file(fit(name, args.steps, torch.device(args.device)), str(args.out / f"{name}.safetensors"))
-        print(f"wrote {args.out / (name + '.safetensors')}")
+    for channels, default in FITTED_VAE.items():
+        path = args.out / default.name
+        save_file(fit(channels, args.steps, torch.device(args.device)), str(path))
+        print(f"wrote {path}")
     return 0
 
 
