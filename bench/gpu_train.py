@@ -32,14 +32,25 @@ import sys
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
     SDXL_POOLED_TINY, SDXL_UNET, SDXL_UNET_TINY, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, build, default_rank,
     device_text, lora_network, markdown_table, peak_gib, peak_tflops, reset_memory, synchronize)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How the trainer runs the step: compared side by side on one model in one process (``--variants``)."""
+
+    name: str
+    working_copies: bool = True
+    interval: int = 1
+    """checkpoint one block in ``interval``; 0: no checkpointing"""
+    compile: bool = False
 
 
 @dataclass
@@ -48,16 +59,17 @@ class Case:
     label: str
     qtype: str | None
     offload: float | None
+    variants: list[Variant]
 
 
 @dataclass
 class Result:
     case: Case
+    variant: Variant
     seconds: float | None = None
     peak: float | None = None
     load_peak: float | None = None
     flops: float | None = None
-    hardware_flops: float | None = None
     note: str = ""
 
 
@@ -86,18 +98,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="let autocast cast the float32 LoRA weights in every layer (the trainer before train.working_copies)")
     parser.add_argument("--cpu-bf16", action="store_true",
                         help="bf16 autocast on the CPU too (with --profile: count the operators a GPU step launches)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser blocks (train.compile)")
+    parser.add_argument("--variants", help=VARIANTS_HELP)
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step per configuration")
     return parser.parse_args(argv)
 
 
+VARIANTS_HELP = ("trainer variants timed one after the other on the same bf16 model, comma-separated, each a '+'-joined set "
+                 "of: default (the other flags), autocast (no working copies), ckpt=N (checkpoint one block in N; 0: none), "
+                 "compile; e.g. default,autocast,ckpt=2,compile,compile+ckpt=2 (compiled ones run last)")
+
+
+def parse_variants(args: argparse.Namespace) -> list[Variant]:
+    """``--variants``, or the one variant the other flags describe."""
+    base = Variant("default", working_copies=not args.no_working_copies,
+                   interval=0 if args.no_checkpointing else args.checkpoint_interval, compile=args.compile)
+    found = []
+    for text in args.variants.split(",") if args.variants else ["default"]:
+        variant = replace(base, name=text)
+        for part in text.split("+"):
+            if part == "autocast":
+                variant = replace(variant, working_copies=False)
+            elif part == "compile":
+                variant = replace(variant, compile=True)
+            elif part.startswith("ckpt=") and part[5:].isdigit():
+                variant = replace(variant, interval=int(part[5:]))
+            elif part != "default":
+                raise SystemExit(f"gpu_train.py: --variants {args.variants!r}: unknown part {part!r}. Use {VARIANTS_HELP}.")
+        found.append(variant)
+    return sorted(found, key=lambda variant: variant.compile)  # compiling cannot be undone
+
+
 def cases(args: argparse.Namespace) -> list[Case]:
+    """bf16, then each 8-bit type, then the offloaded one, per architecture; only bf16 runs the variants."""
     types = [t for t in args.quantize.split(",") if t and t != "none"]
+    variants = parse_variants(args)
     found = []
     for arch in ["zimage", "sdxl"] if args.only is None else [args.only]:
-        found.append(Case(arch, "bf16", None, None))
-        found += [Case(arch, f"{qtype} base", qtype, None) for qtype in types]
+        found.append(Case(arch, "bf16", None, None, variants))
+        found += [Case(arch, f"{qtype} base", qtype, None, variants[:1]) for qtype in types]
         if args.offload is not None and types:
-            found.append(Case(arch, f"{types[0]} base, {args.offload:g} offloaded", types[0], args.offload))
+            found.append(Case(arch, f"{types[0]} base, {args.offload:g} offloaded", types[0], args.offload, variants[:1]))
     return found
 
 
@@ -159,72 +200,100 @@ def compute_dtype(args: argparse.Namespace) -> Any:
     return torch.float32 if args.tiny and args.device_type == "cpu" and not args.cpu_bf16 else torch.bfloat16
 
 
-def prepare(case: Case, args: argparse.Namespace, device: Any, result: Result) -> tuple[Any, Any, Any, Any]:
-    """The denoiser (quantized block by block from CPU memory for an 8-bit base), its adapter and LoRA network."""
+@dataclass
+class Setup:
+    """One model with its LoRA network and optimizer, shared by a case's variants."""
+
+    model: Any
+    adapter: Any
+    network: Any
+    params: list[Any]
+    optimizer: Any
+    working: Any
+    streamed: list[Any]
+    load_peak: float | None
+    note: str = ""
+    compiled: bool = False
+
+
+def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
+    """The denoiser (quantized block by block from CPU memory for an 8-bit base), its adapter, LoRA network and
+    optimizer, and the working copies the trainer makes under bf16."""
     import torch
 
     from toolkit.models.memory import offload_blocks, quantize_by_units
-    from toolkit.train.setup import enable_checkpointing
+    from toolkit.train.optimizers import build_optimizer
+    from toolkit.train.working import WorkingCopies
 
     dtype = compute_dtype(args)
     model, adapter_class = denoiser(case.arch, args.tiny, "cpu" if case.qtype else device, dtype)
     if case.qtype:
         quantize_by_units(model, case.qtype, adapter_class.quantize_exclusions, device, park="cpu" if case.offload else None)
-    interval = None if args.no_checkpointing else enable_checkpointing(model, adapter_class.denoiser_name, args.checkpoint_interval)
     model.train()
     adapter, network = lora_network(adapter_class, model, args.rank or default_rank(case.arch))
     network.float() if args.adapter_dtype == "fp32" else network.to(dtype)
     network.cast_inputs(dtype == torch.float32 or args.cast_inputs)  # as the trainer does under mixed precision
+    streamed, note = [], ""
     if case.offload is not None:
-        offloader = offload_blocks(model, device, case.offload)
-        result.note = f"{len(offloader.blocks)} blocks streamed"
-        if interval is not None:
-            interval.always_checkpoint(offloader.blocks)
+        streamed = list(offload_blocks(model, device, case.offload).blocks)
+        note = f"{len(streamed)} blocks streamed"
     network.to(device)
-    result.load_peak = peak_gib(device)
-    return model, adapter, network, interval
+    load_peak = peak_gib(device)
+    optimizer = build_optimizer(args.optimizer, network.param_groups({}, 1e-4), 1e-4, {})
+    params = list(network.parameters())
+    # as the trainer does under bf16 (train.working_copies): float32 masters, one bf16 copy per step
+    working = WorkingCopies(params, torch.bfloat16) if dtype == torch.bfloat16 and args.adapter_dtype == "fp32" else None
+    return Setup(model, adapter, network, params, optimizer, working, streamed, load_peak, note)
 
 
-def training_step(case: Case, args: argparse.Namespace, device: Any) -> tuple[Callable[[], float], Any, Result]:
+def apply_variant(setup: Setup, variant: Variant, arch: str) -> None:
+    """Checkpointing as the variant asks (offloaded blocks always) and, once, compiled blocks."""
+    from toolkit.models.memory import compile_blocks
+    from toolkit.train.setup import enable_checkpointing
+
+    if variant.interval == 0:
+        setup.model.disable_gradient_checkpointing()
+    else:
+        interval = enable_checkpointing(setup.model, type(setup.adapter).denoiser_name, variant.interval)
+        if interval is not None:
+            interval.always_checkpoint(setup.streamed)
+    if variant.compile and not setup.compiled:
+        compile_blocks(setup.model, skip=setup.streamed)
+        setup.compiled = True
+
+
+def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any,
+                  working_copies: bool = True) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """One optimizer step as the trainer makes it, and the same forward pass without gradients."""
     import torch
 
     from toolkit.train.loss import diffusion_loss
     from toolkit.train.noise import Objective
-    from toolkit.train.optimizers import build_optimizer
-    from toolkit.train.working import WorkingCopies
 
-    result = Result(case)
-    model, adapter, network, interval = prepare(case, args, device, result)
-    objective = Objective(schedule(case.arch), timestep_type="sigmoid")
-    optimizer = build_optimizer(args.optimizer, network.param_groups({}, 1e-4), 1e-4, {})
-    params = list(network.parameters())
+    objective = Objective(schedule(arch), timestep_type="sigmoid")
     dtype = compute_dtype(args)
-    # as the trainer does under bf16 (train.working_copies): float32 masters, one bf16 copy per step
-    working = (WorkingCopies(params, torch.bfloat16)
-               if dtype == torch.bfloat16 and args.adapter_dtype == "fp32" and not args.no_working_copies else None)
-    latents, cond, info = conditioning(case.arch, args, device, dtype)
+    working = setup.working if working_copies else None
+    latents, cond, info = conditioning(arch, args, device, dtype)
     generator = torch.Generator().manual_seed(2)
 
-    def step() -> float:
+    def step() -> Any:
         noised = objective.apply(latents, generator)
         with working.active() if working is not None else nullcontext():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-                prediction = adapter.predict(noised.noisy, noised.timesteps, cond, info)
+                prediction = setup.adapter.predict(noised.noisy, noised.timesteps, cond, info)
             loss = diffusion_loss(prediction, noised.target, "mse", weights=noised.weights)
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(setup.params, 1.0)
+        setup.optimizer.step()
+        setup.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
     def forward() -> None:
         noised = objective.apply(latents, generator)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            adapter.predict(noised.noisy, noised.timesteps, cond, info)
+            setup.adapter.predict(noised.noisy, noised.timesteps, cond, info)
 
-    step.forward = forward  # type: ignore[attr-defined]
-    step.interval = interval  # type: ignore[attr-defined]
-    return step, model, result
+    return step, forward
 
 
 def count_flops(function: Callable[[], Any]) -> float:
@@ -235,23 +304,21 @@ def count_flops(function: Callable[[], Any]) -> float:
     return float(counter.get_total_flops())
 
 
-def measure(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, tuple[float, float]]) -> Result:
-    step, model, result = training_step(case, args, device)
+def model_flops(setup: Setup, arch: str, args: argparse.Namespace, device: Any) -> float:
+    """FLOPs of one training step without recomputation, counted eagerly before any compilation: with every
+    block checkpointed the recomputation is exactly one forward pass, which is subtracted."""
+    step, forward = training_step(setup, arch, args, device)
+    setup.model.enable_gradient_checkpointing()
+    return count_flops(step) - count_flops(forward)
+
+
+def measure(setup: Setup, case: Case, variant: Variant, args: argparse.Namespace, device: Any, flops: float | None) -> Result:
+    result = Result(case, variant, load_peak=setup.load_peak, flops=flops, note=setup.note)
+    apply_variant(setup, variant, case.arch)
+    step, _ = training_step(setup, case.arch, args, device, variant.working_copies)
     for _ in range(args.warmup):
         step()
     synchronize(device)
-    if case.qtype is None:
-        hardware = count_flops(step)
-        if args.checkpoint_interval > 1 and not args.no_checkpointing:
-            # model FLOPs do not depend on checkpointing: count them with every block checkpointed (recomputation
-            # is then exactly one forward pass), then go back to the interval
-            model.enable_gradient_checkpointing()
-            model_flops = count_flops(step) - count_flops(step.forward)  # type: ignore[attr-defined]
-            model.enable_gradient_checkpointing(step.interval)  # type: ignore[attr-defined]
-        else:
-            forward = count_flops(step.forward) if not args.no_checkpointing else 0.0  # type: ignore[attr-defined]
-            model_flops = hardware - forward
-        flops[case.arch] = (model_flops, hardware)
     if args.profile:
         profile(step, device)
     if device.type == "cuda":
@@ -266,8 +333,6 @@ def measure(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, 
         times.append(time.perf_counter() - start)
     result.seconds = statistics.median(times)
     result.peak = peak_gib(device)
-    result.flops, result.hardware_flops = flops.get(case.arch, (None, None))
-    del step, model
     return result
 
 
@@ -309,20 +374,45 @@ def launching(events: Any) -> int:
     return count
 
 
-def run_case(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, tuple[float, float]]) -> Result:
-    """One configuration, its errors (out of memory included) reported instead of raised."""
+def run_case(case: Case, args: argparse.Namespace, device: Any, flops: dict[str, float]) -> Iterator[Result]:
+    """A configuration's variants on one model, errors (out of memory included) reported instead of raised."""
+    reset_memory(device)
+    setup = attempt(device, prepare, case, args, device)
+    if isinstance(setup, str):
+        yield from (Result(case, variant, note=setup) for variant in case.variants)
+        return
+    if case.qtype is None and case.arch not in flops:
+        counted = attempt(device, model_flops, setup, case.arch, args, device)
+        if isinstance(counted, float):
+            flops[case.arch] = counted
+    for variant in case.variants:
+        outcome = attempt(device, measure, setup, case, variant, args, device, flops.get(case.arch))
+        yield outcome if isinstance(outcome, Result) else Result(case, variant, note=outcome)
+    del setup
+    reset_memory(device)
+
+
+def attempt(device: Any, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)``, or the one-line note of its error (out of memory included) after printing the traceback."""
     import torch
 
-    reset_memory(device)
     try:
-        return measure(case, args, device, flops)
+        return function(*args)
     except torch.cuda.OutOfMemoryError:
-        return Result(case, note=f"out of memory (peak {peak_gib(device) or 0:.1f} GiB)")
+        return f"out of memory (peak {peak_gib(device) or 0:.1f} GiB)"
     except Exception as err:  # noqa: BLE001 - report and go on with the next configuration
         traceback.print_exc()
-        return Result(case, note=f"error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
-    finally:
-        reset_memory(device)
+        return f"error: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+
+
+def describe(variant: Variant, args: argparse.Namespace) -> str:
+    """The trainer's settings of a row: weight precision, checkpointing, compilation."""
+    import torch
+
+    weights = ("fp32" if compute_dtype(args) == torch.float32 else "bf16 adapters" if args.adapter_dtype == "bf16"
+               else "working copies" if variant.working_copies else "autocast casts")
+    checkpointing = {0: "no ckpt", 1: "ckpt"}.get(variant.interval, f"ckpt 1 in {variant.interval}")
+    return ", ".join([weights, checkpointing] + (["compiled"] if variant.compile else []))
 
 
 def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[str]:
@@ -334,7 +424,8 @@ def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[st
     mfu = (f"{100 * result.flops / result.seconds / (peak * 1e12):.1f}%"
            if result.flops and result.seconds and peak else "n/a")
     seconds = f"{result.seconds:.3f}" if result.seconds is not None else "-"
-    return [name, case.label, f"{args.resolution}", f"{rank}", seconds, gib(result.peak), gib(result.load_peak), tflop, mfu, result.note]
+    return [name, case.label, describe(result.variant, args), f"{args.resolution}", f"{rank}", seconds, gib(result.peak),
+            gib(result.load_peak), tflop, mfu, result.note]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,17 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     args.device_type = device.type
     peak = peak_tflops(device, args.peak_tflops)
-    print(f"device: {device_text(device)}; peak bf16 {peak or 'unknown'} TFLOP/s; {str(compute_dtype(args))[6:]}, batch {args.batch}, "
-          f"{'no ' if args.no_checkpointing else ''}gradient checkpointing"
-          f"{f' (one block in {args.checkpoint_interval})' if args.checkpoint_interval > 1 and not args.no_checkpointing else ''}, {args.optimizer}, {args.steps} timed steps "
-          f"after {args.warmup} warm-up")
-    flops: dict[str, tuple[float, float]] = {}
+    print(f"device: {device_text(device)}; peak bf16 {peak or 'unknown'} TFLOP/s; {str(compute_dtype(args))[6:]}, "
+          f"batch {args.batch}, {args.optimizer}, {args.steps} timed steps after {args.warmup} warm-up")
+    flops: dict[str, float] = {}
     rows = []
     for case in cases(args):
-        result = run_case(case, args, device, flops)
-        rows.append(row(result, args, peak))
-        print("  " + " | ".join(rows[-1]), flush=True)
-    header = ["model", "base", "res", "rank", "s/step", "peak GiB", "load peak GiB", "TFLOP/step", "MFU", "notes"]
+        for result in run_case(case, args, device, flops):
+            rows.append(row(result, args, peak))
+            print("  " + " | ".join(rows[-1]), flush=True)
+    header = ["model", "base", "trainer", "res", "rank", "s/step", "peak GiB", "load peak GiB", "TFLOP/step", "MFU", "notes"]
     print(f"\n{markdown_table(header, rows)}\n")
     print("rerun: python bench/gpu_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0

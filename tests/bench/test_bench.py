@@ -35,9 +35,32 @@ def test_gpu_train_runs_every_configuration_at_tiny_size(capsys: pytest.CaptureF
     assert [(row[0], row[1]) for row in rows] == [
         ("Z-Image (tiny)", "bf16"), ("Z-Image (tiny)", "qint8 base"), ("Z-Image (tiny)", "qint8 base, 0.5 offloaded"),
         ("SDXL (tiny)", "bf16"), ("SDXL (tiny)", "qint8 base"), ("SDXL (tiny)", "qint8 base, 0.5 offloaded")]
-    assert all(float(row[4]) > 0 and float(row[7]) > 0 and "error" not in row[9] for row in rows)
-    assert rows[2][9] == "2 blocks streamed"
+    assert all(row[2] == "fp32, ckpt" and float(row[5]) > 0 and float(row[8]) > 0 and "error" not in row[10] for row in rows)
+    assert rows[2][10] == "2 blocks streamed"
     assert "rerun: python bench/gpu_train.py " + " ".join(argv) in output
+
+
+def test_gpu_train_compares_trainer_variants_on_one_model(capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.models import memory
+
+    monkeypatch.setattr(memory, "COMPILE_BACKEND", "eager")
+    argv = ["--tiny", "--cpu-bf16", "--only", "zimage", "--steps", "1", "--warmup", "1", "--quantize", "qint8",
+            "--variants", "compile+ckpt=2,default,autocast,ckpt=0"]
+    gpu_train = script("gpu_train")
+    built: list[str] = []
+    original = gpu_train.prepare
+    monkeypatch.setattr(gpu_train, "prepare", lambda case, *rest: built.append(case.label) or original(case, *rest))
+    assert gpu_train.main(argv) == 0
+    rows = table_rows(capsys.readouterr().out)
+    # compiled variants last; the 8-bit case runs only the first; one model per case
+    assert [(row[1], row[2]) for row in rows] == [
+        ("bf16", "working copies, ckpt"), ("bf16", "autocast casts, ckpt"), ("bf16", "working copies, no ckpt"),
+        ("bf16", "working copies, ckpt 1 in 2, compiled"), ("qint8 base", "working copies, ckpt")]
+    assert built == ["bf16", "qint8 base"]
+    assert all(float(row[5]) > 0 and float(row[8]) > 0 and row[10] == "" for row in rows)
+    with pytest.raises(SystemExit, match="unknown part 'ckpt2'"):
+        gpu_train.main(["--tiny", "--variants", "default,ckpt2"])
 
 
 def test_gpu_sample_makes_images_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
