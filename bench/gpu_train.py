@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rank", type=int, help="LoRA rank (default: 32 for Z-Image, 16 for SDXL)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--quantize", default="qint8", help="8-bit base type(s), comma-separated (qint8, int8, float8, qfloat8, ...); 'none' skips")
+    parser.add_argument("--no-bf16", action="store_true", help="only the 8-bit bases (no MFU: the FLOPs are counted on bf16)")
     parser.add_argument("--offload", type=float, help="also run the first quantized type with this fraction of blocks offloaded")
     parser.add_argument("--optimizer", default="adamw", help="adamw (fused), adamw8bit, ...")
     parser.add_argument("--no-checkpointing", action="store_true", help="train without gradient checkpointing")
@@ -130,12 +131,14 @@ def parse_variants(args: argparse.Namespace) -> list[Variant]:
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
-    """bf16, then each 8-bit type, then the offloaded one, per architecture; only bf16 runs the variants."""
+    """bf16, then each 8-bit type, then the offloaded one, per architecture; only bf16 runs the variants (and
+    counts the FLOPs: without it the 8-bit rows show no MFU)."""
     types = [t for t in args.quantize.split(",") if t and t != "none"]
     variants = parse_variants(args)
     found = []
     for arch in ["zimage", "sdxl"] if args.only is None else [args.only]:
-        found.append(Case(arch, "bf16", None, None, variants))
+        if not args.no_bf16:
+            found.append(Case(arch, "bf16", None, None, variants))
         found += [Case(arch, f"{qtype} base", qtype, None, variants[:1]) for qtype in types]
         if args.offload is not None and types:
             found.append(Case(arch, f"{types[0]} base, {args.offload:g} offloaded", types[0], args.offload, variants[:1]))
