@@ -165,6 +165,19 @@ def test_compiled_blocks_train_like_eager_ones(registry: Any, monkeypatch: pytes
     torch._dynamo.reset()
 
 
+def test_compile_without_triton_on_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.utils._triton
+
+    from toolkit.errors import EaselError
+
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
+    with pytest.raises(EaselError, match=r"train.compile: .*needs Triton.*pip install triton.*train.compile: false"):
+        memory.check_compile(torch.device("cuda"))
+    memory.check_compile(torch.device("cpu"))  # inductor writes C++ for the CPU: no Triton needed
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: True)
+    memory.check_compile(torch.device("cuda"))
+
+
 @pytest.mark.parametrize("arch", ["zimage", "sd15", "sdxl"])
 def test_attention_runs_through_sdpa(arch: str, registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every architecture's attention calls torch's scaled_dot_product_attention (flash / memory-efficient kernels on GPU)."""

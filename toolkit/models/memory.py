@@ -24,6 +24,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
+from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.quantize import QuantizeReport, check_quantization, quantize_module
 
@@ -218,6 +219,17 @@ def offloaded(module: "nn.Module") -> "list[nn.Module]":
     """The blocks of ``module`` whose weights are streamed from CPU memory."""
     offloader = _OFFLOADERS.get(module)
     return list(offloader.blocks) if offloader is not None else []
+
+
+def check_compile(device: "torch.device") -> None:
+    """Fail before loading when ``train.compile`` cannot work: inductor writes its CUDA kernels in Triton, and
+    without it the first training step would stop with a compiler traceback (as on Windows without triton-windows)."""
+    from torch.utils._triton import has_triton
+
+    if COMPILE_BACKEND == "inductor" and device.type == "cuda" and not has_triton():
+        raise EaselError("train.compile: torch.compile needs Triton for CUDA kernels, and it is not installed. "
+                         "Install it (`pip install triton`; on Windows `pip install triton-windows`) or set "
+                         "train.compile: false (steps are then slower, nothing else changes).")
 
 
 def compile_blocks(module: "nn.Module", skip: "Iterable[nn.Module]" = ()) -> int:

@@ -293,6 +293,10 @@ def _build(process: "LoraTrainerProcess", accelerator: "Accelerator", device: to
     if train.dtype == "fp16" and accelerator.scaler is None:
         log.warning(f"warning: train.dtype fp16 on {device.type} runs without autocast and loss scaling "
                     "(accelerate has them for GPUs only); bf16 or fp32 train better here.")
+    if train.compile:
+        from toolkit.models.memory import check_compile
+
+        check_compile(device)
     set_seed(train.seed)
     adapter = process.load_model(device, resolve_dtype(cfg.model.dtype or train.dtype))
     _freeze(adapter)
