@@ -4,6 +4,8 @@ Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32
             python bench/gpu_train.py --only zimage --resolution 512 --quantize qint8,int8,float8
             python bench/gpu_train.py --only sdxl --optimizer adamw8bit
             python bench/gpu_train.py --offload 0.5            # also: 8-bit base with half the blocks streamed from CPU memory
+            python bench/gpu_train.py --only zimage --quantize none --variants default,autocast,ckpt=2,ckpt=0,compile
+                                                               # trainer options side by side on one model
 Run (CPU, to check it works): python bench/gpu_train.py --tiny --steps 2
 
 What is measured is easel's own machinery on the real denoiser architectures (configs and their sources: bench/fullsize.py):

@@ -249,7 +249,8 @@ class TrainConfig(Block):
     unload_text_encoder: bool = False
     """With cached text embeddings: move the text encoder off the device during training."""
     compile: bool = False
-    """torch.compile the denoiser blocks (faster steps after a slow first one)."""
+    """torch.compile the denoiser blocks: faster steps after a minute or so of compiling (Z-Image at 1024 on an
+    H100: 0.65 -> 0.41 s/step); needs Triton on CUDA."""
     working_copies: bool | None = None
     """bf16/fp16 copies of the float32 adapter weights for the forward and backward pass, refreshed once per step
     (instead of autocast casting every layer's weights and gradients); the optimizer still updates float32.
