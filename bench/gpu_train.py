@@ -263,7 +263,7 @@ def apply_variant(setup: Setup, variant: Variant, arch: str) -> None:
         if interval is not None:
             interval.always_checkpoint(setup.streamed)
     if variant.compile and not setup.compiled:
-        compile_blocks(setup.model, skip=setup.streamed)
+        compile_blocks(setup.adapter.compile_units(), skip=setup.streamed)
         setup.compiled = True
 
 

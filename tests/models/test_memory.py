@@ -154,9 +154,37 @@ def test_compiled_blocks_train_like_eager_ones(registry: Any, monkeypatch: pytes
     eager_net, compiled_net = with_lora(eager), with_lora(compiled)
     torch._dynamo.reset()
     skip = [compiled.denoiser.layers[1]]
-    assert memory.compile_blocks(compiled.denoiser, skip=skip) == 3
+    assert memory.compile_blocks(compiled.compile_units(), skip=skip) == 3
     assert compiled.denoiser.layers[0]._compiled_call_impl is not None
     assert compiled.denoiser.layers[1]._compiled_call_impl is None
+    expected, expected_grads = step(eager, eager_net)
+    got, grads = step(compiled, compiled_net)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert all(torch.allclose(grads[name], expected_grads[name], atol=1e-5) for name in grads)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    torch._dynamo.reset()
+
+
+def test_unet_compiles_its_resnets_and_transformer_blocks_and_trains_like_eager(registry: Any,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo
+    from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.resnet import ResnetBlock2D
+
+    monkeypatch.setattr(memory, "COMPILE_BACKEND", "eager")
+    eager, compiled = load(registry, "sdxl"), load(registry, "sdxl")
+    eager_net, compiled_net = with_lora(eager), with_lora(compiled)
+    units = compiled.compile_units()
+    kinds = {type(unit) for unit in units}
+    assert kinds == {ResnetBlock2D, BasicTransformerBlock}
+    assert any(unit in set(compiled.denoiser.mid_block.modules()) for unit in units)  # not only the down/up lists
+    torch._dynamo.reset()
+    offloaded = compiled.denoiser.down_blocks[1]
+    inside = [unit for unit in units if unit in set(offloaded.modules())]
+    assert inside and memory.compile_blocks(units, skip=[offloaded]) == len(units) - len(inside)
+    assert all(unit._compiled_call_impl is None for unit in inside)
+    compiled.denoiser.enable_gradient_checkpointing()
+    eager.denoiser.enable_gradient_checkpointing()
     expected, expected_grads = step(eager, eager_net)
     got, grads = step(compiled, compiled_net)
     assert torch.allclose(got, expected, atol=1e-5)

@@ -181,6 +181,13 @@ class ModelAdapter(ABC):
         """Image sides must be multiples of this."""
         return self.arch.spec.bucket_divisibility
 
+    def compile_units(self) -> "list[torch.nn.Module]":
+        """The pieces of the denoiser ``train.compile`` compiles one by one: its repeated blocks (what diffusers
+        checkpoints in a transformer), so identical ones share the compiled code."""
+        from toolkit.models.memory import blocks
+
+        return [block for _, block in blocks(self.denoiser)]
+
     def move(self, names: list[str], device: "torch.device | str") -> None:
         """Move components ('vae', 'denoiser', or a text encoder's name) to ``device``."""
         for name in names:

@@ -232,18 +232,19 @@ def check_compile(device: "torch.device") -> None:
                          "train.compile: false (steps are then slower, nothing else changes).")
 
 
-def compile_blocks(module: "nn.Module", skip: "Iterable[nn.Module]" = ()) -> int:
-    """``torch.compile`` every block of ``module`` (not those in ``skip``) with dynamic shapes; returns how many.
+def compile_blocks(units: "Iterable[nn.Module]", skip: "Iterable[nn.Module]" = ()) -> int:
+    """``torch.compile`` each of ``units`` (``ModelAdapter.compile_units``) with dynamic shapes, except those in or
+    inside the blocks of ``skip`` (offloaded ones); returns how many.
 
-    Blocks are compiled one by one (``nn.Module.compile``): identical blocks share the compiled code,
-    the first step is slow, and bucket sizes do not recompile (``dynamic=True``); ``fullgraph=False``
-    lets adapters and hooks run eagerly where Dynamo cannot trace them.
+    Units are compiled one by one (``nn.Module.compile``): identical ones share the compiled code, the first step
+    is slow, and bucket sizes do not recompile (``dynamic=True``); ``fullgraph=False`` lets adapters and hooks run
+    eagerly where Dynamo cannot trace them.
     """
-    skipped = {id(block) for block in skip}
+    skipped = {id(inner) for block in skip for inner in block.modules()}
     count = 0
-    for _, block in blocks(module):
-        if id(block) not in skipped:
-            block.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False)
+    for unit in units:
+        if id(unit) not in skipped:
+            unit.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False)
             count += 1
     return count
 

@@ -357,7 +357,7 @@ def _network_with_checkpointing(process: "LoraTrainerProcess", adapter: "ModelAd
     network.to(adapter.device)
     if train.compile:
         streamed = offloaded(adapter.denoiser)
-        count = compile_blocks(adapter.denoiser, skip=streamed)
+        count = compile_blocks(adapter.compile_units(), skip=streamed)
         log.info(f"torch.compile: {count} {adapter.denoiser_name} blocks (the first steps are slow while they compile)"
                  + (f"; {len(streamed)} offloaded blocks run uncompiled" if streamed else ""))
     return network
