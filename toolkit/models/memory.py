@@ -241,12 +241,26 @@ def compile_blocks(units: "Iterable[nn.Module]", skip: "Iterable[nn.Module]" = (
     eagerly where Dynamo cannot trace them.
     """
     skipped = {id(inner) for block in skip for inner in block.modules()}
-    count = 0
+    chosen = [unit for unit in units if id(unit) not in skipped]
+    _allow_recompiles(chosen)
+    for unit in chosen:
+        unit.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False)
+    return len(chosen)
+
+
+def _allow_recompiles(units: "list[nn.Module]") -> None:
+    """Raise Dynamo's limit of graphs per function to what these units need: parameter shapes are static, so each
+    distinct shape of a class (SDXL's resnets come in 13) gets its own graph, times grad mode (training, previews)
+    and whether the input needs a gradient (the first block's does not). Past the limit units run uncompiled."""
+    import torch._dynamo.config
+
+    shapes: dict[type, set[tuple]] = {}
     for unit in units:
-        if id(unit) not in skipped:
-            unit.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False)
-            count += 1
-    return count
+        shapes.setdefault(type(unit), set()).add(tuple(tuple(p.shape) for p in unit.parameters()))
+    needed = 4 * max((len(found) for found in shapes.values()), default=0)
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, needed)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, needed * len(shapes))
 
 
 def devices_of(adapter: "ModelAdapter") -> dict[str, set[str]]:
