@@ -40,6 +40,7 @@ def test_other_caption_extension_and_custom_cache_dir_inside_folder(tmp_path):
     (tmp_path / "a.caption").write_text("from caption file")
     (tmp_path / "a.txt").write_text("not this one")
     write_image(tmp_path / "cache_here" / "x.png")
+    write_image(tmp_path / "_latent_cache" / "y.png")
     scan = scan_dataset(dataset(tmp_path, caption_ext=".caption", cache_dir=str(tmp_path / "cache_here")))
     assert _captions(scan) == {"a.png": ("from caption file", "file")}
 
@@ -124,6 +125,12 @@ def test_unicode_caption_file(tmp_path: Path):
     write_image(tmp_path / "a.png")
     (tmp_path / "a.txt").write_bytes("café, naïve".encode() + b"\xff")
     assert _captions(scan_dataset(dataset(tmp_path)))["a.png"][0].startswith("café, naïve")
+
+
+def test_caption_file_with_a_byte_order_mark(tmp_path: Path):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_bytes("\ufeffa caption\n".encode())
+    assert _captions(scan_dataset(dataset(tmp_path))) == {"a.png": ("a caption", "file")}
 
 
 def test_read_caption_prefers_metadata_text_then_a_non_empty_file(tmp_path):

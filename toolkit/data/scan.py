@@ -6,8 +6,9 @@ Two layouts are read, and may be mixed:
   subfolder, with a ``file_name`` (or ``image``) column relative to that file's folder and a
   ``text`` (or ``caption``) column. Its text wins over a caption file of the same image.
 
-Hidden files and folders (``.name``) and the cache folder are not entered. An image without a
-caption (or with an empty one) gets ``default_caption``. Bad files are skipped and counted by reason.
+Hidden files and folders (``.name``), the default cache folder (``_latent_cache``) and the configured
+``cache_dir`` are not entered. An image without a caption (or with an empty one) gets
+``default_caption``. Bad files are skipped and counted by reason.
 
 ``list_dataset`` and ``read_caption`` are the listing and caption rules themselves; the dataset
 preparation jobs use them too, so they see the images and captions training sees.
@@ -128,7 +129,7 @@ def read_caption(image: Path, caption_ext: str, metadata: dict[Path, str | None]
     if text:
         return text, "metadata"
     try:
-        text = _clean(caption_file(image, caption_ext).read_text(encoding="utf-8", errors="replace"))
+        text = _clean(caption_file(image, caption_ext).read_text(encoding="utf-8-sig", errors="replace"))
     except OSError:  # no caption file (or an unreadable one): one bad caption never stops a run
         text = ""
     return (text, "file") if text else None
@@ -167,8 +168,13 @@ class DatasetListing:
 
 
 def list_dataset(folder: Path, skip_dirs: Iterable[Path] = ()) -> DatasetListing:
-    """List ``folder`` by the rules of training's scan (the one listing that prep and captioning use too)."""
-    files = _walk(folder, {Path(d).resolve() for d in skip_dirs})
+    """List ``folder`` by the rules of training's scan (the one listing that prep and captioning use too).
+
+    ``<folder>/_latent_cache`` is always left out, so a reader that knows no ``cache_dir`` (prep, captioning)
+    agrees with training; ``skip_dirs`` adds more (training's own ``cache_dir``).
+    """
+    skip = {(folder / DEFAULT_CACHE_FOLDER).resolve(), *(Path(d).resolve() for d in skip_dirs)}
+    files = _walk(folder, skip)
     metadata = _metadata(files)
     images, skipped = _candidates(files, metadata)
     return DatasetListing(files, metadata, images, skipped)
