@@ -9,7 +9,7 @@ from toolkit.config.caption import CaptionProcessConfig
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.output import write_text_atomic
-from toolkit.prep.captions import sidecar
+from toolkit.data.scan import caption_file
 from toolkit.prep.pipeline import list_images
 from toolkit.prep.tagging import add_tag
 
@@ -33,7 +33,7 @@ class ImageToTextProcess(Process):
         if not folder.is_dir():
             raise self.config_error(("folder_path",), f"the folder '{folder}' does not exist; point folder_path at a folder of images.")
         images = list_images(folder)
-        todo = [p for p in images if self.config.overwrite or not sidecar(p, self.config.caption_ext).is_file()]
+        todo = [p for p in images if self.config.overwrite or not caption_file(p, self.config.caption_ext).is_file()]
         return images, todo
 
     def plan(self) -> list[str]:
@@ -74,7 +74,7 @@ class ImageToTextProcess(Process):
                 failed.append(f"{path.name} ({problem})")
                 continue
             empty += not caption
-            write_text_atomic(sidecar(path, self.config.caption_ext), self._finish(caption) + "\n")
+            write_text_atomic(caption_file(path, self.config.caption_ext), self._finish(caption) + "\n")
         log.info(f"wrote {len(todo) - len(failed)} captions" + (f"; {empty} came out empty" if empty else ""))
         if failed:
             log.warning(f"skipped {len(failed)} unreadable images: {', '.join(failed[:10])}" + (" ..." if len(failed) > 10 else ""))

@@ -17,8 +17,8 @@ def images(tmp_path):
         scene(i, (48 + 8 * i, 40)).save(folder / name)
     (folder / "d.txt").write_text("my own caption\n")
     (folder / "broken.png").write_bytes(b"not an image")
-    (folder / "_cache").mkdir()
-    scene(9).save(folder / "_cache" / "skip.png")
+    (folder / "_latent_cache").mkdir()
+    scene(9).save(folder / "_latent_cache" / "skip.png")  # the cache folder training never reads
     return folder
 
 
