@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.config.caption import CaptionProcessConfig
+from toolkit.data.scan import caption_file, list_dataset, read_caption
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.output import write_text_atomic
-from toolkit.prep.captions import sidecar
-from toolkit.prep.pipeline import list_images
 from toolkit.prep.tagging import add_tag
 
 
@@ -27,22 +26,31 @@ class ImageToTextProcess(Process):
         super().__init__(*args, **kwargs)
         self._model: Any = None
 
-    def _images(self) -> tuple[list[Path], list[Path]]:
-        """(all images, those to caption)."""
+    def _images(self) -> tuple[list[Path], list[Path], int]:
+        """(all images, those to caption, how many keep a metadata caption), by the training scan's rules.
+
+        An image with a metadata.jsonl/csv text is never captioned: training reads that text before any
+        caption file, so a new file would go unused. One with a non-empty caption file is redone only with
+        ``overwrite``.
+        """
         folder = Path(self.config.folder_path)
         if not folder.is_dir():
             raise self.config_error(("folder_path",), f"the folder '{folder}' does not exist; point folder_path at a folder of images.")
-        images = list_images(folder)
-        todo = [p for p in images if self.config.overwrite or not sidecar(p, self.config.caption_ext).is_file()]
-        return images, todo
+        listing = list_dataset(folder)
+        found = [read_caption(p, self.config.caption_ext, listing.metadata) for p in listing.images]
+        sources = [f[1] if f else None for f in found]
+        todo = [p for p, source in zip(listing.images, sources) if source is None or (self.config.overwrite and source == "file")]
+        return listing.images, todo, sources.count("metadata")
 
     def plan(self) -> list[str]:
         head = f"process {self.index}: {self.config.type} with {self.config.model}"
         if not Path(self.config.folder_path).is_dir():
             return [head, f"  folder_path {self.config.folder_path} does not exist (yet)"]
-        images, todo = self._images()
-        return [head, f"  {len(images)} images in {self.config.folder_path}; {len(todo)} to caption "
-                      f"({len(images) - len(todo)} keep their .{self.config.caption_ext} files)"]
+        images, todo, by_metadata = self._images()
+        kept = f"{len(images) - len(todo) - by_metadata} keep their .{self.config.caption_ext} files"
+        if by_metadata:
+            kept += f", {by_metadata} their metadata.jsonl/csv caption"
+        return [head, f"  {len(images)} images in {self.config.folder_path}; {len(todo)} to caption ({kept})"]
 
     def _finish(self, caption: str) -> str:
         text = add_tag(caption, self.config.prefix, "prefix", self.config.separator) if self.config.prefix else caption
@@ -52,9 +60,10 @@ class ImageToTextProcess(Process):
         from toolkit.devices import resolve_device, resolve_dtype
         from toolkit.prep.captioner import Captioner, caption_images, load_captioning_model
 
-        images, todo = self._images()
+        images, todo, by_metadata = self._images()
         log.info(f"{len(images)} images in {self.config.folder_path}: {len(todo)} to caption, "
-                 f"{len(images) - len(todo)} already captioned and kept")
+                 f"{len(images) - len(todo)} already captioned and kept"
+                 + (f" ({by_metadata} by metadata.jsonl/csv, which training reads before caption files)" if by_metadata else ""))
         if not todo:
             return
         device = resolve_device(self.config.device)
@@ -74,7 +83,7 @@ class ImageToTextProcess(Process):
                 failed.append(f"{path.name} ({problem})")
                 continue
             empty += not caption
-            write_text_atomic(sidecar(path, self.config.caption_ext), self._finish(caption) + "\n")
+            write_text_atomic(caption_file(path, self.config.caption_ext), self._finish(caption) + "\n")
         log.info(f"wrote {len(todo) - len(failed)} captions" + (f"; {empty} came out empty" if empty else ""))
         if failed:
             log.warning(f"skipped {len(failed)} unreadable images: {', '.join(failed[:10])}" + (" ..." if len(failed) > 10 else ""))

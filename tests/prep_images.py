@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,33 @@ def make_raw_dataset(folder: Path) -> dict[str, str]:
     (folder / "sub" / "nested.txt").write_text("a nested tree", encoding="utf-8")
     return {"house.png": "kept", "garden.png": "kept", "blurry.png": "blurry", "garden_copy.jpg": "duplicate",
             "tiny.png": "too small", "wide.png": "aspect", "broken.png": "unreadable", "sub/nested.png": "kept"}
+
+
+
+def make_mixed_dataset(folder: Path) -> dict[str, str | None]:
+    """Every case where two readers may list or caption differently: nested, ``_`` and hidden folders, hidden
+    and non-image files, the cache folder, and a metadata.jsonl that disagrees with the caption files.
+
+    Returns what training reads: file name -> caption (None: none of its own).
+    """
+    files = {"_cover.png": "an underscore file", "_extra/b.png": "in an underscore folder", "bare.png": None,
+             "blank_row.png": "caption file under a blank metadata row", "meta.png": "the caption file loses",
+             "multi.png": "two\n  lines", "nested/deep/a.jpg": "nested, from its caption file",
+             ".hidden/listed.png": "hidden caption file", ".hidden/unlisted.png": "hidden", ".dot.png": "hidden file",
+             "_latent_cache/cached.png": "cache"}
+    for seed, (name, caption) in enumerate(files.items()):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scene(seed, (32, 32)).save(path)
+        if caption is not None:
+            path.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "todo.md").write_text("not an image\n", encoding="utf-8")
+    scene(20, (32, 32)).save(folder / "notes" / "anim.gif")
+    rows = [{"file_name": "meta.png", "text": "metadata wins"}, {"file_name": "blank_row.png", "text": ""},
+            {"file_name": "nested/deep/a.jpg", "text": "nested, from metadata"},
+            {"file_name": ".hidden/listed.png", "text": "listed  hidden\nimage"}]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return {"_cover.png": "an underscore file", "_extra/b.png": "in an underscore folder", "bare.png": None,
+            "blank_row.png": "caption file under a blank metadata row", "meta.png": "metadata wins",
+            "multi.png": "two lines", "nested/deep/a.jpg": "nested, from metadata", ".hidden/listed.png": "listed hidden image"}

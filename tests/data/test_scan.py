@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.data.helpers import dataset, write_image, write_png_header
-from toolkit.data.scan import scan_dataset
+from toolkit.data.scan import list_dataset, read_caption, scan_dataset
 from toolkit.errors import EaselError
 
 
@@ -40,6 +40,7 @@ def test_other_caption_extension_and_custom_cache_dir_inside_folder(tmp_path):
     (tmp_path / "a.caption").write_text("from caption file")
     (tmp_path / "a.txt").write_text("not this one")
     write_image(tmp_path / "cache_here" / "x.png")
+    write_image(tmp_path / "_latent_cache" / "y.png")
     scan = scan_dataset(dataset(tmp_path, caption_ext=".caption", cache_dir=str(tmp_path / "cache_here")))
     assert _captions(scan) == {"a.png": ("from caption file", "file")}
 
@@ -124,3 +125,32 @@ def test_unicode_caption_file(tmp_path: Path):
     write_image(tmp_path / "a.png")
     (tmp_path / "a.txt").write_bytes("café, naïve".encode() + b"\xff")
     assert _captions(scan_dataset(dataset(tmp_path)))["a.png"][0].startswith("café, naïve")
+
+
+def test_caption_file_with_a_byte_order_mark(tmp_path: Path):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_bytes("\ufeffa caption\n".encode())
+    assert _captions(scan_dataset(dataset(tmp_path))) == {"a.png": ("a caption", "file")}
+
+
+def test_read_caption_prefers_metadata_text_then_a_non_empty_file(tmp_path):
+    for name, text in (("a.png", "file a"), ("b.png", "file b"), ("c.png", " \n "), ("d.png", None)):
+        write_image(tmp_path / name, caption=text)
+    metadata = {(tmp_path / "a.png").resolve(): "meta  a\n", (tmp_path / "b.png").resolve(): " ", (tmp_path / "c.png").resolve(): None}
+    found = {name: read_caption(tmp_path / name, "txt", metadata) for name in ("a.png", "b.png", "c.png", "d.png")}
+    assert found == {"a.png": ("meta a", "metadata"), "b.png": ("file b", "file"), "c.png": None, "d.png": None}
+
+
+def test_list_dataset_is_what_scan_dataset_reads(tmp_path):
+    write_image(tmp_path / "a.png", caption="a")
+    write_image(tmp_path / "_extra" / "b.png")
+    write_image(tmp_path / ".hidden" / "c.png")
+    write_image(tmp_path / "skip_me" / "d.png")
+    write_image(tmp_path / "anim.gif", fmt="GIF")
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": ".hidden/c.png", "text": "listed"}\n')
+    listing = list_dataset(tmp_path, [tmp_path / "skip_me"])
+    assert [p.relative_to(tmp_path).as_posix() for p in listing.files] == ["_extra/b.png", "a.png", "a.txt", "anim.gif", "metadata.jsonl"]
+    assert listing.images == [tmp_path / "_extra" / "b.png", tmp_path / "a.png", (tmp_path / ".hidden" / "c.png").resolve()]
+    assert listing.skipped == [(tmp_path / "anim.gif", "unsupported format (.gif)")]
+    scan = scan_dataset(dataset(tmp_path, cache_dir=str(tmp_path / "skip_me")))
+    assert scan.images == listing.images

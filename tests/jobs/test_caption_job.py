@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.prep_images import scene
+from tests.prep_images import make_mixed_dataset, scene
+from toolkit.config.blocks import DatasetConfig
+from toolkit.data.scan import scan_dataset
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 
@@ -17,8 +19,8 @@ def images(tmp_path):
         scene(i, (48 + 8 * i, 40)).save(folder / name)
     (folder / "d.txt").write_text("my own caption\n")
     (folder / "broken.png").write_bytes(b"not an image")
-    (folder / "_cache").mkdir()
-    scene(9).save(folder / "_cache" / "skip.png")
+    (folder / "_latent_cache").mkdir()
+    scene(9).save(folder / "_latent_cache" / "skip.png")  # the cache folder training never reads
     return folder
 
 
@@ -112,6 +114,44 @@ def test_dry_run_counts_without_loading(images, run_main, capfd):
     assert run_main("--dry-run", EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={images}") == 0
     printed = capfd.readouterr().out
     assert "5 images in" in printed and "4 to caption (1 keep their .txt files)" in printed
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """make_mixed_dataset's folder plus an uncaptioned image in a ``_`` folder and one with an empty caption file."""
+    folder = tmp_path / "mixed"
+    make_mixed_dataset(folder)
+    scene(30, (32, 32)).save(folder / "_extra" / "new.png")
+    scene(31, (32, 32)).save(folder / "empty.png")
+    (folder / "empty.txt").write_text(" \n")
+    return folder
+
+
+def _training_sources(folder: Path) -> dict[str, str]:
+    scan = scan_dataset(DatasetConfig(folder_path=str(folder)))
+    return {r.path.resolve().relative_to(folder.resolve()).as_posix(): r.caption_source for r in scan.records}
+
+
+def test_dry_run_counts_the_images_and_captions_training_reads(mixed, run_main, capfd):
+    args = ["--dry-run", EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={mixed}"]
+    assert run_main(*args) == 0
+    out = capfd.readouterr().out
+    assert "10 images in" in out and "3 to caption (4 keep their .txt files, 3 their metadata.jsonl/csv caption)" in out
+    assert run_main(*args, "--set", "config.process.0.overwrite=true") == 0
+    assert "7 to caption (0 keep their .txt files, 3 their metadata.jsonl/csv caption)" in capfd.readouterr().out
+
+
+def test_captions_every_image_training_reads_without_a_caption(mixed, tiny_blip, run_main, messages):
+    before = _training_sources(mixed)
+    assert sorted(name for name, source in before.items() if source == "default") == ["_extra/new.png", "bare.png", "empty.png"]
+    meta_file = (mixed / "meta.txt").read_text()
+    args = [EXAMPLES / "caption_blip.yaml", "--set", f"config.process.0.folder_path={mixed}", "--set", f"config.process.0.model={tiny_blip}",
+            "--set", "config.process.0.max_new_tokens=3", "--set", "config.process.0.generate_kwargs={min_new_tokens: 2}"]
+    assert run_main(*args) == 0
+    assert _training_sources(mixed) == {name: "file" if source == "default" else source for name, source in before.items()}
+    assert "(3 by metadata.jsonl/csv, which training reads before caption files)" in "\n".join(messages)
+    assert run_main(*args, "--set", "config.process.0.overwrite=true") == 0
+    assert (mixed / "_cover.txt").read_text().startswith("anistyle, ") and (mixed / "meta.txt").read_text() == meta_file
 
 
 def test_max_length_and_model_name_or_path_are_accepted_names():

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.prep_images import make_raw_dataset, scene
-from toolkit.prep.captions import read_metadata
+from toolkit.data.metadata import read_metadata
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 

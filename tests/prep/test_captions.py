@@ -1,11 +1,14 @@
-"""Caption files: .txt sidecars, metadata.jsonl and metadata.csv (Hugging Face imagefolder layout)."""
+"""Caption files: .txt sidecars, metadata.jsonl and metadata.csv (Hugging Face imagefolder layout), written here
+and read back by the training scan's readers."""
 
 import json
 
 import pytest
 
+from toolkit.data.metadata import read_metadata
+from toolkit.data.scan import read_caption
 from toolkit.errors import EaselError
-from toolkit.prep.captions import metadata_text, read_metadata, read_sidecar, write_captions
+from toolkit.prep.captions import metadata_text, write_captions
 
 CAPTIONS = {
     "image_1.png": "A HANA_TOFU with a purple background, smiling...",
@@ -39,10 +42,11 @@ def test_metadata_round_trip(tmp_path, kind):
 
 def test_sidecars_round_trip_and_skip_missing_captions(tmp_path):
     write_captions(tmp_path, CAPTIONS, ["txt"], "caption")
-    assert read_sidecar(tmp_path / "sub/image_2.png", "caption") == CAPTIONS["sub/image_2.png"]
-    assert read_sidecar(tmp_path / "image_3.png", "caption") == "two\nlines"
+    assert read_caption(tmp_path / "sub/image_2.png", "caption", {}) == (CAPTIONS["sub/image_2.png"], "file")
+    assert (tmp_path / "image_3.caption").read_text() == "two\nlines\n"
+    assert read_caption(tmp_path / "image_3.png", "caption", {}) == ("two lines", "file")
     assert not (tmp_path / "image_4.caption").exists()
-    assert read_sidecar(tmp_path / "image_4.png", "caption") is None
+    assert read_caption(tmp_path / "image_4.png", "caption", {}) is None
 
 
 def test_reading_accepts_image_and_caption_columns(tmp_path):
@@ -62,4 +66,4 @@ def test_bad_metadata_is_a_user_error_with_the_line(tmp_path):
 
 def test_sidecar_with_bom_and_trailing_newline(tmp_path):
     (tmp_path / "a.txt").write_bytes("\ufeffa caption\n".encode("utf-8"))
-    assert read_sidecar(tmp_path / "a.png", "txt") == "a caption"
+    assert read_caption(tmp_path / "a.png", "txt", {}) == ("a caption", "file")

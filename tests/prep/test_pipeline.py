@@ -1,14 +1,17 @@
 """The dataset state: reading a folder, the steps, writing the result and its report."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.prep_images import make_raw_dataset, scene
+from tests.prep_images import make_mixed_dataset, make_raw_dataset, scene
+from toolkit.config.blocks import DatasetConfig
 from toolkit.config.prep import ConvertCaptionsConfig, DedupeConfig, FilterConfig, ResizeConfig, TagConfig
+from toolkit.data.scan import scan_dataset
 from toolkit.errors import EaselError
 from toolkit.prep import steps
-from toolkit.prep.pipeline import check_folders, format_report, read_dataset, write_dataset
+from toolkit.prep.pipeline import check_folders, format_report, list_images, read_dataset, write_dataset
 
 
 @pytest.fixture
@@ -27,16 +30,56 @@ def test_read_dataset_finds_images_and_captions(raw, tmp_path):
     assert state.caption_formats == ["txt"]
 
 
-def test_sidecar_wins_over_metadata_and_metadata_fills_gaps(tmp_path):
+def test_metadata_wins_over_sidecar_and_sidecar_fills_gaps(tmp_path):
     folder = tmp_path / "raw"
     folder.mkdir()
     scene(0).save(folder / "a.png")
     scene(1).save(folder / "b.png")
-    (folder / "a.txt").write_text("from txt")
-    (folder / "metadata.csv").write_text("file_name,text\na.png,from csv a\nb.png,from csv b\n")
+    scene(2).save(folder / "c.png")
+    (folder / "a.txt").write_text("from txt a")
+    (folder / "c.txt").write_text("from txt c")
+    (folder / "metadata.csv").write_text("file_name,text\na.png,from csv a\nb.png,from csv b\nc.png,\n")
     state = read_dataset(folder, "txt", tmp_path / "work")
-    assert {i.name: i.caption for i in state.items} == {"a.png": "from txt", "b.png": "from csv b"}
+    assert {i.name: i.caption for i in state.items} == {"a.png": "from csv a", "b.png": "from csv b", "c.png": "from txt c"}
     assert state.caption_formats == ["txt", "csv"]
+
+
+def _training_reads(folder: Path) -> dict[str, str | None]:
+    """File name -> caption of its own (None: the default), as a training run on ``folder`` reads them."""
+    scan = scan_dataset(DatasetConfig(folder_path=str(folder)))
+    return {r.path.resolve().relative_to(folder.resolve()).as_posix(): None if r.caption_source == "default" else r.caption
+            for r in scan.records}
+
+
+def test_prep_reads_the_images_and_captions_training_reads(tmp_path):
+    folder = tmp_path / "raw"
+    expected = make_mixed_dataset(folder)
+    assert _training_reads(folder) == expected
+    state = read_dataset(folder, "txt", tmp_path / "work")
+    assert {item.name: item.caption for item in state.items} == expected
+    assert [item.name for item in state.items] == list(_training_reads(folder))
+    assert state.dropped == [] and state.caption_formats == ["txt", "jsonl"]
+    assert list_images(folder) == scan_dataset(DatasetConfig(folder_path=str(folder))).images
+
+
+def test_a_prepared_folder_trains_on_the_captions_of_its_input(tmp_path):
+    folder, out = tmp_path / "raw", tmp_path / "out"
+    expected = make_mixed_dataset(folder)
+    write_dataset(read_dataset(folder, "txt", tmp_path / "work"), out, "txt")
+    assert _training_reads(out) == expected
+
+
+def test_images_that_cannot_be_copied_are_dropped_when_read(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    scene(0).save(folder / "a.png")
+    scene(1).save(tmp_path / "elsewhere.png")
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (folder / "metadata.jsonl").write_text('{"file_name": "../elsewhere.png", "text": "outside"}\n')
+    state = read_dataset(folder, "txt", tmp_path / "work")
+    assert [item.name for item in state.items] == ["a.png"]
+    assert {d.item.name: (d.step, d.reason) for d in state.dropped} == {
+        "gone.png": ("read", "unreadable"), "../elsewhere.png": ("read", "outside the input folder")}
 
 
 def _run_all(folder, work):

@@ -18,7 +18,7 @@ class CaptionProcessConfig(Block):
     type: Literal["image_to_text"]
     """Process type."""
     folder_path: str
-    """Folder of images (subfolders included, ``_``/``.`` folders skipped); captions are written next to the images."""
+    """Folder of images, listed as training lists it (subfolders included; hidden files and folders and ``_latent_cache`` skipped); captions are written next to the images."""
     model: str = Field(validation_alias=AliasChoices("model", "model_name_or_path", "name_or_path"))
     """A hub id or local folder of a transformers image-to-text model: BLIP (Salesforce/blip-image-captioning-large), BLIP-2 (Salesforce/blip2-opt-2.7b), Florence-2 (florence-community/Florence-2-large), or another model that AutoModelForImageTextToText loads."""
     revision: str | None = None
@@ -44,7 +44,7 @@ class CaptionProcessConfig(Block):
     separator: str = ", "
     """Text between the prefix / suffix and the caption."""
     overwrite: bool = False
-    """Re-caption images that already have a caption file; by default they are left alone."""
+    """Re-caption images that already have a non-empty caption file; by default they are left alone (an empty one counts as none). Images captioned by a metadata.jsonl/csv row are never re-captioned (training reads that text first)."""
     caption_ext: CaptionExt = "txt"
     """Extension of the caption files."""
     device: str = "auto"

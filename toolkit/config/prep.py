@@ -24,7 +24,7 @@ class DatasetStepConfig(Block):
     block_name: ClassVar[str] = "process[]"
 
     input_folder: str | None = None
-    """Folder of images (subfolders included) with captions (.txt sidecars, metadata.jsonl or metadata.csv). Only the first process sets it; later ones take the previous process's result."""
+    """Folder of images (subfolders included) with captions (.txt sidecars, metadata.jsonl or metadata.csv), read as training reads it. Only the first process sets it; later ones take the previous process's result."""
     output_folder: str | None = None
     """Write the result so far here (images, captions, report.json). The last process must set it; an earlier one may, to keep that stage. Must not be inside the input folder."""
     caption_ext: CaptionExt = "txt"

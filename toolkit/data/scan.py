@@ -6,8 +6,12 @@ Two layouts are read, and may be mixed:
   subfolder, with a ``file_name`` (or ``image``) column relative to that file's folder and a
   ``text`` (or ``caption``) column. Its text wins over a caption file of the same image.
 
-Hidden folders (``.name``) and the cache folder are not entered. An image without a caption (or
-with an empty one) gets ``default_caption``. Bad files are skipped and counted by reason.
+Hidden files and folders (``.name``), the default cache folder (``_latent_cache``) and the configured
+``cache_dir`` are not entered. An image without a caption (or with an empty one) gets
+``default_caption``. Bad files are skipped and counted by reason.
+
+``list_dataset`` and ``read_caption`` are the listing and caption rules themselves; the dataset
+preparation jobs use them too, so they see the images and captions training sees.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,40 +115,69 @@ def _metadata(files: list[Path]) -> dict[Path, str | None]:
     return captions
 
 
-def _caption(image: Path, config: DatasetConfig, metadata: dict[Path, str | None]) -> tuple[str, str]:
-    """(caption, source) of one image."""
+def caption_file(image: Path, caption_ext: str) -> Path:
+    """The caption file of ``image``: same stem, extension ``caption_ext`` (without the dot)."""
+    return image.with_suffix(f".{caption_ext}")
+
+
+def read_caption(image: Path, caption_ext: str, metadata: dict[Path, str | None]) -> tuple[str, str] | None:
+    """(caption, source) of ``image``: its metadata text, else its caption file; None when both are missing or empty.
+
+    Whitespace runs become one space. An empty metadata text does not hide a caption file.
+    """
     text = _clean(metadata.get(image.resolve()))
     if text:
         return text, "metadata"
-    caption_file = image.with_suffix(f".{config.caption_ext}")
-    if caption_file.is_file():
-        try:
-            text = _clean(caption_file.read_text(encoding="utf-8", errors="replace"))
-        except OSError:
-            text = ""
-        if text:
-            return text, "file"
-    return _clean(config.default_caption), "default"
+    try:
+        text = _clean(caption_file(image, caption_ext).read_text(encoding="utf-8-sig", errors="replace"))
+    except OSError:  # no caption file (or an unreadable one): one bad caption never stops a run
+        text = ""
+    return (text, "file") if text else None
 
 
-def _candidates(scan: DatasetScan, files: list[Path], metadata: dict[Path, str | None]) -> list[Path]:
-    """Image files to probe: those found in the folder plus those the metadata lists."""
+def _candidates(files: list[Path], metadata: dict[Path, str | None]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files to probe (those found plus those the metadata lists), and (path, reason) of those left out."""
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-    for path in files:
-        if path.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS:
-            scan.skip(path, f"unsupported format ({path.suffix.lower()})")
+    skipped = [(p, f"unsupported format ({p.suffix.lower()})") for p in files if p.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS]
     known = {p.resolve() for p in images}
     for listed in sorted(metadata, key=str):
         if listed in known:
             continue
         if not listed.is_file():
-            scan.skip(listed, "listed in metadata, file missing")
+            skipped.append((listed, "listed in metadata, file missing"))
         elif listed.suffix.lower() not in IMAGE_EXTENSIONS:
-            scan.skip(listed, f"unsupported format ({listed.suffix.lower() or 'no extension'})")
+            skipped.append((listed, f"unsupported format ({listed.suffix.lower() or 'no extension'})"))
         else:
             images.append(listed)
             known.add(listed)
-    return images
+    return images, skipped
+
+
+@dataclass(frozen=True)
+class DatasetListing:
+    """What a dataset folder holds, before any image is opened."""
+
+    files: list[Path]
+    """Every file read (hidden ones and skipped folders left out), sorted by relative path."""
+    metadata: dict[Path, str | None]
+    """Resolved image path -> text, from every metadata.jsonl / metadata.csv found."""
+    images: list[Path]
+    """Image files: those found, then those only a metadata file lists (which may lie anywhere)."""
+    skipped: list[tuple[Path, str]]
+    """(path, reason) of files that look like images but cannot be used: unsupported format, missing."""
+
+
+def list_dataset(folder: Path, skip_dirs: Iterable[Path] = ()) -> DatasetListing:
+    """List ``folder`` by the rules of training's scan (the one listing that prep and captioning use too).
+
+    ``<folder>/_latent_cache`` is always left out, so a reader that knows no ``cache_dir`` (prep, captioning)
+    agrees with training; ``skip_dirs`` adds more (training's own ``cache_dir``).
+    """
+    skip = {(folder / DEFAULT_CACHE_FOLDER).resolve(), *(Path(d).resolve() for d in skip_dirs)}
+    files = _walk(folder, skip)
+    metadata = _metadata(files)
+    images, skipped = _candidates(files, metadata)
+    return DatasetListing(files, metadata, images, skipped)
 
 
 def _probe(path: Path) -> ImageHeader | BadImage:
@@ -160,9 +194,10 @@ def scan_dataset(config: DatasetConfig, *, workers: int | None = None) -> Datase
         raise EaselError(f"dataset folder '{folder}' does not exist (datasets[].folder_path). "
                          "Point folder_path at a folder of images with .txt captions (or a metadata.jsonl).")
     scan = DatasetScan(folder)
-    files = _walk(folder, {cache_root(config).resolve()})
-    metadata = _metadata(files)
-    images = _candidates(scan, files, metadata)
+    listing = list_dataset(folder, [cache_root(config)])
+    for path, reason in listing.skipped:
+        scan.skip(path, reason)
+    images, metadata = listing.images, listing.metadata
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(_probe, images))
@@ -170,6 +205,6 @@ def scan_dataset(config: DatasetConfig, *, workers: int | None = None) -> Datase
         if isinstance(result, BadImage):
             scan.skip(path, result.reason)
             continue
-        caption, source = _caption(path, config, metadata)
+        caption, source = read_caption(path, config.caption_ext, metadata) or (_clean(config.default_caption), "default")
         scan.records.append(ImageRecord(path, result.width, result.height, caption, source))
     return scan

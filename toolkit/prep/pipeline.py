@@ -1,5 +1,8 @@
 """The dataset being prepared: images with their captions, passed from step to step, and its folders.
 
+The input is listed and its captions read by the training scan's own rules (``toolkit.data.scan``),
+so the steps see exactly the images and captions a training run on that folder would.
+
 A step never touches the input folder: it drops items (with a reason), changes captions in memory,
 or writes new image files into a work folder. ``write_dataset`` materialises the result: images
 are copied byte for byte unless a step rewrote them, captions are written in the chosen formats,
@@ -17,9 +20,10 @@ from typing import Any
 
 from PIL import Image
 
-from toolkit.data.images import IMAGE_EXTENSIONS, BadImage, load_image
+from toolkit.data.images import BadImage, load_image
+from toolkit.data.scan import DatasetListing, caption_file, list_dataset, read_caption
 from toolkit.errors import EaselError
-from toolkit.prep.captions import METADATA_FILES, read_metadata, read_sidecar, write_captions
+from toolkit.prep.captions import METADATA_FILES, write_captions
 
 REPORT_FILE = "report.json"
 MADE_BY = "easel dataset job"
@@ -71,43 +75,47 @@ class DatasetState:
             return None
 
 
-def visible_files(folder: Path) -> list[Path]:
-    """Files under ``folder``, skipping hidden and ``_``-prefixed files and folders (caches)."""
-    return sorted(path for path in folder.rglob("*") if path.is_file()
-                  and not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts))
-
-
 def list_images(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (see ``visible_files``)."""
-    return [path for path in visible_files(folder) if path.suffix.lower() in IMAGE_EXTENSIONS]
+    """The image files of ``folder`` that training reads (``toolkit.data.scan.list_dataset``)."""
+    return list_dataset(folder).images
+
+
+def _name(path: Path, folder: Path) -> str | None:
+    """``path`` relative to ``folder``, with forward slashes; None outside it (a metadata row may point anywhere)."""
+    for inner, outer in ((path, folder), (path.resolve(), folder.resolve())):
+        if inner.is_relative_to(outer):
+            return inner.relative_to(outer).as_posix()
+    return None
+
+
+def _formats(listing: DatasetListing, caption_ext: str) -> list[str]:
+    """The caption formats the input has: txt when an image has a caption file, then each metadata file's kind."""
+    names = {path.name for path in listing.files}
+    txt = any(caption_file(path, caption_ext).is_file() for path in listing.images)
+    return (["txt"] if txt else []) + [kind for kind, file_name in METADATA_FILES.items() if file_name in names]
 
 
 def read_dataset(folder: Path, caption_ext: str, work_dir: Path) -> DatasetState:
-    """Every image under ``folder`` with its caption: a sidecar first, else a metadata file's row."""
+    """Every image of ``folder`` with its caption, as training reads them (metadata text first, else the caption file).
+
+    An image that cannot be copied into the output (a metadata row pointing outside the folder, a
+    broken link) is dropped at once, with its reason in the report.
+    """
     if not folder.is_dir():
         raise EaselError(f"input folder '{folder}' does not exist (input_folder of the first process).")
-    files = visible_files(folder)
-    metadata: dict[Path, str] = {}
-    formats: list[str] = []
-    for kind, file_name in METADATA_FILES.items():
-        found = [path for path in files if path.name == file_name]
-        for meta in found:
-            metadata.update({key: value for key, value in read_metadata(meta).items() if key not in metadata})
-        if found:
-            formats.append(kind)
-    items: list[Item] = []
-    sidecars = 0
-    for path in files:
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        caption = read_sidecar(path, caption_ext)
-        sidecars += caption is not None
-        if caption is None:
-            caption = metadata.get(path.resolve())
-        items.append(Item(path.relative_to(folder).as_posix(), path, caption))
-    if sidecars:
-        formats.insert(0, "txt")
-    return DatasetState(folder, items, formats, work_dir)
+    listing = list_dataset(folder)
+    state = DatasetState(folder, [], _formats(listing, caption_ext), work_dir)
+    for path in listing.images:
+        found = read_caption(path, caption_ext, listing.metadata)
+        name = _name(path, folder)
+        item = Item(name or Path(os.path.relpath(path, folder.resolve())).as_posix(), path, found[0] if found else None)
+        if name is None:
+            state.drop(item, "read", "outside the input folder", "listed in a metadata file")
+        elif not path.is_file():
+            state.drop(item, "read", "unreadable", "missing file (broken link?)")
+        else:
+            state.items.append(item)
+    return state
 
 
 def check_folders(input_folder: Path, outputs: list[Path]) -> None:
