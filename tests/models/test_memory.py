@@ -203,16 +203,16 @@ def test_compile_allows_a_graph_per_unit_shape(registry: Any, monkeypatch: pytes
     import torch._dynamo.config
 
     monkeypatch.setattr(memory, "COMPILE_BACKEND", "eager")
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    monkeypatch.setattr(torch._dynamo.config, "accumulated_recompile_limit", 1)
     adapter = load(registry, "sdxl")
     network = with_lora(adapter)
     torch._dynamo.reset()
-    memory.compile_blocks(adapter.compile_units())
-    with caplog.at_level(logging.WARNING, logger="torch._dynamo"):
-        step(adapter, network)
+    # config.patch, not monkeypatch: undoing a monkeypatch deletes a Dynamo config entry
+    with torch._dynamo.config.patch(recompile_limit=1, accumulated_recompile_limit=1):
+        memory.compile_blocks(adapter.compile_units())
+        assert torch._dynamo.config.recompile_limit >= 4 * 2  # tiny SDXL: resnets of two shapes or more
+        with caplog.at_level(logging.WARNING, logger="torch._dynamo"):
+            step(adapter, network)
     assert not [record for record in caplog.records if "recompile_limit" in record.getMessage()]
-    assert torch._dynamo.config.recompile_limit >= 4 * 2  # tiny SDXL: resnets of two shapes or more
     torch._dynamo.reset()
 
 
