@@ -9,9 +9,9 @@ Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32
 Run (CPU, to check it works): python bench/gpu_train.py --tiny --steps 2
 
 What is measured is easel's own machinery on the real denoiser architectures (configs and their sources: bench/fullsize.py):
-the adapter's ``predict`` (the call training makes), LoRA layers from ``toolkit.network.Network`` on the
-architecture's default targets (float32 weights computed through bf16 working copies, as the trainer does), the noise, timesteps and loss from
-``toolkit.train.noise`` / ``toolkit.train.loss``, the optimizer from ``toolkit.train.optimizers`` (fused AdamW
+the trainer's ``DiffusionStep`` (noise, timesteps, the adapter's ``predict``, loss), LoRA layers from
+``toolkit.network.Network`` on the architecture's default targets (float32 weights computed through bf16 working
+copies, as the trainer does), the optimizer from ``toolkit.train.optimizers`` (fused AdamW
 on CUDA), gradient clipping, bf16 autocast (as accelerate's mixed precision), gradient checkpointing, and for
 the 8-bit base ``toolkit.models.memory.quantize_by_units`` (the model is built in CPU memory and moved to the
 GPU one block at a time as it is quantized, like ``model.low_vram``). Conditioning is random with the real
@@ -187,13 +187,12 @@ def conditioning(arch: str, args: argparse.Namespace, device: Any, dtype: Any) -
         latents = torch.randn(args.batch, 16, side, side, generator=g)
         cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, width, generator=g),
                 "prompt_mask": torch.ones(args.batch, args.text_tokens, dtype=torch.bool)}
-        info = None
     else:
         width = SDXL_UNET_TINY["cross_attention_dim"] if args.tiny else SDXL_UNET["cross_attention_dim"]
         latents = torch.randn(args.batch, 4, side, side, generator=g)
         cond = {"prompt_embeds": torch.randn(args.batch, 77, width, generator=g),
                 "pooled_prompt_embeds": torch.randn(args.batch, SDXL_POOLED_TINY if args.tiny else 1280, generator=g)}
-        info = [ImageInfo(size, (0, 0), size)] * args.batch
+    info = [ImageInfo(size, (0, 0), size)] * args.batch
     cond = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in cond.items()}
     return latents.to(device, dtype), cond, info
 
@@ -236,8 +235,8 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
         quantize_by_units(model, case.qtype, adapter_class.quantize_exclusions, device, park="cpu" if case.offload else None)
     model.train()
     adapter, network = lora_network(adapter_class, model, args.rank or default_rank(case.arch))
+    adapter.device = device
     network.float() if args.adapter_dtype == "fp32" else network.to(dtype)
-    network.cast_inputs(dtype == torch.float32 or args.cast_inputs)  # as the trainer does under mixed precision
     streamed, note = [], ""
     if case.offload is not None:
         streamed = list(offload_blocks(model, device, case.offload).blocks)
@@ -269,24 +268,27 @@ def apply_variant(setup: Setup, variant: Variant, arch: str) -> None:
 
 def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any,
                   working_copies: bool = True) -> tuple[Callable[[], Any], Callable[[], None]]:
-    """One optimizer step as the trainer makes it, and the same forward pass without gradients."""
+    """One optimizer step through the trainer's ``DiffusionStep`` (noise, timesteps, ``predict``, loss) on a cached
+    batch, and the same forward pass without gradients."""
+    from types import SimpleNamespace
+
     import torch
 
-    from toolkit.train.loss import diffusion_loss
+    from toolkit.train.loop import DiffusionStep
     from toolkit.train.noise import Objective
 
-    objective = Objective(schedule(arch), timestep_type="sigmoid")
-    dtype = compute_dtype(args)
+    autocast = compute_dtype(args) == torch.bfloat16
     working = setup.working if working_copies else None
-    latents, cond, info = conditioning(arch, args, device, dtype)
-    generator = torch.Generator().manual_seed(2)
+    latents, cond, info = conditioning(arch, args, device, compute_dtype(args))
+    batch = SimpleNamespace(latents=latents, pixels=None, cond=cond, captions=[], image_info=info)
+    diffusion = DiffusionStep(setup.adapter, setup.network, Objective(schedule(arch), timestep_type="sigmoid"), loss_type="mse",
+                              huber_c=0.1, train_text_encoder=False, generator=torch.Generator().manual_seed(2),
+                              cast_inputs=not autocast or args.cast_inputs)
 
     def step() -> Any:
-        noised = objective.apply(latents, generator)
         with working.active() if working is not None else nullcontext():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-                prediction = setup.adapter.predict(noised.noisy, noised.timesteps, cond, info)
-            loss = diffusion_loss(prediction, noised.target, "mse", weights=noised.weights)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = diffusion(batch)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(setup.params, 1.0)
         setup.optimizer.step()
@@ -294,9 +296,8 @@ def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any
         return loss.detach()
 
     def forward() -> None:
-        noised = objective.apply(latents, generator)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            setup.adapter.predict(noised.noisy, noised.timesteps, cond, info)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            diffusion(batch)
 
     return step, forward
 

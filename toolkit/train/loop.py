@@ -35,7 +35,9 @@ class DiffusionStep(nn.Module):
     """``forward(batch) -> loss``. Only the network is a submodule, so DDP wraps just the adapter's parameters."""
 
     def __init__(self, adapter: "ModelAdapter", network: "Network", objective: "Objective", *, loss_type: str,
-                 huber_c: float, train_text_encoder: bool, generator: torch.Generator):
+                 huber_c: float, train_text_encoder: bool, generator: torch.Generator, cast_inputs: bool | None = None):
+        """``cast_inputs``: whether the LoRA layers cast their inputs to the adapter dtype; None decides on the first
+        call (not under autocast, see ``Network.cast_inputs``)."""
         super().__init__()
         self.network = network
         self.adapter = adapter
@@ -44,14 +46,16 @@ class DiffusionStep(nn.Module):
         self.huber_c = huber_c
         self.train_text_encoder = train_text_encoder
         self.generator = generator
-        self._autocast: bool | None = None
+        self._cast_inputs = cast_inputs
+        if cast_inputs is not None:
+            network.cast_inputs(cast_inputs)
 
     def forward(self, batch: Any) -> torch.Tensor:
         adapter = self.adapter
         device = adapter.device
-        if self._autocast is None:  # under mixed precision the LoRA inputs need no cast (see Network.cast_inputs)
-            self._autocast = torch.is_autocast_enabled(device.type)
-            self.network.cast_inputs(not self._autocast)
+        if self._cast_inputs is None:  # under mixed precision the LoRA inputs need no cast (see Network.cast_inputs)
+            self._cast_inputs = not torch.is_autocast_enabled(device.type)
+            self.network.cast_inputs(self._cast_inputs)
         with torch.no_grad():
             if batch.latents is not None:
                 latents = batch.latents.to(device)
