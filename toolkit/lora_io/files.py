@@ -158,8 +158,7 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
     if not raw:
         raise EaselError(f"'{path}' holds no tensors.")
     fmt = detect_format(list(raw))
-    arch_name = _arch_name(arch, adapter, list(raw), meta, registry)
-    spec = _given_spec(arch, adapter) or ((registry or default_registry()).archs.get(arch_name.partition(":")[0]) if arch_name else None)
+    arch_name, spec = _arch_of(arch, adapter, list(raw), meta, registry)
     profile = profile_of(spec) if spec is not None else LoraProfile()
     namer = Namer(arch_name, profile, adapter, lenient=not require_arch)
     try:
@@ -175,20 +174,18 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
     return lora
 
 
-def _given_spec(arch: Any, adapter: "ModelAdapter | None") -> "ArchSpec | None":
-    """The ArchSpec when the caller handed one over (an adapter, an ArchRef or an ArchSpec), so unregistered ones work too."""
+def _arch_of(arch: Any, adapter: "ModelAdapter | None", keys: list[str], meta: dict[str, str],
+             registry: "Registry | None") -> "tuple[str | None, ArchSpec | None]":
+    """(name, spec) of the LoRA's architecture: the adapter's, the one given (an unregistered ArchSpec or ArchRef
+    works too), or the one its keys and metadata point to; (None, None) when unknown."""
     if adapter is not None:
-        return adapter.arch.spec
-    return getattr(arch, "spec", None) or (arch if hasattr(arch, "adapter") and hasattr(arch, "variants") else None)
-
-
-def _arch_name(arch: Any, adapter: "ModelAdapter | None", keys: list[str], meta: dict[str, str],
-               registry: "Registry | None") -> str | None:
-    if adapter is not None:
-        return adapter.arch.name
+        return adapter.arch.name, adapter.arch.spec
     if arch is not None:
-        return resolve_arch(arch, registry).name
-    return guess_arch(keys, meta, registry or default_registry())
+        ref = resolve_arch(arch, registry)
+        return ref.name, ref.spec
+    registry = registry or default_registry()
+    name = guess_arch(keys, meta, registry)
+    return name, registry.archs.get(name.partition(":")[0]) if name else None
 
 
 def _fit_to_model(lora: LoraFile, adapter: "ModelAdapter", profile: LoraProfile) -> LoraFile:
