@@ -148,6 +148,18 @@ def test_offloaded_blocks_keep_trainable_parameters_in_place(registry: Any) -> N
     assert all(param.grad is None for param in params.values())
 
 
+def assert_trains_like_eager(eager: Any, eager_net: Network, compiled: Any, compiled_net: Network) -> None:
+    """The compiled model's prediction and adapter gradients equal the eager one's, through Dynamo's graphs."""
+    import torch._dynamo
+
+    expected, expected_grads = step(eager, eager_net)
+    got, grads = step(compiled, compiled_net)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert all(torch.allclose(grads[name], expected_grads[name], atol=1e-5) for name in grads)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    torch._dynamo.reset()
+
+
 def test_compiled_blocks_train_like_eager_ones(registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch._dynamo
 
@@ -159,12 +171,7 @@ def test_compiled_blocks_train_like_eager_ones(registry: Any, monkeypatch: pytes
     assert memory.compile_blocks(compiled.compile_units(), skip=skip) == 3
     assert compiled.denoiser.layers[0]._compiled_call_impl is not None
     assert compiled.denoiser.layers[1]._compiled_call_impl is None
-    expected, expected_grads = step(eager, eager_net)
-    got, grads = step(compiled, compiled_net)
-    assert torch.allclose(got, expected, atol=1e-5)
-    assert all(torch.allclose(grads[name], expected_grads[name], atol=1e-5) for name in grads)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
-    torch._dynamo.reset()
+    assert_trains_like_eager(eager, eager_net, compiled, compiled_net)
 
 
 def test_unet_compiles_its_resnets_and_transformer_blocks_and_trains_like_eager(registry: Any,
@@ -187,12 +194,7 @@ def test_unet_compiles_its_resnets_and_transformer_blocks_and_trains_like_eager(
     assert all(unit._compiled_call_impl is None for unit in inside)
     compiled.denoiser.enable_gradient_checkpointing()
     eager.denoiser.enable_gradient_checkpointing()
-    expected, expected_grads = step(eager, eager_net)
-    got, grads = step(compiled, compiled_net)
-    assert torch.allclose(got, expected, atol=1e-5)
-    assert all(torch.allclose(grads[name], expected_grads[name], atol=1e-5) for name in grads)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
-    torch._dynamo.reset()
+    assert_trains_like_eager(eager, eager_net, compiled, compiled_net)
 
 
 def test_compile_allows_a_graph_per_unit_shape(registry: Any, monkeypatch: pytest.MonkeyPatch,
