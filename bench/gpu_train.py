@@ -250,7 +250,7 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
     return Setup(model, adapter, network, params, optimizer, working, streamed, load_peak, note)
 
 
-def apply_variant(setup: Setup, variant: Variant, arch: str) -> None:
+def apply_variant(setup: Setup, variant: Variant) -> None:
     """Checkpointing as the variant asks (offloaded blocks always) and, once, compiled blocks."""
     from toolkit.models.memory import compile_blocks
     from toolkit.train.setup import enable_checkpointing
@@ -320,7 +320,7 @@ def model_flops(setup: Setup, arch: str, args: argparse.Namespace, device: Any) 
 
 def measure(setup: Setup, case: Case, variant: Variant, args: argparse.Namespace, device: Any, flops: float | None) -> Result:
     result = Result(case, variant, load_peak=setup.load_peak, flops=flops, note=setup.note)
-    apply_variant(setup, variant, case.arch)
+    apply_variant(setup, variant)
     step, _ = training_step(setup, case.arch, args, device, variant.working_copies)
     for _ in range(args.warmup):
         step()
