@@ -71,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_console()
     signal.signal(signal.SIGTERM, _terminate)
+    from toolkit.deps import check_installed
     from toolkit.registry import Registry
 
     failed = 0
     try:
+        check_installed()
         registry = Registry.discover(("jobs",), ROOT / "extensions")
         for name, error in registry.broken.items():
             log.warning(f"warning: extension '{name}' failed to load and is skipped: {error.splitlines()[-1]}")
