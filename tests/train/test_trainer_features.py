@@ -97,21 +97,21 @@ def test_the_saved_header_carries_the_run(tmp_path: Path) -> None:
 
 def test_fp16_steps_go_through_the_loss_scaler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """accelerate makes a GradScaler only on GPUs; a CPU one stands in, so the trainer's scaler path runs here."""
-    from toolkit.train import setup
+    from toolkit.train import recipe
 
     sections = dict(train={"steps": 3, "dtype": "fp16", "optimizer": "sgd", "lr": 0.5, "max_grad_norm": 0}, **NO_SAMPLES)
     plain = write_config(tmp_path / "plain", **sections)
     assert run_main([str(plain)]) == 0
     scalers = []
-    original = setup.make_accelerator
+    original = recipe.make_accelerator
 
-    def with_scaler(process):  # noqa: ANN001, ANN202
-        accelerator = original(process)
+    def with_scaler(config):  # noqa: ANN001, ANN202
+        accelerator = original(config)
         accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_interval=1)
         scalers.append(accelerator.scaler)
         return accelerator
 
-    monkeypatch.setattr(setup, "make_accelerator", with_scaler)
+    monkeypatch.setattr(recipe, "make_accelerator", with_scaler)
     scaled = write_config(tmp_path / "scaled", **sections)
     assert run_main([str(scaled)]) == 0
     state = torch.load(run_dir(tmp_path / "scaled") / "fakerun_000000003.state.pt", weights_only=True)

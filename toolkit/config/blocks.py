@@ -6,6 +6,7 @@ documentation shown in docs/config.md.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
@@ -15,6 +16,8 @@ from toolkit.config.base import Block, CaptionExt, Precision, lowercase
 NetworkType = lowercase(Literal["lora", "locon", "lokr", "loha", "dora"])
 OptimizerName = lowercase(Literal["adamw", "adamw8bit", "adam", "adam8bit", "prodigy", "adafactor", "lion", "lion8bit", "sgd"])
 SchedulerName = lowercase(Literal["constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial"])
+DEFAULT_STEPS = 1000
+"""Optimizer steps of a run that sets neither ``train.steps`` nor ``train.epochs``."""
 TimestepType = lowercase(Literal["uniform", "linear", "sigmoid", "logit_normal", "shift", "weighted"])
 QuantType = lowercase(Literal["qfloat8", "qint8", "qint4", "float8", "int8", "nf4", "fp4", "bnb_int8"])
 LoraFormat = lowercase(Literal["kohya", "comfy", "diffusers", "peft"])
@@ -260,11 +263,17 @@ class TrainConfig(Block):
     def _steps_or_epochs(self) -> "TrainConfig":
         if self.steps is not None and self.epochs is not None:
             raise ValueError("set either steps or epochs, not both")
-        if self.steps is None and self.epochs is None:
-            self.steps = 1000
         if self.timestep_type == "linear":
             self.timestep_type = "uniform"
         return self
+
+    def total_steps(self, batches_per_epoch: int) -> int:
+        """The run's optimizer steps: ``steps``, or ``epochs`` passes over ``batches_per_epoch`` batches (the one
+        count the dry run's plan and the trainer use). Batches run on across epochs, so the batches accumulated
+        into one step may straddle two epochs: 5 batches x 3 epochs at accumulation 2 are 8 steps."""
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * batches_per_epoch / self.gradient_accumulation))
+        return self.steps if self.steps is not None else DEFAULT_STEPS
 
 
 class ModelConfig(Block):

@@ -48,20 +48,25 @@ class ModelSource:
 
 def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | torch.device" = "auto",
                  dtype: "str | torch.dtype | None" = None) -> "ModelAdapter":
-    """Load ``config`` into the adapter class its ``arch`` names (imported only now)."""
+    """Load ``config`` into the adapter class its ``arch`` names; device and dtype may be given by name."""
     import torch
 
     from toolkit.devices import resolve_device, resolve_dtype
-    from toolkit.models.memory import check_applied
-    from toolkit.registry import load_object
 
-    arch = registry.arch(config.arch)
-    adapter_class = load_object(arch.spec.adapter)
     torch_device = resolve_device(device) if isinstance(device, str) else device
     chosen = dtype if dtype is not None else (config.dtype or "fp32")
     torch_dtype = chosen if isinstance(chosen, torch.dtype) else resolve_dtype(chosen)
-    log.info(f"Loading {arch.name} from {config.name_or_path} ({str(torch_dtype).removeprefix('torch.')}, {torch_device})")
-    adapter = adapter_class.load(config, arch, device=torch_device, dtype=torch_dtype)
+    return load_model(config, registry.arch(config.arch), device=torch_device, dtype=torch_dtype)
+
+
+def load_model(config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
+    """Load ``config`` into ``arch``'s adapter class (imported only now); the trainer's model loader."""
+    from toolkit.models.memory import check_applied
+    from toolkit.registry import load_object
+
+    adapter_class = load_object(arch.spec.adapter)
+    log.info(f"Loading {arch.name} from {config.name_or_path} ({str(dtype).removeprefix('torch.')}, {device})")
+    adapter = adapter_class.load(config, arch, device=device, dtype=dtype)
     check_applied(adapter)
     return adapter
 
