@@ -258,7 +258,7 @@ def apply_variant(setup: Setup, variant: Variant) -> None:
     if variant.interval == 0:
         setup.model.disable_gradient_checkpointing()
     else:
-        interval = enable_checkpointing(setup.model, type(setup.adapter).denoiser_name, variant.interval)
+        interval = enable_checkpointing(setup.model, setup.adapter.denoiser_name, variant.interval)
         if interval is not None:
             interval.always_checkpoint(setup.streamed)
     if variant.compile and not setup.compiled:

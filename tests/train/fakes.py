@@ -32,7 +32,7 @@ from torch import nn
 
 from toolkit.config.train import LoraTrainerConfig
 from toolkit.models.base import GenerateRequest, ImageInfo, ModelAdapter, NoiseSchedule
-from toolkit.registry import ArchSpec, Extension, LoraProfile, ProcessSpec
+from toolkit.registry import ArchRef, ArchSpec, Extension, LoraProfile, ProcessSpec
 from jobs.train import LoraTrainerProcess
 from toolkit.train.recipe import LoraTrainingRecipe
 
@@ -122,8 +122,6 @@ class FakeVAE(nn.Module):
 
 class FakeAdapter(ModelAdapter):
     """The fake architecture; deterministic weights (seed 0) whatever the global RNG."""
-
-    denoiser_name = "transformer"
 
     @classmethod
     def load(cls, config: Any, arch: Any, *, device: torch.device, dtype: torch.dtype) -> "FakeAdapter":
@@ -299,15 +297,19 @@ class FakeTrainerProcess(LoraTrainerProcess):
                            data=partial(self.read_data, FakeData)).run()
 
 
+FAKE_SPEC = ArchSpec(
+    name="fake", adapter="tests.train.fakes:FakeAdapter",
+    variants={"base": {"sample_steps": 3, "guidance_scale": 1.0, "width": 32, "height": 32}},
+    samplers=("euler",), default_sampler="euler", noise_schedulers=("flowmatch", "ddpm"), bucket_divisibility=4,
+    default_lora_format="comfy", denoiser="transformer",
+    lora=LoraProfile(comfy_prefixes={"transformer": "diffusion_model", "text_encoder": "text_encoders.fake"},
+                     kohya_prefixes={"transformer": "lora_unet"}))
+FAKE_ARCH = ArchRef(FAKE_SPEC, FAKE_SPEC.default_variant)
+
 FAKE_EXTENSION = Extension(
     name="fake",
     description="test architecture and trainer",
-    architectures=(ArchSpec(
-        name="fake", adapter="tests.train.fakes:FakeAdapter",
-        variants={"base": {"sample_steps": 3, "guidance_scale": 1.0, "width": 32, "height": 32}},
-        samplers=("euler",), default_sampler="euler", noise_schedulers=("flowmatch", "ddpm"), bucket_divisibility=4,
-        default_lora_format="comfy", lora=LoraProfile(denoiser="transformer", comfy_prefixes={"transformer": "diffusion_model", "text_encoder": "text_encoders.fake"},
-                                                      kohya_prefixes={"transformer": "lora_unet"})),),
+    architectures=(FAKE_SPEC,),
     processes=(ProcessSpec("extension", "fake_trainer", "tests.train.fakes:FakeTrainerConfig",
                            "tests.train.fakes:FakeTrainerProcess"),),
 )

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.train.fakes import FakeAdapter
+from tests.train.fakes import FAKE_ARCH, FakeAdapter
 from tests.train.harness import run_main, write_config
 from tests.train.test_trainer import NO_SAMPLES, read_lora, run_dir
 from toolkit.config.blocks import ModelConfig, NetworkConfig
@@ -48,7 +48,7 @@ def test_the_ema_weights_are_saved_and_previewed(tmp_path: Path) -> None:
     assert run_main([str(config)]) == 0
     folder = run_dir(tmp_path)
     state = torch.load(folder / "fakerun_000000004.state.pt", weights_only=True)
-    adapter = FakeAdapter.load(ModelConfig(name_or_path="tiny:fake", arch="fake"), None, device=torch.device("cpu"), dtype=torch.float32)
+    adapter = FakeAdapter.load(ModelConfig(name_or_path="tiny:fake", arch="fake"), FAKE_ARCH, device=torch.device("cpu"), dtype=torch.float32)
     network = Network.build(adapter.components(), adapter.lora_targets(False), NetworkConfig(linear=4, linear_alpha=4))
     network.load_state_dict(state["network"])  # the trained (raw) weights
     ema = EMA(list(network.parameters()), 0.9)
