@@ -141,3 +141,31 @@ def test_noise_offset_shifts_whole_channels() -> None:
     offset = Objective(schedule, noise_offset=1.0).apply(latents, gen(5)).target
     assert plain.mean(dim=(2, 3)).std().item() < 0.15  # about 1/16
     assert offset.mean(dim=(2, 3)).std().item() > 0.8
+
+
+def test_a_resolution_shift_follows_the_latent_size_as_the_pipeline_does() -> None:
+    """A dynamic-shifting scheduler config (Qwen-Image's): training shifts each batch by the shift the pipeline
+    samples that size with (diffusers computes mu from the packed token count and passes it to set_timesteps)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from toolkit.models.pipeline_adapter import flow_schedule
+
+    config = {"use_dynamic_shifting": True, "base_image_seq_len": 256, "max_image_seq_len": 8192, "base_shift": 0.5,
+              "max_shift": 0.9, "time_shift_type": "exponential", "shift": 1.0, "num_train_timesteps": 1000}
+    schedule = flow_schedule(config, patch=2)
+    small, large = schedule.shift_at(64, 64), schedule.shift_at(166, 166)
+    assert 1.0 < small < large and large == pytest.approx(2.30, abs=0.01)  # 1328 px: 6889 tokens
+    for side in (64, 166):
+        tokens = (side // 2) ** 2
+        mu = 0.5 + (0.9 - 0.5) / (8192 - 256) * (tokens - 256)
+        scheduler = FlowMatchEulerDiscreteScheduler(**config)
+        linear = [1.0 - i / 10 for i in range(10)]
+        scheduler.set_timesteps(sigmas=linear, mu=mu)
+        expected = shift_sigmas(torch.tensor(linear, dtype=torch.float64), schedule.shift_at(side, side))
+        assert torch.allclose(scheduler.sigmas[:-1].double(), expected, atol=1e-6)
+    latents = torch.zeros(2, 16, 64, 64)
+    objective = Objective(schedule, timestep_type="shift")
+    fixed = Objective(NoiseSchedule("flowmatch", "flow", 1000, shift=small), timestep_type="shift")
+    assert torch.equal(objective.apply(latents, gen(4)).timesteps, fixed.apply(latents, gen(4)).timesteps)
+    assert flow_schedule({**config, "use_dynamic_shifting": False, "shift": 3.0}).shift_at(64, 64) == 3.0
+    assert flow_schedule(config, shift=1.5).resolution_shift is None

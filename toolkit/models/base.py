@@ -19,6 +19,7 @@ Conventions shared by every adapter:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,6 +45,36 @@ class NoiseSchedule:
     """ddpm: cumulative product of alphas, one per training timestep."""
     shift: float = 1.0
     """flowmatch: timestep shift, sigma' = shift * s / (1 + (shift - 1) * s)."""
+    resolution_shift: "ResolutionShift | None" = None
+    """flowmatch: a shift that follows the image size instead of the fixed ``shift`` (None: fixed)."""
+
+    def shift_at(self, height: int, width: int) -> float:
+        """flowmatch: the shift for latents of ``height`` x ``width`` (``resolution_shift``'s, else ``shift``)."""
+        return self.resolution_shift.at(height, width) if self.resolution_shift is not None else self.shift
+
+
+@dataclass(frozen=True)
+class ResolutionShift:
+    """A flow-matching shift that grows with the image's token count (diffusers' ``use_dynamic_shifting``).
+
+    mu runs linearly with the tokens (latent pixels / ``patch``^2), through ``base_shift`` at ``base_tokens`` and
+    ``max_shift`` at ``max_tokens``; the shift is exp(mu) (``exponential``, diffusers' default) or mu itself.
+    """
+
+    base_tokens: int = 256
+    max_tokens: int = 4096
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    patch: int = 1
+    """Latent pixels per token side (a transformer's patch size)."""
+    exponential: bool = True
+
+    def at(self, height: int, width: int) -> float:
+        """The shift for latents of ``height`` x ``width``."""
+        tokens = (height // self.patch) * (width // self.patch)
+        slope = (self.max_shift - self.base_shift) / (self.max_tokens - self.base_tokens)
+        mu = self.base_shift + slope * (tokens - self.base_tokens)
+        return math.exp(mu) if self.exponential else mu
 
 
 @dataclass(frozen=True)
