@@ -286,10 +286,23 @@ def load_pipeline(pipeline_class: Any, source: ModelSource, dtype: "torch.dtype"
         return pipeline_class.from_pretrained(source.path, dtype=dtype, revision=source.revision, **components)
 
 
-def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: str | None = None) -> Any:
-    """A separate AutoencoderKL: a diffusers folder (or one with ``vae/``), a hub id, or a single file."""
-    from diffusers import AutoencoderKL
+def load_denoiser_file(pipeline_class: Any, denoiser_class: Any, name: str, source: ModelSource, base: str,
+                       dtype: "torch.dtype", components: dict[str, Any]) -> Any:
+    """A pipeline whose denoiser (component ``name``) comes from a single file holding only it, and whose other parts
+    come from ``base`` (a diffusers folder or hub id, whose ``name`` config also shapes the denoiser)."""
+    with hub_errors("model.name_or_path", source.path):
+        denoiser = denoiser_class.from_single_file(source.path, config=base, subfolder=name, dtype=dtype,
+                                                   local_files_only=hub_offline())
+    base_source = ModelSource("folder" if Path(base).is_dir() else "hub", base, source.revision)
+    return load_pipeline(pipeline_class, base_source, dtype, **{name: denoiser}, **components)
 
+
+def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: str | None = None,
+             vae_class: str = "AutoencoderKL") -> Any:
+    """A separate VAE (``vae_class``, a diffusers class): a diffusers folder (or one with ``vae/``), a hub id, or a single file."""
+    import diffusers
+
+    AutoencoderKL = getattr(diffusers, vae_class)
     path = Path(vae_path).expanduser()
     with hub_errors("model.vae_path", vae_path):
         if path.is_dir():

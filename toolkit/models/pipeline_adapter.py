@@ -13,7 +13,7 @@ from toolkit.config.messages import suggest
 from toolkit.errors import EaselError
 from toolkit.models import memory
 from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule, ResolutionShift
-from toolkit.models.loading import ModelSource, load_pipeline, load_vae, resolve_source
+from toolkit.models.loading import ModelSource, load_denoiser_file, load_pipeline, load_vae, resolve_source
 
 if TYPE_CHECKING:
     import torch
@@ -88,6 +88,13 @@ class PipelineAdapter(ModelAdapter):
     """Whether ``model.assistant_lora_path`` (a training adapter merged at load) means anything here."""
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config",)
     """Keys this architecture reads from ``model.model_kwargs`` (``config``: where a single file's configs come from)."""
+    vae_class: ClassVar[str] = "AutoencoderKL"
+    """diffusers class of the VAE (what ``model.vae_path`` is loaded as)."""
+    denoiser_file: ClassVar[str] = ""
+    """diffusers class of the denoiser when the architecture's single files hold only it (Z-Image, Qwen-Image); the
+    other parts then come from ``model_kwargs.config``, else ``default_base``. Empty: single files hold everything."""
+    default_base: ClassVar[str] = ""
+    """Hub id of the text encoders, tokenizers and VAE for a denoiser-only single file."""
 
     def __init__(self, pipe: Any, config: "ModelConfig", arch: "ArchRef", device: "torch.device", dtype: "torch.dtype"):
         self.pipe = pipe
@@ -116,7 +123,7 @@ class PipelineAdapter(ModelAdapter):
         source = resolve_source(config, arch)
         components: dict[str, Any] = {}
         if config.vae_path:
-            components["vae"] = load_vae(config.vae_path, dtype, source, config.revision)
+            components["vae"] = load_vae(config.vae_path, dtype, source, config.revision, cls.vae_class)
         return cls.from_pipe(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device=device, dtype=dtype)
 
     @classmethod
@@ -132,8 +139,12 @@ class PipelineAdapter(ModelAdapter):
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
                       components: dict[str, Any]) -> Any:
-        """Load the pipeline; architectures whose single files hold only the denoiser override this."""
-        return load_pipeline(diffusers_class(arch.spec.pipeline), source, dtype, **components)
+        """Load the pipeline (a denoiser-only single file with the other parts from its base, see ``denoiser_file``)."""
+        pipeline_class = diffusers_class(arch.spec.pipeline)
+        if source.kind != "file" or not cls.denoiser_file:
+            return load_pipeline(pipeline_class, source, dtype, **components)
+        return load_denoiser_file(pipeline_class, diffusers_class(cls.denoiser_file), arch.spec.denoiser, source,
+                                  source.config or cls.default_base, dtype, components)
 
     def after_load(self) -> None:
         """Adjust the loaded pipeline (prediction type, schedule shift, merged adapters)."""
