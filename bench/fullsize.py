@@ -11,6 +11,14 @@ Sources of the configs (checked 2026-11; no weights are read):
   hidden states. Its vocabulary (151936) is replaced by the offline test tokenizer's (a few thousand).
 - Z-Image's VAE (the FLUX.1 autoencoder, ``vae/config.json``): 16 latent channels, blocks (128, 256, 512, 512),
   2 layers per block, scaling 0.3611, shift 0.1159, no quant convs.
+- Qwen-Image transformer: ``Qwen/Qwen-Image/transformer/config.json``: 60 dual-stream blocks, 24 heads of 128
+  (inner 3072), patch 2 over 16 latent channels (in 64), joint_attention_dim 3584 (Qwen2.5-VL-7B's width), RoPE
+  axes (16, 56, 56), no guidance embedding; these are also ``QwenImageTransformer2DModel``'s defaults in diffusers
+  0.42. 20.43B parameters. Qwen-Image-Edit(-2509) has the same transformer; Edit-2511 adds ``zero_cond_t``.
+- Qwen-Image's text encoder, Qwen2.5-VL-7B-Instruct (``text_encoder/config.json``): hidden 3584, 28 layers, 28 heads,
+  4 KV heads, MLP 18944, vocabulary 152064 (untied LM head), M-RoPE sections (16, 24, 24), rope_theta 1e6; its
+  vision tower: depth 32, width 1280, MLP 3420, 16 heads, patch 14, out width 3584. 8.29B parameters (7.07B
+  in the language model). Qwen-Image reads the last hidden states.
 - SDXL UNet: ``stabilityai/stable-diffusion-xl-base-1.0/unet/config.json``: blocks (320, 640, 1280),
   transformer depth (1, 2, 10), head dims (5, 10, 20), cross-attention 2048, text_time embedding
   (256, 2816), linear projections. 2.57B parameters.
@@ -43,6 +51,17 @@ FLUX_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_o
             "norm_num_groups": 32, "sample_size": 1024, "scaling_factor": 0.3611, "shift_factor": 0.1159,
             "use_quant_conv": False, "use_post_quant_conv": False}
 FLUX_VAE_TINY = {**FLUX_VAE, "block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 4}
+QWEN_IMAGE_TRANSFORMER = {"patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 60, "attention_head_dim": 128,
+                          "num_attention_heads": 24, "joint_attention_dim": 3584, "guidance_embeds": False,
+                          "axes_dims_rope": (16, 56, 56)}
+QWEN_IMAGE_TRANSFORMER_TINY = {**QWEN_IMAGE_TRANSFORMER, "num_layers": 2, "attention_head_dim": 16, "num_attention_heads": 2,
+                               "joint_attention_dim": 32, "axes_dims_rope": (4, 6, 6)}
+QWEN25_VL_7B_TEXT = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                     "num_attention_heads": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+                     "max_position_embeddings": 128000, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}
+QWEN25_VL_7B_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+                       "fullatt_block_indexes": [7, 15, 23, 31]}
 SDXL_UNET = {
     "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "block_out_channels": (320, 640, 1280),
     "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -144,7 +163,7 @@ def bare_adapter(adapter_class: Any, denoiser: Any) -> Any:
 
 
 def default_rank(arch: str) -> int:
-    """The LoRA rank the issue's goals name: 32 for Z-Image, 16 for SDXL."""
+    """The LoRA rank the issue's goals name: 32 for Z-Image, 16 for SDXL and Qwen-Image (ai-toolkit's example)."""
     return 32 if arch == "zimage" else 16
 
 

@@ -1,8 +1,9 @@
-"""LoRA training speed and memory of the full-size Z-Image (6B) and SDXL denoisers (random weights, no download).
+"""LoRA training speed and memory of the full-size Z-Image (6B), SDXL and Qwen-Image (20B) denoisers (random weights).
 
 Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32 and SDXL rank 16 at 1024px, bf16 and 8-bit base
             python bench/gpu_train.py --only zimage --resolution 512 --quantize qint8,int8,float8
             python bench/gpu_train.py --only sdxl --optimizer adamw8bit
+            python bench/gpu_train.py --only qwen_image --quantize qint8   # Qwen-Image rank 16 at 1024, bf16 and 8-bit base
             python bench/gpu_train.py --offload 0.5            # also: 8-bit base with half the blocks streamed from CPU memory
             python bench/gpu_train.py --only zimage --quantize none --variants default,autocast,ckpt=2,ckpt=0,compile
                                                                # trainer options side by side on one model
@@ -40,8 +41,12 @@ from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
-    SDXL_POOLED_TINY, SDXL_UNET, SDXL_UNET_TINY, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, build, default_rank,
-    device_text, lora_network, markdown_table, peak_gib, peak_tflops, reset_memory, synchronize)
+    QWEN_IMAGE_TRANSFORMER, QWEN_IMAGE_TRANSFORMER_TINY, SDXL_POOLED_TINY, SDXL_UNET, SDXL_UNET_TINY, ZIMAGE_TRANSFORMER,
+    ZIMAGE_TRANSFORMER_TINY, build, default_rank, device_text, lora_network, markdown_table, peak_gib, peak_tflops,
+    reset_memory, synchronize)
+
+NAMES = {"zimage": "Z-Image 6B", "sdxl": "SDXL UNet", "qwen_image": "Qwen-Image 20B"}
+TINY_NAMES = {"zimage": "Z-Image (tiny)", "sdxl": "SDXL (tiny)", "qwen_image": "Qwen-Image (tiny)"}
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,9 @@ class Result:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["zimage", "sdxl"], help="one architecture (default: both)")
+    parser.add_argument("--only", choices=list(NAMES), help="one architecture (default: Z-Image and SDXL)")
     parser.add_argument("--resolution", type=int, help="image side in pixels (default 1024; 64 with --tiny)")
-    parser.add_argument("--rank", type=int, help="LoRA rank (default: 32 for Z-Image, 16 for SDXL)")
+    parser.add_argument("--rank", type=int, help="LoRA rank (default: 32 for Z-Image, 16 for SDXL and Qwen-Image)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--quantize", default="qint8", help="8-bit base type(s), comma-separated (qint8, int8, float8, qfloat8, ...); 'none' skips")
     parser.add_argument("--no-bf16", action="store_true", help="only the 8-bit bases (no MFU: the FLOPs are counted on bf16)")
@@ -154,6 +159,12 @@ def denoiser(arch: str, tiny: bool, device: Any, dtype: Any) -> tuple[Any, Any]:
 
         from extensions.z_image.adapter import ZImageAdapter
         return build(ZImageTransformer2DModel, ZIMAGE_TRANSFORMER_TINY if tiny else ZIMAGE_TRANSFORMER, device, dtype), ZImageAdapter
+    if arch == "qwen_image":
+        from diffusers import QwenImageTransformer2DModel
+
+        from extensions.qwen_image.adapter import QwenImageAdapter
+        config = QWEN_IMAGE_TRANSFORMER_TINY if tiny else QWEN_IMAGE_TRANSFORMER
+        return build(QwenImageTransformer2DModel, config, device, dtype), QwenImageAdapter
     from diffusers import UNet2DConditionModel
 
     from extensions.sdxl.adapter import SDXLAdapter
@@ -161,11 +172,17 @@ def denoiser(arch: str, tiny: bool, device: Any, dtype: Any) -> tuple[Any, Any]:
 
 
 def schedule(arch: str) -> Any:
-    """The training noise schedule: Z-Image's flow matching (shift 3), SDXL's scaled-linear DDPM (epsilon)."""
+    """The training noise schedule: Z-Image's flow matching (shift 3), Qwen-Image's (shifted by the resolution, from
+    its scheduler config), SDXL's scaled-linear DDPM (epsilon)."""
     from toolkit.models.base import NoiseSchedule
 
     if arch == "zimage":
         return NoiseSchedule("flowmatch", "flow", 1000, shift=3.0)
+    if arch == "qwen_image":
+        from extensions.qwen_image.tiny import SCHEDULER
+        from toolkit.models.pipeline_adapter import flow_schedule
+
+        return flow_schedule(SCHEDULER, patch=QWEN_IMAGE_TRANSFORMER["patch_size"])
     from toolkit.models.pipeline_adapter import ddpm_schedule
 
     config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -182,8 +199,11 @@ def conditioning(arch: str, args: argparse.Namespace, device: Any, dtype: Any) -
     g = torch.Generator().manual_seed(1)
     side = args.resolution // 8
     size = (args.resolution, args.resolution)
-    if arch == "zimage":
-        width = ZIMAGE_TRANSFORMER_TINY["cap_feat_dim"] if args.tiny else ZIMAGE_TRANSFORMER["cap_feat_dim"]
+    if arch in ("zimage", "qwen_image"):
+        configs = {"zimage": (ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, "cap_feat_dim"),
+                   "qwen_image": (QWEN_IMAGE_TRANSFORMER, QWEN_IMAGE_TRANSFORMER_TINY, "joint_attention_dim")}
+        full, tiny, key = configs[arch]
+        width = (tiny if args.tiny else full)[key]
         latents = torch.randn(args.batch, 16, side, side, generator=g)
         cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, width, generator=g),
                 "prompt_mask": torch.ones(args.batch, args.text_tokens, dtype=torch.bool)}
@@ -423,7 +443,7 @@ def describe(variant: Variant, args: argparse.Namespace) -> str:
 
 def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[str]:
     case = result.case
-    name = {"zimage": "Z-Image 6B" if not args.tiny else "Z-Image (tiny)", "sdxl": "SDXL UNet" if not args.tiny else "SDXL (tiny)"}[case.arch]
+    name = (TINY_NAMES if args.tiny else NAMES)[case.arch]
     rank = args.rank or default_rank(case.arch)
     gib = (lambda v: f"{v:.2f}" if v is not None else "n/a")
     tflop = f"{result.flops / 1e12:.3g}" if result.flops else "n/a"

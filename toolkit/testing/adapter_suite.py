@@ -49,6 +49,8 @@ class AdapterSuite:
     schedule_kind: ClassVar[str] = "ddpm"
     single_file: ClassVar[bool] = False
     """Whether the tiny model comes with a single-file checkpoint (``ArchSpec.tiny.single_file``) to load."""
+    trains_text_encoder: ClassVar[bool] = True
+    """Whether the architecture offers LoRA targets in its text encoders (else ``lora_targets(True)`` must refuse)."""
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -165,7 +167,10 @@ class AdapterSuite:
             assert schedule.prediction_type == "flow" and schedule.shift > 0
 
     def test_lora_targets_exist(self, adapter: ModelAdapter) -> None:
-        for train_text_encoder in (False, True):
+        if not self.trains_text_encoder:
+            with pytest.raises(EaselError, match="train_text_encoder"):
+                adapter.lora_targets(True)
+        for train_text_encoder in (False, True) if self.trains_text_encoder else (False,):
             targets = adapter.lora_targets(train_text_encoder)
             assert adapter.denoiser_name in targets and (len(targets) > 1) == train_text_encoder
             for component, suffixes in targets.items():
