@@ -15,6 +15,13 @@ Conventions shared by every adapter:
   for ``flowmatch`` ``sigma * num_train_timesteps`` (float) with x_t = (1 - sigma) x0 + sigma noise;
 - ``predict`` returns what the schedule's ``prediction_type`` names: epsilon, v (SD), or
   ``noise - x0`` for flow matching.
+
+Reference images (edit models; the ArchSpec's ``references`` says how many and how they are sized): in training
+the data layer pairs each target with its references (``datasets[].control_path``), encodes them with
+``encode_images`` (cached like the targets' latents) and hands them to ``with_references``, which adds them to the
+conditioning under the keys ``predict`` reads; ``predict``'s signature stays the same. Where the text encoder
+reads them too (``ReferenceImages.text_encoder_sees``), ``encode_prompts`` gets their pixels. In sampling they
+arrive as ``GenerateRequest.references`` (PIL images), which the adapter gives its pipeline.
 """
 
 from __future__ import annotations
@@ -73,6 +80,9 @@ class GenerateRequest:
     guidance_rescale: float = 0.0
     init_image: "Image.Image | None" = None
     strength: float = 1.0
+    references: "list[Image.Image]" = field(default_factory=list)
+    """Reference images to edit from (architectures whose ArchSpec has ``references``), as they were read; the adapter
+    sizes them as its pipeline does. Not together with ``init_image``."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Architecture-specific options (e.g. a second prompt for SDXL)."""
 
@@ -99,8 +109,12 @@ class ModelAdapter(ABC):
         """Load from a hub id, a diffusers folder, a single-file checkpoint or ``tiny:<arch>``."""
 
     @abstractmethod
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """Text -> conditioning tensors (batch-first, on ``self.device``)."""
+    def encode_prompts(self, prompts: list[str], references: "list[list[torch.Tensor]] | None" = None) -> Conditioning:
+        """Text -> conditioning tensors (batch-first, on ``self.device``).
+
+        ``references``: per prompt, its reference images as pixels (3, H, W) in [-1, 1], fitted as the ArchSpec's
+        ``references`` says; given only to architectures whose text encoder reads them (``text_encoder_sees``).
+        """
 
     @abstractmethod
     def encode_images(self, pixels: "torch.Tensor") -> "torch.Tensor":
@@ -130,6 +144,16 @@ class ModelAdapter(ABC):
     @abstractmethod
     def pipeline(self) -> Any:
         """A diffusers pipeline sharing this adapter's components (for saving, interop, sampling)."""
+
+    def with_references(self, cond: Conditioning, references: "list[torch.Tensor]") -> Conditioning:
+        """``cond`` plus reference latents for ``predict``, in training: ``references`` holds one (B, C, h, w) tensor per
+        reference slot (slot i = the i-th ``control_path`` folder), scaled like ``encode_images``' output, on the device.
+
+        Architectures with ``ArchSpec.references`` override this (the config check refuses references for the others).
+        """
+        from toolkit.errors import EaselError
+
+        raise EaselError(f"architecture '{self.arch.name}' takes no reference images (datasets[].control_path).")
 
     def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
         """The model in its original single-file layout (what ComfyUI / A1111 load), for merged checkpoints."""

@@ -157,6 +157,7 @@ class PipelineAdapter(ModelAdapter):
         images: list[Image.Image] = []
         for batch in _batches(requests):
             check_sampler(batch[0].sampler, self.arch.spec.samplers, self.arch.spec.name)
+            check_references(batch[0], self.arch)
             with torch.no_grad():
                 images += self._generate_batch(batch)
         return images
@@ -242,13 +243,27 @@ def _at_least_one_step(strength: float, steps: int) -> float:
     return least
 
 
+def check_references(request: GenerateRequest, arch: "ArchRef") -> None:
+    """Raise EaselError when the request's reference images do not fit the architecture (or come with an init image)."""
+    if not request.references:
+        return
+    spec = arch.spec.references
+    if spec is None:
+        raise EaselError(f"architecture '{arch.name}' takes no reference images; edit models do (e.g. flux_kontext, flux2).")
+    if len(request.references) > spec.count:
+        raise EaselError(f"{len(request.references)} reference images, but architecture '{arch.name}' takes at most {spec.count}.")
+    if request.init_image is not None:
+        raise EaselError("reference images and an init image (img2img) cannot be used together; give one of them.")
+
+
 def _batch_key(request: GenerateRequest) -> tuple:
     return (request.width, request.height, request.steps, request.guidance_scale, request.sampler, request.guidance_rescale,
-            request.init_image is None, request.strength, tuple(sorted((k, repr(v)) for k, v in request.extras.items())))
+            request.init_image is None, request.strength, tuple(sorted((k, repr(v)) for k, v in request.extras.items())),
+            tuple(id(image) for image in request.references))
 
 
 def _batches(requests: list[GenerateRequest]) -> list[list[GenerateRequest]]:
-    """Consecutive requests that can share one pipeline call."""
+    """Consecutive requests that can share one pipeline call (reference images included: the same ones)."""
     batches: list[list[GenerateRequest]] = []
     for request in requests:
         if batches and _batch_key(batches[-1][0]) == _batch_key(request):
