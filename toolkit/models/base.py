@@ -51,6 +51,29 @@ class NoiseSchedule:
     """ddpm: cumulative product of alphas, one per training timestep."""
     shift: float = 1.0
     """flowmatch: timestep shift, sigma' = shift * s / (1 + (shift - 1) * s)."""
+    resolution_shift: "ResolutionShift | None" = None
+    """flowmatch: a shift that grows with the image's token count instead of ``shift`` (FLUX, Qwen-Image)."""
+
+
+@dataclass(frozen=True)
+class ResolutionShift:
+    """A resolution-dependent timestep shift (diffusers' ``use_dynamic_shifting``): ``shift = exp(mu)``, mu linear in
+    the image's token count, from ``base_shift`` at ``base_seq_len`` tokens to ``max_shift`` at ``max_seq_len``."""
+
+    base_seq_len: int = 256
+    max_seq_len: int = 4096
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    patch_size: int = 2
+    """Latent pixels per token side (tokens = (h / patch) * (w / patch))."""
+
+    def shift(self, latent_height: int, latent_width: int) -> float:
+        """The shift for latents of this size (what the scheduler's ``mu`` gives the sampling pipeline)."""
+        import math
+
+        tokens = (latent_height // self.patch_size) * (latent_width // self.patch_size)
+        slope = (self.max_shift - self.base_shift) / (self.max_seq_len - self.base_seq_len)
+        return math.exp(self.base_shift + slope * (tokens - self.base_seq_len))
 
 
 @dataclass(frozen=True)
