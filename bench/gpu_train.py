@@ -300,7 +300,8 @@ def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any
     autocast = compute_dtype(args) == torch.bfloat16
     working = setup.working if working_copies else None
     latents, cond, info = conditioning(arch, args, device, compute_dtype(args))
-    batch = SimpleNamespace(latents=latents, pixels=None, cond=cond, captions=[], image_info=info)
+    batch = SimpleNamespace(latents=latents, pixels=None, cond=cond, captions=[], image_info=info, reference_latents=None,
+                            reference_pixels=None)
     diffusion = DiffusionStep(setup.adapter, setup.network, Objective(schedule(arch), timestep_type="sigmoid"), loss_type="mse",
                               huber_c=0.1, train_text_encoder=False, generator=torch.Generator().manual_seed(2),
                               cast_inputs=not autocast or args.cast_inputs)

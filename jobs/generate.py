@@ -69,6 +69,8 @@ class PlannedImage:
     lora_tags: tuple[tuple[str, float], ...]
     """The LoRAs as A1111 tags would name them (file stem, weight), for the metadata."""
     init_image: Path | None = None
+    references: tuple[Path, ...] = ()
+    """Edit models: the reference images edited together."""
 
 
 class ToFolderProcess(Process):
@@ -108,6 +110,25 @@ class ToFolderProcess(Process):
                 return found
             raise self.config_error(("generate", "init_images"), f"the folder '{source}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
         raise self.config_error(("generate", "init_images"), f"'{source}' is not an image file or a folder.")
+
+    def _reference_sets(self) -> list[tuple[Path, ...]]:
+        """Edit models: the reference images of each edit (a folder: one edit per image; files: one edit of them all)."""
+        from toolkit.data.images import IMAGE_EXTENSIONS
+
+        source = self.config.generate.reference_images
+        if not source:
+            return [()]
+        files = [Path(p).expanduser() for p in ([source] if isinstance(source, str) else source)]
+        if len(files) == 1 and files[0].is_dir():
+            found = sorted(p for p in files[0].iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            if not found:
+                raise self.config_error(("generate", "reference_images"), f"the folder '{files[0]}' holds no images.")
+            return [(path,) for path in found]
+        for number, path in enumerate(files):
+            if not path.is_file():
+                where = ("generate", "reference_images", number) if isinstance(source, list) else ("generate", "reference_images")
+                raise self.config_error(where, f"'{path}' is not an image file" + (" (a folder works only alone)." if path.is_dir() else "."))
+        return [tuple(files)]
 
     def _size(self, spec: PromptSpec, init_size: tuple[int, int] | None) -> tuple[int, int]:
         """txt2img: the requested size; img2img: the input's aspect ratio (after EXIF rotation) at the requested area."""
@@ -164,12 +185,14 @@ class ToFolderProcess(Process):
         if self.base_seed is None:
             self.base_seed = gen.seed if gen.seed != -1 else random.SystemRandom().randrange(2**32)
         inits: list[Path | None] = list(self._init_images()) or [None]
-        sizes = {init: displayed_size(init) for init in inits if init is not None}  # read once, not per prompt
+        edits = self._reference_sets()
+        shown = [image for image in [*inits, *(refs[0] for refs in edits if refs)] if image is not None]
+        sizes = {image: displayed_size(image) for image in shown}  # read once, not per prompt
         planned: list[PlannedImage] = []
         for spec, loras in specs:
             tags = tuple((path.stem, weight) for path, weight in loras)
-            for init in inits:
-                width, height = self._size(spec, sizes.get(init))
+            for init, refs in ((init, refs) for init in inits for refs in edits):
+                width, height = self._size(spec, sizes.get(init or (refs[0] if refs else None)))
                 for repeat in range(gen.images_per_prompt):
                     seed = spec.seed + repeat if spec.seed is not None else self.base_seed + len(planned)
                     planned.append(PlannedImage(
@@ -178,7 +201,7 @@ class ToFolderProcess(Process):
                         steps=spec.steps or self._default(gen.sample_steps, "sample_steps", 25),
                         guidance_scale=spec.guidance_scale if spec.guidance_scale is not None else self._default(gen.guidance_scale, "guidance_scale", 7.0),
                         guidance_rescale=spec.guidance_rescale if spec.guidance_rescale is not None else gen.guidance_rescale,
-                        loras=loras, lora_tags=tags, init_image=init))
+                        loras=loras, lora_tags=tags, init_image=init, references=refs))
         return planned
 
     def plan(self) -> list[str]:
@@ -192,9 +215,13 @@ class ToFolderProcess(Process):
                  f"-> {len(images)} images, batch {gen.batch_size}, first seed {seeds}"]
         if gen.init_images:
             lines.append(f"  img2img: {len(self._init_images())} init images from {gen.init_images}, strength {gen.strength:g}")
+        if gen.reference_images:
+            edits = self._reference_sets()
+            lines.append(f"  edits: {len(edits)} x {len(edits[0])} reference images from {gen.reference_images}")
         for image in images[:20]:
             loras = "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
             source = f" from {image.init_image.name}" if image.init_image else ""
+            source += f" editing {', '.join(path.name for path in image.references)}" if image.references else ""
             lines.append(f"    {image.index:4d}: {image.width}x{image.height}, {image.steps} steps, cfg {image.guidance_scale:g}, "
                          f"seed {image.seed}{source}: {image.spec.prompt[:60]!r}{loras}")
         if len(images) > 20:
@@ -253,7 +280,8 @@ class ToFolderProcess(Process):
             prompt=image.spec.prompt, width=image.width, height=image.height, steps=image.steps,
             guidance_scale=image.guidance_scale, seed=image.seed, sampler=self.sampler, negative_prompt=image.negative,
             guidance_rescale=image.guidance_rescale, strength=self.config.generate.strength, extras=extras,
-            init_image=load_image(image.init_image) if image.init_image is not None else None)
+            init_image=load_image(image.init_image) if image.init_image is not None else None,
+            references=[load_image(path) for path in image.references])
 
     def _next_index(self) -> int:
         found = [int(m.group(1)) for p in self.output.iterdir() if (m := _INDEXED.match(p.name))] if self.output.is_dir() else []

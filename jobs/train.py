@@ -37,6 +37,14 @@ class LoraTrainerProcess(Process):
         errors = [self.config_error(("datasets", index, "folder_path"), f"the dataset folder '{dataset.folder_path}' does "
                                     "not exist; point folder_path at a folder of images (with .txt captions or a metadata.jsonl).")
                   for index, dataset in enumerate(self.config.datasets) if not Path(dataset.folder_path).is_dir()]
+        errors += [self.config_error(("datasets", index, "control_path"), f"the control folder '{folder}' does not exist; "
+                                     "point control_path at the folder of reference images, named like their targets.")
+                   for index, dataset in enumerate(self.config.datasets) for folder in dataset.control_path
+                   if not Path(folder).is_dir()]
+        sample = self.config.sample
+        errors += [self.config_error(("sample", "samples", index, "ctrl_img"), f"the reference image '{path}' does not exist.")
+                   for index, item in enumerate(sample.samples if sample is not None else []) for path in item.references()
+                   if not Path(path).expanduser().is_file()]
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
@@ -61,7 +69,7 @@ class LoraTrainerProcess(Process):
                  f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
                  + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
                  "  datasets:"]
-        data = self.read_data(TrainData, bucket_divisibility=arch.spec.bucket_divisibility)
+        data = self.read_data(TrainData, bucket_divisibility=arch.spec.bucket_divisibility, references=arch.spec.references)
         lines += [f"    {line}" for line in data.report()]
         batches = data.steps_per_epoch()
         lines.append(f"  training: {train.total_steps(batches)} steps ({batches / train.gradient_accumulation:g} per epoch), "

@@ -58,7 +58,7 @@ class QwenImageAdapter(PipelineAdapter):
     def patch(self) -> int:
         return int(self.denoiser.config.patch_size)
 
-    def encode_prompts(self, prompts: list[str]) -> "Conditioning":
+    def encode_prompts(self, prompts: list[str], references: "list[list[torch.Tensor]] | None" = None) -> "Conditioning":
         import torch
 
         pipe, device, length = self.pipe, self.device, self.max_sequence_length

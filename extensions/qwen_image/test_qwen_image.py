@@ -92,12 +92,12 @@ class TestQwenImage(AdapterSuite):
 
     def test_training_shift_follows_the_resolution_and_flow_shift_fixes_it(self, adapter: QwenImageAdapter,
                                                                              registry: Any) -> None:
-        schedule = adapter.noise_schedule()
-        assert schedule.resolution_shift is not None and schedule.resolution_shift.patch == 2
-        assert schedule.shift_at(32, 32) < schedule.shift_at(128, 128) < schedule.shift_at(166, 166)
+        by_size = adapter.noise_schedule().resolution_shift
+        assert by_size is not None and by_size.patch_size == 2 and (by_size.max_seq_len, by_size.max_shift) == (8192, 0.9)
+        assert by_size.shift(32, 32) < by_size.shift(128, 128) < by_size.shift(166, 166)
         config = ModelConfig(name_or_path="tiny:qwen_image", arch="qwen_image", model_kwargs={"flow_shift": 3.0})
         fixed = load_adapter(config, registry, device="cpu")
-        assert fixed.noise_schedule().resolution_shift is None and fixed.noise_schedule().shift_at(128, 128) == 3.0
+        assert fixed.noise_schedule().resolution_shift is None and fixed.noise_schedule().shift == 3.0
         assert fixed.scheduler_overrides() == {"use_dynamic_shifting": False, "shift": 3.0}
         shifted, default = (model.generate([self.request(steps=3)])[0] for model in (fixed, adapter))
         assert shifted.tobytes() != default.tobytes()

@@ -143,29 +143,40 @@ def test_noise_offset_shifts_whole_channels() -> None:
     assert offset.mean(dim=(2, 3)).std().item() > 0.8
 
 
-def test_a_resolution_shift_follows_the_latent_size_as_the_pipeline_does() -> None:
-    """A dynamic-shifting scheduler config (Qwen-Image's): training shifts each batch by the shift the pipeline
-    samples that size with (diffusers computes mu from the packed token count and passes it to set_timesteps)."""
+def test_resolution_shift_follows_the_latent_size_as_diffusers_mu_does() -> None:
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    from toolkit.models.base import ResolutionShift
+
+    by_size = ResolutionShift()
+    for side in (64, 128):  # latents of 512 and 1024 px images
+        assert by_size.shift(side, side) == pytest.approx(math.exp(calculate_shift((side // 2) ** 2)))
+    schedule = NoiseSchedule("flowmatch", "flow", 1000, shift=1.0, resolution_shift=by_size)
+    objective = Objective(schedule, timestep_type="shift")
+    small, large = (objective.apply(torch.zeros(256, 4, side, side), gen(3)).timesteps for side in (16, 128))
+    fixed = Objective(NoiseSchedule("flowmatch", "flow", 1000, shift=by_size.shift(128, 128)), timestep_type="shift")
+    assert torch.allclose(large, fixed.apply(torch.zeros(256, 4, 128, 128), gen(3)).timesteps)
+    assert small.mean() < large.mean(), "larger images train at noisier timesteps"
+
+
+def test_flow_schedule_reads_a_scheduler_config_and_shifts_as_its_sigmas() -> None:
+    """Qwen-Image's dynamic-shifting config: the training shift for a latent size is the one its scheduler samples that
+    size with (the pipeline computes mu from the packed token count and passes it to set_timesteps)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from toolkit.models.pipeline_adapter import flow_schedule
 
     config = {"use_dynamic_shifting": True, "base_image_seq_len": 256, "max_image_seq_len": 8192, "base_shift": 0.5,
               "max_shift": 0.9, "time_shift_type": "exponential", "shift": 1.0, "num_train_timesteps": 1000}
-    schedule = flow_schedule(config, patch=2)
-    small, large = schedule.shift_at(64, 64), schedule.shift_at(166, 166)
-    assert 1.0 < small < large and large == pytest.approx(2.30, abs=0.01)  # 1328 px: 6889 tokens
+    by_size = flow_schedule(config, patch=2).resolution_shift
+    assert by_size is not None and by_size.shift(166, 166) == pytest.approx(2.30, abs=0.01)  # 1328 px: 6889 tokens
     for side in (64, 166):
-        tokens = (side // 2) ** 2
-        mu = 0.5 + (0.9 - 0.5) / (8192 - 256) * (tokens - 256)
+        mu = 0.5 + (0.9 - 0.5) / (8192 - 256) * ((side // 2) ** 2 - 256)
         scheduler = FlowMatchEulerDiscreteScheduler(**config)
         linear = [1.0 - i / 10 for i in range(10)]
         scheduler.set_timesteps(sigmas=linear, mu=mu)
-        expected = shift_sigmas(torch.tensor(linear, dtype=torch.float64), schedule.shift_at(side, side))
+        expected = shift_sigmas(torch.tensor(linear, dtype=torch.float64), by_size.shift(side, side))
         assert torch.allclose(scheduler.sigmas[:-1].double(), expected, atol=1e-6)
-    latents = torch.zeros(2, 16, 64, 64)
-    objective = Objective(schedule, timestep_type="shift")
-    fixed = Objective(NoiseSchedule("flowmatch", "flow", 1000, shift=small), timestep_type="shift")
-    assert torch.equal(objective.apply(latents, gen(4)).timesteps, fixed.apply(latents, gen(4)).timesteps)
-    assert flow_schedule({**config, "use_dynamic_shifting": False, "shift": 3.0}).shift_at(64, 64) == 3.0
+    fixed = flow_schedule({**config, "use_dynamic_shifting": False, "shift": 3.0})
+    assert fixed.resolution_shift is None and fixed.shift == 3.0
     assert flow_schedule(config, shift=1.5).resolution_shift is None

@@ -102,7 +102,7 @@ class DatasetConfig(Block):
 
     block_name: ClassVar[str] = "datasets[]"
     ignored_keys: ClassVar[frozenset[str]] = frozenset({
-        "mask_path", "mask_min_value", "controls", "control_path", "shrink_video_to_frames", "num_frames",
+        "mask_path", "mask_min_value", "controls", "shrink_video_to_frames", "num_frames",
         "do_i2v", "alpha_mask", "poi", "augments", "augmentations", "shuffle_augmentations", "buckets",
         "bucket_tolerance", "scale", "random_scale", "network_weight", "random_triggers", "type",
     })
@@ -141,6 +141,34 @@ class DatasetConfig(Block):
     """Randomly mirror images vertically (with cached latents both orientations are encoded)."""
     is_reg: bool = False
     """A regularization set: the trigger word is not added to its captions."""
+    control_path: list[str] = []
+    """Edit pairs (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit): a folder, or a list of folders, of reference images paired
+    with the targets by file name (target ``cat.jpg`` -> ``<folder>/cat.<any image extension>``); the model learns to
+    make the target from its references. ``control_path_1`` .. ``_3`` (ai-toolkit's UI keys) add folders in order.
+    Targets missing a reference are skipped and counted."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbered_control_paths(cls, data: Any) -> Any:
+        """ai-toolkit's ``control_path_1`` .. ``control_path_3`` are more ``control_path`` folders, in order."""
+        if not isinstance(data, dict) or not any(f"control_path_{n}" in data for n in (1, 2, 3)):
+            return data
+        data = dict(data)
+        folders = data.get("control_path") or []
+        folders = [folders] if isinstance(folders, str) else list(folders)
+        for n in (1, 2, 3):
+            folder = data.pop(f"control_path_{n}", None)
+            if folder:
+                folders.append(folder)
+        data["control_path"] = folders
+        return data
+
+    @field_validator("control_path", mode="before")
+    @classmethod
+    def _control_path_list(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return []
+        return [value] if isinstance(value, str) else value
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -353,7 +381,7 @@ class SampleItem(Block):
     """One preview prompt in ai-toolkit's ``samples:`` list form."""
 
     block_name: ClassVar[str] = "sample.samples[]"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"ctrl_img", "ctrl_idx", "num_frames", "fps"})
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({"ctrl_idx", "num_frames", "fps", "do_cfg_norm"})
 
     prompt: str
     """The prompt; ``[trigger]`` is replaced by the trigger word; inline flags (--n, --seed, ...) work."""
@@ -371,6 +399,19 @@ class SampleItem(Block):
     """Steps for this sample; default ``sample.sample_steps``."""
     network_multiplier: float | None = None
     """Adapter weight for this sample; default ``sample.network_multiplier``."""
+    ctrl_img: str | None = None
+    """Edit models: the reference image file this preview edits, as ai-toolkit names it (the same as ``ctrl_img_1``)."""
+    ctrl_img_1: str | None = None
+    """Edit models: the first reference image; with ``ctrl_img_2`` / ``_3`` several are used together (FLUX.2,
+    Qwen-Image-Edit-Plus)."""
+    ctrl_img_2: str | None = None
+    """Edit models: the second reference image."""
+    ctrl_img_3: str | None = None
+    """Edit models: the third reference image."""
+
+    def references(self) -> list[str]:
+        """This preview's reference image files, in order (``ctrl_img_1``, else ``ctrl_img``, then ``_2``, ``_3``)."""
+        return [path for path in (self.ctrl_img_1 or self.ctrl_img, self.ctrl_img_2, self.ctrl_img_3) if path]
 
 
 class SampleConfig(Block):
@@ -459,6 +500,17 @@ def sampler_problems(registry: Any, arch: str, sampler: str | None, where: tuple
         return []
     return [(where, f"sampler '{sampler}' does not fit architecture '{spec.name}'"
                     f"{suggest(sampler, list(spec.samplers)) or '.'} Valid: {', '.join(spec.samplers)}.")]
+
+
+def reference_problems(registry: Any, arch: str, count: int, where: tuple) -> list[tuple[tuple, str]]:
+    """A ``check`` result when ``count`` reference images (edit pairs, sample or generate references) do not fit ``arch``."""
+    spec = registry.arch(arch).spec
+    if spec.references is None:
+        return [(where, f"architecture '{spec.name}' takes no reference images; edit models do (e.g. flux_kontext, "
+                        "flux2, qwen_image_edit). Remove the reference images or change model.arch.")]
+    if count > spec.references.count:
+        return [(where, f"{count} reference images, but architecture '{spec.name}' takes at most {spec.references.count}.")]
+    return []
 
 
 class LoggingConfig(Block):

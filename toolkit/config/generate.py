@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, field_validator
 
 from toolkit.config.base import Block, lowercase
-from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, sampler_problems
+from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, reference_problems, sampler_problems
 
 
 class GenerateConfig(ImageSettings):
@@ -33,6 +33,9 @@ class GenerateConfig(ImageSettings):
     """img2img: an image file or a folder of images; each prompt is applied to each image."""
     strength: float = Field(0.6, ge=0, le=1)
     """img2img: how much of the input is re-noised (0 keeps it, 1 ignores it)."""
+    reference_images: list[str] | str | None = None
+    """Edit models (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit): an image file or a list of files every prompt edits
+    together (several for FLUX.2 / Qwen-Image-Edit-Plus), or a folder: each image in it is edited by each prompt."""
     grid: bool = False
     """Also write a contact sheet of all images."""
 
@@ -59,4 +62,12 @@ class GenerateProcessConfig(Block):
     """The base model."""
 
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
-        return sampler_problems(registry, self.model.arch, self.generate.sampler, ("generate", "sampler"))
+        problems = sampler_problems(registry, self.model.arch, self.generate.sampler, ("generate", "sampler"))
+        references = self.generate.reference_images
+        if references:
+            count = len(references) if isinstance(references, list) else 1
+            problems += reference_problems(registry, self.model.arch, count, ("generate", "reference_images"))
+            if self.generate.init_images:
+                problems.append((("generate", "reference_images"), "reference images and init_images (img2img) cannot be "
+                                 "used together; remove one of them"))
+        return problems

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from toolkit.config.base import Block
 from toolkit.config.blocks import (DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SampleConfig, SaveConfig, TrainConfig,
-                                   sampler_problems)
+                                   reference_problems, sampler_problems)
 
 
 class LoraTrainerConfig(Block):
@@ -61,6 +61,17 @@ class LoraTrainerConfig(Block):
                                         "always applied at sample.network_multiplier. Remove the tag."))
         return problems
 
+    def _reference_problems(self, registry: Any) -> list[tuple[tuple, str]]:
+        """Edit pairs (``control_path``) and preview references (``ctrl_img``) must fit the architecture."""
+        problems: list[tuple[tuple, str]] = []
+        for i, dataset in enumerate(self.datasets):
+            if dataset.control_path:
+                problems += reference_problems(registry, self.model.arch, len(dataset.control_path), ("datasets", i, "control_path"))
+        for i, item in enumerate(self.sample.samples if self.sample is not None else []):
+            if item.references():
+                problems += reference_problems(registry, self.model.arch, len(item.references()), ("sample", "samples", i, "ctrl_img"))
+        return problems
+
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
         """Cross-block checks that need the registry: sampler and noise schedule fit the architecture."""
         problems: list[tuple[tuple, str]] = []
@@ -89,6 +100,7 @@ class LoraTrainerConfig(Block):
                                          "train.cache_text_embeddings cannot cache; turn one of them off "
                                          "(caption_dropout_rate works with the cache)"))
         problems += self._preview_prompt_problems()
+        problems += self._reference_problems(registry)
         if not (self.train.train_unet or self.train.train_text_encoder):
             problems.append((("train", "train_unet"), "nothing to train: set train_unet or train_text_encoder to true"))
         return problems

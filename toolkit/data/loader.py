@@ -17,10 +17,16 @@ Caches. Latents (``cache_latents`` / ``cache_latents_to_disk``) and text rows
 (``prepare(cache_text=True)``) are filled by ``prepare``; see ``toolkit.data.cache``. Text caching
 needs captions that can only be themselves or empty: ``shuffle_tokens`` and
 ``token_dropout_rate`` are refused with it (see ``LoraTrainerConfig.check``).
+
+Edit pairs. An image's references (``control_path``) are fitted as the architecture's ``ReferenceImages``
+says (to the target's bucket, or at their own aspect), flipped with the target, and cached with the same
+keys as targets (the latent cache holds both); entries whose references have different sizes never share
+a batch. Where the text encoder reads the references, cached text rows are keyed by them too.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -32,8 +38,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
 from toolkit.data.buckets import Placement, choose_bucket, place
-from toolkit.data.cache import (LatentJob, TensorCache, encode_latents, encode_texts, file_digest, latent_key, stack_rows,
-                                text_key)
+from toolkit.data.cache import (LatentJob, TensorCache, TextJob, encode_latents, encode_texts, file_digest, latent_key,
+                                stack_rows, text_key)
 from toolkit.data.captions import CaptionRules
 from toolkit.data.images import BadImage
 from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, scan_dataset
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from toolkit.models.base import ModelAdapter
+    from toolkit.registry import ReferenceImages
 
 
 TEXT_MEMORY_BUDGET = 2 ** 30
@@ -75,6 +82,11 @@ class TrainBatch:
     """Cached text conditioning, batch-first on the CPU, when ``prepare(cache_text=True)`` ran."""
     image_info: list[ImageInfo]
     paths: list[Path]
+    reference_latents: "list[torch.Tensor] | None" = None
+    """Edit pairs with cached latents: one (B, C, h, w) tensor per reference slot (``control_path`` folder)."""
+    reference_pixels: "list[torch.Tensor] | None" = None
+    """Edit pairs: one (B, 3, H, W) tensor in [-1, 1] per reference slot, when latents are not cached or the
+    text encoder reads the references and text is not cached."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +101,14 @@ class Entry:
     """Centered placement (random crops are drawn per epoch from it)."""
     cached: bool
     """Whether its latents come from a cache."""
+    references: tuple[Placement, ...] = ()
+    """Centered placements of its reference images (edit pairs), one per reference slot."""
 
     @property
-    def group(self) -> tuple[int, int, bool]:
-        """Entries of one group may share a batch."""
-        return self.placement.bucket[0], self.placement.bucket[1], self.cached
+    def group(self) -> tuple:
+        """Entries of one group may share a batch (same bucket, caching and reference sizes)."""
+        key = self.placement.bucket[0], self.placement.bucket[1], self.cached
+        return (*key, tuple(p.bucket for p in self.references)) if self.references else key
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,8 @@ class Draw:
     flip_x: bool
     flip_y: bool
     caption: str
+    references: tuple[Placement, ...] = ()
+    """Placements of its references this epoch (a reference fitted like its target shares the target's crop)."""
 
 
 def rng_for(seed: int, *parts: object) -> random.Random:
@@ -129,6 +146,15 @@ class EmptyDataset(EaselError):
         super().__init__(f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images{why} {self.hint}")
 
 
+def reference_placements(record: ImageRecord, bucket: tuple[int, int], spec: "ReferenceImages | None") -> tuple[Placement, ...]:
+    """Centered placements of ``record``'s references for a target in ``bucket``, sized as ``spec`` says."""
+    if not record.references:
+        return ()
+    if spec is None:
+        raise EaselError(f"{record.path} has reference images (datasets[].control_path), but this architecture takes none.")
+    return tuple(place((ref.width, ref.height), spec.fitted_size((ref.width, ref.height), bucket)) for ref in record.references)
+
+
 def _flips(enabled: bool) -> tuple[bool, ...]:
     return (False, True) if enabled else (False,)
 
@@ -137,7 +163,9 @@ class TrainData:
     """All datasets of a training process: scanned at construction, cached by ``prepare``, iterated by ``batches``."""
 
     def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
-                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None):
+                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None,
+                 references: "ReferenceImages | None" = None):
+        """``references``: how the architecture takes reference images (its ArchSpec's); None refuses edit pairs."""
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
             raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"bucket_divisibility={bucket_divisibility}")
@@ -145,6 +173,7 @@ class TrainData:
         self.batch_size, self.seed, self.divisibility = batch_size, seed, bucket_divisibility
         self.rank, self.world_size = rank, world_size
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.reference_spec = references
         self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
         self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
         self.latent_caches = [self._latent_cache(config) for config in self.datasets]
@@ -188,9 +217,10 @@ class TrainData:
                     if bucket is None:
                         continue
                     placement = place((record.width, record.height), bucket)
-                    self.entries.extend(Entry(index, number, resolution, repeat, placement, cached)
+                    refs = reference_placements(record, bucket, self.reference_spec)
+                    self.entries.extend(Entry(index, number, resolution, repeat, placement, cached, refs)
                                         for repeat in range(config.num_repeats))
-        groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+        groups: dict[tuple, list[int]] = defaultdict(list)
         for item, entry in enumerate(self.entries):
             groups[entry.group].append(item)
         self.groups = dict(sorted(groups.items()))
@@ -240,15 +270,22 @@ class TrainData:
         if config.random_crop and not entry.cached:
             placement = place(placement.source, placement.bucket, rng_for(self.seed, "crop", epoch, item))
         caption = self.rules[entry.dataset].apply(record.caption, rng_for(self.seed, "caption", epoch, item))
-        return Draw(entry, record, placement, flip_x, flip_y, caption)
+        refs = tuple(placement if (ref.source, ref.bucket) == (placement.source, placement.bucket) else ref
+                     for ref in entry.references)
+        return Draw(entry, record, placement, flip_x, flip_y, caption, refs)
 
     def _forget(self, failed: dict[Path, BadImage]) -> None:
-        """Drop images that failed to decode during caching, and rebuild the entries."""
+        """Drop images that failed to decode during caching (or whose reference did), and rebuild the entries."""
         for scan in self.scans:
+            kept = []
             for record in scan.records:
-                if record.path in failed:
-                    scan.skip(record.path, failed[record.path].reason)
-            scan.records = [record for record in scan.records if record.path not in failed]
+                bad = [(path, failed[path]) for path in (record.path, *(ref.path for ref in record.references)) if path in failed]
+                if not bad:
+                    kept.append(record)
+                    continue
+                path, error = bad[0]
+                scan.skip(record.path, error.reason if path == record.path else f"reference image {error.reason}")
+            scan.records = kept
         self._build()
 
     def _run_shared(self, wanted: list, encode: Callable[[list], None], missing: Callable[[object], bool],
@@ -281,16 +318,18 @@ class TrainData:
                 continue
             record = self.scans[entry.dataset].records[entry.record]
             try:
-                digest = self._digest(record.path)
+                for path in (record.path, *(ref.path for ref in record.references)):
+                    self._digest(path)
             except OSError as err:
                 failed[record.path] = BadImage(record.path, "unreadable", str(err))
                 continue
             config = self.datasets[entry.dataset]
+            images = [(record.path, entry.placement), *((ref.path, placed) for ref, placed in zip(record.references, entry.references))]
             for flip_x in _flips(config.flip_x):
                 for flip_y in _flips(config.flip_y):
-                    key = latent_key(digest, entry.placement, flip_x, flip_y, self._vae_identity)
-                    if key not in jobs:
-                        jobs[key] = LatentJob(key, record.path, entry.placement, flip_x, flip_y, cache)
+                    for path, placement in images:
+                        key = latent_key(self._digest(path), placement, flip_x, flip_y, self._vae_identity)
+                        jobs.setdefault(key, LatentJob(key, path, placement, flip_x, flip_y, cache))
         if failed:
             self._forget(failed)
             return self._latent_jobs()
@@ -317,28 +356,46 @@ class TrainData:
         if failed:
             self._forget(failed)
 
-    def _text_jobs(self) -> list[tuple[str, TensorCache]]:
+    @property
+    def text_sees_references(self) -> bool:
+        """Whether the architecture's text encoder reads the reference images (text rows are then keyed by them)."""
+        return self.reference_spec is not None and self.reference_spec.text_encoder_sees
+
+    def _seen(self, record: ImageRecord, placements: tuple[Placement, ...], flip_x: bool, flip_y: bool) -> tuple:
+        """What a reading text encoder sees of ``record``'s references: (path, placement, flip_x, flip_y) per slot."""
+        if not self.text_sees_references:
+            return ()
+        return tuple((ref.path, placement, flip_x, flip_y) for ref, placement in zip(record.references, placements))
+
+    def _text_cache_key(self, caption: str, seen: tuple) -> str:
         assert self._text_identity is not None
-        todo: dict[tuple[Path | None, str], tuple[str, TensorCache]] = {}
+        identity = self._text_identity + "".join(f"|{latent_key(self._digest(path), placement, fx, fy, 'reference')}"
+                                                 for path, placement, fx, fy in seen)
+        return text_key(caption, identity)
+
+    def _text_jobs(self) -> list[TextJob]:
+        todo: dict[tuple[Path | None, str], TextJob] = {}
         for entry in self.entries:
-            rules, cache = self.rules[entry.dataset], self.text_caches[entry.dataset]
-            texts = rules.possible(self.scans[entry.dataset].records[entry.record].caption)
-            if texts is None:
-                folder = self.datasets[entry.dataset].folder_path
-                raise EaselError(f"dataset '{folder}': cached text embeddings cannot follow shuffle_tokens or "
-                                 "token_dropout_rate (every step would need a new caption); turn those off or set "
-                                 "train.cache_text_embeddings: false")
+            rules, cache, config = self.rules[entry.dataset], self.text_caches[entry.dataset], self.datasets[entry.dataset]
+            record = self.scans[entry.dataset].records[entry.record]
+            texts = rules.possible(record.caption)
+            if texts is None or (config.random_crop and self._seen(record, entry.references, False, False)):
+                why = ("shuffle_tokens or token_dropout_rate (every step would need a new caption)" if texts is None else
+                       "random_crop with an encoder that reads the reference images (every step would see a new crop)")
+                raise EaselError(f"dataset '{config.folder_path}': cached text embeddings cannot follow {why}; turn those "
+                                 "off or set train.cache_text_embeddings: false")
+            variants = {self._seen(record, entry.references, fx, fy) for fx in _flips(config.flip_x) for fy in _flips(config.flip_y)}
             for text in sorted(texts):
-                key = text_key(text, self._text_identity)
-                todo.setdefault((cache.folder, key), (text, cache))
+                for seen in sorted(variants, key=repr):
+                    key = self._text_cache_key(text, seen)
+                    todo.setdefault((cache.folder, key), TextJob(text, cache, key, seen))
         return list(todo.values())
 
     def _prepare_text(self, adapter: "ModelAdapter", barrier: Callable[[], None] | None) -> None:
         self._text_identity = adapter.identity("text_encoder")
         wanted = self._text_jobs()
-        identity = self._text_identity
         missing = self._run_shared(wanted, lambda batch: encode_texts(batch, adapter, self.batch_size),
-                                   lambda job: not job[1].has(text_key(job[0], identity)), lambda job: True, barrier)
+                                   lambda job: not job.cache.has(job.key), lambda job: True, barrier)
         log.info(f"text cache: {missing} of {len(wanted)} captions encoded")
 
     def prepare(self, adapter: "ModelAdapter", *, cache_text: bool = False, unload_text_encoder: bool = False,
@@ -371,51 +428,66 @@ class TrainData:
                 yield epoch, self.share(chunks[number]), after
             epoch, index = epoch + 1, 0
 
-    def _render(self, draw: Draw) -> "Image.Image":
+    def _render(self, draw: Draw, slot: int | None = None) -> "Image.Image":
+        """The draw's image fitted to its bucket, or (``slot``) its reference image of that slot."""
         from toolkit.data.render import render
 
+        path, placement = self._image(draw, slot)
         try:
-            return render(draw.record.path, draw.placement, draw.flip_x, draw.flip_y)
+            return render(path, placement, draw.flip_x, draw.flip_y)
         except BadImage as err:
-            raise EaselError(f"{draw.record.path}: {err.reason} when loaded for training, although the scan accepted it "
+            raise EaselError(f"{path}: {err.reason} when loaded for training, although the scan accepted it "
                              "(changed since, or damaged inside its compressed data). Remove or fix it and run again.") from None
 
-    def _latent(self, draw: Draw) -> "torch.Tensor":
+    @staticmethod
+    def _image(draw: Draw, slot: int | None) -> tuple[Path, Placement]:
+        if slot is None:
+            return draw.record.path, draw.placement
+        return draw.record.references[slot].path, draw.references[slot]
+
+    def _latent(self, draw: Draw, slot: int | None = None) -> "torch.Tensor":
         cache = self.latent_caches[draw.entry.dataset]
         assert cache is not None and self._vae_identity is not None
-        key = latent_key(self._digest(draw.record.path), draw.placement, draw.flip_x, draw.flip_y, self._vae_identity)
+        path, placement = self._image(draw, slot)
+        key = latent_key(self._digest(path), placement, draw.flip_x, draw.flip_y, self._vae_identity)
         try:
             return cache.get(key)["latent"]
         except KeyError:
-            raise EaselError(f"the cached latent of {draw.record.path} is missing or damaged (cache {cache.folder}); "
+            raise EaselError(f"the cached latent of {path} is missing or damaged (cache {cache.folder}); "
                              "run again to re-encode it.") from None
 
     def _text_row(self, draw: Draw) -> "dict[str, torch.Tensor]":
-        assert self._text_identity is not None
         cache = self.text_caches[draw.entry.dataset]
         try:
-            return cache.get(text_key(draw.caption, self._text_identity))
+            return cache.get(self._text_cache_key(draw.caption, self._seen(draw.record, draw.references, draw.flip_x, draw.flip_y)))
         except KeyError:
             raise EaselError(f"the cached text embedding of caption {draw.caption!r} is missing or damaged "
                              f"(cache {cache.folder}); run again to re-encode it.") from None
+
+    def _rendered(self, draws: list[Draw], slot: int | None, pool: Executor | None) -> "torch.Tensor":
+        from toolkit.data.render import to_pixels
+
+        render = functools.partial(self._render, slot=slot)
+        return to_pixels(list(pool.map(render, draws)) if pool is not None else [render(draw) for draw in draws])
 
     def make_batch(self, items: list[int], epoch: int, pool: Executor | None = None) -> TrainBatch:
         """The batch of entries ``items`` in ``epoch`` (images rendered on ``pool`` when given)."""
         import torch
 
-        from toolkit.data.render import to_pixels
-
         draws = [self.draw(item, epoch) for item in items]
-        pixels = latents = None
-        if draws[0].entry.cached:
+        cached, slots = draws[0].entry.cached, range(len(draws[0].entry.references))
+        pixels = latents = ref_latents = ref_pixels = None
+        if cached:
             latents = torch.stack([self._latent(draw) for draw in draws])
+            ref_latents = [torch.stack([self._latent(draw, slot) for draw in draws]) for slot in slots] or None
         else:
-            images = list(pool.map(self._render, draws)) if pool is not None else [self._render(draw) for draw in draws]
-            pixels = to_pixels(images)
+            pixels = self._rendered(draws, None, pool)
+        if not cached or (self.text_sees_references and self._text_identity is None):
+            ref_pixels = [self._rendered(draws, slot, pool) for slot in slots] or None
         cond = stack_rows([self._text_row(draw) for draw in draws]) if self._text_identity is not None else None
         return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
                           image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],
-                          paths=[draw.record.path for draw in draws])
+                          paths=[draw.record.path for draw in draws], reference_latents=ref_latents, reference_pixels=ref_pixels)
 
     def position(self, saved: Mapping[str, int] | None = None) -> LoaderPosition:
         """The position to start from: the first batch, or the one a training state saved."""
@@ -481,6 +553,12 @@ class TrainData:
             return f"latents: cached on disk in {cache_root(config) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
         return "latents: cached in memory" if config.cache_latents else "latents: not cached (images decoded every step)"
 
+    def _reference_line(self, index: int) -> str:
+        spec = self.reference_spec
+        how = "fitted to each target's bucket" if spec is None or spec.size == "target" else "at their own aspect ratio"
+        seen = "; the text encoder reads them too" if self.text_sees_references else ""
+        return f"references: {len(self.datasets[index].control_path)} per image from {', '.join(self.datasets[index].control_path)}, {how}{seen}"
+
     def dataset_captions(self) -> dict[str, list[str]]:
         """Raw captions of the images trained on, per dataset folder name (for the saved metadata)."""
         found: dict[str, list[str]] = {}
@@ -500,7 +578,8 @@ class TrainData:
                       f"    resolution {', '.join(map(str, config.resolution))} x repeats {config.num_repeats} "
                       f"-> {entries} items per epoch",
                       f"    {self._bucket_line(index)}",
-                      f"    {self._cache_line(index)}"]
+                      f"    {self._cache_line(index)}",
+                      *([f"    {self._reference_line(index)}"] if config.control_path else [])]
         ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
         lines.append(f"steps per epoch: {self.steps_per_epoch()} (batch {self.batch_size}{ranks}, "
                      f"{len(self.groups)} bucket groups, one bucket per batch)")

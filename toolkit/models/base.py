@@ -15,11 +15,17 @@ Conventions shared by every adapter:
   for ``flowmatch`` ``sigma * num_train_timesteps`` (float) with x_t = (1 - sigma) x0 + sigma noise;
 - ``predict`` returns what the schedule's ``prediction_type`` names: epsilon, v (SD), or
   ``noise - x0`` for flow matching.
+
+Reference images (edit models; the ArchSpec's ``references`` says how many and how they are sized): in training
+the data layer pairs each target with its references (``datasets[].control_path``), encodes them with
+``encode_images`` (cached like the targets' latents) and hands them to ``with_references``, which adds them to the
+conditioning under the keys ``predict`` reads; ``predict``'s signature stays the same. Where the text encoder
+reads them too (``ReferenceImages.text_encoder_sees``), ``encode_prompts`` gets their pixels. In sampling they
+arrive as ``GenerateRequest.references`` (PIL images), which the adapter gives its pipeline.
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,35 +52,28 @@ class NoiseSchedule:
     shift: float = 1.0
     """flowmatch: timestep shift, sigma' = shift * s / (1 + (shift - 1) * s)."""
     resolution_shift: "ResolutionShift | None" = None
-    """flowmatch: a shift that follows the image size instead of the fixed ``shift`` (None: fixed)."""
-
-    def shift_at(self, height: int, width: int) -> float:
-        """flowmatch: the shift for latents of ``height`` x ``width`` (``resolution_shift``'s, else ``shift``)."""
-        return self.resolution_shift.at(height, width) if self.resolution_shift is not None else self.shift
+    """flowmatch: a shift that grows with the image's token count instead of ``shift`` (FLUX, Qwen-Image)."""
 
 
 @dataclass(frozen=True)
 class ResolutionShift:
-    """A flow-matching shift that grows with the image's token count (diffusers' ``use_dynamic_shifting``).
+    """A resolution-dependent timestep shift (diffusers' ``use_dynamic_shifting``): ``shift = exp(mu)``, mu linear in
+    the image's token count, from ``base_shift`` at ``base_seq_len`` tokens to ``max_shift`` at ``max_seq_len``."""
 
-    mu runs linearly with the tokens (latent pixels / ``patch``^2), through ``base_shift`` at ``base_tokens`` and
-    ``max_shift`` at ``max_tokens``; the shift is exp(mu) (``exponential``, diffusers' default) or mu itself.
-    """
-
-    base_tokens: int = 256
-    max_tokens: int = 4096
+    base_seq_len: int = 256
+    max_seq_len: int = 4096
     base_shift: float = 0.5
     max_shift: float = 1.15
-    patch: int = 1
-    """Latent pixels per token side (a transformer's patch size)."""
-    exponential: bool = True
+    patch_size: int = 2
+    """Latent pixels per token side (tokens = (h / patch) * (w / patch))."""
 
-    def at(self, height: int, width: int) -> float:
-        """The shift for latents of ``height`` x ``width``."""
-        tokens = (height // self.patch) * (width // self.patch)
-        slope = (self.max_shift - self.base_shift) / (self.max_tokens - self.base_tokens)
-        mu = self.base_shift + slope * (tokens - self.base_tokens)
-        return math.exp(mu) if self.exponential else mu
+    def shift(self, latent_height: int, latent_width: int) -> float:
+        """The shift for latents of this size (what the scheduler's ``mu`` gives the sampling pipeline)."""
+        import math
+
+        tokens = (latent_height // self.patch_size) * (latent_width // self.patch_size)
+        slope = (self.max_shift - self.base_shift) / (self.max_seq_len - self.base_seq_len)
+        return math.exp(self.base_shift + slope * (tokens - self.base_seq_len))
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,9 @@ class GenerateRequest:
     guidance_rescale: float = 0.0
     init_image: "Image.Image | None" = None
     strength: float = 1.0
+    references: "list[Image.Image]" = field(default_factory=list)
+    """Reference images to edit from (architectures whose ArchSpec has ``references``), as they were read; the adapter
+    sizes them as its pipeline does. Not together with ``init_image``."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Architecture-specific options (e.g. a second prompt for SDXL)."""
 
@@ -130,8 +132,12 @@ class ModelAdapter(ABC):
         """Load from a hub id, a diffusers folder, a single-file checkpoint or ``tiny:<arch>``."""
 
     @abstractmethod
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """Text -> conditioning tensors (batch-first, on ``self.device``)."""
+    def encode_prompts(self, prompts: list[str], references: "list[list[torch.Tensor]] | None" = None) -> Conditioning:
+        """Text -> conditioning tensors (batch-first, on ``self.device``).
+
+        ``references``: per prompt, its reference images as pixels (3, H, W) in [-1, 1], fitted as the ArchSpec's
+        ``references`` says; given only to architectures whose text encoder reads them (``text_encoder_sees``).
+        """
 
     @abstractmethod
     def encode_images(self, pixels: "torch.Tensor") -> "torch.Tensor":
@@ -161,6 +167,16 @@ class ModelAdapter(ABC):
     @abstractmethod
     def pipeline(self) -> Any:
         """A diffusers pipeline sharing this adapter's components (for saving, interop, sampling)."""
+
+    def with_references(self, cond: Conditioning, references: "list[torch.Tensor]") -> Conditioning:
+        """``cond`` plus reference latents for ``predict``, in training: ``references`` holds one (B, C, h, w) tensor per
+        reference slot (slot i = the i-th ``control_path`` folder), scaled like ``encode_images``' output, on the device.
+
+        Architectures with ``ArchSpec.references`` override this (the config check refuses references for the others).
+        """
+        from toolkit.errors import EaselError
+
+        raise EaselError(f"architecture '{self.arch.name}' takes no reference images (datasets[].control_path).")
 
     def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
         """The model in its original single-file layout (what ComfyUI / A1111 load), for merged checkpoints."""

@@ -286,15 +286,16 @@ def load_pipeline(pipeline_class: Any, source: ModelSource, dtype: "torch.dtype"
         return pipeline_class.from_pretrained(source.path, dtype=dtype, revision=source.revision, **components)
 
 
-def load_denoiser_file(pipeline_class: Any, denoiser_class: Any, name: str, source: ModelSource, base: str,
-                       dtype: "torch.dtype", components: dict[str, Any]) -> Any:
-    """A pipeline whose denoiser (component ``name``) comes from a single file holding only it, and whose other parts
-    come from ``base`` (a diffusers folder or hub id, whose ``name`` config also shapes the denoiser)."""
+def load_denoiser_file_pipeline(pipeline_class: Any, denoiser_class: Any, denoiser: str, source: ModelSource, dtype: "torch.dtype",
+                                default_base: str, **components: Any) -> Any:
+    """A pipeline whose single-file checkpoints hold only the denoiser (FLUX, Z-Image, ...): the denoiser from the file
+    (``from_single_file``, configs from ``model_kwargs.config`` or ``default_base``), the other parts from there too."""
+    base = source.config or default_base
     with hub_errors("model.name_or_path", source.path):
-        denoiser = denoiser_class.from_single_file(source.path, config=base, subfolder=name, dtype=dtype,
-                                                   local_files_only=hub_offline())
+        model = denoiser_class.from_single_file(source.path, config=base, subfolder=denoiser, dtype=dtype,
+                                                local_files_only=hub_offline())
     base_source = ModelSource("folder" if Path(base).is_dir() else "hub", base, source.revision)
-    return load_pipeline(pipeline_class, base_source, dtype, **{name: denoiser}, **components)
+    return load_pipeline(pipeline_class, base_source, dtype, **{denoiser: model}, **components)
 
 
 def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: str | None = None,
@@ -302,16 +303,16 @@ def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: s
     """A separate VAE (``vae_class``, a diffusers class): a diffusers folder (or one with ``vae/``), a hub id, or a single file."""
     import diffusers
 
-    AutoencoderKL = getattr(diffusers, vae_class)
+    vae_type = getattr(diffusers, vae_class)
     path = Path(vae_path).expanduser()
     with hub_errors("model.vae_path", vae_path):
         if path.is_dir():
             sub = None if (path / "config.json").is_file() else "vae"
-            return AutoencoderKL.from_pretrained(str(path), subfolder=sub, dtype=dtype)
+            return vae_type.from_pretrained(str(path), subfolder=sub, dtype=dtype)
         if path.is_file() or vae_path.count("/") >= 2:
             file = resolve_file(vae_path, "model.vae_path", revision)
             config = base.path if base.kind != "file" else base.config
-            return AutoencoderKL.from_single_file(str(file), config=config, subfolder="vae" if config else None,
+            return vae_type.from_single_file(str(file), config=config, subfolder="vae" if config else None,
                                                   dtype=dtype, local_files_only=hub_offline())
         _check_hub_cached(vae_path, revision, "config.json")
-        return AutoencoderKL.from_pretrained(vae_path, dtype=dtype, revision=revision)
+        return vae_type.from_pretrained(vae_path, dtype=dtype, revision=revision)

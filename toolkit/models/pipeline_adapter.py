@@ -13,7 +13,7 @@ from toolkit.config.messages import suggest
 from toolkit.errors import EaselError
 from toolkit.models import memory
 from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule, ResolutionShift
-from toolkit.models.loading import ModelSource, load_denoiser_file, load_pipeline, load_vae, resolve_source
+from toolkit.models.loading import ModelSource, load_denoiser_file_pipeline, load_pipeline, load_vae, resolve_source
 
 if TYPE_CHECKING:
     import torch
@@ -61,15 +61,14 @@ def ddpm_schedule(scheduler_config: Any, prediction_type: str | None) -> NoiseSc
 
 def flow_schedule(scheduler_config: Any, *, patch: int = 1, shift: float | None = None) -> NoiseSchedule:
     """The flow-matching schedule a ``FlowMatchEulerDiscreteScheduler`` config describes: its fixed ``shift``, or with
-    ``use_dynamic_shifting`` the one that follows the image size (``patch``: latent pixels per token side, the
-    transformer's). A given ``shift`` (a user's fixed value) replaces both."""
+    ``use_dynamic_shifting`` the one that follows the image size (exp(mu), the scheduler's exponential time shift;
+    ``patch``: latent pixels per token side, the transformer's). A given ``shift`` (a user's fixed value) replaces both."""
     config = dict(scheduler_config)
     steps = int(config.get("num_train_timesteps", 1000))
     if shift is not None or not config.get("use_dynamic_shifting"):
         return NoiseSchedule("flowmatch", "flow", steps, shift=float(shift if shift is not None else config.get("shift", 1.0)))
     dynamic = ResolutionShift(int(config.get("base_image_seq_len", 256)), int(config.get("max_image_seq_len", 4096)),
-                              float(config.get("base_shift", 0.5)), float(config.get("max_shift", 1.15)), patch,
-                              config.get("time_shift_type", "exponential") == "exponential")
+                              float(config.get("base_shift", 0.5)), float(config.get("max_shift", 1.15)), patch)
     return NoiseSchedule("flowmatch", "flow", steps, resolution_shift=dynamic)
 
 
@@ -143,8 +142,8 @@ class PipelineAdapter(ModelAdapter):
         pipeline_class = diffusers_class(arch.spec.pipeline)
         if source.kind != "file" or not cls.denoiser_file:
             return load_pipeline(pipeline_class, source, dtype, **components)
-        return load_denoiser_file(pipeline_class, diffusers_class(cls.denoiser_file), arch.spec.denoiser, source,
-                                  source.config or cls.default_base, dtype, components)
+        return load_denoiser_file_pipeline(pipeline_class, diffusers_class(cls.denoiser_file), arch.spec.denoiser, source,
+                                           dtype, cls.default_base, **components)
 
     def after_load(self) -> None:
         """Adjust the loaded pipeline (prediction type, schedule shift, merged adapters)."""
@@ -182,6 +181,7 @@ class PipelineAdapter(ModelAdapter):
         images: list[Image.Image] = []
         for batch in _batches(requests):
             check_sampler(batch[0].sampler, self.arch.spec.samplers, self.arch.spec.name)
+            check_references(batch[0], self.arch)
             with torch.no_grad():
                 images += self._generate_batch(batch)
         return images
@@ -267,13 +267,27 @@ def _at_least_one_step(strength: float, steps: int) -> float:
     return least
 
 
+def check_references(request: GenerateRequest, arch: "ArchRef") -> None:
+    """Raise EaselError when the request's reference images do not fit the architecture (or come with an init image)."""
+    if not request.references:
+        return
+    spec = arch.spec.references
+    if spec is None:
+        raise EaselError(f"architecture '{arch.name}' takes no reference images; edit models do (e.g. flux_kontext, flux2).")
+    if len(request.references) > spec.count:
+        raise EaselError(f"{len(request.references)} reference images, but architecture '{arch.name}' takes at most {spec.count}.")
+    if request.init_image is not None:
+        raise EaselError("reference images and an init image (img2img) cannot be used together; give one of them.")
+
+
 def _batch_key(request: GenerateRequest) -> tuple:
     return (request.width, request.height, request.steps, request.guidance_scale, request.sampler, request.guidance_rescale,
-            request.init_image is None, request.strength, tuple(sorted((k, repr(v)) for k, v in request.extras.items())))
+            request.init_image is None, request.strength, tuple(sorted((k, repr(v)) for k, v in request.extras.items())),
+            tuple(id(image) for image in request.references))
 
 
 def _batches(requests: list[GenerateRequest]) -> list[list[GenerateRequest]]:
-    """Consecutive requests that can share one pipeline call."""
+    """Consecutive requests that can share one pipeline call (reference images included: the same ones)."""
     batches: list[list[GenerateRequest]] = []
     for request in requests:
         if batches and _batch_key(batches[-1][0]) == _batch_key(request):

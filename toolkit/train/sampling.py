@@ -38,7 +38,8 @@ def preview_requests(sample: "SampleConfig", arch: "ArchRef") -> list[Preview]:
     """The previews of a ``sample:`` block, defaults from the architecture variant.
 
     This is the one place where a preview prompt becomes a request: ``[trigger]`` is already replaced by
-    the config loader, and inline prompt flags (--n, --w, --h, --seed, ...) are parsed here.
+    the config loader, inline prompt flags (--n, --w, --h, --seed, ...) are parsed here, and an item's reference
+    images (``ctrl_img``, edit models) are read.
     """
     from toolkit.sampling.prompts import parse_prompt
 
@@ -55,10 +56,22 @@ def preview_requests(sample: "SampleConfig", arch: "ArchRef") -> list[Preview]:
             steps=first(flags.steps, item.sample_steps, sample.sample_steps, int(defaults.get("sample_steps", 20))),
             guidance_scale=float(guidance), seed=seed, sampler=sampler,
             negative_prompt=first(flags.negative, item.neg, sample.neg),
-            guidance_rescale=first(flags.guidance_rescale, sample.guidance_rescale), extras=dict(flags.extras))
+            guidance_rescale=first(flags.guidance_rescale, sample.guidance_rescale), extras=dict(flags.extras),
+            references=[_reference(path) for path in item.references()])
         multiplier = item.network_multiplier if item.network_multiplier is not None else sample.network_multiplier
         previews.append(Preview(request, multiplier))
     return previews
+
+
+def _reference(path: str) -> "Image.Image":
+    """A preview's reference image (``ctrl_img``), read once."""
+    from toolkit.data.images import BadImage, load_image
+    from toolkit.errors import EaselError
+
+    try:
+        return load_image(Path(path).expanduser())
+    except BadImage as err:
+        raise EaselError(f"sample reference image '{path}' (ctrl_img): {err.reason}; fix or replace it.") from None
 
 
 def first(*values):  # noqa: ANN001, ANN201 - the first value that is set
