@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 
     from toolkit.models.base import Conditioning, GenerateRequest, ImageInfo, NoiseSchedule
 
-TRANSFORMER_TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
-                       "attn.add_v_proj", "attn.to_add_out", "img_mlp.net.0.proj", "img_mlp.net.2",
-                       "txt_mlp.net.0.proj", "txt_mlp.net.2"]
-"""Every linear layer of each transformer block except the modulations (img_mod / txt_mod), as musubi-tuner trains."""
+BLOCK_TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_v_proj",
+                 "img_mlp.net.0.proj", "img_mlp.net.2"]
+TEXT_STREAM_TARGETS = ["attn.add_q_proj", "attn.to_add_out", "txt_mlp.net.0.proj", "txt_mlp.net.2"]
+"""Layers that only feed a block's text output. The last block's text output is discarded (the transformer returns
+the image stream), so there they would never get a gradient, and DistributedDataParallel refuses such parameters."""
 
 
 class QwenImageAdapter(PipelineAdapter):
@@ -116,10 +117,14 @@ class QwenImageAdapter(PipelineAdapter):
         return {} if self.flow_shift is None else {"use_dynamic_shifting": False, "shift": self.flow_shift}
 
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
+        """Every linear layer of the blocks but the modulations (img_mod / txt_mod), as musubi-tuner trains, except
+        the last block's text-stream layers, which affect nothing."""
         if train_text_encoder:
             raise EaselError(f"{self.arch.name}: train.train_text_encoder is not supported; Qwen-Image LoRAs train the "
                              "transformer only (its 7B Qwen2.5-VL text encoder stays frozen). Set it to false.")
-        return {self.denoiser_name: list(TRANSFORMER_TARGETS)}
+        last = len(self.denoiser.transformer_blocks) - 1
+        text = [f"transformer_blocks.{index}.{name}" for index in range(last) for name in TEXT_STREAM_TARGETS]
+        return {self.denoiser_name: BLOCK_TARGETS + text}
 
     def call_kwargs(self, batch: "list[GenerateRequest]") -> dict[str, Any]:
         """easel's guidance is the pipeline's ``true_cfg_scale``; without guidance no negative prompt is encoded. The

@@ -189,12 +189,8 @@ def test_trains_on_a_quantized_low_vram_offloaded_compiled_base(registry: Any, t
     from safetensors.torch import load_file
 
     lora = load_file(str(tmp_path / "out" / "qlow" / "qlow.safetensors"))
-    untrained = sorted(key.removeprefix("diffusion_model.").removesuffix(".lora_B.weight") for key, value in lora.items()
-                       if key.endswith("lora_B.weight") and not value.abs().sum() > 0)
-    # The last block's text stream (its text queries, output projection and MLP) feeds nothing: the transformer's
-    # output is the image stream. Only those layers keep their zero-initialised B.
-    assert untrained == [f"transformer_blocks.1.{name}" for name in
-                         ("attn.add_q_proj", "attn.to_add_out", "txt_mlp.net.0.proj", "txt_mlp.net.2")]
+    ups = {key: value for key, value in lora.items() if key.endswith("lora_B.weight")}
+    assert len(ups) == 2 * 12 - 4 and all(value.abs().sum() > 0 for value in ups.values())  # B starts at zero
 
 
 @pytest.mark.slow

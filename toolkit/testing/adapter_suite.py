@@ -178,6 +178,25 @@ class AdapterSuite:
                 for suffix in suffixes:
                     assert any(n == suffix or n.endswith("." + suffix) for n in names), (component, suffix)
 
+    def test_every_default_target_gets_a_gradient(self, adapter: ModelAdapter) -> None:
+        """A LoRA on the default targets: every layer's B gets a gradient from one loss (data-parallel training
+        refuses parameters that take no part in the loss)."""
+        from toolkit.config.blocks import NetworkConfig
+        from toolkit.network.network import Network
+
+        network = Network.build(adapter.components(), adapter.lora_targets(False), NetworkConfig(linear=2, linear_alpha=2),
+                                name="suite_gradients")
+        try:
+            generator = torch.Generator().manual_seed(0)
+            latents = torch.randn(1, self.latent_channels, self.size[1] // 8, self.size[0] // 8, generator=generator)
+            with torch.no_grad():
+                cond = adapter.encode_prompts(["a cat"])
+            adapter.predict(latents, torch.tensor([500.0]), cond).square().mean().backward()
+            ups = {name: p.grad for name, p in network.named_parameters() if "lora_B" in name}
+            assert ups and [name for name, grad in ups.items() if grad is None or not grad.abs().sum() > 0] == []
+        finally:
+            network.remove()
+
     def test_txt2img_size_and_determinism(self, adapter: ModelAdapter) -> None:
         first = adapter.generate([self.request(), self.request(seed=8)])
         again = adapter.generate([self.request(), self.request(seed=8)])
