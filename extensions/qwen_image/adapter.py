@@ -59,35 +59,55 @@ class QwenImageAdapter(PipelineAdapter):
     def patch(self) -> int:
         return int(self.denoiser.config.patch_size)
 
-    def encode_prompts(self, prompts: list[str], references: "list[list[torch.Tensor]] | None" = None) -> "Conditioning":
-        import torch
+    def text_pipeline(self) -> Any:
+        """The pipeline whose prompt template text-only prompts are encoded with (Qwen-Image's own)."""
+        return self.pipe
 
-        pipe, device, length = self.pipe, self.device, self.max_sequence_length
+    def encode_prompts(self, prompts: list[str], references: "list[list[torch.Tensor]] | None" = None) -> "Conditioning":
+        return self.padded(self.text_rows(prompts))
+
+    def text_rows(self, prompts: list[str]) -> "list[torch.Tensor]":
+        """Each prompt's last hidden states (L_i, D) in the template, minus its first tokens, as the pipeline keeps them."""
+        pipe = self.text_pipeline()
         drop = pipe.prompt_template_encode_start_idx
         tokens = pipe.tokenizer([pipe.prompt_template_encode.format(p) for p in prompts], padding=True, truncation=True,
                                 max_length=pipe.tokenizer_max_length + drop, return_tensors="pt")
-        keep = tokens.attention_mask.to(device).bool()
+        keep = tokens.attention_mask.to(self.device).bool()
         encoder = self.text_encoders["text_encoder"]
-        hidden = encoder(input_ids=tokens.input_ids.to(device), attention_mask=keep, output_hidden_states=True).hidden_states[-1]
-        embeds = hidden.new_zeros(len(prompts), length, hidden.shape[-1])
-        mask = torch.zeros(len(prompts), length, dtype=torch.bool, device=device)
-        for index, (row, real) in enumerate(zip(hidden, keep)):
-            text = row[real][drop:drop + length]
-            embeds[index, :len(text)] = text
-            mask[index, :len(text)] = True
+        hidden = encoder(input_ids=tokens.input_ids.to(self.device), attention_mask=keep, output_hidden_states=True).hidden_states[-1]
+        return [row[real][drop:drop + self.max_sequence_length] for row, real in zip(hidden, keep)]
+
+    def padded(self, rows: "list[torch.Tensor]") -> "Conditioning":
+        """Prompt rows (L_i, D) -> ``prompt_embeds`` zero-padded to ``max_sequence_length`` and their ``prompt_mask``."""
+        import torch
+
+        length = self.max_sequence_length
+        embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
+        for index, row in enumerate(rows):
+            embeds[index, :len(row)] = row
+            mask[index, :len(row)] = True
         return {"prompt_embeds": embeds, "prompt_mask": mask}
+
+    def reference_latents(self, cond: "Conditioning") -> "list[torch.Tensor]":
+        """Latents appended to the image tokens (the edit models' references); none for text-to-image."""
+        return []
 
     def predict(self, noisy_latents: "torch.Tensor", timesteps: "torch.Tensor", cond: "Conditioning",
                 image_info: "list[ImageInfo] | None" = None) -> "torch.Tensor":
+        import torch
+
         dtype, p = self.denoiser_dtype, self.patch
         b, c, h, w = noisy_latents.shape
-        packed = noisy_latents.to(dtype).view(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+        latents = [noisy_latents, *self.reference_latents(cond)]
+        tokens = torch.cat([pack(x.to(dtype), p) for x in latents], dim=1)
         embeds, mask = text_of(cond)
         out = self.denoiser(
-            hidden_states=packed.reshape(b, (h // p) * (w // p), c * p * p), encoder_hidden_states=embeds.to(dtype),
-            encoder_hidden_states_mask=mask, timestep=(timesteps.float().expand(b) / 1000).to(noisy_latents.device, dtype),
-            img_shapes=[[(1, h // p, w // p)]] * b, return_dict=False)[0]
-        return out.view(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+            hidden_states=tokens, encoder_hidden_states=embeds.to(dtype), encoder_hidden_states_mask=mask,
+            timestep=(timesteps.float().expand(b) / 1000).to(noisy_latents.device, dtype),
+            img_shapes=[[(1, x.shape[-2] // p, x.shape[-1] // p) for x in latents]] * b, return_dict=False)[0]
+        seen = (h // p) * (w // p)  # the output keeps the target's tokens; the references' are context
+        return out[:, :seen].reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
 
     def encode_images(self, pixels: "torch.Tensor") -> "torch.Tensor":
         vae = self.vae
@@ -126,13 +146,29 @@ class QwenImageAdapter(PipelineAdapter):
         text = [f"transformer_blocks.{index}.{name}" for index in range(last) for name in TEXT_STREAM_TARGETS]
         return {self.denoiser_name: BLOCK_TARGETS + text}
 
+    def generate(self, requests: "list[GenerateRequest]") -> "list[Any]":
+        """Images; one step is refused: the scheduler stretches its last sigma to ``shift_terminal``, which turns a
+        one-step schedule into NaN (diffusers divides by zero)."""
+        if self.pipe.scheduler.config.get("shift_terminal") and any(r.steps < 2 for r in requests):
+            raise EaselError(f"{self.arch.name}: sample_steps must be at least 2 (its scheduler's shift_terminal makes a "
+                             "one-step schedule NaN); set 2 or more.")
+        return super().generate(requests)
+
     def call_kwargs(self, batch: "list[GenerateRequest]") -> dict[str, Any]:
         """easel's guidance is the pipeline's ``true_cfg_scale``; without guidance no negative prompt is encoded. The
         size is given for img2img too (the pipeline would make 1024 x 1024 from any input image)."""
         first = batch[0]
-        return {"true_cfg_scale": first.guidance_scale, "guidance_scale": None, "max_sequence_length": self.max_sequence_length,
+        # the pipeline allows at most 1024 prompt tokens (its tokenizer call never gives more, so rows agree)
+        return {"true_cfg_scale": first.guidance_scale, "guidance_scale": None, "max_sequence_length": min(self.max_sequence_length, 1024),
                 "negative_prompt": [r.negative_prompt for r in batch] if first.guidance_scale > 1 else None,
                 "width": first.width, "height": first.height}
+
+
+def pack(latents: "torch.Tensor", patch: int) -> "torch.Tensor":
+    """(B, C, H, W) -> (B, H/p * W/p, C p^2): patches as tokens, in the pipeline's order."""
+    b, c, h, w = latents.shape
+    grid = latents.view(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
+    return grid.reshape(b, (h // patch) * (w // patch), c * patch * patch)
 
 
 def text_of(cond: "Conditioning") -> "tuple[torch.Tensor, torch.Tensor | None]":

@@ -22,8 +22,9 @@ def pack(latents: torch.Tensor) -> torch.Tensor:
     return QwenImagePipeline._pack_latents(latents, b, c, h, w)
 
 
-class TestQwenImage(AdapterSuite):
-    arch = "qwen_image"
+class QwenImageSuite(AdapterSuite):
+    """The shared suite with Qwen-Image's video VAE (one frame in, latents normalised per channel)."""
+
     latent_channels = 16
     sampler = "flowmatch"
     schedule_kind = "flowmatch"
@@ -45,6 +46,10 @@ class TestQwenImage(AdapterSuite):
         with torch.no_grad():
             direct = adapter.vae.encode(pixels[:, :, None]).latent_dist.mode()[:, :, 0]
         assert torch.allclose(latents, (direct - mean) / std, atol=1e-5)
+
+
+class TestQwenImage(QwenImageSuite):
+    arch = "qwen_image"
 
     def test_prompt_encoding_matches_the_pipeline(self, adapter: QwenImageAdapter) -> None:
         prompts = ["a photo of a cat", "a watercolor painting of a lake at sunset with mountains"]

@@ -38,6 +38,7 @@ def tokenizer() -> Any:
 
     tokens = qwen_tokenizer()
     tokens.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", *VISION_TOKENS]})
+    tokens.model_max_length = 131072  # Qwen2.5-VL's; prompts with vision tokens run past the test tokenizer's 512
     return tokens
 
 
@@ -92,12 +93,11 @@ def pipeline(seed: int = 0) -> "QwenImagePipeline":
                              text_encoder=text_encoder(tokens, seed + 2), tokenizer=tokens, transformer=transformer(seed))
 
 
-def save_single_file(pipe: Any, folder: Path) -> None:
+def save_single_file(pipe: Any, folder: Path, name: str) -> None:
     """The transformer as one safetensors file, as Qwen-Image's single files are (diffusers' module names)."""
     from safetensors.torch import save_file
 
-    state = {key: value.contiguous() for key, value in pipe.transformer.state_dict().items()}
-    save_file(state, str(folder / SPEC.tiny.single_file))  # type: ignore[union-attr]
+    save_file({key: value.contiguous() for key, value in pipe.transformer.state_dict().items()}, str(folder / name))
 
 
 def build(folder: Path, seed: int = 0) -> None:
@@ -106,4 +106,44 @@ def build(folder: Path, seed: int = 0) -> None:
 
     pipe = pipeline(seed)
     save_pipeline(pipe, folder)
-    save_single_file(pipe, folder)
+    save_single_file(pipe, folder, SPEC.tiny.single_file)  # type: ignore[union-attr]
+
+
+def edit_pipeline(class_name: str, seed: int = 0, **transformer_config: Any) -> Any:
+    """A tiny edit pipeline (``QwenImageEditPipeline`` / ``QwenImageEditPlusPipeline``): the text-to-image parts plus
+    the processor the text encoder reads reference images through (Qwen2VL's image settings: 14 px patches, 2 x 2 merges)."""
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from extensions.qwen_image.edit import images_only_processor
+
+    tokens = tokenizer()
+    return getattr(diffusers, class_name)(
+        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER), vae=vae(seed + 1), text_encoder=text_encoder(tokens, seed + 2),
+        tokenizer=tokens, processor=images_only_processor(tokens, Qwen2VLImageProcessorPil()),
+        transformer=transformer(seed, **transformer_config))
+
+
+def save_edit(pipe: Any, folder: Path, single_file: str) -> None:
+    """Write an edit pipeline as its hub repository is laid out (``processor/`` holds the image processor's settings and
+    the tokenizer), plus its transformer as a single file."""
+    from toolkit.testing.tiny import save_pipeline
+
+    save_pipeline(pipe, folder)
+    save_single_file(pipe, folder, single_file)
+
+
+def build_edit(folder: Path, seed: int = 0) -> None:
+    """``tiny:qwen_image_edit``."""
+    from extensions.qwen_image.spec import EDIT_SPEC
+
+    save_edit(edit_pipeline("QwenImageEditPipeline", seed), folder, EDIT_SPEC.tiny.single_file)  # type: ignore[union-attr]
+
+
+def build_edit_plus(folder: Path, seed: int = 0) -> None:
+    """``tiny:qwen_image_edit_plus``, with 2511's ``zero_cond_t`` (reference tokens modulated as at timestep 0)."""
+    from extensions.qwen_image.spec import EDIT_PLUS_SPEC
+
+    pipe = edit_pipeline("QwenImageEditPlusPipeline", seed, zero_cond_t=True)
+    save_edit(pipe, folder, EDIT_PLUS_SPEC.tiny.single_file)  # type: ignore[union-attr]

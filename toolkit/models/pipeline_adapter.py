@@ -104,7 +104,7 @@ class PipelineAdapter(ModelAdapter):
         self.denoiser = getattr(pipe, self.denoiser_name)
         self.text_encoders = {name: getattr(pipe, name) for name in self.text_encoder_names}
         self.vae = pipe.vae
-        self._img2img: Any = None
+        self._siblings: dict[str, Any] = {}
         for module in [*self.components().values(), self.vae]:
             module.requires_grad_(False)
             module.eval()
@@ -143,7 +143,12 @@ class PipelineAdapter(ModelAdapter):
         if source.kind != "file" or not cls.denoiser_file:
             return load_pipeline(pipeline_class, source, dtype, **components)
         return load_denoiser_file_pipeline(pipeline_class, diffusers_class(cls.denoiser_file), arch.spec.denoiser, source,
-                                           dtype, cls.default_base, **components)
+                                           dtype, cls.base_for(arch), **components)
+
+    @classmethod
+    def base_for(cls, arch: "ArchRef") -> str:
+        """Where a denoiser-only single file's other parts come from without ``model_kwargs.config``: ``default_base``."""
+        return cls.default_base
 
     def after_load(self) -> None:
         """Adjust the loaded pipeline (prediction type, schedule shift, merged adapters)."""
@@ -201,11 +206,10 @@ class PipelineAdapter(ModelAdapter):
             "generator": [torch.Generator("cpu").manual_seed(r.seed) for r in batch], "output_type": "pil",
             **self.call_kwargs(batch),
         }
+        pipe = self.pipeline_for(batch)
         if first.init_image is None:
-            pipe = self.pipe
             kwargs.update(width=first.width, height=first.height)
         else:
-            pipe = self.img2img_pipeline()
             size = (first.width, first.height)
             kwargs.update(strength=_at_least_one_step(first.strength, first.steps), image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
         original = pipe.scheduler
@@ -220,19 +224,30 @@ class PipelineAdapter(ModelAdapter):
         finally:
             pipe.scheduler = original
 
+    def pipeline_for(self, batch: list[GenerateRequest]) -> Any:
+        """The pipeline that makes ``batch``: the img2img one for an init image, else the architecture's own (an edit
+        model whose pipeline needs reference images picks another for requests without)."""
+        return self.img2img_pipeline() if batch[0].init_image is not None else self.pipe
+
     def img2img_pipeline(self) -> Any:
         """The img2img pipeline, sharing this adapter's components (made once)."""
-        if self._img2img is None:
+        return self.sibling_pipeline(self.img2img_class)
+
+    def sibling_pipeline(self, class_name: str) -> Any:
+        """A diffusers pipeline of class ``class_name`` sharing this adapter's components (``from_pipe``, made once)."""
+        found = self._siblings.get(class_name)
+        if found is None:
             from diffusers.utils import logging as diffusers_logging
 
             level = diffusers_logging.get_verbosity()
             diffusers_logging.set_verbosity_error()
             try:
-                self._img2img = diffusers_class(self.img2img_class).from_pipe(self.pipe, dtype=self.dtype)
+                found = diffusers_class(class_name).from_pipe(self.pipe, dtype=self.dtype)
             finally:
                 diffusers_logging.set_verbosity(level)
-            self._img2img.set_progress_bar_config(disable=True)
-        return self._img2img
+            found.set_progress_bar_config(disable=True)
+            self._siblings[class_name] = found
+        return found
 
     def _round_trip(self, images: "list[Image.Image]", width: int, height: int) -> "list[Image.Image]":
         """img2img at strength 0: the input through the VAE and back."""
