@@ -193,7 +193,8 @@ class AdapterSuite:
                 cond = adapter.encode_prompts(["a cat"])
             adapter.predict(latents, torch.tensor([500.0]), cond).square().mean().backward()
             ups = {name: p.grad for name, p in network.named_parameters() if "lora_B" in name}
-            assert ups and [name for name, grad in ups.items() if grad is None or not grad.abs().sum() > 0] == []
+            starved = [name for name, grad in ups.items() if grad is None or not grad.abs().sum() > 0]
+            assert ups and starved == [], f"{len(starved)} of {len(ups)} layers got no gradient: {starved[:8]}"
         finally:
             network.remove()
 
