@@ -131,12 +131,8 @@ class FluxAdapter(PipelineAdapter):
 
     def noise_schedule(self) -> NoiseSchedule:
         config = self.pipe.scheduler.config
-        by_size = None
-        if config.get("use_dynamic_shifting"):
-            by_size = ResolutionShift(config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                                      config.get("base_shift", 0.5), config.get("max_shift", 1.15))
         return NoiseSchedule("flowmatch", "flow", int(config.num_train_timesteps), shift=float(config.get("shift", 1.0)),
-                             resolution_shift=by_size)
+                             resolution_shift=ResolutionShift.from_scheduler_config(config))
 
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         single = [f"single_transformer_blocks.{i}.proj_out" for i in range(len(self.denoiser.single_transformer_blocks))]

@@ -74,6 +74,9 @@ class PipelineAdapter(ModelAdapter):
     """Whether ``model.assistant_lora_path`` (a training adapter merged at load) means anything here."""
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config",)
     """Keys this architecture reads from ``model.model_kwargs`` (``config``: where a single file's configs come from)."""
+    takes_negative_prompt: ClassVar[bool] = True
+    """Whether the pipeline has a ``negative_prompt`` argument (else the architecture's ``call_kwargs`` passes
+    negative embeddings itself)."""
 
     def __init__(self, pipe: Any, config: "ModelConfig", arch: "ArchRef", device: "torch.device", dtype: "torch.dtype"):
         self.pipe = pipe
@@ -172,18 +175,17 @@ class PipelineAdapter(ModelAdapter):
             return self._round_trip([r.init_image for r in batch], first.width, first.height)  # type: ignore[misc]
         scheduler = make_scheduler(first.sampler, self.pipe.scheduler.config, **self.scheduler_overrides())
         kwargs: dict[str, Any] = {
-            "prompt": [r.prompt for r in batch], "negative_prompt": [r.negative_prompt for r in batch],
-            "num_inference_steps": first.steps, "guidance_scale": self.pipeline_guidance(first.guidance_scale),
+            "prompt": [r.prompt for r in batch], "num_inference_steps": first.steps,
+            "guidance_scale": self.pipeline_guidance(first.guidance_scale),
             "generator": [torch.Generator("cpu").manual_seed(r.seed) for r in batch], "output_type": "pil",
+            **({"negative_prompt": [r.negative_prompt for r in batch]} if self.takes_negative_prompt else {}),
             **self.call_kwargs(batch),
         }
         if first.init_image is None:
             pipe = self.pipe
             kwargs.update(width=first.width, height=first.height)
         else:
-            pipe = self.img2img_pipeline()
-            size = (first.width, first.height)
-            kwargs.update(strength=_at_least_one_step(first.strength, first.steps), image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
+            pipe = self.img2img_call(batch, kwargs)
         original = pipe.scheduler
         pipe.scheduler = scheduler
         pipe.set_progress_bar_config(disable=True)
@@ -195,6 +197,14 @@ class PipelineAdapter(ModelAdapter):
             raise
         finally:
             pipe.scheduler = original
+
+    def img2img_call(self, batch: list[GenerateRequest], kwargs: dict[str, Any]) -> Any:
+        """The pipeline an img2img batch runs on, with ``kwargs`` completed for it (the init images, the strength):
+        the ``img2img_class`` pipeline; architectures without one in diffusers override this."""
+        first = batch[0]
+        size = (first.width, first.height)
+        kwargs.update(strength=_at_least_one_step(first.strength, first.steps), image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
+        return self.img2img_pipeline()
 
     def img2img_pipeline(self) -> Any:
         """The img2img pipeline, sharing this adapter's components (made once)."""
