@@ -70,7 +70,9 @@ class FluxAdapter(PipelineAdapter):
     img2img_class: ClassVar[str] = "FluxImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "max_sequence_length", "train_guidance", "true_cfg_scale")
-    quantize_exclusions = ("x_embedder", "context_embedder", "time_text_embed", "norm_out", "proj_out")
+    quantize_exclusions = ("x_embedder", "context_embedder", "time_text_embed", "norm_out", "[p]roj_out")
+    """The embedders and the final layer (``[p]roj_out``, a glob, is the model's own ``proj_out`` only: the single blocks'
+    output layers share its name and are quantized)."""
 
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",

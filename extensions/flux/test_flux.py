@@ -253,3 +253,9 @@ def test_generate_job_makes_one_edit_per_reference_image(tmp_path: Any, capsys: 
     assert run.main([str(config)]) == 0
     made = sorted((tmp_path / "out").glob("*.png"))
     assert len(made) == 4 and len({path.read_bytes() for path in made}) == 4
+
+
+def test_8bit_base_streamed_block_by_block_trains_alike(registry: Any) -> None:
+    from toolkit.testing.memory_check import assert_streamed_8bit_trains_alike
+
+    assert_streamed_8bit_trains_alike(registry, "flux", kept="proj_out", quantized="single_transformer_blocks.0.proj_out")

@@ -68,7 +68,8 @@ class Flux2Adapter(PipelineAdapter):
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "max_sequence_length", "train_guidance")
     takes_negative_prompt: ClassVar[bool] = False
-    quantize_exclusions = ("x_embedder", "context_embedder", "time_guidance_embed", "modulation", "norm_out", "proj_out")
+    quantize_exclusions = ("x_embedder", "context_embedder", "time_guidance_embed", "double_stream_modulation_img",
+                           "double_stream_modulation_txt", "single_stream_modulation", "norm_out", "proj_out")
 
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",

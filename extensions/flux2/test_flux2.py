@@ -169,3 +169,10 @@ def test_klein_learns_the_demo_palette(tmp_path: Any, registry: Any) -> None:
     from toolkit.testing.learning import learns
 
     learns(run.main, "flux2_klein_4b", LEARN_TARGETS, tmp_path, registry)
+
+
+def test_8bit_base_streamed_block_by_block_trains_alike(registry: Any) -> None:
+    from toolkit.testing.memory_check import assert_streamed_8bit_trains_alike
+
+    assert_streamed_8bit_trains_alike(registry, "flux2_klein_4b", kept="double_stream_modulation_img.linear",
+                                      quantized="single_transformer_blocks.0.attn.to_qkv_mlp_proj")
