@@ -61,7 +61,8 @@ SPEC = ArchSpec(
     bucket_divisibility=16,
     default_lora_format="diffusers",
     lora=_lora("flux2"),
-    tiny=None,
+    tiny=TinyModel(builder="extensions.flux2.tiny:build_dev", single_file="tiny_flux2_transformer.safetensors",
+                   single_file_components=("transformer", "vae", "text_encoder")),
     references=REFERENCES,
 )
 

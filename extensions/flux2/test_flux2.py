@@ -88,6 +88,30 @@ class TestFlux2Klein(AdapterSuite):
         assert len(full) == 4 and seen == pytest.approx(full[2:], abs=1e-5)
 
 
+@pytest.mark.slow
+class TestFlux2Dev(AdapterSuite):
+    """The shared suite on FLUX.2 [dev] (Mistral3 text encoder, guidance embedding)."""
+
+    arch = "flux2"
+    latent_channels = 32
+    sampler = "flowmatch"
+    schedule_kind = "flowmatch"
+    single_file = True
+
+    def test_guidance_and_negative_prompt(self, adapter: Flux2Adapter) -> None:
+        """[dev]'s guidance_scale feeds its guidance embedding (one pass); it has no negative prompt."""
+        plain = adapter.generate([self.request(guidance_scale=4.0)])[0]
+        other = adapter.generate([self.request(guidance_scale=1.5)])[0]
+        negative = adapter.generate([self.request(guidance_scale=4.0, negative_prompt="a dog")])[0]
+        assert plain.tobytes() != other.tobytes() and negative.tobytes() == plain.tobytes()
+
+    def test_prompt_encoding_is_the_pipelines(self, adapter: Flux2Adapter) -> None:
+        with torch.no_grad():
+            ours = adapter.encode_prompts(["a cat", "a dog"])["prompt_embeds"]
+            theirs = adapter.pipeline().encode_prompt(["a cat", "a dog"], device=adapter.device, max_sequence_length=512)[0]
+        assert ours.shape == (2, 512, 96) and torch.equal(ours, theirs)
+
+
 @pytest.fixture(scope="module")
 def klein(registry: Any) -> Flux2Adapter:
     from toolkit.config.blocks import ModelConfig

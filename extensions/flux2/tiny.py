@@ -1,7 +1,10 @@
-"""``tiny:flux2_klein_4b`` / ``tiny:flux2_klein_9b``: a tiny random FLUX.2 [klein] with the real block structure.
+"""``tiny:flux2_klein_4b`` / ``tiny:flux2_klein_9b`` and ``tiny:flux2``: tiny random FLUX.2 [klein] and [dev] models with
+the real block structure.
 
-One double-stream and one single-stream block (real module names, no guidance embedding, as Klein), a Qwen3 causal
-LM deep enough for the three hidden layers Klein reads (9, 18, 27) with the offline Qwen tokenizer, and a 32-channel
+One double-stream and one single-stream block (real module names; Klein without a guidance embedding, [dev] with one),
+for Klein a Qwen3 causal LM deep enough for the three hidden layers it reads (9, 18, 27), for [dev] a Mistral3
+vision-language model (its language model 30 layers deep for hidden states 10, 20, 30), both with the offline Qwen
+tokenizer ([dev]'s chat template reads Mistral's content lists), and a 32-channel
 FLUX.2 VAE made from the fitted tiny VAE, with random batch-norm statistics; written as a
 diffusers folder plus its transformer in the original single-file layout (``spec.tiny.single_file``).
 """
@@ -53,34 +56,85 @@ def tiny_vae(seed: int) -> Any:
     return vae.eval()
 
 
-def klein_pipeline(seed: int = 0) -> Any:
-    """The tiny Klein pipeline in memory, deterministic for ``seed``."""
+def tiny_mistral3(tokenizer: Any, seed: int, hidden: int = 32) -> Any:
+    """A Mistral3ForConditionalGeneration (FLUX.2 [dev]'s text encoder) with a narrow 30-layer language model and a
+    one-layer Pixtral vision tower (unused for prompts, there because the class has one)."""
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig
+
+    text = MistralConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=30,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
+                         pad_token_id=tokenizer.pad_token_id)
+    vision = PixtralVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=64,
+                                 patch_size=16, head_dim=8)
+    torch.manual_seed(seed)
+    return Mistral3ForConditionalGeneration(Mistral3Config(text_config=text, vision_config=vision, spatial_merge_size=1)).eval()
+
+
+CONTENT_CHAT_TEMPLATE = ("{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+                         "{%- for part in message['content'] %}{{ part['text'] }}{%- endfor %}{{ '<|im_end|>\\n' }}{%- endfor %}")
+"""A chat template over content lists (``[{"type": "text", "text": ...}]``), as Flux2Pipeline formats prompts."""
+
+
+def _transformer(seed: int, guidance: bool) -> Any:
+    import torch
+    from diffusers import Flux2Transformer2DModel
+
+    torch.manual_seed(seed)
+    return Flux2Transformer2DModel(
+        in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=3 * 32, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4), guidance_embeds=guidance,
+    ).eval()
+
+
+def _scheduler() -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                           max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+
+
+def dev_pipeline(seed: int = 0) -> Any:
+    """The tiny FLUX.2 [dev] pipeline in memory, deterministic for ``seed``."""
+    from diffusers import Flux2Pipeline
 
     from toolkit.testing.tiny import qwen_tokenizer
 
     tokenizer = qwen_tokenizer()
-    torch.manual_seed(seed)
-    transformer = Flux2Transformer2DModel(
-        in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-        joint_attention_dim=3 * 32, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
-    ).eval()
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
-                                                base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
-    return Flux2KleinPipeline(scheduler=scheduler, vae=tiny_vae(seed + 1), text_encoder=tiny_qwen3_lm(tokenizer, seed + 2),
-                              tokenizer=tokenizer, transformer=transformer, is_distilled=False)
+    tokenizer.chat_template = CONTENT_CHAT_TEMPLATE
+    return Flux2Pipeline(scheduler=_scheduler(), vae=tiny_vae(seed + 1), text_encoder=tiny_mistral3(tokenizer, seed + 2),
+                         tokenizer=tokenizer, transformer=_transformer(seed, guidance=True))
+
+
+def klein_pipeline(seed: int = 0) -> Any:
+    """The tiny Klein pipeline in memory, deterministic for ``seed``."""
+    from diffusers import Flux2KleinPipeline
+
+    from toolkit.testing.tiny import qwen_tokenizer
+
+    tokenizer = qwen_tokenizer()
+    return Flux2KleinPipeline(scheduler=_scheduler(), vae=tiny_vae(seed + 1), text_encoder=tiny_qwen3_lm(tokenizer, seed + 2),
+                              tokenizer=tokenizer, transformer=_transformer(seed, guidance=False), is_distilled=False)
 
 
 def build_klein(folder: Path, seed: int = 0) -> None:
     """Write the tiny Klein as a diffusers folder, plus its transformer in the original (BFL) single-file layout."""
+    _save(klein_pipeline(seed), folder)
+
+
+def build_dev(folder: Path, seed: int = 0) -> None:
+    """Write the tiny FLUX.2 [dev] as a diffusers folder, plus its transformer in the original single-file layout."""
+    _save(dev_pipeline(seed), folder)
+
+
+def _save(pipe: Any, folder: Path) -> None:
     from diffusers import Flux2Transformer2DModel
     from safetensors.torch import save_file
 
     from extensions.flux2.original import flux2_to_original
     from toolkit.testing.tiny import save_pipeline
 
-    save_pipeline(klein_pipeline(seed), folder)
+    save_pipeline(pipe, folder)
     transformer = Flux2Transformer2DModel.from_pretrained(folder / "transformer")
     state = {key: value.contiguous() for key, value in flux2_to_original(transformer.state_dict()).items()}
     save_file(state, str(folder / SINGLE_FILE))
