@@ -259,3 +259,34 @@ def test_8bit_base_streamed_block_by_block_trains_alike(registry: Any) -> None:
     from toolkit.testing.memory_check import assert_streamed_8bit_trains_alike
 
     assert_streamed_8bit_trains_alike(registry, "flux", kept="proj_out", quantized="single_transformer_blocks.0.proj_out")
+
+
+def test_kontext_trains_on_edit_pairs_through_run_py(tmp_path: Any, capsys: Any) -> None:
+    """control_path pairs, cached with the targets, reach the transformer; previews edit ctrl_img; the dry run says so."""
+    import json
+
+    import run
+    from toolkit.testing.demo import make
+
+    make(tmp_path / "targets", 3)
+    make(tmp_path / "before", 3, seed=5)
+    (tmp_path / "targets" / "000_flower.png").rename(tmp_path / "targets" / "lonely.png")
+    process = {"type": "sd_trainer", "training_folder": str(tmp_path / "out"), "device": "cpu",
+               "network": {"type": "lora", "linear": 4, "linear_alpha": 4},
+               "save": {"dtype": "fp32", "save_every": 4},
+               "datasets": [{"folder_path": str(tmp_path / "targets"), "control_path": str(tmp_path / "before"), "resolution": [64],
+                             "cache_latents": True}],
+               "train": {"batch_size": 1, "steps": 4, "lr": 1e-3, "dtype": "fp32", "cache_text_embeddings": True,
+                         "timestep_type": "shift"},
+               "model": {"name_or_path": "tiny:flux_kontext", "arch": "flux_kontext"},
+               "sample": {"sample_every": 100, "width": 64, "height": 64, "sample_steps": 2,
+                          "samples": [{"prompt": "make it warm", "ctrl_img": str(tmp_path / "before" / "001_house.png")}]}}
+    config = tmp_path / "edit.json"
+    config.write_text(json.dumps({"job": "extension", "config": {"name": "edit", "process": [process]}}))
+    assert run.main(["--dry-run", str(config)]) == 0
+    plan = capsys.readouterr().out
+    assert f"references: 1 per image from {tmp_path / 'before'}, fitted to each target's bucket" in plan
+    assert "2 images" in plan and f"no reference image in {tmp_path / 'before'} 1 (lonely.png)" in plan
+    assert run.main([str(config)]) == 0
+    run_dir = tmp_path / "out" / "edit"
+    assert (run_dir / "edit.safetensors").is_file() and len(list((run_dir / "samples").glob("*.png"))) == 2
