@@ -290,3 +290,19 @@ def test_kontext_trains_on_edit_pairs_through_run_py(tmp_path: Any, capsys: Any)
     assert run.main([str(config)]) == 0
     run_dir = tmp_path / "out" / "edit"
     assert (run_dir / "edit.safetensors").is_file() and len(list((run_dir / "samples").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("kind", ["lokr", "dora"])
+def test_lokr_and_dora_train_on_the_transformer(flux: FluxAdapter, kind: str) -> None:
+    from toolkit.config.blocks import NetworkConfig
+    from toolkit.network.network import Network
+
+    network = Network.build(flux.components(), flux.lora_targets(False), NetworkConfig(type=kind, linear=4), name=kind)
+    try:
+        cond = flux.encode_prompts(["a cat"])
+        latents = torch.randn(1, 16, 6, 8, generator=torch.Generator().manual_seed(0))
+        flux.predict(latents, torch.tensor([700.0]), cond).square().mean().backward()
+        grads = [p.grad for p in network.parameters()]
+        assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    finally:
+        network.remove()
