@@ -70,7 +70,9 @@ class FluxAdapter(PipelineAdapter):
     img2img_class: ClassVar[str] = "FluxImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "max_sequence_length", "train_guidance", "true_cfg_scale")
-    quantize_exclusions = ("x_embedder", "context_embedder", "time_text_embed", "norm_out", "proj_out")
+    quantize_exclusions = ("x_embedder", "context_embedder", "time_text_embed", "norm_out", "[p]roj_out")
+    """The embedders and the final layer (``[p]roj_out``, a glob, is the model's own ``proj_out`` only: the single blocks'
+    output layers share its name and are quantized)."""
 
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
@@ -131,12 +133,8 @@ class FluxAdapter(PipelineAdapter):
 
     def noise_schedule(self) -> NoiseSchedule:
         config = self.pipe.scheduler.config
-        by_size = None
-        if config.get("use_dynamic_shifting"):
-            by_size = ResolutionShift(config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                                      config.get("base_shift", 0.5), config.get("max_shift", 1.15))
         return NoiseSchedule("flowmatch", "flow", int(config.num_train_timesteps), shift=float(config.get("shift", 1.0)),
-                             resolution_shift=by_size)
+                             resolution_shift=ResolutionShift.from_scheduler_config(config))
 
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         single = [f"single_transformer_blocks.{i}.proj_out" for i in range(len(self.denoiser.single_transformer_blocks))]

@@ -113,9 +113,7 @@ class QwenImageEditAdapter(QwenImageAdapter):
         return row
 
     def pipeline_for(self, batch: "list[GenerateRequest]") -> Any:
-        if batch[0].init_image is None and not batch[0].references:
-            return self.sibling_pipeline("QwenImagePipeline")
-        return super().pipeline_for(batch)
+        return self.pipe if batch[0].references else self.sibling_pipeline("QwenImagePipeline")
 
     def generate(self, requests: "list[GenerateRequest]") -> "list[Image.Image]":
         """Requests with reference images one at a time (the edit pipelines take one prompt per call)."""

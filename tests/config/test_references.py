@@ -74,3 +74,20 @@ def test_generation_checks_the_references_against_the_architecture() -> None:
         check_references(request, edit)
     request.init_image = None
     check_references(request, edit)
+
+
+def test_missing_reference_files_are_named_at_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import run
+
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "data" / "a.png")
+    process = {"type": "lora_trainer", "datasets": [{"folder_path": str(tmp_path / "data"), "control_path": str(tmp_path / "nope")}],
+               "model": {"name_or_path": "tiny:flux_kontext", "arch": "flux_kontext"},
+               "sample": {"samples": [{"prompt": "p", "ctrl_img": str(tmp_path / "missing.png")}]}}
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"job": "extension", "config": {"name": "x", "process": [process]}}))
+    assert run.main(["--dry-run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "control folder" in err and "nope" in err and "missing.png" in err

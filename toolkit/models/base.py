@@ -67,6 +67,14 @@ class ResolutionShift:
     patch_size: int = 2
     """Latent pixels per token side (tokens = (h / patch) * (w / patch))."""
 
+    @classmethod
+    def from_scheduler_config(cls, config: Any, patch_size: int = 2) -> "ResolutionShift | None":
+        """The shift a diffusers FlowMatchEulerDiscreteScheduler config describes; None without dynamic shifting."""
+        if not config.get("use_dynamic_shifting"):
+            return None
+        return cls(int(config.get("base_image_seq_len", 256)), int(config.get("max_image_seq_len", 4096)),
+                   float(config.get("base_shift", 0.5)), float(config.get("max_shift", 1.15)), patch_size)
+
     def shift(self, latent_height: int, latent_width: int) -> float:
         """The shift for latents of this size (what the scheduler's ``mu`` gives the sampling pipeline)."""
         import math

@@ -94,6 +94,9 @@ class PipelineAdapter(ModelAdapter):
     other parts then come from ``model_kwargs.config``, else ``default_base``. Empty: single files hold everything."""
     default_base: ClassVar[str] = ""
     """Hub id of the text encoders, tokenizers and VAE for a denoiser-only single file."""
+    takes_negative_prompt: ClassVar[bool] = True
+    """Whether the pipeline has a ``negative_prompt`` argument (else the architecture's ``call_kwargs`` passes
+    negative embeddings itself)."""
 
     def __init__(self, pipe: Any, config: "ModelConfig", arch: "ArchRef", device: "torch.device", dtype: "torch.dtype"):
         self.pipe = pipe
@@ -201,17 +204,17 @@ class PipelineAdapter(ModelAdapter):
             return self._round_trip([r.init_image for r in batch], first.width, first.height)  # type: ignore[misc]
         scheduler = make_scheduler(first.sampler, self.pipe.scheduler.config, **self.scheduler_overrides())
         kwargs: dict[str, Any] = {
-            "prompt": [r.prompt for r in batch], "negative_prompt": [r.negative_prompt for r in batch],
-            "num_inference_steps": first.steps, "guidance_scale": self.pipeline_guidance(first.guidance_scale),
+            "prompt": [r.prompt for r in batch], "num_inference_steps": first.steps,
+            "guidance_scale": self.pipeline_guidance(first.guidance_scale),
             "generator": [torch.Generator("cpu").manual_seed(r.seed) for r in batch], "output_type": "pil",
+            **({"negative_prompt": [r.negative_prompt for r in batch]} if self.takes_negative_prompt else {}),
             **self.call_kwargs(batch),
         }
-        pipe = self.pipeline_for(batch)
         if first.init_image is None:
+            pipe = self.pipeline_for(batch)
             kwargs.update(width=first.width, height=first.height)
         else:
-            size = (first.width, first.height)
-            kwargs.update(strength=_at_least_one_step(first.strength, first.steps), image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
+            pipe = self.img2img_call(batch, kwargs)
         original = pipe.scheduler
         pipe.scheduler = scheduler
         pipe.set_progress_bar_config(disable=True)
@@ -225,9 +228,17 @@ class PipelineAdapter(ModelAdapter):
             pipe.scheduler = original
 
     def pipeline_for(self, batch: list[GenerateRequest]) -> Any:
-        """The pipeline that makes ``batch``: the img2img one for an init image, else the architecture's own (an edit
-        model whose pipeline needs reference images picks another for requests without)."""
-        return self.img2img_pipeline() if batch[0].init_image is not None else self.pipe
+        """The pipeline a txt2img batch runs on: the architecture's own (an edit model whose pipeline needs reference
+        images picks another for requests without)."""
+        return self.pipe
+
+    def img2img_call(self, batch: list[GenerateRequest], kwargs: dict[str, Any]) -> Any:
+        """The pipeline an img2img batch runs on, with ``kwargs`` completed for it (the init images, the strength):
+        the ``img2img_class`` pipeline; architectures without one in diffusers override this."""
+        first = batch[0]
+        size = (first.width, first.height)
+        kwargs.update(strength=_at_least_one_step(first.strength, first.steps), image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
+        return self.img2img_pipeline()
 
     def img2img_pipeline(self) -> Any:
         """The img2img pipeline, sharing this adapter's components (made once)."""
