@@ -170,9 +170,8 @@ def schedule(arch: str) -> Any:
         return NoiseSchedule("flowmatch", "flow", 1000, shift=3.0, resolution_shift=ResolutionShift())
     if arch.startswith("qwen_image"):
         from extensions.qwen_image.tiny import SCHEDULER
-        from toolkit.models.pipeline_adapter import flow_schedule
 
-        return flow_schedule(SCHEDULER, patch=2)
+        return NoiseSchedule("flowmatch", "flow", 1000, resolution_shift=ResolutionShift.from_scheduler_config(SCHEDULER))
     from toolkit.models.pipeline_adapter import ddpm_schedule
 
     config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.errors import EaselError
-from toolkit.models.pipeline_adapter import PipelineAdapter, flow_schedule
+from toolkit.models.pipeline_adapter import PipelineAdapter
 
 if TYPE_CHECKING:
     import torch
@@ -131,7 +131,13 @@ class QwenImageAdapter(PipelineAdapter):
                 torch.tensor(config.latents_std).view(shape).to(like.device, like.dtype))
 
     def noise_schedule(self) -> "NoiseSchedule":
-        return flow_schedule(self.pipe.scheduler.config, patch=self.patch, shift=self.flow_shift)
+        from toolkit.models.base import NoiseSchedule, ResolutionShift
+
+        config = self.pipe.scheduler.config
+        if self.flow_shift is not None:
+            return NoiseSchedule("flowmatch", "flow", int(config.num_train_timesteps), shift=self.flow_shift)
+        return NoiseSchedule("flowmatch", "flow", int(config.num_train_timesteps), shift=float(config.get("shift", 1.0)),
+                             resolution_shift=ResolutionShift.from_scheduler_config(config, self.patch))
 
     def scheduler_overrides(self) -> dict[str, Any]:
         return {} if self.flow_shift is None else {"use_dynamic_shifting": False, "shift": self.flow_shift}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from toolkit.config.messages import suggest
 from toolkit.errors import EaselError
 from toolkit.models import memory
-from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule, ResolutionShift
+from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule
 from toolkit.models.loading import ModelSource, load_denoiser_file_pipeline, load_pipeline, load_vae, resolve_source
 
 if TYPE_CHECKING:
@@ -57,19 +57,6 @@ def ddpm_schedule(scheduler_config: Any, prediction_type: str | None) -> NoiseSc
     if kind not in ("epsilon", "v_prediction"):
         raise EaselError(f"unsupported prediction type '{kind}' in the model's scheduler config; set model.prediction_type.")
     return NoiseSchedule("ddpm", kind, ddpm.config.num_train_timesteps, alphas_cumprod=ddpm.alphas_cumprod.clone())
-
-
-def flow_schedule(scheduler_config: Any, *, patch: int = 1, shift: float | None = None) -> NoiseSchedule:
-    """The flow-matching schedule a ``FlowMatchEulerDiscreteScheduler`` config describes: its fixed ``shift``, or with
-    ``use_dynamic_shifting`` the one that follows the image size (exp(mu), the scheduler's exponential time shift;
-    ``patch``: latent pixels per token side, the transformer's). A given ``shift`` (a user's fixed value) replaces both."""
-    config = dict(scheduler_config)
-    steps = int(config.get("num_train_timesteps", 1000))
-    if shift is not None or not config.get("use_dynamic_shifting"):
-        return NoiseSchedule("flowmatch", "flow", steps, shift=float(shift if shift is not None else config.get("shift", 1.0)))
-    dynamic = ResolutionShift(int(config.get("base_image_seq_len", 256)), int(config.get("max_image_seq_len", 4096)),
-                              float(config.get("base_shift", 0.5)), float(config.get("max_shift", 1.15)), patch)
-    return NoiseSchedule("flowmatch", "flow", steps, resolution_shift=dynamic)
 
 
 class PipelineAdapter(ModelAdapter):
