@@ -59,6 +59,13 @@ def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | 
     return load_model(config, registry.arch(config.arch), device=torch_device, dtype=torch_dtype)
 
 
+def diffusers_class(name: str) -> Any:
+    """A class exported by diffusers, by name (architectures name their pipelines and models as data)."""
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
 def load_model(config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
     """Load ``config`` into ``arch``'s adapter class (imported only now); the trainer's model loader."""
     from toolkit.models.memory import check_applied
@@ -187,12 +194,22 @@ def tiny_builder(arch: "ArchRef") -> Callable[[Path, int], None]:
     return load_object(arch.spec.tiny.builder)
 
 
+def hub_cached_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """The local copy of a hub repo's file when it is in the cache (nothing is downloaded), else None."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except HFValidationError:
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
 def _check_hub_cached(repo_id: str, revision: str | None, filename: str = "model_index.json") -> None:
     if not hub_offline():
         return
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str):
+    if hub_cached_file(repo_id, filename, revision) is None:
         raise EaselError(f"'{repo_id}' is not a local path, and as a Hugging Face hub id it is not in the local cache while "
                          "HF_HUB_OFFLINE is set (no downloads). Download it first (`hf download "
                          f"{repo_id}`) or point name_or_path at a local folder or .safetensors file.")

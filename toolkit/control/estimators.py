@@ -1,0 +1,135 @@
+"""Control images made by a model the user names: depth (transformers' ``depth-estimation`` pipeline, e.g. Depth
+Anything) and pose (VitPose keypoints drawn as an OpenPose skeleton).
+
+Nothing is downloaded unless the hub may be reached; ``model_problem`` tells, without loading anything, whether a
+model can be found (what the dry run checks). Pose estimation takes the whole image as one person's box (VitPose
+needs a box per person and easel ships no person detector), so it draws one skeleton per image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from toolkit.control.names import MODEL_PREPROCESSORS
+from toolkit.errors import EaselError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+_LOADED: dict[tuple[str, str], Any] = {}
+"""Estimators by (kind, model), loaded once per process."""
+
+# OpenPose's 18 keypoints in COCO-17 order (neck, its 2nd point, is the shoulders' midpoint), the limbs between them
+# (0-based OpenPose indices) and their colours: the drawing OpenPose ControlNets were trained on.
+_COCO_TO_OPENPOSE = (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
+_LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
+          (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
+_COLOURS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
+            (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
+            (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
+KEYPOINT_THRESHOLD = 0.3
+"""Keypoints VitPose scores below this are not drawn."""
+
+
+def model_problem(kind: str, name: str) -> str | None:
+    """Why the ``kind`` model ``name`` cannot be loaded, found without loading it; None when it can (or may)."""
+    from toolkit.models.loading import hub_cached_file, hub_offline
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else f"the folder '{name}' holds no config.json (not a transformers model)"
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        return f"the {kind} model '{name}' is not a model folder, nor a hub id like owner/name"
+    if hub_offline() and hub_cached_file(name, "config.json") is None:
+        return (f"the {kind} model '{name}' is not in the local hub cache and HF_HUB_OFFLINE is set (no downloads); "
+                f"download it first (`hf download {name}`) or give a local folder")
+    return None
+
+
+def _loaded(kind: str, name: str, load: Callable[[], Any]) -> Any:
+    key = (kind, name)
+    if key not in _LOADED:
+        problem = model_problem(kind, name)
+        if problem:
+            raise EaselError(f"preprocess.model: {problem}.")
+        try:
+            _LOADED[key] = load()
+        except (OSError, ValueError, KeyError) as err:
+            raise EaselError(f"preprocess.model: cannot load the {kind} model '{name}': {str(err).splitlines()[0]} "
+                             f"Give a {kind} model's hub id or folder (e.g. {MODEL_PREPROCESSORS[kind]}).") from err
+    return _LOADED[key]
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def depth(name: str, image: "Image.Image") -> "Image.Image":
+    """The depth map transformers' ``depth-estimation`` pipeline makes with ``name``, near = white, at the image's size."""
+    from PIL import Image
+    from transformers import pipeline
+
+    estimator = _loaded("depth", name, lambda: pipeline("depth-estimation", model=name, device=_device()))
+    result = estimator(image.convert("RGB"))["depth"]
+    return result.convert("L").resize(image.size, Image.Resampling.BICUBIC).convert("RGB")
+
+
+def _keypoints(name: str, image: "Image.Image") -> "tuple[Any, Any]":
+    """VitPose's COCO-17 keypoints (x, y) and scores for one person filling the image."""
+    import torch
+    from transformers import AutoImageProcessor, VitPoseForPoseEstimation
+
+    def load() -> tuple[Any, Any]:
+        return AutoImageProcessor.from_pretrained(name), VitPoseForPoseEstimation.from_pretrained(name).to(_device()).eval()
+
+    processor, model = _loaded("pose", name, load)
+    boxes = [[[0.0, 0.0, float(image.width), float(image.height)]]]
+    inputs = processor(image.convert("RGB"), boxes=boxes, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        outputs = model(**inputs)
+    (person,) = processor.post_process_pose_estimation(outputs, boxes=boxes)[0]
+    return person["keypoints"].numpy(), person["scores"].numpy()
+
+
+def draw_pose(size: tuple[int, int], keypoints: Any, scores: Any, threshold: float = KEYPOINT_THRESHOLD) -> "Image.Image":
+    """COCO-17 keypoints drawn as OpenPose's 18-point skeleton (coloured limbs and joints on black)."""
+    from PIL import Image, ImageDraw
+
+    points: list[tuple[float, float] | None] = []
+    for coco in _COCO_TO_OPENPOSE:
+        if coco is None:  # the neck: between the shoulders, when both are seen
+            seen = scores[5] >= threshold and scores[6] >= threshold
+            points.append(tuple((keypoints[5] + keypoints[6]) / 2) if seen else None)
+        else:
+            points.append(tuple(keypoints[coco]) if scores[coco] >= threshold else None)
+    canvas = Image.new("RGB", size)
+    limbs = Image.new("RGB", size)
+    width = max(2, round(min(size) / 128))
+    draw = ImageDraw.Draw(limbs)
+    for (a, b), colour in zip(_LIMBS, _COLOURS):
+        if points[a] is not None and points[b] is not None:
+            draw.line([points[a], points[b]], fill=colour, width=2 * width)
+    canvas = Image.blend(canvas, limbs, 0.6)
+    draw = ImageDraw.Draw(canvas)
+    for point, colour in zip(points, _COLOURS):
+        if point is not None:
+            draw.ellipse([point[0] - width, point[1] - width, point[0] + width, point[1] + width], fill=colour)
+    return canvas
+
+
+def pose(name: str, image: "Image.Image") -> "Image.Image":
+    """An OpenPose-style skeleton of the person in ``image``, found by the VitPose model ``name``."""
+    keypoints, scores = _keypoints(name, image)
+    return draw_pose(image.size, keypoints, scores)
+
+
+def estimate(kind: str, name: str, image: "Image.Image") -> "Image.Image":
+    """The ``kind`` ('depth' or 'pose') control image of ``image`` made by model ``name``."""
+    if kind == "depth":
+        return depth(name, image)
+    if kind == "pose":
+        return pose(name, image)
+    raise EaselError(f"preprocess: '{kind}' needs no model (only depth and pose do).")
