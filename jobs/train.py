@@ -40,6 +40,12 @@ class LoraTrainerProcess(Process):
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
+        sample = self.config.sample
+        if sample is not None:
+            images = [(("sample", "samples", n, "ctrl_img"), item.ctrl_img) for n, item in enumerate(sample.samples)]
+            images += [(("sample", "controlnets", n, "image"), control.image) for n, control in enumerate(sample.controlnets)]
+            errors += [self.config_error(where, f"the control image '{image}' does not exist.")
+                       for where, image in images if image and not Path(image).expanduser().is_file()]
         self.raise_together(errors)
 
     def read_data(self, data_class: Any, **kwargs: Any) -> Any:
@@ -70,6 +76,8 @@ class LoraTrainerProcess(Process):
         if cfg.sample is not None and not train.disable_sampling:
             sample = cfg.sample
             lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
+            lines += [f"    controlnet {index}: {control.path} (scale {control.scale:g}, preprocess {control.preprocess.type}) reading "
+                      f"{control.image or 'the ctrl_img of each prompt'}" for index, control in enumerate(sample.controlnets)]
         save = cfg.save
         every = f"every {save.save_every} steps, keep {save.max_step_saves_to_keep or 'all'}" if save.save_every else "at the end"
         lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")

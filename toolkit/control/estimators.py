@@ -3,7 +3,9 @@ Anything) and pose (VitPose keypoints drawn as an OpenPose skeleton).
 
 Nothing is downloaded unless the hub may be reached; ``model_problem`` tells, without loading anything, whether a
 model can be found (what the dry run checks). Pose estimation takes the whole image as one person's box (VitPose
-needs a box per person and easel ships no person detector), so it draws one skeleton per image.
+needs a box per person and easel ships no person detector), so it draws one skeleton per image; the box is resized to
+the model's input and each keypoint is its heatmap's peak (transformers' own VitPose pre- and post-processing need
+scipy or torchvision, which easel does not require).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ _LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10
 _COLOURS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
             (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
             (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
+COCO_KEYPOINTS = 17
+"""Keypoints of a COCO-trained pose model (what the OpenPose drawing maps)."""
 KEYPOINT_THRESHOLD = 0.3
 """Keypoints VitPose scores below this are not drawn."""
 
@@ -78,20 +82,32 @@ def depth(name: str, image: "Image.Image") -> "Image.Image":
 
 
 def _keypoints(name: str, image: "Image.Image") -> "tuple[Any, Any]":
-    """VitPose's COCO-17 keypoints (x, y) and scores for one person filling the image."""
+    """VitPose's COCO-17 keypoints (x, y in image pixels) and scores for one person filling the image: the image
+    resized to the model's input (mean / std from its image processor), each heatmap's peak mapped back."""
+    import numpy as np
     import torch
+    from PIL import Image
     from transformers import AutoImageProcessor, VitPoseForPoseEstimation
 
     def load() -> tuple[Any, Any]:
         return AutoImageProcessor.from_pretrained(name), VitPoseForPoseEstimation.from_pretrained(name).to(_device()).eval()
 
     processor, model = _loaded("pose", name, load)
-    boxes = [[[0.0, 0.0, float(image.width), float(image.height)]]]
-    inputs = processor(image.convert("RGB"), boxes=boxes, return_tensors="pt").to(model.device)
+    height, width = processor.size["height"], processor.size["width"]
+    rgb = np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+    pixels = (rgb - np.asarray(processor.image_mean, dtype=np.float32)) / np.asarray(processor.image_std, dtype=np.float32)
     with torch.no_grad():
-        outputs = model(**inputs)
-    (person,) = processor.post_process_pose_estimation(outputs, boxes=boxes)[0]
-    return person["keypoints"].numpy(), person["scores"].numpy()
+        heatmaps = model(pixel_values=torch.from_numpy(pixels).permute(2, 0, 1)[None].to(model.device, model.dtype)).heatmaps
+    maps = heatmaps[0].float().cpu().numpy()
+    if len(maps) != COCO_KEYPOINTS:
+        raise EaselError(f"preprocess.model: the pose model '{name}' finds {len(maps)} keypoints; the OpenPose drawing needs "
+                         f"COCO's {COCO_KEYPOINTS} (a VitPose model trained on COCO, e.g. {MODEL_PREPROCESSORS['pose']}).")
+    rows, cols = maps.shape[1:]
+    peaks = maps.reshape(len(maps), -1).argmax(axis=1)
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    x = (peaks % cols + 0.5) * image.width / cols
+    y = (peaks // cols + 0.5) * image.height / rows
+    return np.stack([x, y], axis=1), scores
 
 
 def draw_pose(size: tuple[int, int], keypoints: Any, scores: Any, threshold: float = KEYPOINT_THRESHOLD) -> "Image.Image":

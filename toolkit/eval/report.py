@@ -11,8 +11,8 @@ from typing import Any
 
 from toolkit.output import write_text_atomic
 
-METRICS = {"clip_score": "CLIP Score", "style_similarity": "Style Similarity"}
-"""Metric key -> column title. Higher is better for both."""
+METRICS = {"clip_score": "CLIP Score", "style_similarity": "Style Similarity", "structure": "Structure Kept"}
+"""Metric key -> column title. Higher is better for all; a metric no variant measured gets no column."""
 
 
 @dataclass
@@ -25,6 +25,10 @@ class ImageResult:
     file: str
     clip_score: float
     style_similarity: float | None = None
+    structure: float | None = None
+    """Edge agreement (0-1) of the image with its img2img input; None for txt2img."""
+    input_image: str | None = None
+    """The img2img input it was made from."""
 
 
 @dataclass
@@ -53,16 +57,28 @@ class EvalResults:
     variants: list[VariantResult]
 
     def to_json(self) -> dict[str, Any]:
+        """The results as JSON data; what was not measured (txt2img: structure, input image) is left out."""
         data = asdict(self)
+        metrics = shown_metrics(self)
         for variant, raw in zip(self.variants, data["variants"]):
-            raw.update({metric: variant.mean(metric) for metric in METRICS})
+            raw.update({metric: variant.mean(metric) for metric in metrics})
+            for image in raw["images"]:
+                for key in ("structure", "input_image"):
+                    if image[key] is None:
+                        del image[key]
         return data
+
+
+def shown_metrics(results: EvalResults) -> list[str]:
+    """The metrics with a column: CLIP score and style similarity always, the others where some variant measured them."""
+    return [metric for metric in METRICS if metric in ("clip_score", "style_similarity")
+            or any(variant.mean(metric) is not None for variant in results.variants)]
 
 
 def best_values(results: EvalResults) -> dict[str, float | None]:
     """The highest mean of each metric over the variants."""
     best: dict[str, float | None] = {}
-    for metric in METRICS:
+    for metric in shown_metrics(results):
         values = [v for v in (variant.mean(metric) for variant in results.variants) if v is not None]
         best[metric] = max(values) if values else None
     return best
@@ -76,11 +92,11 @@ def _format(value: float | None, metric: str, scale: str) -> str:
 
 def markdown_table(results: EvalResults) -> str:
     """Rows = variants, columns = metrics (mean over images); the best value of each column in bold (ties too)."""
-    best = best_values(results)
-    lines = ["| Model | " + " | ".join(METRICS.values()) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    best, metrics = best_values(results), shown_metrics(results)
+    lines = ["| Model | " + " | ".join(METRICS[m] for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for variant in results.variants:
         cells = []
-        for metric in METRICS:
+        for metric in metrics:
             mean = variant.mean(metric)
             text = _format(mean, metric, results.clip_score_scale)
             best_text = _format(best[metric], metric, results.clip_score_scale)
@@ -92,22 +108,28 @@ def markdown_table(results: EvalResults) -> str:
 
 def results_markdown(results: EvalResults) -> str:
     """results.md: the table and how it was measured."""
+    from toolkit.control.edges import TOLERANCE
+
     scale = "100 * max(cosine, 0)" if results.clip_score_scale == "percent" else "cosine similarity"
-    return (f"# Evaluation\n\n{markdown_table(results)}\n\n"
-            f"- CLIP score: {scale} between each image and its prompt, with `{results.clip_model}`; mean over images.\n"
-            f"- Style similarity: mean cosine similarity between each image's CLIP image embedding and the reference "
-            f"images' embeddings; mean over images (- where no reference images were given).\n"
-            f"- {len(results.prompts)} prompts x {len(results.seeds)} seeds ({', '.join(map(str, results.seeds))}) per variant.\n")
+    notes = [f"- CLIP score: {scale} between each image and its prompt, with `{results.clip_model}`; mean over images.",
+             "- Style similarity: mean cosine similarity between each image's CLIP image embedding and the reference "
+             "images' embeddings; mean over images (- where no reference images were given)."]
+    if "structure" in shown_metrics(results):
+        notes.append(f"- Structure kept: edge agreement (F1 of Canny edges, {TOLERANCE} px tolerance) between each img2img "
+                     "output and its input; 1 = the same edges, 0 = none kept; mean over images.")
+    notes.append(f"- {len(results.prompts)} prompts x {len(results.seeds)} seeds ({', '.join(map(str, results.seeds))}) per variant.")
+    return f"# Evaluation\n\n{markdown_table(results)}\n\n" + "\n".join(notes) + "\n"
 
 
 def results_csv(results: EvalResults) -> str:
     """results.csv: one row per variant with the mean of each metric."""
     stream = io.StringIO(newline="")
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(["variant", "loras", *METRICS, "images"])
+    metrics = shown_metrics(results)
+    writer.writerow(["variant", "loras", *metrics, "images"])
     for variant in results.variants:
         loras = "; ".join(f"{lora['path']}:{lora['weight']:g}" for lora in variant.loras)
-        means = [variant.mean(metric) for metric in METRICS]
+        means = [variant.mean(metric) for metric in metrics]
         writer.writerow([variant.name, loras, *("" if m is None else f"{m:.6f}" for m in means), len(variant.images)])
     return stream.getvalue()
 

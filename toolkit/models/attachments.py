@@ -95,6 +95,8 @@ def _quiet_multi_controlnet(record: logging.LogRecord) -> bool:
 def _load_ip_adapter(pipe: Any, wanted: "IPAdapterInput", adapter: Any) -> None:
     """diffusers' ``load_ip_adapter`` for a local or hub weights file, with the image encoder beside it or the one given."""
     log.info(f"Loading the IP-Adapter {wanted.path}")
+    if not wanted.path.lower().endswith(".safetensors"):
+        raise EaselError(f"ip_adapter.path: '{wanted.path}' is not a .safetensors file (pickle files can run code when loaded).")
     file = Path(wanted.path).expanduser()
     if file.is_file():
         root, subfolder, weight = str(file.parent), "", file.name
