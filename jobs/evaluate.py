@@ -81,7 +81,12 @@ class CompareProcess(Process):
         return variant.strength if variant.strength is not None else self.config.strength
 
     def _check_files(self) -> None:
+        from toolkit.control.inputs import preprocessor_problems
+
         self._inputs()
+        self.raise_together([self.config_error(("variants", v, "controlnets", *where), f"{message}.")
+                             for v, variant in enumerate(self.config.variants)
+                             for where, message in preprocessor_problems(variant.controlnets)])
         for v, variant in enumerate(self.config.variants):
             for i, lora in enumerate(variant.loras):
                 if not Path(lora.path).is_file():

@@ -168,6 +168,7 @@ class ToFolderProcess(Process):
         except EaselError as err:
             raise self.config_error(("generate", "lora_dirs"), str(err).removeprefix("generate.lora_dirs: ")) from None
         specs = self._specs(lora_index)
+        self._check_control_files()
         if self.base_seed is None:
             self.base_seed = gen.seed if gen.seed != -1 else random.SystemRandom().randrange(2**32)
         inputs = self._inputs()
@@ -189,6 +190,16 @@ class ToFolderProcess(Process):
                         guidance_rescale=spec.guidance_rescale if spec.guidance_rescale is not None else gen.guidance_rescale,
                         loras=loras, lora_tags=tags, init_image=init, controls=controls))
         return planned
+
+    def _check_control_files(self) -> None:
+        """Depth / pose models and IP-Adapter reference images must be found (before any model loads)."""
+        from toolkit.control.inputs import ip_image_problems, preprocessor_problems
+
+        gen = self.config.generate
+        problems = [(("generate", "controlnets", *where), message) for where, message in preprocessor_problems(gen.controlnets)]
+        if gen.ip_adapter is not None:
+            problems += [(("generate", "ip_adapter", *where), message) for where, message in ip_image_problems(gen.ip_adapter)]
+        self.raise_together([self.config_error(where, f"{message}.") for where, message in problems])
 
     def _inputs(self) -> list[tuple[Path | None, tuple[Path, ...]]]:
         """What the prompts run over: each init image (or, without them, each image of the first ControlNet whose
@@ -351,8 +362,9 @@ class ToFolderProcess(Process):
         return format_parameters(prompt, image.negative if image.guidance_scale > 1 else "", params)
 
     def _model_name(self) -> str:
-        name = self.config.model.name_or_path.rstrip("/")
-        return Path(name).stem if Path(name).suffix else name.split("/")[-1]
+        from toolkit.sampling.pngmeta import model_label
+
+        return model_label(self.config.model.name_or_path)
 
     def _save(self, image: PlannedImage, picture: "Image.Image", number: int, controls: "tuple[ControlInput, ...]") -> Path:
         """The image (with its parameters), its .txt prompt where asked, and the control images it was made with."""

@@ -153,6 +153,9 @@ def test_bad_control_input_is_a_config_error_before_any_model_loads(base: Callab
         ("sd15", {"controlnets": [{"path": str(controlnet("sd15")), "image": str(square),
                                    "preprocess": {"type": "depth", "model": str(tmp_path / "no_depth")}}]}, "model",
          f"the depth model '{tmp_path / 'no_depth'}' is not a model folder"),
+        ("sd15", {"controlnets": [{"path": str(controlnet("sd15")), "image": str(square),
+                                   "preprocess": {"type": "pose", "model": "nobody/no-pose"}}]}, "model",
+         "the pose model 'nobody/no-pose' is not in the local hub cache and HF_HUB_OFFLINE is set"),
         ("zimage", {"controlnets": [{"path": str(controlnet("zimage")), "image": str(square), "start": 0.2}]}, "start",
          "'zimage' ControlNets act on every step"),
         ("sdxl", {"controlnets": [{"path": str(controlnet("sdxl", union=True)), "image": str(square), "mode": "cany"}]}, "mode",
@@ -180,3 +183,12 @@ def test_dry_run_with_controlnets_imports_no_torch(base: Callable, controlnet: C
     assert result.returncode == 0, result.stderr
     assert "TORCH False" in result.stdout and "preprocess softedge" in result.stdout
     assert "controlnet 0: " in result.stdout and "reading the init image" in result.stdout
+
+
+def test_every_architecture_with_controlnets_has_its_example(registry: Any) -> None:
+    from toolkit.config.job import load_job_config
+
+    for spec in {spec.name: spec for spec in registry.archs.values() if spec.controlnet is not None}.values():
+        path = ROOT / "config" / "examples" / f"generate_controlnet_{spec.name}.yaml"
+        loaded = load_job_config(path, registry)
+        assert all(registry.arch(p.model.arch).spec.name == spec.name and p.generate.controlnets for p in loaded.processes)

@@ -87,3 +87,29 @@ def test_a_training_run_previews_on_the_structure_of_a_fixed_image(base: Callabl
                               sampler="euler_a", controls=controls)
     expected = np.asarray(adapter.generate([request])[0], dtype=np.float32)
     assert np.abs(np.asarray(Image.open(first), dtype=np.float32) - expected).max() <= 1, "the step-0 preview is the ControlNet image"
+
+
+def test_a_ctrl_img_of_another_shape_stops_the_dry_run(tmp_path: Path, capfd: Any) -> None:
+    square, wide = tmp_path / "square.png", tmp_path / "wide.png"
+    shapes((64, 64)).save(square)
+    shapes((128, 64)).save(wide)
+    config = tmp_path / "train.yaml"
+    config.write_text(f"""job: extension
+config:
+  name: n
+  process:
+    - type: lora_trainer
+      datasets: [{{folder_path: {_dataset(tmp_path / 'data')}}}]
+      model: {{name_or_path: x/y, arch: sd15}}
+      sample:
+        controlnets:
+          - {{path: a/canny, image: {square}}}
+          - {{path: b/depth}}
+        samples:
+          - prompt: a cat
+            ctrl_img: {wide}
+            ctrl_idx: 1
+""")
+    assert run.main(["--dry-run", str(config)]) == 2
+    err = capfd.readouterr().err
+    assert "line 14," in err and "the control image 'wide.png' is 128x64 (aspect 2.00) but 'square.png'" in err

@@ -36,8 +36,9 @@ KEYPOINT_THRESHOLD = 0.3
 """Keypoints VitPose scores below this are not drawn."""
 
 
-def model_problem(kind: str, name: str) -> str | None:
-    """Why the ``kind`` model ``name`` cannot be loaded, found without loading it; None when it can (or may)."""
+def model_problem(kind: str, name: str, hub: bool = True) -> str | None:
+    """Why the ``kind`` model ``name`` cannot be loaded, found without loading it; None when it can (or may). With
+    ``hub`` False a hub id is taken as it is (config validation: whether it is cached matters only to a run)."""
     from toolkit.models.loading import hub_cached_file, hub_offline
 
     path = Path(name).expanduser()
@@ -45,7 +46,7 @@ def model_problem(kind: str, name: str) -> str | None:
         return None if (path / "config.json").is_file() else f"the folder '{name}' holds no config.json (not a transformers model)"
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
         return f"the {kind} model '{name}' is not a model folder, nor a hub id like owner/name"
-    if hub_offline() and hub_cached_file(name, "config.json") is None:
+    if hub and hub_offline() and hub_cached_file(name, "config.json") is None:
         return (f"the {kind} model '{name}' is not in the local hub cache and HF_HUB_OFFLINE is set (no downloads); "
                 f"download it first (`hf download {name}`) or give a local folder")
     return None

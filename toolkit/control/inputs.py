@@ -110,17 +110,29 @@ def controlnet_problems(configs: "list[ControlNetConfig]", spec: "ArchSpec", spe
         problem = None if found is None else controlnets.fit_problem(found, spec)
         if problem is None and found is not None and denoiser is not None:
             problem = controlnets.shared_problem(found, denoiser, profile)
+        if not problem and found is not None and config.mode is not None and found.get("_class_name") != profile.union_model:
+            problems.append(((index, "mode"), f"'{config.path}' is not a union ControlNet; it takes no mode"))
         if problem:
             fits = [name for name in controlnets.fitting_archs(found or {}, specs) if name != spec.name]
             problems.append(((index, "path"), f"'{config.path}' does not fit architecture '{spec.name}': {problem}"
                              + (f"; it is a ControlNet for {', '.join(fits)}" if fits else "")))
-        if config.preprocess.model and (missing := model_problem(config.preprocess.type, config.preprocess.model)):
+        if config.preprocess.model and (missing := model_problem(config.preprocess.type, config.preprocess.model, hub=False)):
             problems.append(((index, "preprocess", "model"), missing))
     return problems
 
 
+def preprocessor_problems(configs: "list[ControlNetConfig]") -> Problems:
+    """Depth / pose models that cannot be had now (not on disk, or not in the hub cache while offline): what a job
+    checks when it plans its images, before any model loads."""
+    from toolkit.control.estimators import model_problem
+
+    return [((index, "preprocess", "model"), missing) for index, config in enumerate(configs)
+            if config.preprocess.model and (missing := model_problem(config.preprocess.type, config.preprocess.model))]
+
+
 def ip_adapter_problems(config: "IPAdapterConfig | None", spec: "ArchSpec") -> Problems:
-    """What a dry run can tell about an IP-Adapter block: the architecture takes one, its files and images exist."""
+    """What config validation can tell about an IP-Adapter block: the architecture takes one, its weights file is a
+    .safetensors file that exists (or a hub file)."""
     if config is None:
         return []
     if spec.ip_adapter is None:
@@ -133,6 +145,12 @@ def ip_adapter_problems(config: "IPAdapterConfig | None", spec: "ArchSpec") -> P
     elif not path.is_file() and (path.is_absolute() or config.path.startswith((".", "~")) or config.path.count("/") < 2):
         problems.append((("path",), f"the IP-Adapter file '{config.path}' does not exist (give a file, or a hub file like "
                                     "h94/IP-Adapter/models/ip-adapter_sd15.safetensors)"))
+    return problems
+
+
+def ip_image_problems(config: "IPAdapterConfig") -> Problems:
+    """Reference images of an IP-Adapter block that cannot be found (checked when the job plans its images)."""
+    problems: Problems = []
     for index, source in enumerate([config.images] if isinstance(config.images, str) else config.images):
         try:
             image_files(source)
@@ -183,15 +201,12 @@ def ip_adapter_input(config: "IPAdapterConfig") -> "IPAdapterInput":
                           "|".join(map(str, files)), config.scale)
 
 
-def _model_name(path: str) -> str:
-    name = path.rstrip("/")
-    return Path(name).stem if Path(name).suffix else name.split("/")[-1]
-
-
 def controlnet_metadata(config: "ControlNetConfig", image: Path) -> str:
     """A ControlNet's entry in the A1111 ``parameters`` text, as A1111's ControlNet extension words it."""
+    from toolkit.sampling.pngmeta import model_label
+
     pre = config.preprocess
-    parts = [f"Module: {pre.type}", f"Model: {_model_name(config.path)}", f"Weight: {config.scale:g}", f"Image: {image.name}",
+    parts = [f"Module: {pre.type}", f"Model: {model_label(config.path)}", f"Weight: {config.scale:g}", f"Image: {image.name}",
              f"Guidance Start: {config.start:g}", f"Guidance End: {config.end:g}"]
     if pre.type == "canny":
         parts += [f"Threshold A: {pre.low_threshold}", f"Threshold B: {pre.high_threshold}"]
@@ -204,8 +219,10 @@ def controlnet_metadata(config: "ControlNetConfig", image: Path) -> str:
 
 def ip_adapter_metadata(config: "IPAdapterConfig") -> str:
     """The IP-Adapter's entry in the A1111 ``parameters`` text."""
+    from toolkit.sampling.pngmeta import model_label
+
     images = "; ".join(file.name for file in ip_image_files(config))
-    return f"Model: {_model_name(config.path)}, Weight: {config.scale:g}, Images: {images}"
+    return f"Model: {model_label(config.path)}, Weight: {config.scale:g}, Images: {images}"
 
 
 def metadata(controls: "list[tuple[ControlNetConfig, Path]]", ip_adapter: "IPAdapterConfig | None") -> dict[str, Any]:
@@ -214,6 +231,23 @@ def metadata(controls: "list[tuple[ControlNetConfig, Path]]", ip_adapter: "IPAda
     if ip_adapter is not None:
         entries["IP-Adapter"] = ip_adapter_metadata(ip_adapter)
     return entries
+
+
+def mismatch(files: list[Path], reference: Path | None = None) -> str | None:
+    """Why ``files`` (control images of one image) cannot steer an image shaped like ``reference`` (else like the first
+    of them); None when all have its aspect ratio. Missing files are named too."""
+    from toolkit.data.images import displayed_size
+
+    missing = [str(file) for file in files if not file.is_file()]
+    if missing:
+        return f"the control image(s) {', '.join(missing)} do not exist"
+    shape_of = reference or files[0]
+    shape = displayed_size(shape_of)
+    for file in files:
+        problem = aspect_problem(file, displayed_size(file), shape_of, shape)
+        if problem:
+            return problem
+    return None
 
 
 def controls_for(configs: "list[ControlNetConfig]", images: list[str], size: tuple[int, int], spec: "ArchSpec",
@@ -226,14 +260,8 @@ def controls_for(configs: "list[ControlNetConfig]", images: list[str], size: tup
     from toolkit.sampling.lookup import fit_aspect
 
     files = [Path(image).expanduser() for image in images]
-    missing = [str(file) for file in files if not file.is_file()]
-    if missing:
-        raise EaselError(f"controlnets: the control image(s) {', '.join(missing)} do not exist.")
-    shape_of = reference or files[0]
-    shape = displayed_size(shape_of)
-    for file in files:
-        problem = aspect_problem(file, displayed_size(file), shape_of, shape)
-        if problem:
-            raise EaselError(f"controlnets: {problem}.")
-    out = fit_aspect(shape, size[0] * size[1], spec.bucket_divisibility)
+    problem = mismatch(files, reference)
+    if problem:
+        raise EaselError(f"controlnets: {problem}.")
+    out = fit_aspect(displayed_size(reference or files[0]), size[0] * size[1], spec.bucket_divisibility)
     return tuple(control_input(config, file, out, spec) for config, file in zip(configs, files)), out
