@@ -16,6 +16,7 @@ from toolkit.control.edges import edge_agreement
 from toolkit.data.images import load_image
 
 
+@pytest.mark.slow
 def test_structure_kept_is_measured_for_img2img_and_controlnet_variants(base: Callable, controlnet: Callable, tiny_clip: Path,
                                                                          tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"

@@ -60,6 +60,7 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("toolkit.models.loading.load_model", refuse)
 
 
+@pytest.mark.slow
 def test_controlnet_img2img_with_lora_tags_and_flags(base: Callable, controlnet: Callable, inputs: Path, tmp_path: Path,
                                                      adapters: Any) -> None:
     from toolkit.testing.tiny import save_random_lora

@@ -60,6 +60,7 @@ def _dataset(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_training_run_previews_on_the_structure_of_a_fixed_image(base: Callable, controlnet: Callable, adapters: Any,
                                                                     tmp_path: Path, capsys: Any) -> None:
     from toolkit.control.inputs import controls_for
