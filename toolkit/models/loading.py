@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from toolkit.errors import EaselError
 from toolkit.log import log
+from toolkit.models.hub import (  # noqa: F401 - hub_offline: extensions import it from here
+    TINY_PREFIX, hub_offline, in_hub_cache, library_message, model_not_found, offline_reason)
 
 if TYPE_CHECKING:
     import torch
@@ -31,8 +33,9 @@ if TYPE_CHECKING:
 
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-TINY_PREFIX = "tiny:"
 TINY_SEED = 1234
+LOCAL_MODEL = "diffusers folder or .safetensors checkpoint"
+"""What a local ``name_or_path`` must be (for error messages)."""
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,6 @@ def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | 
 def cache_dir(kind: str) -> Path:
     """``$EASEL_CACHE_DIR/.<kind>`` (default ``output/.<kind>``): tiny models, converted checkpoints."""
     return Path(os.environ.get("EASEL_CACHE_DIR", "output")) / f".{kind}"
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub must not be contacted (HF_HUB_OFFLINE)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _tiny_stamp(builder: Callable[[Path, int], None]) -> dict[str, Any]:
@@ -158,9 +154,9 @@ def resolve_source(config: "ModelConfig", arch: "ArchRef", *, build_tiny: Callab
         local = resolve_file(name, "model.name_or_path", config.revision)
         return ModelSource("file", str(checkpoint_file(local, config.allow_pickle)), config.revision, extra.get("config"))
     if name.count("/") == 1 and not name.lower().endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES):
-        _check_hub_cached(name, config.revision)
+        _check_hub_cached("model.name_or_path", name, config.revision, tiny=f"{TINY_PREFIX}{arch.spec.name}")
         return ModelSource("hub", name, config.revision)
-    raise EaselError(f"model.name_or_path: '{name}' is not a local folder or file, nor a hub id like 'owner/name'.")
+    raise model_not_found("model.name_or_path", name, local_kind=LOCAL_MODEL, tiny=f"{TINY_PREFIX}{arch.spec.name}")
 
 
 def _tiny_source(name: str, arch: "ArchRef", build_tiny: Callable[[Path, int], None] | None) -> Path:
@@ -178,15 +174,15 @@ def _no_tiny() -> Path:
     raise NotImplementedError
 
 
-def _check_hub_cached(repo_id: str, revision: str | None, filename: str = "model_index.json") -> None:
-    if not hub_offline():
-        return
-    from huggingface_hub import try_to_load_from_cache
+def _check_hub_cached(what: str, repo_id: str, revision: str | None, filename: str = "model_index.json", tiny: str = "") -> None:
+    """Offline, a hub id that is not in the local cache stops here, before any library tries (and retries) the network."""
+    if offline_reason() is not None and not in_hub_cache(repo_id, filename, revision):
+        raise model_not_found(what, repo_id, local_kind=LOCAL_MODEL, tiny=tiny)
 
-    if not isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str):
-        raise EaselError(f"'{repo_id}' is not a local path, and as a Hugging Face hub id it is not in the local cache while "
-                         "HF_HUB_OFFLINE is set (no downloads). Download it first (`hf download "
-                         f"{repo_id}`) or point name_or_path at a local folder or .safetensors file.")
+
+def _local_only(name: str | None) -> bool:
+    """Whether loading ``name`` (a hub id, a local folder, or None for a library default on the hub) must stay offline."""
+    return not (name and Path(name).expanduser().is_dir()) and offline_reason() is not None
 
 
 def resolve_file(name: str, what: str, revision: str | None = None) -> Path:
@@ -201,12 +197,16 @@ def resolve_file(name: str, what: str, revision: str | None = None) -> Path:
 
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     with hub_errors(what, name):
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=_local_only(None)))
 
 
 @contextmanager
 def hub_errors(what: str, name: str) -> Iterator[None]:
-    """Turn hub / file-not-found errors from diffusers and huggingface_hub into one clear EaselError."""
+    """Turn hub / file-not-found errors from diffusers and huggingface_hub into one clear EaselError.
+
+    A local path that exists but does not load is named with the library's reason; any other name gets
+    ``model_not_found``'s paragraph (what was tried, whether the machine is offline, how to get the model).
+    """
     from huggingface_hub.errors import HFValidationError
 
     try:
@@ -215,9 +215,10 @@ def hub_errors(what: str, name: str) -> Iterator[None]:
         text = str(err).lower()
         if not isinstance(err, (OSError, HFValidationError)) and not any(w in text for w in ("offline", "not found", "repo id")):
             raise
-        offline = " HF_HUB_OFFLINE is set, so nothing is downloaded;" if hub_offline() else ""
-        raise EaselError(f"{what}: could not load '{name}':{offline} {str(err).splitlines()[0]} "
-                         "Check the path or hub id, or download it first.") from err
+        if Path(name).expanduser().exists():
+            raise EaselError(f"{what}: could not load '{name}': {library_message(err)} "
+                             f"Check that it is a complete {LOCAL_MODEL}.") from err
+        raise model_not_found(what, name, local_kind=LOCAL_MODEL, cause=err, hub_files=True) from err
 
 
 def checkpoint_file(path: Path, allow_pickle: bool) -> Path:
@@ -273,8 +274,9 @@ def load_pipeline(pipeline_class: Any, source: ModelSource, dtype: "torch.dtype"
     with hub_errors("model.name_or_path", source.path):
         if source.kind == "file":
             return pipeline_class.from_single_file(source.path, config=source.config, dtype=dtype,
-                                                   local_files_only=hub_offline(), **components)
-        return pipeline_class.from_pretrained(source.path, dtype=dtype, revision=source.revision, **components)
+                                                   local_files_only=_local_only(source.config), **components)
+        return pipeline_class.from_pretrained(source.path, dtype=dtype, revision=source.revision,
+                                              local_files_only=_local_only(source.path), **components)
 
 
 def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: str | None = None) -> Any:
@@ -290,6 +292,6 @@ def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: s
             file = resolve_file(vae_path, "model.vae_path", revision)
             config = base.path if base.kind != "file" else base.config
             return AutoencoderKL.from_single_file(str(file), config=config, subfolder="vae" if config else None,
-                                                  dtype=dtype, local_files_only=hub_offline())
-        _check_hub_cached(vae_path, revision, "config.json")
-        return AutoencoderKL.from_pretrained(vae_path, dtype=dtype, revision=revision)
+                                                  dtype=dtype, local_files_only=_local_only(config))
+        _check_hub_cached("model.vae_path", vae_path, revision, "config.json")
+        return AutoencoderKL.from_pretrained(vae_path, dtype=dtype, revision=revision, local_files_only=_local_only(vae_path))
