@@ -161,11 +161,14 @@ class CompareProcess(Process):
     def _write_grid(self, saved: dict[str, list[Path]]) -> None:
         from toolkit.data.images import load_image
         from toolkit.eval.grid import comparison_grid
+        from toolkit.sampling.grid import save_grid
 
         per_prompt = len(self.config.resolved_seeds())
         cells = [[[load_image(path) for path in paths[i:i + per_prompt]] for i in range(0, len(paths), per_prompt)]
                  for paths in saved.values()]
-        comparison_grid(list(saved), list(self.config.prompts), cells, self.config.grid_cell).save(self.folder / "grid.png")
+        grid = comparison_grid(list(saved), list(self.config.prompts), cells, self.config.grid_cell)
+        save_grid(grid, self.folder / "grid.png", {"rows": list(saved), "columns": list(self.config.prompts),
+                                                   "seeds": self.config.resolved_seeds()})
 
     def cleanup(self) -> None:
         if self._run_folder is not None:

@@ -293,15 +293,17 @@ class ToFolderProcess(Process):
     def _write_grid(self, images: list[PlannedImage], files: list[Path]) -> None:
         from PIL import Image
 
-        from toolkit.sampling.grid import make_grid
+        from toolkit.sampling.grid import distinct_labels, make_grid, save_grid
 
         pictures = []
         for path in files:
             with Image.open(path) as opened:
                 pictures.append(opened.convert("RGB"))
-        labels = [f"{image.seed}: {image.spec.prompt}" for image in images]
+        prompts = [image.spec.prompt for image in images]
+        shown = [f"{image.seed}: {prompt}" for image, prompt in zip(images, distinct_labels(prompts))]
         target = self.output / f"grid_{files[0].name.split('_')[0]}.png"
-        make_grid(pictures, labels).save(target)
+        save_grid(make_grid(pictures, shown, abbreviate=False), target,
+                  {"labels": [f"{image.seed}: {prompt}" for image, prompt in zip(images, prompts)]})
         log.info(f"Wrote the grid {target}")
 
     def cleanup(self) -> None:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from toolkit.eval import generation
+from toolkit.sampling.grid import read_grid_metadata
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 COLOURS = {(): (128, 128, 128), ("red.safetensors",): (220, 20, 20), ("blue.safetensors", "red.safetensors"): (120, 20, 200)}
@@ -111,6 +112,8 @@ def test_evaluate_writes_results_and_grid(setup, tiny_clip, fake_generate, run_m
 
     grid = Image.open(out / "grid.png")
     assert grid.height > 3 * 32 and grid.width > 3 * (2 * 32)
+    assert read_grid_metadata(out / "grid.png") == {"rows": ["base", "red", "red+blue 0.5/0.5"],
+                                                    "columns": ["a red square", "a grey square", "a purple square"], "seeds": [10, 11]}
     pixels = np.asarray(grid).reshape(-1, 3)
     for colour in COLOURS.values():
         assert (pixels == colour).all(axis=1).any()

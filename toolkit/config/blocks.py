@@ -394,7 +394,7 @@ class SampleConfig(Block):
     guidance_rescale: float = Field(0.0, ge=0, le=1)
     """SD: rescale guided noise to reduce over-exposure (0 disables)."""
     format: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = Field("png", validation_alias=AliasChoices("format", "ext"))  # type: ignore[valid-type]
-    """Image file format of previews."""
+    """Image file format of previews (and of each step's grid ``<step>_grid.<format>``, whose metadata holds the full prompts)."""
 
     def all_prompts(self) -> list[SampleItem]:
         """``prompts`` and ``samples`` together, as items."""
