@@ -2,7 +2,7 @@
 
 For each variant the same prompts and seeds are generated (``toolkit.eval.generation``), saved under
 ``images/<index>_<variant>/``; then a CLIP model scores every image: CLIP score against its prompt, and
-style similarity against the reference images. ``results.json``, ``results.md`` (best values bold),
+style similarity against the reference images. ``results.json``, ``results.md`` (a column's strict best bold),
 ``results.csv`` and ``grid.png`` (rows = variants, columns = prompts) land in ``output_folder``.
 """
 
@@ -143,7 +143,7 @@ class CompareProcess(Process):
         return VariantResult(variant.name, [lora.model_dump() for lora in variant.loras], folder, images)
 
     def run(self) -> None:
-        from toolkit.eval.report import markdown_table, write_results
+        from toolkit.eval.report import degenerate_notes, markdown_table, write_results
 
         from toolkit.eval.clip import check_clip_model
 
@@ -157,6 +157,8 @@ class CompareProcess(Process):
         write_results(self.folder, results)
         self._write_grid(saved)
         log.info(f"wrote {self.folder}/results.json, results.md, results.csv, grid.png\n{markdown_table(results)}")
+        for note in degenerate_notes(results):
+            log.warning(f"warning: {note}")
 
     def _write_grid(self, saved: dict[str, list[Path]]) -> None:
         from toolkit.data.images import load_image

@@ -241,9 +241,14 @@ def test_example_config_runs_on_tiny_models(tmp_path, tiny_clip, run_main, regis
     table = (out / "results.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| Model")]
     assert [row.split(" | ")[0][2:] for row in rows] == names
-    best_clip = max(v["clip_score"] for v in data["variants"])
-    best_row = next(row for row, v in zip(rows, data["variants"]) if v["clip_score"] == best_clip)
-    assert f"**{best_clip:.2f}**" in best_row
+    shown = [f"{v['clip_score']:.2f}" for v in data["variants"]]
+    best = max(shown, key=float)
+    if shown.count(best) == 1:
+        assert f"**{best}**" in rows[shown.index(best)]
+    else:  # the tiny CLIP often scores every image 0.00: nothing is bold, and the report says why
+        assert not any(f"**{best}**" in row for row in rows)
+        if len(set(shown)) == 1:
+            assert f"**Degenerate scores:** every variant scores {best} on CLIP Score" in "\n".join(table)
     assert len(list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))) == 4
     grid = Image.open(out / "grid.png")
     assert grid.height >= 4 * 32 and grid.width >= 5 * 2 * 32
