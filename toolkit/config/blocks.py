@@ -123,9 +123,9 @@ class DatasetConfig(Block):
     cache_latents: bool = False
     """Encode every image once (per bucket and flip) and keep the latents in memory."""
     cache_latents_to_disk: bool = False
-    """Encode every image once and keep the latents on disk, keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
+    """Encode every image once and keep the latents on disk (under ``cache_dir``; the start of the log names the folder), keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
     cache_dir: str | None = None
-    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache``. ``output/[name]/cache`` keeps them in the run folder; entries are keyed by content, so datasets may share one."""
+    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache`` (inside the dataset folder, as ai-toolkit does), or ``<training_folder>/<name>/cache`` when the dataset folder cannot be written (the log says so). ``output/[name]/cache`` keeps them in the run folder always; entries are keyed by content, so datasets may share one."""
     resolution: list[int] = [512]
     """Training resolution(s); several values make multi-resolution aspect buckets. Smaller images are not upscaled: they get smaller buckets."""
     random_crop: bool = False

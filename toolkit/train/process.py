@@ -79,7 +79,7 @@ class LoraTrainerProcess(Process):
         cfg = self.config
         try:
             return data_class(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=cfg.train.batch_size,
-                              seed=cfg.train.seed, **kwargs)
+                              seed=cfg.train.seed, fallback_cache=self.run_dir / "cache", **kwargs)
         except EmptyDataset as err:
             raise self.config_error(("datasets", err.index, "folder_path"), err.problem, err.hint) from None
 
