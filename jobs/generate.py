@@ -259,12 +259,17 @@ class ToFolderProcess(Process):
         found = [int(m.group(1)) for p in self.output.iterdir() if (m := _INDEXED.match(p.name))] if self.output.is_dir() else []
         return max(found, default=-1) + 1
 
+    @staticmethod
+    def full_prompt(image: PlannedImage) -> str:
+        """The prompt with the image's ``<lora:name:weight>`` tags, as A1111 records it."""
+        return image.spec.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
+
     def parameters(self, image: PlannedImage) -> str:
         """The A1111 ``parameters`` text of one image."""
         from toolkit.sampling.pngmeta import format_parameters
         from toolkit.sampling.samplers import A1111_NAMES
 
-        prompt = image.spec.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
+        prompt = self.full_prompt(image)
         params: dict[str, Any] = {
             "Steps": image.steps, "Sampler": A1111_NAMES.get(self.sampler, self.sampler), "CFG scale": float(image.guidance_scale),
             "Seed": image.seed, "Size": f"{image.width}x{image.height}", "Model": self._model_name(),
@@ -299,7 +304,7 @@ class ToFolderProcess(Process):
         for path in files:
             with Image.open(path) as opened:
                 pictures.append(opened.convert("RGB"))
-        prompts = [image.spec.prompt for image in images]
+        prompts = [self.full_prompt(image) for image in images]
         shown = [f"{image.seed}: {prompt}" for image, prompt in zip(images, distinct_labels(prompts))]
         target = self.output / f"grid_{files[0].name.split('_')[0]}.png"
         save_grid(make_grid(pictures, shown, abbreviate=False), target,
