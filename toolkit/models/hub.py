@@ -40,6 +40,8 @@ def _unreachable() -> str | None:
 
     endpoint = urlsplit(constants.ENDPOINT)
     proxy = urllib.request.getproxies().get(endpoint.scheme)
+    if proxy and urllib.request.proxy_bypass(endpoint.hostname or ""):
+        proxy = None
     target = urlsplit(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else endpoint
     host = target.hostname or "huggingface.co"
     port = target.port or (443 if target.scheme == "https" else 80)
@@ -70,9 +72,10 @@ def in_hub_cache(repo_id: str, filename: str, revision: str | None = None) -> bo
 def library_message(err: BaseException) -> str:
     """The library's first line without its pointer to a traceback, and the root cause it points at."""
     text = str(err).splitlines()[0].replace(STACKTRACE_NOTE, "").strip() if str(err) else type(err).__name__
-    root = err
-    while (root.__cause__ or root.__context__) is not None:
+    root, seen = err, {id(err)}
+    while (root.__cause__ or root.__context__) is not None and id(root.__cause__ or root.__context__) not in seen:
         root = root.__cause__ or root.__context__  # type: ignore[assignment]
+        seen.add(id(root))
     if root is not err and str(root) and str(root).splitlines()[0] not in text:
         text += f" (root cause: {type(root).__name__}: {str(root).splitlines()[0]})"
     return text
