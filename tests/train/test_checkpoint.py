@@ -74,6 +74,8 @@ def test_prune_keeps_the_newest_steps_with_their_states(tmp_path) -> None:
 def test_a_save_that_fails_midway_keeps_the_previous_file(tmp_path, monkeypatch) -> None:
     import safetensors.torch
 
+    from toolkit.output import DiskFull
+
     path = tmp_path / "run.safetensors"
     save_lora(network(), path, arch=fake_arch(), format=None, metadata={"steps": 1}, dtype="fp32")
     before = path.read_bytes()
@@ -84,6 +86,6 @@ def test_a_save_that_fails_midway_keeps_the_previous_file(tmp_path, monkeypatch)
         raise OSError("No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", half_written)
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFull, match=f"no space left on device at {path}; the previous run.safetensors is intact"):
         save_lora(network(), path, arch=fake_arch(), format=None, metadata={"steps": 2}, dtype="fp32")
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["run.safetensors"]
