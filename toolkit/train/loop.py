@@ -184,10 +184,8 @@ class Trainer:
         """Stop before a non-finite loss reaches the weights."""
         if math.isfinite(loss):
             return
-        kept = self.run.saves.step_loras()
-        where = f"the last good save is {kept[-1][1]}" if kept else "nothing was saved yet"
         raise EaselError(f"the loss became {loss} at step {self.step + 1}: training diverged, so it stopped "
-                         f"({where}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
+                         f"({self.run.saves.last_good()}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
 
     def _check_gradients(self) -> None:
         """After the first backward pass: every trained component's adapter must have received a gradient."""

@@ -10,6 +10,7 @@ from toolkit.config.train import LoraTrainerConfig
 from toolkit.data.loader import EmptyDataset, TrainData
 from toolkit.job import Process
 from toolkit.models.memory import describe
+from toolkit.output import run_folder_path
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +26,7 @@ class LoraTrainerProcess(Process):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.config.training_folder) / self.job.name
+        return run_folder_path(self.config.training_folder, self.job.name)
 
     @property
     def arch(self) -> "ArchRef":
@@ -97,7 +98,8 @@ class LoraTrainerProcess(Process):
         self.check_inputs()
         run = prepare_run(self)
         try:
-            Trainer(run).train()
+            with run.saves.guard():  # a refused save or a full disk names the last good save
+                Trainer(run).train()
         except BaseException as error:
             run.close(error)
             raise

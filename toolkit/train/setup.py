@@ -387,7 +387,7 @@ def _assemble(process: "LoraTrainerProcess", accelerator: "Accelerator", device:
     ema = EMA(list(network.parameters()), train.ema_config.ema_decay) if train.ema_config.use_ema else None
     sample = cfg.sample
     previews = preview_requests(sample, process.arch) if sample is not None and not train.disable_sampling else []
-    folder = Path(cfg.training_folder) / name
+    folder = process.run_dir
     captions = data.dataset_captions()
     metadata = dict(name=name, base_model=cfg.model.name_or_path, network=cfg.network, train=train,
                     trigger_word=cfg.trigger_word, resolution=sorted({r for d in cfg.datasets for r in d.resolution}),
