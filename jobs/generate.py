@@ -17,6 +17,7 @@ from toolkit.config.generate import GenerateProcessConfig
 from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
+from toolkit.paths import under
 from toolkit.sampling.lookup import fit_aspect, index_loras, resolve_lora, round_to
 from toolkit.sampling.prompts import PromptSpec, numbered_prompts, parse_prompt, read_prompts
 
@@ -288,7 +289,7 @@ class ToFolderProcess(Process):
         from toolkit.sampling.pngmeta import save_image
 
         ext = self.config.generate.ext
-        target = self.output / f"{number:05d}_{image.seed}.{ext}"
+        target = under(self.output, f"{number:05d}_{image.seed}.{ext}", what="image file")
         with atomic_path(target) as temp:
             save_image(picture, temp, self.parameters(image), ext=ext)
         if self.config.generate.prompt_file:
@@ -306,7 +307,7 @@ class ToFolderProcess(Process):
                 pictures.append(opened.convert("RGB"))
         prompts = [self.full_prompt(image) for image in images]
         shown = [f"{image.seed}: {prompt}" for image, prompt in zip(images, distinct_labels(prompts))]
-        target = self.output / f"grid_{files[0].name.split('_')[0]}.png"
+        target = under(self.output, f"grid_{files[0].name.split('_')[0]}.png", what="grid file")
         save_grid(make_grid(pictures, shown, abbreviate=False), target,
                   {"labels": [f"{image.seed}: {prompt}" for image, prompt in zip(images, prompts)]})
         log.info(f"Wrote the grid {target}")

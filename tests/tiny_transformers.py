@@ -13,9 +13,9 @@ import pytest
 
 def tiny_model(kind: str) -> Path:
     """The folder of the tiny ``kind`` model (built on first use)."""
-    from toolkit.models.hub import tiny_transformers_folder
+    from toolkit.models.tiny import transformers_tiny_folder
 
-    return tiny_transformers_folder(kind, "test")
+    return transformers_tiny_folder(kind, "test")
 
 
 @pytest.fixture(scope="session")

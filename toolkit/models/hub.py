@@ -5,7 +5,7 @@ the hub can be used is decided once per process: ``HF_HUB_OFFLINE`` set, or one 
 to the hub (or to the HTTPS proxy) that fails, means offline. Offline, a hub id loads only from the
 local cache (``local_files_only``), so the libraries never spend their retries on a dead network, and
 one that is not cached is an error saying what was tried and how to get the model.
-``tiny:<name>`` names a tiny random transformers model built in code (``toolkit.testing.tiny_transformers``).
+``tiny:<name>`` names a tiny random transformers model built in code (``toolkit.models.tiny``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from toolkit.errors import EaselError
+from toolkit.models.tiny import tiny_name, transformers_tiny_folder
 
-TINY_PREFIX = "tiny:"
 PROBE_TIMEOUT_S = 3.0
 """How long the one connection attempt to the hub may take."""
 STACKTRACE_NOTE = "Please check out the root cause in the stacktrace above."
@@ -55,6 +55,12 @@ def _unreachable() -> str | None:
 def offline_reason() -> str | None:
     """Why the hub is not used (``HF_HUB_OFFLINE``, or no connection), or None when it is."""
     return "HF_HUB_OFFLINE is set" if hub_offline() else _unreachable()
+
+
+def local_files_only(name: str | None) -> bool:
+    """Whether a library loading ``name`` (a hub id, a local folder, or None for a default on the hub) must keep to
+    the hub cache: the hub is not used (``offline_reason``) and ``name`` is no local folder."""
+    return not (name and Path(name).expanduser().is_dir()) and offline_reason() is not None
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -139,8 +145,9 @@ def pretrained_location(name: str, what: str, label: str, revision: str | None =
     loaded from the cache only (``local_files_only``) when offline, and is the one clear error when it is
     not cached there (``tiny`` names the tiny model it suggests).
     """
-    if name.strip().lower().startswith(TINY_PREFIX):
-        return str(tiny_transformers_folder(name.strip()[len(TINY_PREFIX):], what)), {}
+    built = tiny_name(name)
+    if built is not None:
+        return str(transformers_tiny_folder(built, what)), {}
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path), {}
@@ -158,14 +165,3 @@ def load_error(what: str, label: str, name: str, source: str, err: BaseException
                           f"A local model must be a {TRANSFORMERS_FOLDER}.")
     return model_not_found(what, name, local_kind=TRANSFORMERS_FOLDER, cause=err, label=label, tiny=tiny)
 
-
-def tiny_transformers_folder(name: str, what: str) -> Path:
-    """The cached folder of the tiny transformers model ``name`` (built on first use)."""
-    from toolkit.models.loading import tiny_folder
-    from toolkit.testing.tiny_transformers import BUILDERS
-
-    key = name.strip().lower()
-    if key not in BUILDERS:
-        raise EaselError(f"{what}: there is no tiny model 'tiny:{name}'; the tiny transformers models are "
-                         f"{', '.join('tiny:' + known for known in BUILDERS)}.")
-    return tiny_folder(key, BUILDERS[key])

@@ -2,27 +2,24 @@
 
 ``model.name_or_path`` may be a hub id (``owner/name``), a local diffusers folder, a single-file
 checkpoint (``.safetensors``; a pickle ``.ckpt``/``.pt``/``.bin`` only with ``allow_pickle``), a
-hub file (``owner/name/file.safetensors``) or ``tiny:<arch>``, a tiny random model built in code
-and cached under ``output/.tiny/<arch>/``. Nothing here knows an architecture: adapters call
+hub file (``owner/name/file.safetensors``) or ``tiny:<arch>``, a tiny random model built in code by the
+architecture's ``ArchSpec.tiny`` builder (``toolkit.models.tiny``). Nothing here knows an architecture: adapters call
 ``resolve_source`` and ``load_pipeline`` with their own pipeline classes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from toolkit.errors import EaselError
 from toolkit.log import log
-from toolkit.models.hub import (  # noqa: F401 - hub_offline: extensions import it from here
-    TINY_PREFIX, hub_offline, in_hub_cache, library_message, model_not_found, offline_reason)
+from toolkit.models.hub import in_hub_cache, library_message, local_files_only, model_not_found, offline_reason
+from toolkit.models.tiny import TINY_PREFIX, arch_tiny_folder, cache_dir, tiny_name
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +30,6 @@ if TYPE_CHECKING:
 
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-TINY_SEED = 1234
 LOCAL_MODEL = "diffusers folder or .safetensors checkpoint"
 """What a local ``name_or_path`` must be (for error messages)."""
 
@@ -51,95 +47,36 @@ class ModelSource:
 
 def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | torch.device" = "auto",
                  dtype: "str | torch.dtype | None" = None) -> "ModelAdapter":
-    """Load ``config`` into the adapter class its ``arch`` names (imported only now)."""
+    """Load ``config`` into the adapter class its ``arch`` names; device and dtype may be given by name."""
     import torch
 
     from toolkit.devices import resolve_device, resolve_dtype
-    from toolkit.models.memory import check_applied
-    from toolkit.registry import load_object
 
-    arch = registry.arch(config.arch)
-    adapter_class = load_object(arch.spec.adapter)
     torch_device = resolve_device(device) if isinstance(device, str) else device
     chosen = dtype if dtype is not None else (config.dtype or "fp32")
     torch_dtype = chosen if isinstance(chosen, torch.dtype) else resolve_dtype(chosen)
-    log.info(f"Loading {arch.name} from {config.name_or_path} ({str(torch_dtype).removeprefix('torch.')}, {torch_device})")
-    adapter = adapter_class.load(config, arch, device=torch_device, dtype=torch_dtype)
+    return load_model(config, registry.arch(config.arch), device=torch_device, dtype=torch_dtype)
+
+
+def load_model(config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
+    """Load ``config`` into ``arch``'s adapter class (imported only now); the trainer's model loader."""
+    from toolkit.models.memory import check_applied
+    from toolkit.registry import load_object
+
+    adapter_class = load_object(arch.spec.adapter)
+    log.info(f"Loading {arch.name} from {config.name_or_path} ({str(dtype).removeprefix('torch.')}, {device})")
+    adapter = adapter_class.load(config, arch, device=device, dtype=dtype)
     check_applied(adapter)
     return adapter
 
 
-def cache_dir(kind: str) -> Path:
-    """``$EASEL_CACHE_DIR/.<kind>`` (default ``output/.<kind>``): tiny models, converted checkpoints."""
-    return Path(os.environ.get("EASEL_CACHE_DIR", "output")) / f".{kind}"
-
-
-def _tiny_stamp(builder: Callable[[Path, int], None]) -> dict[str, Any]:
-    """What a cached tiny model was built by: the builder and a hash of toolkit/testing (code and assets).
-
-    Any change to the tiny-model code or its fitted weights rebuilds the cache.
-    """
-    import toolkit.testing
-
-    digest = hashlib.sha1()
-    package = Path(toolkit.testing.__file__).parent
-    for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
-    return {"builder": f"{builder.__module__}:{builder.__qualname__}", "source": digest.hexdigest()[:16], "seed": TINY_SEED}
-
-
-def tiny_folder(name: str, builder: Callable[[Path, int], None]) -> Path:
-    """The cached tiny model ``name``; built (atomically, from a fixed seed) when missing or out of date.
-
-    A lock file serialises builders, so several processes (data-parallel ranks) can ask at once.
-    """
-    folder = cache_dir("tiny") / name
-    marker, stamp = folder / "easel_tiny.json", _tiny_stamp(builder)
-    if _fresh(marker, stamp):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(folder.parent / f".{name}.lock"):
-        if _fresh(marker, stamp):
-            return folder
-        temp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-        try:
-            builder(temp, TINY_SEED)
-            (temp / "easel_tiny.json").write_text(json.dumps(stamp), encoding="utf-8")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(temp, folder)
-        finally:
-            shutil.rmtree(temp, ignore_errors=True)
-    log.info(f"Built the tiny '{name}' model in {folder}")
-    return folder
-
-
-def _fresh(marker: Path, stamp: dict[str, Any]) -> bool:
-    return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == stamp
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (POSIX flock; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: one process at a time is the user's business
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def resolve_source(config: "ModelConfig", arch: "ArchRef", *, build_tiny: Callable[[Path, int], None] | None = None) -> ModelSource:
+def resolve_source(config: "ModelConfig", arch: "ArchRef") -> ModelSource:
     """Turn ``name_or_path`` into a folder, hub id or single file; raise EaselError when it cannot be used."""
     name = config.name_or_path.strip()
     extra = dict(config.model_kwargs)
-    if name.lower().startswith(TINY_PREFIX):
-        return ModelSource("folder", str(_tiny_source(name[len(TINY_PREFIX):], arch, build_tiny)))
+    tiny = tiny_name(name)
+    if tiny is not None:
+        return ModelSource("folder", str(arch_tiny_folder(tiny, arch)))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -159,30 +96,10 @@ def resolve_source(config: "ModelConfig", arch: "ArchRef", *, build_tiny: Callab
     raise model_not_found("model.name_or_path", name, local_kind=LOCAL_MODEL, tiny=f"{TINY_PREFIX}{arch.spec.name}")
 
 
-def _tiny_source(name: str, arch: "ArchRef", build_tiny: Callable[[Path, int], None] | None) -> Path:
-    wanted = name.strip().lower().partition(":")[0]
-    if wanted not in (arch.spec.name, *arch.spec.aliases):
-        raise EaselError(f"model.name_or_path: 'tiny:{name}' is a tiny '{wanted}' model but model.arch is '{arch.name}'; "
-                         f"use 'tiny:{arch.spec.name}'.")
-    try:
-        return tiny_folder(arch.spec.name, build_tiny) if build_tiny is not None else _no_tiny()
-    except NotImplementedError:
-        raise EaselError(f"architecture '{arch.spec.name}' has no tiny built-in model.") from None
-
-
-def _no_tiny() -> Path:
-    raise NotImplementedError
-
-
 def _check_hub_cached(what: str, repo_id: str, revision: str | None, filename: str = "model_index.json", tiny: str = "") -> None:
     """Offline, a hub id that is not in the local cache stops here, before any library tries (and retries) the network."""
     if offline_reason() is not None and not in_hub_cache(repo_id, filename, revision):
         raise model_not_found(what, repo_id, local_kind=LOCAL_MODEL, tiny=tiny)
-
-
-def _local_only(name: str | None) -> bool:
-    """Whether loading ``name`` (a hub id, a local folder, or None for a library default on the hub) must stay offline."""
-    return not (name and Path(name).expanduser().is_dir()) and offline_reason() is not None
 
 
 def resolve_file(name: str, what: str, revision: str | None = None) -> Path:
@@ -197,7 +114,7 @@ def resolve_file(name: str, what: str, revision: str | None = None) -> Path:
 
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     with hub_errors(what, name):
-        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=_local_only(None)))
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=local_files_only(None)))
 
 
 @contextmanager
@@ -274,9 +191,9 @@ def load_pipeline(pipeline_class: Any, source: ModelSource, dtype: "torch.dtype"
     with hub_errors("model.name_or_path", source.path):
         if source.kind == "file":
             return pipeline_class.from_single_file(source.path, config=source.config, dtype=dtype,
-                                                   local_files_only=_local_only(source.config), **components)
+                                                   local_files_only=local_files_only(source.config), **components)
         return pipeline_class.from_pretrained(source.path, dtype=dtype, revision=source.revision,
-                                              local_files_only=_local_only(source.path), **components)
+                                              local_files_only=local_files_only(source.path), **components)
 
 
 def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: str | None = None) -> Any:
@@ -292,6 +209,6 @@ def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: s
             file = resolve_file(vae_path, "model.vae_path", revision)
             config = base.path if base.kind != "file" else base.config
             return AutoencoderKL.from_single_file(str(file), config=config, subfolder="vae" if config else None,
-                                                  dtype=dtype, local_files_only=_local_only(config))
+                                                  dtype=dtype, local_files_only=local_files_only(config))
         _check_hub_cached("model.vae_path", vae_path, revision, "config.json")
-        return AutoencoderKL.from_pretrained(vae_path, dtype=dtype, revision=revision, local_files_only=_local_only(vae_path))
+        return AutoencoderKL.from_pretrained(vae_path, dtype=dtype, revision=revision, local_files_only=local_files_only(vae_path))

@@ -2,7 +2,7 @@
 
 ``tiny:<name>`` (``tiny:blip``, ``tiny:blip2``, ``tiny:florence2``, ``tiny:git``, ``tiny:vit_gpt2``, ``tiny:clip``)
 names one of them wherever a captioning or CLIP model is asked for, so the caption and evaluate jobs run
-offline; the folder is built once and cached like the tiny denoisers (``toolkit.models.loading.tiny_folder``).
+offline; the folder is built once and cached like the tiny denoisers (``toolkit.models.tiny``).
 Tokenizers are built with the ``tokenizers`` library (a byte-level BPE alphabet or a small WordPiece
 vocabulary) and wrapped in the tokenizer class each model's processor expects; image processors are
 the PIL ones (torchvision is not needed). Each builder writes a folder that the real loading code reads

@@ -1,0 +1,91 @@
+"""``type: lora_trainer`` (``job: extension``): plans the run for --dry-run, or builds the training recipe and runs it.
+
+This process is where the trainer's collaborators are chosen: the real model loader and ``TrainData`` over the
+config's datasets. The training itself, top to bottom, is ``toolkit.train.recipe.LoraTrainingRecipe``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolkit.config.train import LoraTrainerConfig
+from toolkit.data.loader import EmptyDataset, TrainData
+from toolkit.data.scan import dataset_problem
+from toolkit.job import Process
+from toolkit.models.memory import describe
+from toolkit.output import run_folder_path
+
+if TYPE_CHECKING:
+    from toolkit.registry import ArchRef
+
+
+class LoraTrainerProcess(Process):
+    """``type: lora_trainer`` (aliases ``sd_trainer``, ``diffusion_trainer``)."""
+
+    config: LoraTrainerConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return run_folder_path(self.config.training_folder, self.job.name)
+
+    @property
+    def arch(self) -> "ArchRef":
+        return self.job.registry.arch(self.config.model.arch)
+
+    def check_inputs(self) -> None:
+        """Files the config names must exist (checked at --dry-run and before any model loads)."""
+        errors = [self.config_error(("datasets", index, "folder_path"), problem) for index, dataset in enumerate(self.config.datasets)
+                  if (problem := dataset_problem(dataset.folder_path))]
+        pretrained = self.config.network.pretrained_lora_path
+        if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
+            errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
+        self.raise_together(errors)
+
+    def read_data(self, data_class: Any, **kwargs: Any) -> Any:
+        """The training data (``data_class(datasets, ...)``); a dataset left empty is reported at its YAML line."""
+        cfg = self.config
+        try:
+            return data_class(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=cfg.train.batch_size,
+                              seed=cfg.train.seed, fallback_cache=self.run_dir / "cache", **kwargs)
+        except EmptyDataset as err:
+            raise self.config_error(("datasets", err.index, "folder_path"), err.problem, err.hint) from None
+
+    def plan(self) -> list[str]:
+        self.check_inputs()
+        cfg, arch, net, train = self.config, self.arch, self.config.network, self.config.train
+        memory_line = describe(cfg.model)
+        lines = [f"process {self.index}: lora_trainer",
+                 f"  architecture: {arch.name} from {cfg.model.name_or_path} ({cfg.model.dtype or train.dtype})",
+                 *([f"  memory: {memory_line}"] if memory_line else []),
+                 f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
+                 + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
+                 "  datasets:"]
+        data = self.read_data(TrainData, bucket_divisibility=arch.spec.bucket_divisibility)
+        lines += [f"    {line}" for line in data.report()]
+        batches = data.steps_per_epoch()
+        lines.append(f"  training: {train.total_steps(batches)} steps ({batches / train.gradient_accumulation:g} per epoch), "
+                     f"batch {train.batch_size} x accumulation {train.gradient_accumulation}, {train.optimizer} lr {train.lr:g} "
+                     f"({train.lr_scheduler}), {train.dtype}")
+        if cfg.sample is not None and not train.disable_sampling:
+            sample = cfg.sample
+            lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
+        save = cfg.save
+        every = f"every {save.save_every} steps, keep {save.max_step_saves_to_keep or 'all'}" if save.save_every else "at the end"
+        lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")
+        return lines
+
+    def run(self) -> None:
+        """Train: the recipe with the real model loader and data."""
+        from toolkit.models.loading import load_model
+        from toolkit.train.recipe import LoraTrainingRecipe
+
+        self.check_inputs()
+        LoraTrainingRecipe(self.config, self.job.loaded, self.arch, load_model=load_model,
+                           data=partial(self.read_data, TrainData)).run()
+
+
+def _looks_local(path: str) -> bool:
+    """A path (not a hub file ``owner/repo/file``): absolute, relative with ./, or just a file name or folder/file."""
+    return Path(path).is_absolute() or path.startswith((".", "~")) or len(Path(path).parts) < 3
