@@ -64,7 +64,7 @@ def _rows(registry: Any, name: str, args: argparse.Namespace, source: Path, work
     from toolkit.control.edges import edge_agreement
     from toolkit.data.images import load_image
     from toolkit.eval.generation import GenerationSettings, generate_images, release_models
-    from toolkit.models.loading import tiny_builder, tiny_folder
+    from toolkit.models.tiny import tiny_builder, tiny_folder
     from toolkit.registry import load_object
 
     arch = registry.arch(name)

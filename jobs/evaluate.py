@@ -3,7 +3,8 @@
 For each variant the same prompts and seeds are generated (``toolkit.eval.generation``; from each of ``init_images``
 when given, img2img with the variant's strength and ControlNets), saved under ``images/<index>_<variant>/``; then a CLIP
 model scores every image: CLIP score against its prompt, and style similarity against the reference images; with
-inputs, "structure kept" is the edge agreement of each output with its input (``toolkit.control.edges``). ``results.json``, ``results.md`` (best values bold),
+inputs, "structure kept" is the edge agreement of each output with its input (``toolkit.control.edges``).
+``results.json``, ``results.md`` (a column's strict best bold),
 ``results.csv`` and ``grid.png`` (rows = variants, columns = prompts) land in ``output_folder``.
 """
 
@@ -18,6 +19,7 @@ from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.output import RunFolder
+from toolkit.paths import under
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,7 +127,7 @@ class CompareProcess(Process):
                 images = generation.generate_images(self.config.model, variant.loras, self.config.prompts, seeds, settings,
                                                     inputs=self._inputs(), strength=self._strength(variant),
                                                     controlnets=variant.controlnets)
-                folder = self.folder / "images" / f"{index:02d}_{_folder_name(variant.name)}"
+                folder = under(self.folder, "images", f"{index:02d}_{_folder_name(variant.name)}", what="variant folder")
                 folder.mkdir(parents=True, exist_ok=True)
                 if len(images) != len(cells):
                     raise EaselError(f"generation returned {len(images)} images for {len(cells)} requests (variant '{variant.name}')")
@@ -173,29 +175,37 @@ class CompareProcess(Process):
         return VariantResult(variant.name, [lora.model_dump() for lora in variant.loras], folder, images)
 
     def run(self) -> None:
-        from toolkit.eval.report import markdown_table, write_results
+        from toolkit.eval.report import degenerate_notes, markdown_table, write_results
 
         from toolkit.eval.clip import check_clip_model
 
         self._check_files()
         check_clip_model(self.config.clip_model)
         settings = self._settings()
-        self._run_folder = RunFolder(self.folder.parent, self.folder.name)
+        self._run_folder = RunFolder(self.folder)
         self._run_folder.open(self.job.loaded.resolved)
         saved = self._generate(settings)
         results = self._score(saved)
         write_results(self.folder, results)
         self._write_grid(saved)
         log.info(f"wrote {self.folder}/results.json, results.md, results.csv, grid.png\n{markdown_table(results)}")
+        for note in degenerate_notes(results):
+            log.warning(f"warning: {note}")
 
     def _write_grid(self, saved: dict[str, list[Path]]) -> None:
         from toolkit.data.images import load_image
         from toolkit.eval.grid import comparison_grid
+        from toolkit.sampling.grid import save_grid
 
-        per_prompt = len(self.config.resolved_seeds()) * max(1, len(self._inputs()))
+        inputs = self._inputs()
+        per_prompt = len(self.config.resolved_seeds()) * max(1, len(inputs))
         cells = [[[load_image(path) for path in paths[i:i + per_prompt]] for i in range(0, len(paths), per_prompt)]
                  for paths in saved.values()]
-        comparison_grid(list(saved), list(self.config.prompts), cells, self.config.grid_cell).save(self.folder / "grid.png")
+        grid = comparison_grid(list(saved), list(self.config.prompts), cells, self.config.grid_cell)
+        labels: dict[str, Any] = {"rows": list(saved), "columns": list(self.config.prompts), "seeds": self.config.resolved_seeds()}
+        if inputs:
+            labels["inputs"] = [str(path) for path in inputs]
+        save_grid(grid, self.folder / "grid.png", labels)
 
     def cleanup(self) -> None:
         if self._run_folder is not None:

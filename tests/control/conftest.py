@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from toolkit.config.blocks import ModelConfig
-from toolkit.models.loading import load_adapter, tiny_builder, tiny_folder
+from toolkit.models.loading import load_adapter
+from toolkit.models.tiny import tiny_builder, tiny_folder
 from toolkit.registry import load_object
 
 ARCHS = ("sd15", "sdxl", "zimage")

@@ -14,6 +14,7 @@ from tests.control.conftest import shapes
 from tests.tiny_transformers import tiny_clip  # noqa: F401
 from toolkit.control.edges import edge_agreement
 from toolkit.data.images import load_image
+from toolkit.sampling.grid import read_grid_metadata
 
 
 @pytest.mark.slow
@@ -46,3 +47,5 @@ def test_structure_kept_is_measured_for_img2img_and_controlnet_variants(base: Ca
     assert canny["structure"] != heavy["structure"], "the ControlNet changes the outputs"
     table = (out / "results.md").read_text()
     assert "| Model | CLIP Score | Style Similarity | Structure Kept |" in table and "Structure kept: edge agreement" in table
+    labels = read_grid_metadata(out / "grid.png") or {}
+    assert labels["rows"] == ["light", "heavy", "heavy+canny"] and [Path(p).name for p in labels["inputs"]] == ["house.png", "wide.png"]

@@ -88,10 +88,12 @@ def test_edge_f1_and_agreement() -> None:
 
 
 def test_missing_model_is_named_before_anything_loads(tmp_path: Path) -> None:
-    assert "is not a model folder" in (estimators.model_problem("depth", str(tmp_path / "none")) or "")
+    assert "cannot load the depth model" in (estimators.model_problem("depth", str(tmp_path / "none")) or "")
     assert "holds no config.json" in (estimators.model_problem("pose", str(tmp_path)) or "")
-    assert "not in the local hub cache and HF_HUB_OFFLINE is set" in (estimators.model_problem("depth", "nobody/no-depth") or "")
-    with pytest.raises(EaselError, match="preprocess.model: the depth model 'nobody/no-depth' is not in the local hub cache"):
+    offline = estimators.model_problem("depth", "nobody/no-depth") or ""
+    assert "hub id (not in the hub cache" in offline and "This machine is offline: HF_HUB_OFFLINE is set" in offline
+    assert estimators.model_problem("depth", "nobody/no-depth", hub=False) is None, "config validation takes hub ids as given"
+    with pytest.raises(EaselError, match=r"^preprocess.model: cannot load the depth model 'nobody/no-depth'\. Tried it as"):
         apply(_square(), PreprocessConfig(type="depth", model="nobody/no-depth"))
 
 

@@ -1,8 +1,8 @@
 """Control images made by a model the user names: depth (transformers' ``depth-estimation`` pipeline, e.g. Depth
 Anything) and pose (VitPose keypoints drawn as an OpenPose skeleton).
 
-Nothing is downloaded unless the hub may be reached; ``model_problem`` tells, without loading anything, whether a
-model can be found (what the dry run checks). Pose estimation takes the whole image as one person's box (VitPose
+Nothing is downloaded unless the hub may be reached (``toolkit.models.hub``); ``model_problem`` tells, without loading
+anything, whether a model can be found (what the dry run checks). Pose estimation takes the whole image as one person's box (VitPose
 needs a box per person and easel ships no person detector), so it draws one skeleton per image; the box is resized to
 the model's input and each keypoint is its heatmap's peak (transformers' own VitPose pre- and post-processing need
 scipy or torchvision, which easel does not require).
@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from toolkit.control.names import MODEL_PREPROCESSORS
 from toolkit.errors import EaselError
+from toolkit.models.hub import (TRANSFORMERS_FOLDER, in_hub_cache, load_error, looks_like_hub_id, not_found_text,
+                                offline_reason, pretrained_location)
 
 if TYPE_CHECKING:
     from PIL import Image
 
 _LOADED: dict[tuple[str, str], Any] = {}
 """Estimators by (kind, model), loaded once per process."""
+WHAT = "preprocess.model"
+"""The key a depth / pose model is given under."""
 
 # OpenPose's 18 keypoints in COCO-17 order (neck, its 2nd point, is the shoulders' midpoint), the limbs between them
 # (0-based OpenPose indices) and their colours: the drawing OpenPose ControlNets were trained on.
@@ -38,31 +42,31 @@ KEYPOINT_THRESHOLD = 0.3
 
 def model_problem(kind: str, name: str, hub: bool = True) -> str | None:
     """Why the ``kind`` model ``name`` cannot be loaded, found without loading it; None when it can (or may). With
-    ``hub`` False a hub id is taken as it is (config validation: whether it is cached matters only to a run)."""
-    from toolkit.models.loading import hub_cached_file, hub_offline
-
+    ``hub`` False a hub id is taken as it is (config validation: whether it is cached matters only to a run). A model
+    that is not found gets ``toolkit.models.hub``'s paragraph (what was tried, whether the machine is offline)."""
     path = Path(name).expanduser()
     if path.is_dir():
         return None if (path / "config.json").is_file() else f"the folder '{name}' holds no config.json (not a transformers model)"
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        return f"the {kind} model '{name}' is not a model folder, nor a hub id like owner/name"
-    if hub and hub_offline() and hub_cached_file(name, "config.json") is None:
-        return (f"the {kind} model '{name}' is not in the local hub cache and HF_HUB_OFFLINE is set (no downloads); "
-                f"download it first (`hf download {name}`) or give a local folder")
+    if path.exists():
+        return f"the {kind} model '{name}' is a file; give a model folder (saved with save_pretrained) or a hub id"
+    if not looks_like_hub_id(name) or (hub and offline_reason() is not None and not in_hub_cache(name, "config.json")):
+        return not_found_text(WHAT, name, local_kind=TRANSFORMERS_FOLDER, label=f"the {kind} model").rstrip(".")
     return None
 
 
-def _loaded(kind: str, name: str, load: Callable[[], Any]) -> Any:
+def _loaded(kind: str, name: str, load: Callable[[str, dict[str, Any]], Any]) -> Any:
+    """The ``kind`` estimator of model ``name``, loaded the first time by ``load(location, from_pretrained options)``."""
     key = (kind, name)
     if key not in _LOADED:
         problem = model_problem(kind, name)
         if problem:
-            raise EaselError(f"preprocess.model: {problem}.")
+            raise EaselError(f"{WHAT}: {problem}.")
+        source, options = pretrained_location(name, WHAT, f"the {kind} model")
         try:
-            _LOADED[key] = load()
+            _LOADED[key] = load(source, options)
         except (OSError, ValueError, KeyError) as err:
-            raise EaselError(f"preprocess.model: cannot load the {kind} model '{name}': {str(err).splitlines()[0]} "
-                             f"Give a {kind} model's hub id or folder (e.g. {MODEL_PREPROCESSORS[kind]}).") from err
+            raise EaselError(f"{load_error(WHAT, f'the {kind} model', name, source, err)} A {kind} model is e.g. "
+                             f"{MODEL_PREPROCESSORS[kind]}.") from err
     return _LOADED[key]
 
 
@@ -75,9 +79,13 @@ def _device() -> str:
 def depth(name: str, image: "Image.Image") -> "Image.Image":
     """The depth map transformers' ``depth-estimation`` pipeline makes with ``name``, near = white, at the image's size."""
     from PIL import Image
-    from transformers import pipeline
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation, pipeline
 
-    estimator = _loaded("depth", name, lambda: pipeline("depth-estimation", model=name, device=_device()))
+    def load(source: str, options: dict[str, Any]) -> Any:
+        return pipeline("depth-estimation", model=AutoModelForDepthEstimation.from_pretrained(source, **options),
+                        image_processor=AutoImageProcessor.from_pretrained(source, **options), device=_device())
+
+    estimator = _loaded("depth", name, load)
     result = estimator(image.convert("RGB"))["depth"]
     return result.convert("L").resize(image.size, Image.Resampling.BICUBIC).convert("RGB")
 
@@ -90,8 +98,9 @@ def _keypoints(name: str, image: "Image.Image") -> "tuple[Any, Any]":
     from PIL import Image
     from transformers import AutoImageProcessor, VitPoseForPoseEstimation
 
-    def load() -> tuple[Any, Any]:
-        return AutoImageProcessor.from_pretrained(name), VitPoseForPoseEstimation.from_pretrained(name).to(_device()).eval()
+    def load(source: str, options: dict[str, Any]) -> tuple[Any, Any]:
+        return (AutoImageProcessor.from_pretrained(source, **options),
+                VitPoseForPoseEstimation.from_pretrained(source, **options).to(_device()).eval())
 
     processor, model = _loaded("pose", name, load)
     height, width = processor.size["height"], processor.size["width"]

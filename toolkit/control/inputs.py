@@ -143,8 +143,9 @@ def ip_adapter_problems(config: "IPAdapterConfig | None", spec: "ArchSpec") -> P
         problems.append((("path",), f"'{config.path}' is not a .safetensors file; IP-Adapters are read as .safetensors "
                                     "(pickle .bin files can run code when loaded)"))
     elif not path.is_file() and (path.is_absolute() or config.path.startswith((".", "~")) or config.path.count("/") < 2):
-        problems.append((("path",), f"the IP-Adapter file '{config.path}' does not exist (give a file, or a hub file like "
-                                    "h94/IP-Adapter/models/ip-adapter_sd15.safetensors)"))
+        from toolkit.models.attachments import ip_adapter_not_found
+
+        problems.append((("path",), ip_adapter_not_found(config.path).rstrip(".")))
     return problems
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models import controlnets
-from toolkit.models.loading import diffusers_class, hub_errors, hub_offline, resolve_file
+from toolkit.models.hub import local_files_only, not_found_text
+from toolkit.models.loading import diffusers_class, hub_errors, resolve_file
 
 if TYPE_CHECKING:
     from toolkit.models.base import ControlNetSource, IPAdapterInput
@@ -92,6 +93,12 @@ def _quiet_multi_controlnet(record: logging.LogRecord) -> bool:
     return "ControlNets and you have passed" not in record.getMessage()
 
 
+def ip_adapter_not_found(path: str) -> str:
+    """The not-found paragraph (``toolkit.models.hub``) of an IP-Adapter weights file, without its key."""
+    return not_found_text("ip_adapter.path", path, local_kind=".safetensors file (or a hub file like "
+                          "h94/IP-Adapter/models/ip-adapter_sd15.safetensors)", hub_files=True, label="the IP-Adapter")
+
+
 def _load_ip_adapter(pipe: Any, wanted: "IPAdapterInput", adapter: Any) -> None:
     """diffusers' ``load_ip_adapter`` for a local or hub weights file, with the image encoder beside it or the one given."""
     log.info(f"Loading the IP-Adapter {wanted.path}")
@@ -103,8 +110,7 @@ def _load_ip_adapter(pipe: Any, wanted: "IPAdapterInput", adapter: Any) -> None:
     else:
         parts = wanted.path.split("/")
         if len(parts) < 3:
-            raise EaselError(f"ip_adapter.path: '{wanted.path}' is not a file, nor a hub file like "
-                             "'owner/repo/models/ip-adapter_sd15.safetensors'.")
+            raise EaselError(f"ip_adapter.path: {ip_adapter_not_found(wanted.path)}")
         resolve_file(wanted.path, "ip_adapter.path")  # a clear error when it cannot be had
         root, subfolder, weight = "/".join(parts[:2]), "/".join(parts[2:-1]), parts[-1]
     encoder_folder: str | None = "image_encoder"
@@ -113,7 +119,7 @@ def _load_ip_adapter(pipe: Any, wanted: "IPAdapterInput", adapter: Any) -> None:
         encoder_folder = None
     with hub_errors("ip_adapter", wanted.path):
         pipe.load_ip_adapter(root, subfolder=subfolder, weight_name=weight, image_encoder_folder=encoder_folder,
-                             local_files_only=hub_offline())
+                             local_files_only=local_files_only(root))
     pipe.image_encoder.to(adapter.device).requires_grad_(False)
 
 
@@ -127,4 +133,4 @@ def _image_encoder(where: str, adapter: Any) -> Any:
             return CLIPVisionModelWithProjection.from_pretrained(str(local), dtype=adapter.dtype)
         parts = where.split("/")
         return CLIPVisionModelWithProjection.from_pretrained("/".join(parts[:2]), subfolder="/".join(parts[2:]) or None,
-                                                             dtype=adapter.dtype, local_files_only=hub_offline())
+                                                             dtype=adapter.dtype, local_files_only=local_files_only(None))

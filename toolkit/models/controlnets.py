@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from toolkit.errors import EaselError
-from toolkit.models.loading import SAFE_SUFFIXES, hub_cached_file, hub_errors, hub_offline, resolve_file
+from toolkit.models.hub import hub_cached_file, local_files_only, looks_like_hub_id, not_found_text, offline_reason
+from toolkit.models.loading import SAFE_SUFFIXES, hub_errors, resolve_file
 
 if TYPE_CHECKING:
     import torch
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from toolkit.registry import ArchSpec, ControlNetProfile
 
 Kind = Literal["folder", "file", "hub"]
+WHAT = "controlnets[].path"
+"""The key a ControlNet's location is given under (in generate, sample and each evaluate variant)."""
+LOCAL_CONTROLNET = "diffusers ControlNet folder or .safetensors file"
+"""What a local ControlNet must be (for error messages)."""
 
 
 def source_kind(path: str) -> Kind:
@@ -36,9 +41,9 @@ def source_kind(path: str) -> Kind:
         if not path.lower().endswith(SAFE_SUFFIXES):
             raise EaselError(f"'{path}' is not a .safetensors file; give a ControlNet as .safetensors, a folder or a hub id.")
         return "file"
-    if path.count("/") == 1 and not path.startswith((".", "/", "~")):
+    if looks_like_hub_id(path):
         return "hub"
-    raise EaselError(f"'{path}' is not a ControlNet folder or .safetensors file, nor a hub id like owner/name.")
+    raise EaselError(not_found_text(WHAT, path, local_kind=LOCAL_CONTROLNET, hub_files=True, label="the ControlNet"))
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -51,11 +56,11 @@ def _config_at(where: str, download: bool) -> dict[str, Any] | None:
     if local.is_dir():
         return _json(local / "config.json") if (local / "config.json").is_file() else None
     cached = hub_cached_file(where, "config.json")
-    if cached is not None or not download or hub_offline():
+    if cached is not None or not download or offline_reason() is not None:
         return _json(cached) if cached is not None else None
     from huggingface_hub import hf_hub_download
 
-    with hub_errors("controlnets[].path", where):
+    with hub_errors(WHAT, where):
         return _json(Path(hf_hub_download(where, "config.json")))
 
 
@@ -133,12 +138,14 @@ def load(source: "ControlNetSource", spec: "ArchSpec", denoiser_config: Any, dty
         _raise_misfit(source, spec, fit_problem(config, spec) or shared_problem(config, denoiser_config, profile))
     union = bool(profile.union_model) and (config or {}).get("_class_name") == profile.union_model
     model_class = diffusers_class(profile.union_model if union else profile.model)
-    with hub_errors("controlnets[].path", source.path):
+    with hub_errors(WHAT, source.path):
         if kind == "file":
-            file = resolve_file(source.path, "controlnets[].path")
-            model = model_class.from_single_file(str(file), config=source.config, dtype=dtype, local_files_only=hub_offline())
+            file = resolve_file(source.path, WHAT)
+            model = model_class.from_single_file(str(file), config=source.config, dtype=dtype,
+                                                 local_files_only=local_files_only(source.config))
         else:
-            model = model_class.from_pretrained(str(Path(source.path).expanduser()) if kind == "folder" else source.path, dtype=dtype)
+            where = str(Path(source.path).expanduser()) if kind == "folder" else source.path
+            model = model_class.from_pretrained(where, dtype=dtype, local_files_only=local_files_only(where))
     _raise_misfit(source, spec, fit_problem(dict(model.config), spec) or shared_problem(model.config, denoiser_config, profile))
     return model
 
