@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
 from toolkit.config.base import Block, CaptionExt, Precision, lowercase
+from toolkit.config.control import ControlNetConfig
 from toolkit.train.lr import SCHEDULERS
 from toolkit.train.optimizers import OPTIMIZERS
 
@@ -108,7 +109,9 @@ class DatasetConfig(Block):
     })
 
     folder_path: str
-    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns)."""
+    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns): in a folder it is read with the rest, given as the path itself it is the whole listing (its folder is the dataset folder)."""
+    allow_outside_files: bool = False
+    """Let a metadata.jsonl/.csv list images outside the dataset folder (``../x.png``, absolute paths); refused by default."""
     caption_ext: CaptionExt = Field("txt", validation_alias=AliasChoices("caption_ext", "caption_type"))
     """Extension of caption files next to the images (``txt`` or ``.txt``)."""
     default_caption: str = ""
@@ -126,11 +129,13 @@ class DatasetConfig(Block):
     cache_latents: bool = False
     """Encode every image once (per bucket and flip) and keep the latents in memory."""
     cache_latents_to_disk: bool = False
-    """Encode every image once and keep the latents on disk, keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
+    """Encode every image once and keep the latents on disk (under ``cache_dir``; the start of the log names the folder), keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
     cache_dir: str | None = None
-    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache``. ``output/[name]/cache`` keeps them in the run folder; entries are keyed by content, so datasets may share one."""
+    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache`` (inside the dataset folder, as ai-toolkit does), or ``<training_folder>/<name>/cache`` when the dataset folder cannot be written (the log says so). ``output/[name]/cache`` keeps them in the run folder always; entries are keyed by content, so datasets may share one."""
     resolution: list[int] = [512]
     """Training resolution(s); several values make multi-resolution aspect buckets. Smaller images are not upscaled: they get smaller buckets."""
+    max_aspect_ratio: float = Field(4.0, ge=1)
+    """Most elongated bucket (long side / short side); a more elongated image is cropped to it (centered, or at random with ``random_crop``). A side must also hold one latent patch (the architecture's bucket divisibility: 16 px for Z-Image, 64 for SD/SDXL), else the image is skipped."""
     random_crop: bool = False
     """Crop at a random place (new each epoch) instead of the center; not with cached latents."""
     num_repeats: int = Field(1, ge=1)
@@ -381,7 +386,7 @@ class SampleItem(Block):
     """One preview prompt in ai-toolkit's ``samples:`` list form."""
 
     block_name: ClassVar[str] = "sample.samples[]"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"ctrl_idx", "num_frames", "fps", "do_cfg_norm"})
+    ignored_keys: ClassVar[frozenset[str]] = frozenset({"num_frames", "fps", "do_cfg_norm"})
 
     prompt: str
     """The prompt; ``[trigger]`` is replaced by the trigger word; inline flags (--n, --seed, ...) work."""
@@ -400,18 +405,29 @@ class SampleItem(Block):
     network_multiplier: float | None = None
     """Adapter weight for this sample; default ``sample.network_multiplier``."""
     ctrl_img: str | None = None
-    """Edit models: the reference image file this preview edits, as ai-toolkit names it (the same as ``ctrl_img_1``)."""
+    """ai-toolkit's image of this preview, whose meaning the architecture sets: for one that takes reference images (edit
+    models, e.g. flux_kontext, flux2) the reference this preview edits (as ``ctrl_img_1``); for any other the control
+    image ``sample.controlnets[ctrl_idx]`` reads (preprocessed as that entry says), e.g. a fixed photo whose structure
+    previews of a style LoRA keep. With neither (no reference images, no such ControlNet) a config error at its line."""
+    ctrl_idx: int = Field(0, ge=0)
+    """Which of ``sample.controlnets`` reads ``ctrl_img`` (ai-toolkit's control index); default the first. Unused by edit models."""
     ctrl_img_1: str | None = None
-    """Edit models: the first reference image; with ``ctrl_img_2`` / ``_3`` several are used together (FLUX.2,
+    """Edit models only: the first reference image; with ``ctrl_img_2`` / ``_3`` several are used together (FLUX.2,
     Qwen-Image-Edit-Plus)."""
     ctrl_img_2: str | None = None
-    """Edit models: the second reference image."""
+    """Edit models only: the second reference image."""
     ctrl_img_3: str | None = None
-    """Edit models: the third reference image."""
+    """Edit models only: the third reference image."""
 
     def references(self) -> list[str]:
-        """This preview's reference image files, in order (``ctrl_img_1``, else ``ctrl_img``, then ``_2``, ``_3``)."""
-        return [path for path in (self.ctrl_img_1 or self.ctrl_img, self.ctrl_img_2, self.ctrl_img_3) if path]
+        """This preview's reference image files for an edit model, in order (``ctrl_img_1``, else ``ctrl_img``, then
+        ``_2``, ``_3``)."""
+        return [path for _, path in self.reference_keys()]
+
+    def reference_keys(self) -> list[tuple[str, str]]:
+        """(key, file) of each of ``references()``, for errors at their line."""
+        first = ("ctrl_img_1", self.ctrl_img_1) if self.ctrl_img_1 else ("ctrl_img", self.ctrl_img)
+        return [(key, path) for key, path in (first, ("ctrl_img_2", self.ctrl_img_2), ("ctrl_img_3", self.ctrl_img_3)) if path]
 
 
 class SampleConfig(Block):
@@ -447,7 +463,48 @@ class SampleConfig(Block):
     guidance_rescale: float = Field(0.0, ge=0, le=1)
     """SD: rescale guided noise to reduce over-exposure (0 disables)."""
     format: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = Field("png", validation_alias=AliasChoices("format", "ext"))  # type: ignore[valid-type]
-    """Image file format of previews."""
+    """Image file format of previews (and of each step's grid ``<step>_grid.<format>``, whose metadata holds the full prompts)."""
+    controlnets: list[ControlNetConfig] = []
+    """ControlNets for the previews (e.g. a style LoRA's previews on the structure of a fixed image): each reads its
+    ``image``, or a prompt's ``ctrl_img`` (not with an edit model, whose ``ctrl_img`` is a reference image); a preview
+    with a control image takes its aspect ratio at width x height."""
+
+    def control_images(self, item: SampleItem, references: bool) -> list[str]:
+        """The control image each of ``controlnets`` reads for the preview ``item``. ``references``: the architecture
+        takes reference images, so ``ctrl_img`` is one of those and every ControlNet reads its own ``image``."""
+        own = None if references else item.ctrl_img
+        return [own if own is not None and item.ctrl_idx == index else str(control.image)
+                for index, control in enumerate(self.controlnets)]
+
+    def control_problems(self, references: bool) -> list[tuple[tuple, str]]:
+        """``check`` results (paths under ``sample``) for control images; ``references`` as in ``control_images``.
+
+        Without reference images a ``ctrl_img`` needs ``controlnets[ctrl_idx]`` to read it, and a ControlNet without
+        an ``image`` needs every prompt's ``ctrl_img``.
+        """
+        items = [(("prompts", n), SampleItem(prompt=p)) for n, p in enumerate(self.prompts)]
+        items += [(("samples", n), item) for n, item in enumerate(self.samples)]
+        problems: list[tuple[tuple, str]] = []
+        for number, (where, item) in enumerate(items):
+            if not references and item.ctrl_img is not None and item.ctrl_idx >= len(self.controlnets):
+                problems.append(((*where, "ctrl_img"), f"prompt {number} ('{item.prompt[:40]}') has ctrl_img but "
+                                 f"sample.controlnets has no entry {item.ctrl_idx} to read it, and the architecture takes no "
+                                 "reference images; add the ControlNet under sample.controlnets, or use an edit model"))
+        for index, control in enumerate(self.controlnets):
+            if control.image is not None:
+                continue
+            if references:
+                problems.append((("controlnets", index), f"sample.controlnets[{index}] has no image, and ctrl_img is a "
+                                 "reference image for this architecture, not a control image; set its image"))
+                continue
+            unread = [(number, item) for number, (_, item) in enumerate(items)
+                      if item.ctrl_img is None or item.ctrl_idx != index]
+            if unread:
+                number, item = unread[0]
+                problems.append((("controlnets", index), f"sample.controlnets[{index}] has no image and prompt {number} "
+                                 f"('{item.prompt[:40]}') gives it no ctrl_img; set its image, or ctrl_img (with "
+                                 f"ctrl_idx: {index}) on every prompt"))
+        return problems
 
     def all_prompts(self) -> list[SampleItem]:
         """``prompts`` and ``samples`` together, as items."""

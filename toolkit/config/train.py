@@ -62,14 +62,20 @@ class LoraTrainerConfig(Block):
         return problems
 
     def _reference_problems(self, registry: Any) -> list[tuple[tuple, str]]:
-        """Edit pairs (``control_path``) and preview references (``ctrl_img``) must fit the architecture."""
+        """Edit pairs (``control_path``) and preview references must fit the architecture; a preview's ``ctrl_img``
+        is a reference image where the architecture takes them, else the image of ``sample.controlnets[ctrl_idx]``."""
         problems: list[tuple[tuple, str]] = []
         for i, dataset in enumerate(self.datasets):
             if dataset.control_path:
                 problems += reference_problems(registry, self.model.arch, len(dataset.control_path), ("datasets", i, "control_path"))
-        for i, item in enumerate(self.sample.samples if self.sample is not None else []):
-            if item.references():
-                problems += reference_problems(registry, self.model.arch, len(item.references()), ("sample", "samples", i, "ctrl_img"))
+        if self.sample is None:
+            return problems
+        references = registry.arch(self.model.arch).spec.references is not None
+        for i, item in enumerate(self.sample.samples):
+            keys = [key for key, _ in item.reference_keys() if references or key != "ctrl_img"]
+            if keys:
+                problems += reference_problems(registry, self.model.arch, len(keys), ("sample", "samples", i, keys[0]))
+        problems += [(("sample", *where), message) for where, message in self.sample.control_problems(references)]
         return problems
 
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
@@ -77,7 +83,11 @@ class LoraTrainerConfig(Block):
         problems: list[tuple[tuple, str]] = []
         arch = registry.arch(self.model.arch).spec
         if self.sample is not None:
+            from toolkit.control.inputs import controlnet_problems
+
             problems += sampler_problems(registry, self.model.arch, self.sample.sampler, ("sample", "sampler"))
+            problems += [(("sample", "controlnets", *where), message) for where, message
+                         in controlnet_problems(self.sample.controlnets, arch, registry.archs.values(), self.model)]
         scheduler = self.train.noise_scheduler
         if scheduler is not None and scheduler not in arch.noise_schedulers:
             problems.append((("train", "noise_scheduler"), f"noise_scheduler '{scheduler}' does not fit architecture '{arch.name}'. "

@@ -37,15 +37,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
-from toolkit.data.buckets import Placement, choose_bucket, place
+from toolkit.data.buckets import Placement, Size, choose_bucket, place
 from toolkit.data.cache import (LatentJob, TensorCache, TextJob, encode_latents, encode_texts, file_digest, latent_key,
                                 stack_rows, text_key)
 from toolkit.data.captions import CaptionRules
 from toolkit.data.images import BadImage
-from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, scan_dataset
+from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, dataset_location, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import ImageInfo
+from toolkit.output import can_write, clean_stale_temps
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
     from toolkit.registry import ReferenceImages
 
 
+STALE_TEMP_SECONDS = 3600
+"""A cache's temp file this old is left by a killed run (a live one writes a cache entry in well under a second)."""
 TEXT_MEMORY_BUDGET = 2 ** 30
 """Bytes of cached text rows per dataset kept in memory once read (the rest is read from disk each time)."""
 
@@ -155,6 +158,12 @@ def reference_placements(record: ImageRecord, bucket: tuple[int, int], spec: "Re
     return tuple(place((ref.width, ref.height), spec.fitted_size((ref.width, ref.height), bucket)) for ref in record.references)
 
 
+def _on_disk(caches: "list[TensorCache | None]") -> str:
+    """`` (on disk in A, B)`` for the caches that have a folder; empty when none does."""
+    folders = list(dict.fromkeys(str(cache.folder) for cache in caches if cache is not None and cache.folder is not None))
+    return f" (on disk in {', '.join(folders)})" if folders else ""
+
+
 def _flips(enabled: bool) -> tuple[bool, ...]:
     return (False, True) if enabled else (False,)
 
@@ -164,8 +173,9 @@ class TrainData:
 
     def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
                  bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None,
-                 references: "ReferenceImages | None" = None):
-        """``references``: how the architecture takes reference images (its ArchSpec's); None refuses edit pairs."""
+                 references: "ReferenceImages | None" = None, fallback_cache: Path | None = None):
+        """``references``: how the architecture takes reference images (its ArchSpec's); None refuses edit pairs.
+        ``fallback_cache``: where disk caches go when a dataset folder cannot be written (see ``cache_root``)."""
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
             raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"bucket_divisibility={bucket_divisibility}")
@@ -176,9 +186,9 @@ class TrainData:
         self.reference_spec = references
         self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
         self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
-        self.latent_caches = [self._latent_cache(config) for config in self.datasets]
-        self.text_caches = [TensorCache(cache_root(config) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
-                            for config in self.datasets]
+        self.fallback_cache = fallback_cache
+        self._roots: dict[int, Path] = {}
+        self.latent_caches = [self._latent_cache(index) for index in range(len(self.datasets))]
         self._digests: dict[Path, str] = {}
         self._vae_identity: str | None = None
         self._text_identity: str | None = None
@@ -188,19 +198,48 @@ class TrainData:
             self._drop_small(index, scan)
         self._build()
 
-    @staticmethod
-    def _latent_cache(config: DatasetConfig) -> TensorCache | None:
+    def cache_root(self, index: int) -> Path:
+        """Where dataset ``index`` keeps its disk caches, decided once: ``cache_dir``, else ``<folder_path>/_latent_cache``;
+        when that cannot be written and a ``fallback_cache`` (the run folder's) is given, that one, said in one log line."""
+        if index not in self._roots:
+            config = self.datasets[index]
+            root = cache_root(config)
+            if not config.cache_dir and self.fallback_cache is not None and not can_write(root):
+                if self.rank == 0:
+                    log.info(f"dataset '{config.folder_path}' is not writable: its disk cache goes to {self.fallback_cache} "
+                             f"instead of {root} (datasets[].cache_dir chooses another place)")
+                root = self.fallback_cache
+            self._roots[index] = root
+        return self._roots[index]
+
+    @functools.cached_property
+    def text_caches(self) -> list[TensorCache]:
+        """The text-embedding cache of each dataset (made on first use: only ``prepare(cache_text=True)`` needs them)."""
+        return [TensorCache(self.cache_root(index) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
+                for index in range(len(self.datasets))]
+
+    def _latent_cache(self, index: int) -> TensorCache | None:
+        config = self.datasets[index]
         if config.cache_latents_to_disk:
-            return TensorCache(cache_root(config) / "latents", memory=config.cache_latents)
+            return TensorCache(self.cache_root(index) / "latents", memory=config.cache_latents)
         return TensorCache(None, memory=True) if config.cache_latents else None
 
+    def _bucket(self, index: int, record: ImageRecord, resolution: int) -> Size | None:
+        """The record's bucket at ``resolution``, within the dataset's aspect limit."""
+        return choose_bucket(record.width, record.height, resolution, self.divisibility,
+                             max_aspect=self.datasets[index].max_aspect_ratio)
+
     def _drop_small(self, index: int, scan: DatasetScan) -> None:
+        """Skip the images no bucket fits (too thin); note those cropped to the aspect limit."""
         keep = []
+        limit = self.datasets[index].max_aspect_ratio
         for record in scan.records:
-            if any(choose_bucket(record.width, record.height, r, self.divisibility) for r in self.datasets[index].resolution):
-                keep.append(record)
-            else:
+            if not any(self._bucket(index, record, r) for r in self.datasets[index].resolution):
                 scan.skip(record.path, f"smaller than {self.divisibility}px on a side")
+                continue
+            keep.append(record)
+            if max(record.width / record.height, record.height / record.width) > limit:
+                scan.note(record.path, f"cropped to the maximum aspect ratio {limit:g}:1", f"({record.width}x{record.height})")
         scan.records = keep
 
     def _build(self) -> None:
@@ -213,7 +252,7 @@ class TrainData:
             cached = self.latent_caches[index] is not None
             for number, record in enumerate(scan.records):
                 for resolution in config.resolution:
-                    bucket = choose_bucket(record.width, record.height, resolution, self.divisibility)
+                    bucket = self._bucket(index, record, resolution)
                     if bucket is None:
                         continue
                     placement = place((record.width, record.height), bucket)
@@ -352,7 +391,7 @@ class TrainData:
 
         missing = self._run_shared(jobs, encode, lambda job: not job.cache.has(job.key),
                                    lambda job: job.cache.folder is not None, barrier)
-        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded")
+        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded{_on_disk(self.latent_caches)}")
         if failed:
             self._forget(failed)
 
@@ -396,7 +435,7 @@ class TrainData:
         wanted = self._text_jobs()
         missing = self._run_shared(wanted, lambda batch: encode_texts(batch, adapter, self.batch_size),
                                    lambda job: not job.cache.has(job.key), lambda job: True, barrier)
-        log.info(f"text cache: {missing} of {len(wanted)} captions encoded")
+        log.info(f"text cache: {missing} of {len(wanted)} captions encoded{_on_disk(self.text_caches)}")
 
     def prepare(self, adapter: "ModelAdapter", *, cache_text: bool = False, unload_text_encoder: bool = False,
                 barrier: Callable[[], None] | None = None) -> None:
@@ -411,6 +450,9 @@ class TrainData:
         """
         if unload_text_encoder and not cache_text:
             raise ValueError("unload_text_encoder needs cache_text")
+        for cache in [*self.latent_caches, *self.text_caches]:
+            if cache is not None and cache.folder is not None:  # caches may be shared: only old temp files are stale
+                clean_stale_temps(cache.folder, older_than=STALE_TEMP_SECONDS)
         self._prepare_latents(adapter, barrier)
         if cache_text:
             self._prepare_text(adapter, barrier)
@@ -550,7 +592,7 @@ class TrainData:
     def _cache_line(self, index: int) -> str:
         config = self.datasets[index]
         if config.cache_latents_to_disk:
-            return f"latents: cached on disk in {cache_root(config) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
+            return f"latents: cached on disk in {self.cache_root(index) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
         return "latents: cached in memory" if config.cache_latents else "latents: not cached (images decoded every step)"
 
     def _reference_line(self, index: int) -> str:
@@ -563,7 +605,7 @@ class TrainData:
         """Raw captions of the images trained on, per dataset folder name (for the saved metadata)."""
         found: dict[str, list[str]] = {}
         for config, scan in zip(self.datasets, self.scans):
-            found.setdefault(Path(config.folder_path).name, []).extend(record.caption for record in scan.records)
+            found.setdefault(dataset_location(config.folder_path)[0].name, []).extend(record.caption for record in scan.records)
         return found
 
     def report(self) -> list[str]:
@@ -575,6 +617,7 @@ class TrainData:
             lines += [f"- {scan.folder}: {len(scan.records)} images",
                       f"    {self._caption_line(index)}",
                       f"    skipped {skipped}" + (f": {scan.skipped_summary()}" if skipped else ""),
+                      *([f"    notes: {scan.notes_summary()}"] if scan.notes else []),
                       f"    resolution {', '.join(map(str, config.resolution))} x repeats {config.num_repeats} "
                       f"-> {entries} items per epoch",
                       f"    {self._bucket_line(index)}",
