@@ -27,12 +27,9 @@ a batch. Where the text encoder reads the references, cached text rows are keyed
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import random
 from collections import Counter, defaultdict
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
@@ -41,11 +38,11 @@ from toolkit.data.buckets import Placement, Size, choose_bucket, place
 from toolkit.data.cache import (LatentJob, TensorCache, TextJob, encode_latents, encode_texts, file_digest, latent_key,
                                 stack_rows, text_key)
 from toolkit.data.captions import CaptionRules
+from toolkit.data.entries import Draw, Entry, LoaderPosition, TrainBatch, reference_placements, rng_for
 from toolkit.data.images import BadImage
 from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, dataset_location, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
-from toolkit.models.base import ImageInfo
 from toolkit.output import can_write, clean_stale_temps
 
 if TYPE_CHECKING:
@@ -62,78 +59,6 @@ TEXT_MEMORY_BUDGET = 2 ** 30
 """Bytes of cached text rows per dataset kept in memory once read (the rest is read from disk each time)."""
 
 
-@dataclass
-class LoaderPosition:
-    """Where the loader stands: an epoch and the global batches of it already consumed."""
-
-    epoch: int = 0
-    index: int = 0
-    """Global batches of this epoch already consumed."""
-
-
-@dataclass
-class TrainBatch:
-    """One rank's share of one global batch; every row has the same bucket size."""
-
-    pixels: "torch.Tensor | None"
-    """(B, 3, H, W) float32 in [-1, 1] on the CPU when latents are not cached."""
-    latents: "torch.Tensor | None"
-    """(B, C, h, w) scaled latents when cached, on the CPU in the dtype the VAE produced."""
-    captions: list[str]
-    """Final captions after the caption rules."""
-    cond: "dict[str, torch.Tensor] | None"
-    """Cached text conditioning, batch-first on the CPU, when ``prepare(cache_text=True)`` ran."""
-    image_info: list[ImageInfo]
-    paths: list[Path]
-    reference_latents: "list[torch.Tensor] | None" = None
-    """Edit pairs with cached latents: one (B, C, h, w) tensor per reference slot (``control_path`` folder)."""
-    reference_pixels: "list[torch.Tensor] | None" = None
-    """Edit pairs: one (B, 3, H, W) tensor in [-1, 1] per reference slot, when latents are not cached or the
-    text encoder reads the references and text is not cached."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One image at one resolution, one repeat: the unit the epoch order shuffles."""
-
-    dataset: int
-    record: int
-    resolution: int
-    repeat: int
-    placement: Placement
-    """Centered placement (random crops are drawn per epoch from it)."""
-    cached: bool
-    """Whether its latents come from a cache."""
-    references: tuple[Placement, ...] = ()
-    """Centered placements of its reference images (edit pairs), one per reference slot."""
-
-    @property
-    def group(self) -> tuple:
-        """Entries of one group may share a batch (same bucket, caching and reference sizes)."""
-        key = self.placement.bucket[0], self.placement.bucket[1], self.cached
-        return (*key, tuple(p.bucket for p in self.references)) if self.references else key
-
-
-@dataclass(frozen=True)
-class Draw:
-    """The random choices made for one entry in one epoch."""
-
-    entry: Entry
-    record: ImageRecord
-    placement: Placement
-    flip_x: bool
-    flip_y: bool
-    caption: str
-    references: tuple[Placement, ...] = ()
-    """Placements of its references this epoch (a reference fitted like its target shares the target's crop)."""
-
-
-def rng_for(seed: int, *parts: object) -> random.Random:
-    """A generator that depends only on ``seed`` and ``parts`` (not on Python's hash seed)."""
-    digest = hashlib.blake2b(repr((seed, *parts)).encode("utf-8"), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "little"))
-
-
 class EmptyDataset(EaselError):
     """A dataset left without usable images; ``index`` lets a process point at its ``folder_path`` line."""
 
@@ -147,15 +72,6 @@ class EmptyDataset(EaselError):
             self.hint = f"Put images in it, captioned by same-stem .{caption_ext} files or a metadata.jsonl."
         self.problem = f"dataset '{scan.folder}' has no usable images{why}"  # where a YAML path is shown beside it
         super().__init__(f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images{why} {self.hint}")
-
-
-def reference_placements(record: ImageRecord, bucket: tuple[int, int], spec: "ReferenceImages | None") -> tuple[Placement, ...]:
-    """Centered placements of ``record``'s references for a target in ``bucket``, sized as ``spec`` says."""
-    if not record.references:
-        return ()
-    if spec is None:
-        raise EaselError(f"{record.path} has reference images (datasets[].control_path), but this architecture takes none.")
-    return tuple(place((ref.width, ref.height), spec.fitted_size((ref.width, ref.height), bucket)) for ref in record.references)
 
 
 def _on_disk(caches: "list[TensorCache | None]") -> str:
