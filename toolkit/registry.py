@@ -97,6 +97,8 @@ class ArchSpec:
     """LoRA file naming for other tools; None: toolkit/lora_io's built-in profile for this name, if any."""
     legacy_flags: tuple[str, ...] = ()
     """ai-toolkit booleans in ``model:`` that select this architecture (e.g. one for SDXL)."""
+    legacy_default: bool = False
+    """ai-toolkit's architecture when a model block sets its ``is_*`` flags but none of them true (SD 1.x)."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,10 @@ class Registry:
     def legacy_arch_flags(self) -> dict[str, str]:
         """ai-toolkit flag name -> architecture name."""
         return {flag: spec.name for spec in self.archs.values() for flag in spec.legacy_flags}
+
+    def legacy_default_arch(self) -> str | None:
+        """The architecture ai-toolkit trains when none of its ``is_*`` flags is true (one declares it), or None."""
+        return next((spec.name for spec in self.archs.values() if spec.legacy_default), None)
 
     @classmethod
     def discover(cls, builtins: Iterable[str] = ("jobs",), extensions_dir: Path | None = None) -> "Registry":

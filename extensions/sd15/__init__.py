@@ -35,6 +35,7 @@ EXTENSION = Extension(
                             r"(^|[._])lora_te_"),
                 diffusers_pipeline="StableDiffusionPipeline",
             ),
+            legacy_default=True,
         ),
     ),
 )

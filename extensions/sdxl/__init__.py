@@ -34,7 +34,7 @@ EXTENSION = Extension(
                             r"input_blocks[._][4578][._]1[._]", r"(add_embedding|label_emb)[._]"),
                 diffusers_pipeline="StableDiffusionXLPipeline",
             ),
-            legacy_flags=("is_xl",),
+            legacy_flags=("is_xl", "is_ssd", "is_vega"),
         ),
     ),
 )

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
+from toolkit.config.aitoolkit_keys import ARCH_FLAGS
 from toolkit.config.base import Block, CaptionExt, Precision, lowercase
 
 NetworkType = lowercase(Literal["lora", "locon", "lokr", "loha", "dora"])
@@ -24,6 +25,7 @@ class NetworkKwargs(Block):
     """ai-toolkit's ``network_kwargs`` sub-block."""
 
     block_name: ClassVar[str] = "network.network_kwargs"
+    aitoolkit: ClassVar[bool] = True
 
     ignore_if_contains: list[str] = []
     """Skip modules whose name contains any of these strings."""
@@ -35,7 +37,7 @@ class NetworkConfig(Block):
     """The adapter that is trained: its kind, rank and alpha, and which modules it wraps."""
 
     block_name: ClassVar[str] = "network"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"normalize", "transformer_only", "lorm_config", "split_multistep"})
+    aitoolkit: ClassVar[bool] = True
 
     type: NetworkType = "lora"
     """Adapter kind: lora, locon (LoRA on convolutions too), lokr, loha or dora."""
@@ -82,7 +84,7 @@ class SaveConfig(Block):
     """When and how the trained adapter is written."""
 
     block_name: ClassVar[str] = "save"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"save_format", "push_to_hub", "hf_repo_id", "hf_private"})
+    aitoolkit: ClassVar[bool] = True
 
     dtype: Precision = Field("fp16", validation_alias=AliasChoices("dtype", "save_dtype"))
     """Precision of the saved weights: fp16, bf16 or fp32."""
@@ -98,11 +100,7 @@ class DatasetConfig(Block):
     """One folder of images with captions, and how it is read."""
 
     block_name: ClassVar[str] = "datasets[]"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({
-        "mask_path", "mask_min_value", "controls", "control_path", "shrink_video_to_frames", "num_frames",
-        "do_i2v", "alpha_mask", "poi", "augments", "augmentations", "shuffle_augmentations", "buckets",
-        "bucket_tolerance", "scale", "random_scale", "network_weight", "random_triggers", "type",
-    })
+    aitoolkit: ClassVar[bool] = True
 
     folder_path: str
     """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns)."""
@@ -165,6 +163,7 @@ class EMAConfig(Block):
     """Exponential moving average of the adapter weights."""
 
     block_name: ClassVar[str] = "train.ema_config"
+    aitoolkit: ClassVar[bool] = True
 
     use_ema: bool = False
     """Keep an EMA copy of the adapter; samples and saves use it."""
@@ -176,14 +175,7 @@ class TrainConfig(Block):
     """The optimisation: steps, batch, optimizer, schedule, precision and the loss."""
 
     block_name: ClassVar[str] = "train"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({
-        "auto_scale_batch_size", "bypass_guidance_embedding", "force_first_sample", "diff_output_preservation",
-        "diff_output_preservation_multiplier", "diff_output_preservation_class", "switch_boundary_every",
-        "xformers", "sdp", "weight_jitter", "merge_network_on_save", "free_u", "linear_timesteps",
-        "linear_timesteps2", "do_cfg", "cfg_scale", "blank_prompt_preservation", "inverted_mask_prior",
-        "short_and_long_captions", "single_item_batching", "loss_target", "target_noise_multiplier",
-        "do_paired_slider", "do_guidance_loss", "embedding_lr", "adapter_lr", "img_multiplier", "noise_multiplier",
-    })
+    aitoolkit: ClassVar[bool] = True
 
     batch_size: int = Field(1, ge=1)
     """Images per step (per device)."""
@@ -271,10 +263,7 @@ class ModelConfig(Block):
     """The base model: where it comes from, its architecture, precision and memory options."""
 
     block_name: ClassVar[str] = "model"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({
-        "use_text_encoder_1", "use_text_encoder_2", "experimental_xl", "quantize_kwargs", "text_encoder_bits",
-        "unet_path", "refiner_name_or_path", "split_model_over_gpus", "attn_masking", "lora_path", "inference_lora_path",
-    })
+    aitoolkit: ClassVar[bool] = True
 
     name_or_path: str
     """A hub id, a local diffusers folder, a single .safetensors checkpoint, or ``tiny:<arch>`` (a tiny built-in model)."""
@@ -300,10 +289,13 @@ class ModelConfig(Block):
     """Text encoder quantization type; same choices as ``qtype``."""
     low_vram: bool = False
     """Load and quantize block by block, and keep the denoiser off the GPU until it is used."""
-    layer_offloading: bool = False
+    layer_offloading: bool = Field(False, validation_alias=AliasChoices("layer_offloading", "auto_memory"))
     """Keep part of the denoiser's blocks in CPU memory and stream them to the GPU when used."""
     layer_offloading_fraction: float = Field(1.0, ge=0, le=1, validation_alias=AliasChoices("layer_offloading_fraction", "layer_offloading_transformer_percent"))
     """With ``layer_offloading``: the fraction of denoiser blocks kept in CPU memory."""
+    extras_name_or_path: str | None = None
+    """With a single-file checkpoint that holds only the denoiser (a Z-Image transformer file): the diffusers folder or
+    hub id the other parts (text encoder, tokenizer, VAE, configs) come from; same as ``model_kwargs.config``."""
     assistant_lora_path: str | None = None
     """Z-Image Turbo training adapter: merged for training, switched off for preview samples."""
     model_kwargs: dict[str, Any] = {}
@@ -320,9 +312,16 @@ class ModelConfig(Block):
             data["prediction_type"] = "v_prediction"
         registry = (info.context or {}).get("registry")
         flags = registry.legacy_arch_flags() if registry is not None else {}
+        flagged = any(key in data for key in ARCH_FLAGS)
         chosen = [flags[key] for key in list(data) if key in flags and data.pop(key)]
         if chosen and "arch" not in data:
             data["arch"] = chosen[0]
+        default = registry.legacy_default_arch() if registry is not None else None
+        if flagged and "arch" not in data and default and not any(data.get(key) for key in ARCH_FLAGS):
+            data["arch"] = default
+            info.context.setdefault("warnings", []).append(
+                f"model.arch: not set, and every ai-toolkit is_* flag is false, which ai-toolkit reads as {default}; "
+                f"training {default} (write arch: {default} to say so)")
         return data
 
     @field_validator("arch")
@@ -341,7 +340,7 @@ class SampleItem(Block):
     """One preview prompt in ai-toolkit's ``samples:`` list form."""
 
     block_name: ClassVar[str] = "sample.samples[]"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"ctrl_img", "ctrl_idx", "num_frames", "fps"})
+    aitoolkit: ClassVar[bool] = True
 
     prompt: str
     """The prompt; ``[trigger]`` is replaced by the trigger word; inline flags (--n, --seed, ...) work."""
@@ -365,7 +364,7 @@ class SampleConfig(Block):
     """Preview images made during training."""
 
     block_name: ClassVar[str] = "sample"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"num_frames", "fps", "refiner_start_at", "adapter_conditioning_scale"})
+    aitoolkit: ClassVar[bool] = True
 
     sampler: str | None = None
     """Sampler: flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
@@ -453,7 +452,7 @@ class LoggingConfig(Block):
     """Progress output and experiment trackers."""
 
     block_name: ClassVar[str] = "logging"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"use_ui_logger"})
+    aitoolkit: ClassVar[bool] = True
 
     log_every: int = Field(1, ge=1)
     """Write to TensorBoard / wandb every N steps (loss.csv gets every step)."""

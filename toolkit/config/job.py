@@ -53,6 +53,8 @@ class LoadedJob:
     resolved: dict[str, Any]
     """The config after substitutions and overrides (written to the run folder as config.yaml)."""
     ignored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """ai-toolkit settings read with a caveat, or ignored although set: one line each."""
     locations: Locations | None = None
     """Where each key sits in the file, for errors found after validation (a missing folder, ...)."""
 
@@ -93,7 +95,7 @@ def _merge(early: list[ConfigIssue], late: list[ConfigIssue]) -> list[ConfigIssu
 
 def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPath) -> LoadedJob:
     """Validate the top level and each process against its registered type; report all problems together."""
-    context: dict[str, Any] = {"registry": registry, "ignored": []}
+    context: dict[str, Any] = {"registry": registry, "ignored": [], "warnings": []}
     if not isinstance(data, dict):
         raise ConfigError(locations.source, [locations.issue((), "the file must be a block of keys (job:, config:, ...)")])
     issues: list[ConfigIssue] = []
@@ -122,7 +124,7 @@ def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPa
     if issues or top is None or spec is None:
         raise ConfigError(locations.source, issues)
     return LoadedJob(path, top.config.name, spec, processes, specs, top.meta, copy.deepcopy(data), sorted(set(context["ignored"])),
-                     locations)
+                     list(dict.fromkeys(context["warnings"])), locations)
 
 
 def _validate_process(raw: dict[str, Any], job: str, registry: Registry, context: dict[str, Any],

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from toolkit.config.aitoolkit import apply_moves
 from toolkit.config.base import Block
 from toolkit.config.blocks import (DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SampleConfig, SaveConfig, TrainConfig,
                                    sampler_problems)
@@ -15,7 +16,7 @@ class LoraTrainerConfig(Block):
     """Train a LoRA (or LyCORIS) adapter on a diffusion model."""
 
     block_name: ClassVar[str] = "process[]"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"sqlite_db_path", "performance_log_every", "monitoring"})
+    aitoolkit: ClassVar[bool] = True
 
     type: Literal["lora_trainer"]
     """Process type; ``sd_trainer`` and ``diffusion_trainer`` are accepted too."""
@@ -39,6 +40,12 @@ class LoraTrainerConfig(Block):
     """Preview images during training; leave out to make none."""
     logging: LoggingConfig = LoggingConfig()
     """Progress output and trackers."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ai_toolkit_places(cls, data: Any) -> Any:
+        """ai-toolkit keys that easel reads in another block (``model.compile`` is ``train.compile``)."""
+        return apply_moves(data) if isinstance(data, dict) else data
 
     def _preview_prompt_problems(self) -> list[tuple[tuple, str]]:
         """Inline flags are checked now (not after the model loaded); previews cannot load other LoRAs."""

@@ -142,6 +142,7 @@ def resolve_source(config: "ModelConfig", arch: "ArchRef", *, build_tiny: Callab
     """Turn ``name_or_path`` into a folder, hub id or single file; raise EaselError when it cannot be used."""
     name = config.name_or_path.strip()
     extra = dict(config.model_kwargs)
+    extra.setdefault("config", config.extras_name_or_path)
     if name.lower().startswith(TINY_PREFIX):
         return ModelSource("folder", str(_tiny_source(name[len(TINY_PREFIX):], arch, build_tiny)))
     path = Path(name).expanduser()
