@@ -33,6 +33,8 @@ class Namer:
     adapter: "ModelAdapter | None" = None
     lenient: bool = False
     """Without an architecture, read the denoiser's keys as ``unet`` instead of failing (for inspecting)."""
+    profile_layout: bool = False
+    """Map SGM names with the profile's UNet layout even with a model (files easel wrote before it used the model's)."""
     _indexes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
@@ -42,6 +44,8 @@ class Namer:
     @property
     def unet_config(self) -> Any:
         """The UNet layout used for SGM names: the loaded model's config, else the profile's; None when not a UNet."""
+        if self.profile_layout:
+            return self.profile.unet_config or None
         if self.adapter is not None and hasattr(getattr(self.adapter.denoiser, "config", None), "layers_per_block"):
             return self.adapter.denoiser.config
         return self.profile.unet_config or None
