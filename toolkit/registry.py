@@ -28,6 +28,8 @@ class JobSpec:
     runner: str
     """Import path of the Job class, "module:Class"."""
     description: str = ""
+    body: str = ""
+    """Import path of the schema of its ``config:`` block when it has keys besides name and process (a JobBody)."""
 
 
 @dataclass(frozen=True)

@@ -485,6 +485,25 @@ class MetaConfig(Block):
     """License of the trained weights."""
     tags: list[str] = []
     """Free-form tags."""
+    extra: dict[str, Any] = {}
+    """Any other facts, kept as given (ai-toolkit's examples write trigger_words, creator, ...); a key spelt very close
+    to one above (``versio``) is still a typo error."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _free_form(cls, data: Any) -> Any:
+        """Keys that are no field and no near-miss of one go to ``extra``."""
+        import difflib
+
+        if not isinstance(data, dict):
+            return data
+        fields = [name for name in cls.model_fields if name != "extra"]
+        free = {key: value for key, value in data.items() if key not in cls.model_fields
+                and not difflib.get_close_matches(str(key), fields, n=1, cutoff=0.8)}
+        if not free:
+            return data
+        kept = {key: value for key, value in data.items() if key not in free}
+        return {**kept, "extra": {**dict(kept.get("extra") or {}), **free}}
 
     @field_validator("version", mode="before")
     @classmethod

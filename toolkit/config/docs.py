@@ -110,6 +110,10 @@ def render(registry: Registry) -> str:
         lines.append(f"| `{spec.name}`{alias} | {names} | {', '.join(spec.samplers)} | {spec.bucket_divisibility} | {spec.default_lora_format} | {spec.description} |")
     lines += ["", "## Blocks", ""]
     models: list[type[BaseModel]] = [JobFile, *_nested_models(JobFile)]
+    for job in sorted(registry.jobs.values(), key=lambda j: j.name):
+        if job.body:
+            body = load_object(job.body)
+            models += [m for m in (body, *_nested_models(body)) if m not in models]
     for spec in sorted(set(registry.processes.values()), key=lambda p: (p.job, p.name)):
         model = load_object(spec.config)
         for candidate in (model, *_nested_models(model)):
