@@ -290,3 +290,45 @@ def test_input_casting_off_under_autocast_gives_the_same_output_and_gradients() 
     assert torch.allclose(plain_out.float(), cast_out.float(), atol=1e-2)
     assert len(plain_grads) == len(cast_grads) == 2  # to_q's A and B
     assert all(torch.allclose(a, b, rtol=2e-2, atol=1e-3) for a, b in zip(plain_grads, cast_grads))
+
+
+@pytest.mark.parametrize("kind", ["lora", "loha"])
+def test_rank_dropout_is_random_while_training_unbiased_and_off_in_eval(kind: str) -> None:
+    denoiser = model()
+    network = build(denoiser, ATTENTION, type=kind, linear=8, linear_alpha=8, network_kwargs={"rank_dropout": 0.5})
+    randomize(network)
+    denoiser.eval()
+    layer = denoiser.get_submodule("blocks.0.attn.to_q")
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        evaluated = layer(x)
+        network.disable()
+        base = layer(x)
+        network.enable()
+        denoiser.train()
+        torch.manual_seed(0)
+        draws = torch.stack([layer(x) for _ in range(2000)])
+        denoiser.eval()
+        again = layer(x)
+    assert not torch.allclose(draws[0], draws[1]), "training passes drop different rank components"
+    assert torch.allclose(again, evaluated), "no dropout in eval"
+    error = (draws.mean(0) - evaluated).abs().max() / (evaluated - base).abs().max()
+    assert error < 0.1, f"kept components are scaled by 1 / (1 - p): the mean update is off by {error:.3f}"
+
+
+@pytest.mark.parametrize("kind", ["lora", "lokr"])
+def test_module_dropout_one_trains_nothing_and_eval_keeps_the_adapter(kind: str) -> None:
+    denoiser = model()
+    network = build(denoiser, ATTENTION, type=kind, linear=4, module_dropout=1.0)
+    randomize(network)
+    denoiser.eval()
+    x, t, context = inputs()
+    with torch.no_grad():
+        evaluated = denoiser(x, t, context)
+        network.disable()
+        base = denoiser(x, t, context)
+        network.enable()
+        denoiser.train()
+        trained = denoiser(x, t, context)
+        denoiser.eval()
+    assert torch.allclose(trained, base, atol=1e-6) and not torch.allclose(evaluated, base)

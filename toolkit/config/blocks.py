@@ -31,6 +31,10 @@ class NetworkKwargs(Block):
     """Skip modules whose name contains any of these strings."""
     only_if_contains: list[str] = []
     """If set, wrap only modules whose name contains one of these strings."""
+    rank_dropout: float | None = Field(None, ge=0, lt=1)
+    """ai-toolkit / kohya spelling of ``network.rank_dropout``."""
+    module_dropout: float | None = Field(None, ge=0, le=1)
+    """ai-toolkit / kohya spelling of ``network.module_dropout``."""
 
 
 class NetworkConfig(Block):
@@ -56,9 +60,14 @@ class NetworkConfig(Block):
     only_if_contains: list[str] = []
     """If set, wrap only modules whose name contains one of these strings."""
     network_kwargs: NetworkKwargs | None = None
-    """ai-toolkit spelling of ``ignore_if_contains`` / ``only_if_contains``; merged into them."""
+    """ai-toolkit's sub-block of network settings (module filters, dropouts, ...); merged into the keys here."""
     dropout: float | None = Field(None, ge=0, le=1)
     """Dropout in the adapter during training, 0 to 1 (LoRA/DoRA: on its input; LoHa/LoKr: on its output)."""
+    rank_dropout: float | None = Field(None, ge=0, lt=1)
+    """While training, drop each rank component of each sample's update with this probability (the rest scaled by
+    1 / (1 - p), as kohya does)."""
+    module_dropout: float | None = Field(None, ge=0, le=1)
+    """While training, leave a whole adapter module out of a forward pass with this probability."""
     lokr_factor: int = -1
     """LoKr: the Kronecker factor; -1 picks the most balanced factorisation."""
     lokr_full_rank: bool = False
@@ -68,9 +77,14 @@ class NetworkConfig(Block):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "NetworkConfig":
-        if self.network_kwargs is not None:
-            self.ignore_if_contains = [*self.ignore_if_contains, *self.network_kwargs.ignore_if_contains]
-            self.only_if_contains = [*self.only_if_contains, *self.network_kwargs.only_if_contains]
+        kwargs = self.network_kwargs
+        if kwargs is not None:
+            self.ignore_if_contains = [*self.ignore_if_contains, *kwargs.ignore_if_contains]
+            self.only_if_contains = [*self.only_if_contains, *kwargs.only_if_contains]
+            for name in ("rank_dropout", "module_dropout"):
+                if getattr(kwargs, name) is not None and getattr(self, name) is not None:
+                    raise ValueError(f"{name} is set both here and in network_kwargs; keep one")
+                setattr(self, name, getattr(self, name) if getattr(kwargs, name) is None else getattr(kwargs, name))
         if self.linear is None:
             self.linear = 16
         if self.linear_alpha is None:
