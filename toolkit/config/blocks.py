@@ -150,6 +150,20 @@ class DatasetConfig(Block):
     """Randomly mirror images vertically (with cached latents both orientations are encoded)."""
     is_reg: bool = False
     """A regularization set: the trigger word is not added to its captions."""
+    random_triggers: list[str] | str = []
+    """Words (or a text file with one per line) of which ``random_triggers_max`` are added to each caption at random,
+    after the trigger word."""
+    random_triggers_max: int = Field(1, ge=0)
+    """1: add one of ``random_triggers`` to every caption; N > 1: add between 0 and N of them."""
+    square_crop: bool = False
+    """Train every image as a ``resolution`` square: scaled so its short side fits (small images are upscaled),
+    then cropped."""
+    buckets: bool = True
+    """Aspect-ratio buckets; false trains every image as a square, as ``square_crop`` does."""
+    scale: float = Field(1.0, gt=0, le=1)
+    """Treat every image as this much smaller when choosing its bucket (0.5: a 1024px image gets a 512px bucket)."""
+    random_scale: bool = False
+    """ai-toolkit's switch that crops at a random place (as ``random_crop``)."""
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -167,6 +181,7 @@ class DatasetConfig(Block):
 
     @model_validator(mode="after")
     def _crop_fits_cache(self) -> "DatasetConfig":
+        self.random_crop = self.random_crop or self.random_scale
         if self.random_crop and (self.cache_latents or self.cache_latents_to_disk):
             raise ValueError("random_crop cannot be used with cache_latents / cache_latents_to_disk (a cached latent "
                              "holds one crop); turn one of them off")

@@ -90,7 +90,8 @@ class LoraTrainerConfig(Block):
             problems.append((("train", "cache_text_embeddings"), "cannot cache text embeddings while training the text encoder; set one of them false"))
         if self.train.cache_text_embeddings:
             for i, dataset in enumerate(self.datasets):
-                for key, on in (("shuffle_tokens", dataset.shuffle_tokens), ("token_dropout_rate", dataset.token_dropout_rate > 0)):
+                for key, on in (("shuffle_tokens", dataset.shuffle_tokens), ("token_dropout_rate", dataset.token_dropout_rate > 0),
+                                ("random_triggers", bool(dataset.random_triggers))):
                     if on:
                         problems.append((("datasets", i, key), f"{key} makes a new caption every step, which "
                                          "train.cache_text_embeddings cannot cache; turn one of them off "

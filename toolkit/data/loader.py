@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from toolkit.config.blocks import DatasetConfig
-from toolkit.data.buckets import Placement, choose_bucket, place
+from toolkit.data.buckets import Placement, choose_bucket, place, square_bucket
 from toolkit.data.cache import (LatentJob, TensorCache, encode_latents, encode_texts, file_digest, latent_key, stack_rows,
                                 text_key)
 from toolkit.data.captions import CaptionRules
@@ -165,10 +165,19 @@ class TrainData:
             return TensorCache(cache_root(config) / "latents", memory=config.cache_latents)
         return TensorCache(None, memory=True) if config.cache_latents else None
 
+    def bucket_of(self, config: DatasetConfig, record: ImageRecord, resolution: int) -> tuple[int, int] | None:
+        """The bucket an image trains in at ``resolution``: its aspect bucket of the size ``scale`` makes it, or the
+        square with ``square_crop`` / ``buckets: false``; None when it is too small."""
+        if config.square_crop or not config.buckets:
+            return square_bucket(resolution, self.divisibility)
+        width, height = int(record.width * config.scale), int(record.height * config.scale)
+        return choose_bucket(width, height, resolution, self.divisibility)
+
     def _drop_small(self, index: int, scan: DatasetScan) -> None:
         keep = []
+        config = self.datasets[index]
         for record in scan.records:
-            if any(choose_bucket(record.width, record.height, r, self.divisibility) for r in self.datasets[index].resolution):
+            if any(self.bucket_of(config, record, r) for r in config.resolution):
                 keep.append(record)
             else:
                 scan.skip(record.path, f"smaller than {self.divisibility}px on a side")
@@ -184,7 +193,7 @@ class TrainData:
             cached = self.latent_caches[index] is not None
             for number, record in enumerate(scan.records):
                 for resolution in config.resolution:
-                    bucket = choose_bucket(record.width, record.height, resolution, self.divisibility)
+                    bucket = self.bucket_of(config, record, resolution)
                     if bucket is None:
                         continue
                     placement = place((record.width, record.height), bucket)
