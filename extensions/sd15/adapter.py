@@ -59,7 +59,7 @@ class SD15Adapter(PipelineAdapter):
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         targets = {self.denoiser_name: list(UNET_TARGETS)}
         if train_text_encoder:
-            targets.update({name: list(CLIP_TARGETS) for name in self.text_encoder_names})
+            targets.update({name: list(CLIP_TARGETS) for name in self.trained_text_encoders()})
         return targets
 
     def call_kwargs(self, batch: list[Any]) -> dict[str, Any]:

@@ -121,8 +121,8 @@ class ZImageAdapter(PipelineAdapter):
 
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         targets = {self.denoiser_name: list(TRANSFORMER_TARGETS)}
-        if train_text_encoder:
-            targets["text_encoder"] = list(QWEN_TARGETS)
+        for name in self.trained_text_encoders() if train_text_encoder else []:
+            targets[name] = list(QWEN_TARGETS)
         return targets
 
     def pipeline_guidance(self, guidance_scale: float) -> float:

@@ -302,6 +302,19 @@ class ModelConfig(Block):
     """Precision the base weights are loaded in; default: ``train.dtype`` (or bf16 when generating)."""
     vae_path: str | None = None
     """A separate VAE (hub id, folder or file), e.g. the fp16-fix SDXL VAE."""
+    vae_dtype: Precision | None = None
+    """Precision of the VAE; default: ``dtype``'s (e.g. fp32 for an SDXL VAE that overflows in fp16)."""
+    te_dtype: Precision | None = None
+    """Precision of the text encoders; default: ``dtype``'s."""
+    unet_path: str | None = None
+    """Load the denoiser (UNet or transformer) from this diffusers folder, hub id or single file instead of the one
+    in ``name_or_path`` (e.g. a fine-tuned UNet with the base model's text encoders and VAE)."""
+    lora_path: str | None = None
+    """A LoRA merged into the base weights before training (or generating): training then starts from base + LoRA."""
+    use_text_encoder_1: bool = True
+    """With ``train.train_text_encoder``: put the adapter on the first text encoder."""
+    use_text_encoder_2: bool = True
+    """With ``train.train_text_encoder``: put the adapter on the second text encoder (SDXL)."""
     prediction_type: lowercase(Literal["epsilon", "v_prediction"]) | None = None  # type: ignore[valid-type]
     """SD models: what the UNet predicts; default: read from the model's scheduler config."""
     allow_pickle: bool = False

@@ -130,6 +130,12 @@ class ModelAdapter(ABC):
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         """Default LoRA target module names (suffixes) per component name."""
 
+    def trained_text_encoders(self) -> list[str]:
+        """The text encoders an adapter goes on when they are trained: all but those ``model.use_text_encoder_1`` /
+        ``use_text_encoder_2`` switch off (the first and second, in order)."""
+        switches = (self.config.use_text_encoder_1, self.config.use_text_encoder_2)
+        return [name for index, name in enumerate(self.text_encoders) if index >= len(switches) or switches[index]]
+
     @abstractmethod
     def generate(self, requests: list[GenerateRequest]) -> "list[Image.Image]":
         """Make images (txt2img or img2img) with the components as they are now (adapters included)."""

@@ -294,3 +294,20 @@ def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: s
                                                   dtype=dtype, local_files_only=hub_offline())
         _check_hub_cached(vae_path, revision, "config.json")
         return AutoencoderKL.from_pretrained(vae_path, dtype=dtype, revision=revision)
+
+
+def load_denoiser(name: str, model_class: Any, subfolder: str, base: ModelSource, dtype: "torch.dtype") -> Any:
+    """``model.unet_path``: a denoiser folder (or a pipeline folder with it in ``subfolder``), a hub id or a single file
+    (its config from the base model)."""
+    path = Path(name).expanduser()
+    with hub_errors("model.unet_path", name):
+        if path.is_dir():
+            sub = None if (path / "config.json").is_file() else subfolder
+            return model_class.from_pretrained(str(path), subfolder=sub, dtype=dtype)
+        if path.is_file() or name.count("/") >= 2:
+            file = resolve_file(name, "model.unet_path")
+            config = base.path if base.kind != "file" else base.config
+            return model_class.from_single_file(str(file), config=config, subfolder=subfolder if config else None,
+                                                dtype=dtype, local_files_only=hub_offline())
+        _check_hub_cached(name, None, f"{subfolder}/config.json")
+        return model_class.from_pretrained(name, subfolder=subfolder, dtype=dtype)

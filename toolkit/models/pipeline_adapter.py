@@ -13,7 +13,8 @@ from toolkit.config.messages import suggest
 from toolkit.errors import EaselError
 from toolkit.models import memory
 from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule
-from toolkit.models.loading import ModelSource, load_pipeline, load_vae, resolve_source
+from toolkit.devices import resolve_dtype
+from toolkit.models.loading import ModelSource, load_denoiser, load_pipeline, load_vae, resolve_file, resolve_source
 from toolkit.registry import load_object
 
 if TYPE_CHECKING:
@@ -109,7 +110,14 @@ class PipelineAdapter(ModelAdapter):
         components: dict[str, Any] = {}
         if config.vae_path:
             components["vae"] = load_vae(config.vae_path, dtype, source, config.revision)
-        return cls.from_pipe(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device=device, dtype=dtype)
+        pipe = cls.load_pipeline(source, config, arch, dtype, components)
+        if config.unet_path:
+            setattr(pipe, cls.denoiser_name, load_denoiser(config.unet_path, type(getattr(pipe, cls.denoiser_name)),
+                                                         cls.denoiser_name, source, dtype))
+        for names, precision in (((("vae",)), config.vae_dtype), (cls.text_encoder_names, config.te_dtype)):
+            for name in names if precision else ():
+                getattr(pipe, name).to(dtype=resolve_dtype(precision))
+        return cls.from_pipe(pipe, config, arch, device=device, dtype=dtype)
 
     @classmethod
     def from_pipe(cls, pipe: Any, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device",
@@ -118,6 +126,10 @@ class PipelineAdapter(ModelAdapter):
         adapter = cls(pipe, config, arch, device, dtype)
         memory.stage(adapter)
         adapter.after_load()
+        if config.lora_path:
+            from toolkit.lora_io.apply import bake_loras
+
+            bake_loras(adapter, [(resolve_file(config.lora_path, "model.lora_path"), 1.0)])
         memory.settle(adapter)
         return adapter
 
