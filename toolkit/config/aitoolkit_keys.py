@@ -146,7 +146,7 @@ NETWORK_KWARGS = (
     refuse("parameter_threshold", 0.0, "skip modules with fewer parameters than this"),
     refuse("attn_only", False, "adapt only attention layers"),
     refuse("full_train_in_out", False, "train the denoiser's input and output layers fully"),
-    refuse("peft_format", False, "write lora_A / lora_B keys without alpha tensors (alpha = rank)"),
+    impl("peft_format", False, "write lora_A / lora_B keys without alpha tensors, training with alpha = rank"),
     refuse("target_lin_modules", None, "module classes whose linear layers are adapted"),
     refuse("target_conv_modules", None, "module classes whose 3x3 convolutions are adapted"),
     ign("varbose", False, "print every module the network wraps"),

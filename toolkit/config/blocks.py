@@ -35,6 +35,9 @@ class NetworkKwargs(Block):
     """ai-toolkit / kohya spelling of ``network.rank_dropout``."""
     module_dropout: float | None = Field(None, ge=0, le=1)
     """ai-toolkit / kohya spelling of ``network.module_dropout``."""
+    peft_format: bool = False
+    """ai-toolkit's PEFT file layout: alpha is the rank (scale 1, whatever ``linear_alpha`` says) and, unless
+    ``save.format`` is set, the file has diffusers/PEFT keys (``lora_A`` / ``lora_B``)."""
 
 
 class NetworkConfig(Block):
@@ -87,9 +90,10 @@ class NetworkConfig(Block):
                 setattr(self, name, getattr(self, name) if getattr(kwargs, name) is None else getattr(kwargs, name))
         if self.linear is None:
             self.linear = 16
-        if self.linear_alpha is None:
+        peft = kwargs is not None and kwargs.peft_format
+        if self.linear_alpha is None or peft:
             self.linear_alpha = float(self.linear)
-        if self.conv is not None and self.conv_alpha is None:
+        if self.conv is not None and (self.conv_alpha is None or peft):
             self.conv_alpha = float(self.conv)
         return self
 

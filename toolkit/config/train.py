@@ -47,6 +47,13 @@ class LoraTrainerConfig(Block):
         """ai-toolkit keys that easel reads in another block (``model.compile`` is ``train.compile``)."""
         return apply_moves(data) if isinstance(data, dict) else data
 
+    @model_validator(mode="after")
+    def _peft_files(self) -> "LoraTrainerConfig":
+        """``network_kwargs.peft_format`` writes diffusers/PEFT keys unless ``save.format`` says otherwise."""
+        if self.network.network_kwargs is not None and self.network.network_kwargs.peft_format and self.save.format is None:
+            self.save.format = "diffusers"
+        return self
+
     def _preview_prompt_problems(self) -> list[tuple[tuple, str]]:
         """Inline flags are checked now (not after the model loaded); previews cannot load other LoRAs."""
         from toolkit.errors import EaselError
