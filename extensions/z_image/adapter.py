@@ -49,6 +49,7 @@ class ZImageAdapter(PipelineAdapter):
     supports_assistant_lora: ClassVar[bool] = True
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
     denoiser_name = "transformer"
+    transformer_blocks = ("layers",)
     quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer", "adaLN_modulation")
 
     @classmethod

@@ -58,3 +58,14 @@ def test_use_text_encoder_switches_pick_the_adapted_encoders(registry):
     assert set(_load(registry, "sdxl").lora_targets(True)) == {"unet", "text_encoder", "text_encoder_2"}
     assert set(_load(registry, "sdxl", use_text_encoder_1=False).lora_targets(True)) == {"unet", "text_encoder_2"}
     assert set(_load(registry, "sdxl", use_text_encoder_2=False).lora_targets(True)) == {"unet", "text_encoder"}
+
+
+def test_unet_layers_map_to_kohyas_blocks_and_z_image_names_its_transformer_blocks(registry):
+    unet = _load(registry)
+    blocks = {path: unet.lora_block(path) for path in (
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "down_blocks.1.attentions.1.proj_in",
+        "down_blocks.2.resnets.0.conv1", "mid_block.attentions.0.proj_out", "up_blocks.1.attentions.2.proj_out",
+        "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.2", "time_embedding.linear_1")}
+    assert list(blocks.values()) == [1, 5, 7, 12, 18, 24, None]
+    layout = _load(registry, "zimage").network_layout()
+    assert (layout.denoiser, layout.transformer_blocks) == ("transformer", ("layers",))

@@ -119,8 +119,8 @@ NETWORK = (
     impl("dropout", None, "dropout inside the adapter"),
     impl("network_kwargs", {}, "extra network settings (module filters, per-block ranks, ...)"),
     ign("lorm", None, "LoRM settings (only with type lorm, which easel does not have)"),
-    refuse("transformer_only", True, "adapt only the transformer blocks (Z-Image: layers.*, not the refiners or "
-           "embedders); no effect on SD UNets"),
+    impl("transformer_only", True, "adapt only the transformer blocks (Z-Image: layers.*, not the refiners or "
+         "embedders); no effect on SD UNets"),
     impl("lokr_full_rank", True, "LoKr: train the second Kronecker factor at full rank", easel_default=False),
     impl("lokr_factor", -1, "LoKr: the Kronecker factor; -1 picks the most balanced"),
     warn("old_lokr_format", False, "write LoKr files with lycoris_ key names",
@@ -137,10 +137,11 @@ NETWORK_KWARGS = (
     refuse("full_if_contains", None, "train matching layers as full weight differences instead of low-rank ones"),
     impl("rank_dropout", None, "drop rank components of the update at random while training"),
     impl("module_dropout", None, "skip whole adapter modules at random while training"),
-    refuse("block_dims", None, "kohya per-block ranks of the UNet's linear layers"),
-    refuse("block_alphas", None, "kohya per-block alphas of the UNet's linear layers"),
-    refuse("conv_block_dims", None, "kohya per-block ranks of the UNet's 3x3 convolutions"),
-    refuse("conv_block_alphas", None, "kohya per-block alphas of the UNet's 3x3 convolutions"),
+    impl("block_dims", None, "kohya per-block ranks of the UNet's linear layers (ai-toolkit accepts them but does not "
+         "apply them; easel does, as kohya)"),
+    impl("block_alphas", None, "kohya per-block alphas of the UNet's linear layers"),
+    impl("conv_block_dims", None, "kohya per-block ranks of the UNet's 3x3 convolutions"),
+    impl("conv_block_alphas", None, "kohya per-block alphas of the UNet's 3x3 convolutions"),
     refuse("modules_dim", None, "a rank per module name (how kohya rebuilds a network from a file)"),
     refuse("modules_alpha", None, "an alpha per module name"),
     refuse("parameter_threshold", 0.0, "skip modules with fewer parameters than this"),

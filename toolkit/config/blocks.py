@@ -6,14 +6,27 @@ documentation shown in docs/config.md.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from toolkit.config.aitoolkit_keys import ARCH_FLAGS
 from toolkit.config.base import Block, CaptionExt, Precision, lowercase
 
 NetworkType = lowercase(Literal["lora", "locon", "lokr", "loha", "dora"])
+BLOCKS = 25
+"""kohya's UNet blocks for per-block ranks: IN00-IN11, MID, OUT00-OUT11."""
+
+
+def _block_values(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if value is not None and len(value) != BLOCKS:
+        raise ValueError(f"needs {BLOCKS} values (IN00-IN11, MID, OUT00-OUT11), got {len(value)}")
+    return value
+
+
+BlockValues = Annotated[list[float] | None, BeforeValidator(_block_values)]
 OptimizerName = lowercase(Literal["adamw", "adamw8bit", "adam", "adam8bit", "prodigy", "adafactor", "lion", "lion8bit", "sgd"])
 SchedulerName = lowercase(Literal["constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial"])
 TimestepType = lowercase(Literal["uniform", "linear", "sigmoid", "logit_normal", "shift", "weighted"])
@@ -38,6 +51,18 @@ class NetworkKwargs(Block):
     peft_format: bool = False
     """ai-toolkit's PEFT file layout: alpha is the rank (scale 1, whatever ``linear_alpha`` says) and, unless
     ``save.format`` is set, the file has diffusers/PEFT keys (``lora_A`` / ``lora_B``)."""
+    block_dims: BlockValues = None
+    """ai-toolkit / kohya spelling of ``network.block_dims``."""
+    block_alphas: BlockValues = None
+    """ai-toolkit / kohya spelling of ``network.block_alphas``."""
+    conv_block_dims: BlockValues = None
+    """ai-toolkit / kohya spelling of ``network.conv_block_dims``."""
+    conv_block_alphas: BlockValues = None
+    """ai-toolkit / kohya spelling of ``network.conv_block_alphas``."""
+
+
+SHARED_WITH_KWARGS = ("rank_dropout", "module_dropout", "block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
+"""Keys that may be written in ``network`` or in ai-toolkit's ``network.network_kwargs``."""
 
 
 class NetworkConfig(Block):
@@ -71,6 +96,19 @@ class NetworkConfig(Block):
     1 / (1 - p), as kohya does)."""
     module_dropout: float | None = Field(None, ge=0, le=1)
     """While training, leave a whole adapter module out of a forward pass with this probability."""
+    transformer_only: bool = True
+    """With the architecture's default targets: adapt only the denoiser's main transformer blocks where it names them
+    (Z-Image: ``layers.*``, not the noise / context refiners); no effect on UNets or on ``target_modules``.
+    ai-toolkit's default."""
+    block_dims: BlockValues = None
+    """kohya's per-block ranks of a UNet's linear layers: 25 values for IN00-IN11, MID, OUT00-OUT11 (0: no adapter
+    in that block); a list or "4,4,8,...". Other components keep ``linear``."""
+    block_alphas: BlockValues = None
+    """Per-block alphas to go with ``block_dims``; default ``linear_alpha`` everywhere."""
+    conv_block_dims: BlockValues = None
+    """Per-block ranks of a UNet's 3x3 convolutions (wraps them even without ``conv``)."""
+    conv_block_alphas: BlockValues = None
+    """Per-block alphas to go with ``conv_block_dims``; default ``conv_alpha`` (or the block's rank)."""
     lokr_factor: int = -1
     """LoKr: the Kronecker factor; -1 picks the most balanced factorisation."""
     lokr_full_rank: bool = False
@@ -84,7 +122,7 @@ class NetworkConfig(Block):
         if kwargs is not None:
             self.ignore_if_contains = [*self.ignore_if_contains, *kwargs.ignore_if_contains]
             self.only_if_contains = [*self.only_if_contains, *kwargs.only_if_contains]
-            for name in ("rank_dropout", "module_dropout"):
+            for name in SHARED_WITH_KWARGS:
                 if getattr(kwargs, name) is not None and getattr(self, name) is not None:
                     raise ValueError(f"{name} is set both here and in network_kwargs; keep one")
                 setattr(self, name, getattr(self, name) if getattr(kwargs, name) is None else getattr(kwargs, name))

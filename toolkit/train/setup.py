@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -207,7 +207,7 @@ class IntervalCheckpointing:
 def network_targets(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> dict[str, list[str]]:
     """Target names per trained component: ``network.target_modules`` or the architecture's defaults."""
     train, network = process.config.train, process.config.network
-    trained = ([adapter.denoiser_name] if train.train_unet else []) + (list(adapter.text_encoders) if train.train_text_encoder else [])
+    trained = ([adapter.denoiser_name] if train.train_unet else []) + (adapter.trained_text_encoders() if train.train_text_encoder else [])
     if network.target_modules:
         return {component: list(network.target_modules) for component in trained}
     defaults = adapter.lora_targets(train.train_text_encoder)
@@ -226,7 +226,10 @@ def build_network(process: "LoraTrainerProcess", adapter: "ModelAdapter") -> "Ne
     from toolkit.network.network import Network
 
     cfg = process.config
-    network = Network.build(adapter.components(), network_targets(process, adapter), cfg.network)
+    layout = adapter.network_layout()
+    if cfg.network.target_modules:  # the layers asked for by name are taken as given
+        layout = replace(layout, transformer_blocks=())
+    network = Network.build(adapter.components(), network_targets(process, adapter), cfg.network, layout=layout)
     network.float()
     if cfg.network.pretrained_lora_path:
         from toolkit.lora_io import load_lora
