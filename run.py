@@ -54,6 +54,8 @@ def run_config(name: str, args: argparse.Namespace, registry: "object") -> None:
         log.warning(f"warning: {path}: ignored keys (accepted from ai-toolkit, not used by easel): {', '.join(loaded.ignored)}")
     for line in loaded.warnings:
         log.warning(f"warning: {path}: {line}")
+    for note in loaded.notes:
+        log.info(f"{path}: {note}")
     job_class: type[Job] = load_object(loaded.spec.runner)
     job = job_class(loaded, registry, RunOptions(dry_run=args.dry_run, debug=args.debug))  # type: ignore[arg-type]
     try:

@@ -12,12 +12,11 @@ import run
 from toolkit.config.blocks import ModelConfig
 from toolkit.config.job import load_job_config
 from toolkit.errors import ConfigError
-from toolkit.lora_io.files import load_lora, save_lora
 from toolkit.lora_io.model import delta_weight
 from toolkit.lora_io.ops import RankRule, extract_module, scale_module
 from toolkit.models.loading import load_adapter
 
-from tests.lora_io.helpers import random_lora
+from tests.lora_io.helpers import load_lora, random_lora, save_lora
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "aitoolkit"
 CHANGED = {"unet": ["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "mid_block.attentions.0.transformer_blocks.0.ff.net.2",

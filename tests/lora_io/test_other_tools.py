@@ -10,9 +10,9 @@ import torch
 
 from toolkit.errors import EaselError
 from toolkit.lora_io import apply_loras, remove_loras
-from toolkit.lora_io.files import LoraFile, load_lora
+from toolkit.lora_io.files import LoraFile
 
-from tests.lora_io.helpers import image, max_diff
+from tests.lora_io.helpers import image, load_lora, max_diff, save_lora
 from tests.lora_io.other_tools import diffusers_trainer_file, lycoris_file, peft_folder, written_file
 
 SD15_UNET = [
@@ -253,9 +253,9 @@ def _tiny_sdxl_with_one_layer_per_block(folder):
     """An SDXL-family pipeline whose UNet has one layer per block instead of SDXL base's two."""
     from diffusers import UNet2DConditionModel
 
-    from toolkit.testing.tiny import sdxl_pipeline
+    from extensions.sdxl.tiny import pipeline
 
-    pipe = sdxl_pipeline(seed=3)
+    pipe = pipeline(seed=3)
     torch.manual_seed(3)
     pipe.unet = UNet2DConditionModel.from_config({**pipe.unet.config, "layers_per_block": 1}).eval()
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -267,7 +267,6 @@ def test_sgm_names_follow_the_unets_layout_and_load_back(fmt, new_adapter, regis
     """An SDXL-family UNet laid out unlike SDXL base: the saved SGM names are its own (diffusers maps them back to
     the same layers), and files written with SDXL base's numbering (easel's before) still load."""
     from toolkit.config.blocks import ModelConfig
-    from toolkit.lora_io.files import save_lora
     from toolkit.models.loading import load_adapter
 
     from tests.lora_io.helpers import random_lora

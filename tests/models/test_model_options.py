@@ -6,11 +6,10 @@ from __future__ import annotations
 import torch
 
 from toolkit.config.blocks import ModelConfig
-from toolkit.lora_io.files import save_lora
 from toolkit.lora_io.model import base_layer, delta_weight
 from toolkit.models.loading import load_adapter
 
-from tests.lora_io.helpers import random_lora
+from tests.lora_io.helpers import random_lora, save_lora
 
 
 def _load(registry, arch: str = "sd15", **fields):

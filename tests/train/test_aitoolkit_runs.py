@@ -9,11 +9,10 @@ import pytest
 
 import run
 from toolkit.config.blocks import ModelConfig
-from toolkit.lora_io.files import load_lora, save_lora
 from toolkit.models.loading import load_adapter, resolve_source
 
 from tests.config.test_aitoolkit_fixtures import FIXTURES, UI_JOBS
-from tests.lora_io.helpers import random_lora
+from tests.lora_io.helpers import load_lora, random_lora, save_lora
 from tests.test_run import image_folder
 
 pytestmark = pytest.mark.slow
@@ -24,13 +23,12 @@ SMALL = ["config.process.0.device=cpu", "config.process.0.train.steps=2", "confi
 @pytest.fixture
 def tiny_zimage_paths(registry, tmp_path, monkeypatch) -> None:
     """The tiny Z-Image folder and transformer file, and a tiny training adapter, for the ${...} in the fixtures."""
-    from extensions.z_image.original import SINGLE_FILE
-
     adapter = load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage"), registry, device="cpu", dtype="fp32")
-    folder = Path(resolve_source(adapter.config, adapter.arch, build_tiny=type(adapter).build_tiny).path).resolve()
+    folder = Path(resolve_source(adapter.config, adapter.arch).path).resolve()
+    single_file = adapter.arch.spec.tiny.single_file
     assistant = save_lora(random_lora(adapter.components(), {"transformer": ["attention.to_q"]}, scale=0.05),
                           tmp_path / "assistant.safetensors", arch="zimage")
-    for name, value in (("TINY_ASSISTANT", assistant), ("TINY_ZIMAGE", folder), ("TINY_ZIMAGE_FILE", folder / SINGLE_FILE)):
+    for name, value in (("TINY_ASSISTANT", assistant), ("TINY_ZIMAGE", folder), ("TINY_ZIMAGE_FILE", folder / single_file)):
         monkeypatch.setenv(name, str(value))
 
 

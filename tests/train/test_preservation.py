@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.train.fakes import FakeAdapter
+from tests.train.fakes import FAKE_ARCH, FakeAdapter
 from toolkit.config.blocks import ModelConfig, NetworkConfig
 from toolkit.network.network import Network
 from toolkit.train.preservation import class_prompts, inverted_mask_prior_loss, preservation_loss
@@ -18,7 +18,7 @@ def test_class_prompts_replace_the_trigger_as_a_word():
 
 
 def _setup():
-    adapter = FakeAdapter.load(ModelConfig(name_or_path="fake", arch="sd15"), None, device="cpu", dtype=torch.float32)
+    adapter = FakeAdapter.load(ModelConfig(name_or_path="fake", arch="fake"), FAKE_ARCH, device="cpu", dtype=torch.float32)
     adapter.denoiser.requires_grad_(False)
     network = Network.build(adapter.components(), adapter.lora_targets(False), NetworkConfig(linear=4))
     noisy = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))

@@ -233,7 +233,7 @@ _PRESERVE = "prior preservation"
 TRAIN = (
     impl("noise_scheduler", "ddpm", "training noise schedule", easel_default=None),
     impl("content_or_style", "balanced", "which timesteps are favoured: content (high noise), style (low) or neither"),
-    impl("steps", 1000, "optimizer steps to train"),
+    impl("steps", 1000, "optimizer steps to train (easel: 1000 when neither steps nor epochs is set)", easel_default=None),
     impl("lr", 1e-6, "learning rate", easel_default=1e-4),
     impl("unet_lr", Same("lr"), "learning rate of the denoiser's adapter"),
     impl("text_encoder_lr", Same("lr"), "learning rate of the text encoders' adapter"),

@@ -23,6 +23,8 @@ class Block(BaseModel):
     block_name: ClassVar[str] = ""
     aitoolkit: ClassVar[bool] = False
     ignored_keys: ClassVar[frozenset[str]] = frozenset()
+    exclusive_keys: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """Pairs of keys a config sets at most one of; a ``--set`` of one replaces the other where the file set it."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

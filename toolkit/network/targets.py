@@ -154,7 +154,7 @@ def _target(component: str, path: str, layer: "nn.Module", config: "NetworkConfi
 def _rank_alpha(kind: str | None, config: "NetworkConfig", block: int | None) -> tuple[int, float] | None:
     """(rank, alpha) of a layer: kohya's per-block values when given for its block, else the network's; None: not wrapped."""
     if kind == "linear":
-        ranks, alphas, rank, alpha = config.block_dims, config.block_alphas, config.linear or 16, config.linear_alpha
+        ranks, alphas, rank, alpha = config.block_dims, config.block_alphas, config.linear, config.linear_alpha
     elif kind == "conv":
         ranks, alphas, rank, alpha = config.conv_block_dims, config.conv_block_alphas, config.conv, config.conv_alpha
     else:
