@@ -13,12 +13,9 @@ from tests.test_run import image_folder
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "aitoolkit"
 UI_JOBS = {"ui_sd15.yaml": "sd15", "ui_sdxl.yaml": "sdxl", "ui_zimage_turbo.yaml": "zimage:turbo", "ui_zimage.yaml": "zimage",
            "ui_zimage_deturbo.yaml": "zimage:deturbo"}
-UI_IGNORED = {"process[].sqlite_db_path", "process[].performance_log_every", "save.save_format", "save.push_to_hub",
-              "datasets[].mask_path", "datasets[].mask_min_value", "datasets[].network_weight", "datasets[].controls",
+UI_IGNORED = {"process[].sqlite_db_path", "process[].performance_log_every", "save.push_to_hub", "datasets[].controls",
               "datasets[].shrink_video_to_frames", "datasets[].num_frames", "train.bypass_guidance_embedding",
-              "train.force_first_sample", "train.diff_output_preservation", "train.diff_output_preservation_multiplier",
-              "train.diff_output_preservation_class", "train.switch_boundary_every", "logging.use_ui_logger",
-              "sample.sample_start_step", "sample.num_frames", "sample.fps"}
+              "train.switch_boundary_every", "logging.use_ui_logger", "sample.num_frames", "sample.fps"}
 """What the UI writes that easel does not use (all at ai-toolkit's defaults, so nothing is refused)."""
 
 

@@ -71,3 +71,32 @@ def test_random_triggers_from_a_file(tmp_path):
     assert rules.random_triggers == ("one", "two")
     with pytest.raises(EaselError, match="random_triggers 'nope.txt' is no file"):
         CaptionRules.from_config(DatasetConfig(folder_path="x", random_triggers="nope.txt"), None)
+
+
+def _masked(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.new("L", (128, 64), 0).save(masks / "wide.png")
+    return masks
+
+
+def test_batches_carry_masks_loss_weights_and_one_network_weight(folder, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("outside")  # not inside the dataset folder, which is read with its subfolders
+    reg = tmp_path / "reg"
+    write_image(reg / "r.png", size=(64, 64), caption="reg")
+    configs = [dataset(folder, resolution=[64], mask_path=str(_masked(tmp_path)), mask_min_value=0.25, loss_multiplier=2.0),
+               dataset(reg, resolution=[64], is_reg=True, network_weight=0.5)]
+    data = TrainData(configs, trigger_word=None, batch_size=4, seed=1, bucket_divisibility=16, reg_weight=3.0)
+    seen = {}
+    for batch, position in data.batches(LoaderPosition()):
+        for index, path in enumerate(batch.paths):
+            weight = 1.0 if batch.loss_weights is None else float(batch.loss_weights[index])
+            floor = None if batch.masks is None else float(batch.masks[index].min())
+            seen[path.name] = (weight, floor, batch.network_weight)
+        if position.epoch:
+            break
+    assert seen == {"wide.png": (2.0, 0.25, 1.0), "small.png": (2.0, 1.0, 1.0), "r.png": (3.0, None, 0.5)}
+    with pytest.raises(EaselError, match="mask_path 'nowhere' is not a folder"):
+        TrainData([dataset(folder, mask_path="nowhere")], trigger_word=None, batch_size=1, seed=1, bucket_divisibility=16)

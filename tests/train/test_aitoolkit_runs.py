@@ -50,3 +50,79 @@ def test_generate_example_makes_its_images(tmp_path):
                  "config.process.0.generate.sample_steps=2", f"config.process.0.output_folder={tmp_path}"]
     assert run.main([str(FIXTURES / "generate_example.yaml"), *[arg for item in overrides for arg in ("--set", item)]]) == 0
     assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+def _train_config(tmp_path: Path, images: Path, **process) -> Path:
+    from toolkit.output import dump_yaml
+
+    base = {"type": "sd_trainer", "device": "cpu", "training_folder": str(tmp_path / "out"), "trigger_word": "sks",
+            "network": {"linear": 4}, "save": {"dtype": "fp32", "save_every": 100},
+            "datasets": [{"folder_path": str(images), "resolution": [64]}],
+            "train": {"steps": 2, "lr": 1e-3, "optimizer": "adamw"}, "model": {"name_or_path": "tiny:sd15", "arch": "sd15"}}
+    for key, value in process.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    path = tmp_path / "train.yaml"
+    path.write_text(dump_yaml({"job": "extension", "config": {"name": "feat", "process": [base]}}))
+    return path
+
+
+def test_masks_weights_and_preservation_train_on_the_tiny_model(tmp_path):
+    from PIL import Image
+
+    images = image_folder(tmp_path)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for path in images.glob("*.png"):
+        Image.new("L", Image.open(path).size, 255).crop((0, 0, 48, 64)).resize(Image.open(path).size).save(masks / path.name)
+    dataset = {"folder_path": str(images), "resolution": [64], "mask_path": str(masks), "mask_min_value": 0.1,
+               "loss_multiplier": 2.0, "network_weight": 0.8}
+    config = _train_config(tmp_path, images, datasets=[dataset],
+                           train={"diff_output_preservation": True, "diff_output_preservation_class": "picture",
+                                  "inverted_mask_prior": True})
+    assert run.main([str(config)]) == 0
+    assert (tmp_path / "out" / "feat" / "feat.safetensors").is_file()
+
+
+def test_merge_network_on_save_writes_the_base_plus_the_adapter(registry, tmp_path):
+    import torch
+
+    from toolkit.lora_io.keys import group_modules
+    from toolkit.lora_io.model import delta_weight
+
+    images = image_folder(tmp_path)
+    config = _train_config(tmp_path, images, train={"merge_network_on_save": True, "merge_network_on_save_strength": 0.5},
+                           save={"save_format": "diffusers"})
+    assert run.main([str(config)]) == 0
+    folder = tmp_path / "out" / "feat"
+    merged = load_adapter(ModelConfig(name_or_path=str(folder / "feat"), arch="sd15"), registry, device="cpu", dtype="fp32")
+    base = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu", dtype="fp32")
+    state = torch.load(folder / "feat_000000002.state.pt", weights_only=True)["network"]
+    modules = group_modules({key: value for key, value in state.items()})
+    name, module = next((m.name, m) for m in modules.values() if m.component == "unet")
+    expected = base.denoiser.get_submodule(name).weight + 0.5 * delta_weight(module)
+    assert torch.allclose(merged.denoiser.get_submodule(name).weight, expected, atol=1e-3)
+    assert not (folder / "feat.safetensors").exists(), "the merged model replaces the LoRA file"
+
+
+def test_inference_lora_is_applied_when_generating(registry, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from toolkit.output import dump_yaml
+
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu", dtype="fp32")
+    lora = save_lora(random_lora(adapter.components(), {"unet": ["to_q", "to_v"]}, seed=4), tmp_path / "l.safetensors",
+                     arch="sd15")
+
+    def generate(name: str, model: dict, loras: list) -> np.ndarray:
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(dump_yaml({"job": "generate", "config": {"name": name, "process": [{
+            "type": "to_folder", "output_folder": str(tmp_path / name), "device": "cpu",
+            "model": {"name_or_path": "tiny:sd15", "arch": "sd15", **model},
+            "generate": {"prompts": ["a cat"], "width": 32, "height": 32, "sample_steps": 2, "seed": 3, "loras": loras}}]}}))
+        assert run.main([str(config)]) == 0
+        return np.asarray(Image.open(next((tmp_path / name).glob("*.png"))), dtype=np.float32)
+
+    stacked = generate("stacked", {}, [{"path": str(lora)}])
+    inferred = generate("inferred", {"inference_lora_path": str(lora)}, [])
+    assert np.abs(stacked - inferred).max() == 0 and np.abs(stacked - generate("plain", {}, [])).max() > 1

@@ -153,6 +153,9 @@ class SaveConfig(Block):
     """Keep only the newest N numbered checkpoints; 0 keeps all."""
     format: LoraFormat | None = None
     """Key layout of the file: kohya, comfy, diffusers or peft. Default: the architecture's."""
+    save_format: lowercase(Literal["safetensors", "diffusers"]) = "safetensors"  # type: ignore[valid-type]
+    """With ``train.merge_network_on_save``: the merged model as one .safetensors checkpoint or a diffusers folder
+    (a LoRA is one .safetensors file either way)."""
 
 
 class DatasetConfig(Block):
@@ -209,6 +212,19 @@ class DatasetConfig(Block):
     """Treat every image as this much smaller when choosing its bucket (0.5: a 1024px image gets a 512px bucket)."""
     random_scale: bool = False
     """ai-toolkit's switch that crops at a random place (as ``random_crop``)."""
+    mask_path: str | None = None
+    """Folder of loss masks named like the images (white: full loss, black: ``mask_min_value``); an image without
+    one keeps the full loss."""
+    alpha_mask: bool = False
+    """Use each image's alpha channel as its loss mask (transparent: ``mask_min_value``)."""
+    mask_min_value: float = Field(0.0, ge=0, le=1)
+    """Loss weight where a mask is black (0: that region teaches nothing)."""
+    invert_mask: bool = False
+    """Invert the masks (black: full loss)."""
+    network_weight: float = 1.0
+    """Weight of the adapter while training on this dataset (its batches are kept apart from other weights')."""
+    loss_multiplier: float = Field(1.0, ge=0)
+    """Weight of this dataset's loss."""
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -227,6 +243,8 @@ class DatasetConfig(Block):
     @model_validator(mode="after")
     def _crop_fits_cache(self) -> "DatasetConfig":
         self.random_crop = self.random_crop or self.random_scale
+        if self.alpha_mask and self.mask_path:
+            raise ValueError("set either alpha_mask or mask_path, not both")
         if self.random_crop and (self.cache_latents or self.cache_latents_to_disk):
             raise ValueError("random_crop cannot be used with cache_latents / cache_latents_to_disk (a cached latent "
                              "holds one crop); turn one of them off")
@@ -306,6 +324,30 @@ class TrainConfig(Block):
     """Add this much per-channel offset noise (helps very dark/bright images)."""
     ema_config: EMAConfig = EMAConfig()
     """EMA of the adapter weights."""
+    force_first_sample: bool = False
+    """Make the previews before the first step also when a run continues from a saved state."""
+    diff_output_preservation: bool = False
+    """Prior preservation (DOP): each caption with the trigger word replaced by ``diff_output_preservation_class``
+    must keep the base model's prediction on the same noisy latents; needs a trigger word."""
+    diff_output_preservation_multiplier: float = Field(1.0, ge=0)
+    """Weight of the DOP loss."""
+    diff_output_preservation_class: str = ""
+    """The class word for DOP, e.g. ``woman`` (the trigger word is replaced by it)."""
+    blank_prompt_preservation: bool = False
+    """Prior preservation of the empty prompt: with it the adapter must keep the base model's prediction."""
+    blank_prompt_preservation_multiplier: float = Field(1.0, ge=0)
+    """Weight of that loss."""
+    inverted_mask_prior: bool = False
+    """Outside a dataset's loss mask, pull the prediction towards the base model's for the same caption."""
+    inverted_mask_prior_multiplier: float = Field(0.5, ge=0)
+    """Weight of that loss."""
+    reg_weight: float = Field(1.0, ge=0)
+    """Loss weight of regularization datasets (``is_reg``)."""
+    merge_network_on_save: bool = False
+    """Save the base model with the adapter merged in (``save.save_format``) instead of the LoRA: a fresh copy of the
+    base is loaded on the CPU at each save; training goes on with the same adapter (the state files keep it)."""
+    merge_network_on_save_strength: float = 1.0
+    """Weight of the adapter merged on save."""
     skip_first_sample: bool = False
     """Do not sample before the first step."""
     disable_sampling: bool = False
@@ -394,6 +436,8 @@ class ModelConfig(Block):
     hub id the other parts (text encoder, tokenizer, VAE, configs) come from; same as ``model_kwargs.config``."""
     assistant_lora_path: str | None = None
     """Z-Image Turbo training adapter: merged for training, switched off for preview samples."""
+    inference_lora_path: str | None = None
+    """A LoRA applied only when generating (previews, the generate job), never trained through."""
     model_kwargs: dict[str, Any] = {}
     """Extra arguments for the architecture's loader."""
 
@@ -466,6 +510,8 @@ class SampleConfig(Block):
     """Sampler: flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
     sample_every: int = Field(250, ge=1)
     """Make previews every N steps (also before training, unless skipped, and at the end)."""
+    sample_start_step: int = Field(0, ge=0)
+    """Make the every-N-steps previews only from this step on (those before training and at the end are made anyway)."""
     width: int = Field(512, ge=8)
     """Preview width in pixels."""
     height: int = Field(512, ge=8)

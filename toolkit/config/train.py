@@ -75,6 +75,30 @@ class LoraTrainerConfig(Block):
                                         "always applied at sample.network_multiplier. Remove the tag."))
         return problems
 
+    def _preservation_problems(self) -> list[tuple[tuple, str]]:
+        """Prior preservation needs what ai-toolkit needs: a trigger word (DOP), a frozen text encoder, a mask."""
+        train, problems = self.train, []
+        if train.diff_output_preservation and not (self.trigger_word or any(d.trigger_word for d in self.datasets)):
+            problems.append((("train", "diff_output_preservation"), "needs a trigger_word: it is what the class word "
+                             "replaces; set trigger_word, or turn diff_output_preservation off"))
+        if train.diff_output_preservation and train.blank_prompt_preservation:
+            problems.append((("train", "blank_prompt_preservation"), "set either diff_output_preservation or "
+                             "blank_prompt_preservation, not both (each is the preservation target)"))
+        for key in ("diff_output_preservation", "blank_prompt_preservation"):
+            if getattr(train, key) and train.train_text_encoder:
+                problems.append((("train", key), "cannot be used with train_text_encoder (the base model's prediction "
+                                 "needs the text encoder unchanged); set one of them false"))
+            if getattr(train, key) and train.unload_text_encoder:
+                problems.append((("train", key), "encodes its prompts each step, so the text encoder must stay: set "
+                                 "train.unload_text_encoder false"))
+        if train.inverted_mask_prior and not any(d.mask_path or d.alpha_mask for d in self.datasets):
+            problems.append((("train", "inverted_mask_prior"), "needs a dataset with mask_path or alpha_mask (it "
+                             "acts outside the masks)"))
+        if train.merge_network_on_save and self.model.quantize:
+            problems.append((("train", "merge_network_on_save"), "cannot merge the adapter into quantized weights; "
+                             "set model.quantize false or save the LoRA"))
+        return problems
+
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
         """Cross-block checks that need the registry: sampler and noise schedule fit the architecture."""
         problems: list[tuple[tuple, str]] = []
@@ -103,7 +127,7 @@ class LoraTrainerConfig(Block):
                         problems.append((("datasets", i, key), f"{key} makes a new caption every step, which "
                                          "train.cache_text_embeddings cannot cache; turn one of them off "
                                          "(caption_dropout_rate works with the cache)"))
-        problems += self._preview_prompt_problems()
+        problems += self._preview_prompt_problems() + self._preservation_problems()
         if not (self.train.train_unet or self.train.train_text_encoder):
             problems.append((("train", "train_unet"), "nothing to train: set train_unet or train_text_encoder to true"))
         return problems

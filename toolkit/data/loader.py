@@ -36,6 +36,7 @@ from toolkit.data.cache import (LatentJob, TensorCache, encode_latents, encode_t
                                 text_key)
 from toolkit.data.captions import CaptionRules
 from toolkit.data.images import BadImage
+from toolkit.data.masks import MaskRule, render_mask
 from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
@@ -75,6 +76,12 @@ class TrainBatch:
     """Cached text conditioning, batch-first on the CPU, when ``prepare(cache_text=True)`` ran."""
     image_info: list[ImageInfo]
     paths: list[Path]
+    masks: "torch.Tensor | None" = None
+    """(B, 1, H, W) loss masks in [mask_min_value, 1] when a dataset of the batch has masks (ones for the others)."""
+    loss_weights: "torch.Tensor | None" = None
+    """(B,) loss weight of each row (``loss_multiplier``, ``train.reg_weight``) when one is not 1."""
+    network_weight: float = 1.0
+    """The adapter's weight for this batch (``network_weight``: a batch holds one dataset's weight)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,15 @@ class EmptyDataset(EaselError):
         super().__init__(f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images{why} {self.hint}")
 
 
+def mask_rule(index: int, config: DatasetConfig) -> MaskRule:
+    """Where dataset ``index``'s loss masks come from; its ``mask_path`` must be a folder."""
+    folder = Path(config.mask_path).expanduser() if config.mask_path else None
+    if folder is not None and not folder.is_dir():
+        raise EaselError(f"datasets[{index}].mask_path '{config.mask_path}' is not a folder; point it at the folder of "
+                         "masks named like the images (or remove it).")
+    return MaskRule(folder=folder, alpha=config.alpha_mask, invert=config.invert_mask, min_value=config.mask_min_value)
+
+
 def _flips(enabled: bool) -> tuple[bool, ...]:
     return (False, True) if enabled else (False,)
 
@@ -137,7 +153,8 @@ class TrainData:
     """All datasets of a training process: scanned at construction, cached by ``prepare``, iterated by ``batches``."""
 
     def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
-                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None):
+                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None,
+                 reg_weight: float = 1.0):
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
             raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"bucket_divisibility={bucket_divisibility}")
@@ -146,6 +163,8 @@ class TrainData:
         self.rank, self.world_size = rank, world_size
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
+        self.masks = [mask_rule(index, config) for index, config in enumerate(self.datasets)]
+        self.loss_weights = [config.loss_multiplier * (reg_weight if config.is_reg else 1.0) for config in self.datasets]
         self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
         self.latent_caches = [self._latent_cache(config) for config in self.datasets]
         self.text_caches = [TensorCache(cache_root(config) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
@@ -199,9 +218,10 @@ class TrainData:
                     placement = place((record.width, record.height), bucket)
                     self.entries.extend(Entry(index, number, resolution, repeat, placement, cached)
                                         for repeat in range(config.num_repeats))
-        groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+        groups: dict[tuple, list[int]] = defaultdict(list)
         for item, entry in enumerate(self.entries):
-            groups[entry.group].append(item)
+            weight = self.datasets[entry.dataset].network_weight
+            groups[entry.group if weight == 1.0 else (*entry.group, weight)].append(item)
         self.groups = dict(sorted(groups.items()))
         self._plans.clear()
 
@@ -422,9 +442,21 @@ class TrainData:
             images = list(pool.map(self._render, draws)) if pool is not None else [self._render(draw) for draw in draws]
             pixels = to_pixels(images)
         cond = stack_rows([self._text_row(draw) for draw in draws]) if self._text_identity is not None else None
+        masks = None
+        if any(self.masks[draw.entry.dataset].active for draw in draws):
+            masks = torch.stack(list(pool.map(self._mask, draws)) if pool is not None else [self._mask(d) for d in draws])
+        weights = [self.loss_weights[draw.entry.dataset] for draw in draws]
         return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
                           image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],
-                          paths=[draw.record.path for draw in draws])
+                          paths=[draw.record.path for draw in draws], masks=masks,
+                          loss_weights=torch.tensor(weights) if any(w != 1.0 for w in weights) else None,
+                          network_weight=self.datasets[draws[0].entry.dataset].network_weight)
+
+    def _mask(self, draw: Draw) -> "torch.Tensor":
+        try:
+            return render_mask(self.masks[draw.entry.dataset], draw.record.path, draw.placement, draw.flip_x, draw.flip_y)
+        except BadImage as err:
+            raise EaselError(f"the loss mask of {draw.record.path} ({err.path}): {err.reason}. Fix or remove it.") from None
 
     def position(self, saved: Mapping[str, int] | None = None) -> LoaderPosition:
         """The position to start from: the first batch, or the one a training state saved."""

@@ -29,6 +29,30 @@ def save_lora(network: "Network", path: Path, *, arch: Any, format: str | None, 
     write_lora(tensors, path, arch=arch, format=format, metadata=metadata, dtype=dtype)
 
 
+def save_merged(load_model: Any, model: Any, arch: Any, network: "Network", path: Path, save: Any, strength: float) -> Path:
+    """``train.merge_network_on_save``: a fresh copy of the base model (loaded on the CPU) with the network merged in at
+    ``strength``, written as ``save.save_format`` (one .safetensors checkpoint at ``path``, or a diffusers folder beside
+    it); the training keeps its own model and adapter. Returns what was written."""
+    import torch
+
+    from toolkit.devices import resolve_dtype
+    from toolkit.lora_io.apply import bake_loras
+    from toolkit.lora_io.files import LoraFile
+    from toolkit.models.saving import save_folder, save_single_file
+
+    lora = LoraFile.from_state_dict({key: value.detach().to("cpu", torch.float32) for key, value in network.state_dict().items()},
+                                    arch.name)
+    base = load_model(model, arch, device=torch.device("cpu"), dtype=resolve_dtype("fp32"))
+    bake_loras(base, [(lora, strength)])
+    if save.save_format == "diffusers":
+        target = path.with_suffix("")
+        save_folder(base, target, save.dtype)
+    else:
+        target = path
+        save_single_file(base, target, save.dtype)
+    return target
+
+
 def lora_metadata(*, name: str, base_model: str, network: Any, train: Any, trigger_word: str | None, step: int,
                   resolution: list[int], images: int, tag_frequency: dict[str, dict[str, int]], prediction_type: str,
                   config: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
