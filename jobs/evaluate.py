@@ -2,7 +2,7 @@
 
 For each variant the same prompts and seeds are generated (``toolkit.eval.generation``), saved under
 ``images/<index>_<variant>/``; then a CLIP model scores every image: CLIP score against its prompt, and
-style similarity against the reference images. ``results.json``, ``results.md`` (best values bold),
+style similarity against the reference images. ``results.json``, ``results.md`` (a column's strict best bold),
 ``results.csv`` and ``grid.png`` (rows = variants, columns = prompts) land in ``output_folder``.
 """
 
@@ -17,6 +17,7 @@ from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.output import RunFolder
+from toolkit.paths import under
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,7 +95,7 @@ class CompareProcess(Process):
             for index, variant in enumerate(self.config.variants):
                 log.info(f"generating variant '{variant.name}' ({len(self.config.prompts) * len(seeds)} images)")
                 images = generation.generate_images(self.config.model, variant.loras, self.config.prompts, seeds, settings)
-                folder = self.folder / "images" / f"{index:02d}_{_folder_name(variant.name)}"
+                folder = under(self.folder, "images", f"{index:02d}_{_folder_name(variant.name)}", what="variant folder")
                 folder.mkdir(parents=True, exist_ok=True)
                 pairs = [(p, s) for p in range(len(self.config.prompts)) for s in seeds]
                 if len(images) != len(pairs):
@@ -143,29 +144,34 @@ class CompareProcess(Process):
         return VariantResult(variant.name, [lora.model_dump() for lora in variant.loras], folder, images)
 
     def run(self) -> None:
-        from toolkit.eval.report import markdown_table, write_results
+        from toolkit.eval.report import degenerate_notes, markdown_table, write_results
 
         from toolkit.eval.clip import check_clip_model
 
         self._check_files()
         check_clip_model(self.config.clip_model)
         settings = self._settings()
-        self._run_folder = RunFolder(self.folder.parent, self.folder.name)
+        self._run_folder = RunFolder(self.folder)
         self._run_folder.open(self.job.loaded.resolved)
         saved = self._generate(settings)
         results = self._score(saved)
         write_results(self.folder, results)
         self._write_grid(saved)
         log.info(f"wrote {self.folder}/results.json, results.md, results.csv, grid.png\n{markdown_table(results)}")
+        for note in degenerate_notes(results):
+            log.warning(f"warning: {note}")
 
     def _write_grid(self, saved: dict[str, list[Path]]) -> None:
         from toolkit.data.images import load_image
         from toolkit.eval.grid import comparison_grid
+        from toolkit.sampling.grid import save_grid
 
         per_prompt = len(self.config.resolved_seeds())
         cells = [[[load_image(path) for path in paths[i:i + per_prompt]] for i in range(0, len(paths), per_prompt)]
                  for paths in saved.values()]
-        comparison_grid(list(saved), list(self.config.prompts), cells, self.config.grid_cell).save(self.folder / "grid.png")
+        grid = comparison_grid(list(saved), list(self.config.prompts), cells, self.config.grid_cell)
+        save_grid(grid, self.folder / "grid.png", {"rows": list(saved), "columns": list(self.config.prompts),
+                                                   "seeds": self.config.resolved_seeds()})
 
     def cleanup(self) -> None:
         if self._run_folder is not None:

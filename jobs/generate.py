@@ -17,6 +17,7 @@ from toolkit.config.generate import GenerateProcessConfig
 from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
+from toolkit.paths import under
 from toolkit.sampling.lookup import fit_aspect, index_loras, resolve_lora, round_to
 from toolkit.sampling.prompts import PromptSpec, numbered_prompts, parse_prompt, read_prompts
 
@@ -262,12 +263,17 @@ class ToFolderProcess(Process):
         found = [int(m.group(1)) for p in self.output.iterdir() if (m := _INDEXED.match(p.name))] if self.output.is_dir() else []
         return max(found, default=-1) + 1
 
+    @staticmethod
+    def full_prompt(image: PlannedImage) -> str:
+        """The prompt with the image's ``<lora:name:weight>`` tags, as A1111 records it."""
+        return image.spec.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
+
     def parameters(self, image: PlannedImage) -> str:
         """The A1111 ``parameters`` text of one image."""
         from toolkit.sampling.pngmeta import format_parameters
         from toolkit.sampling.samplers import A1111_NAMES
 
-        prompt = image.spec.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
+        prompt = self.full_prompt(image)
         params: dict[str, Any] = {
             "Steps": image.steps, "Sampler": A1111_NAMES.get(self.sampler, self.sampler), "CFG scale": float(image.guidance_scale),
             "Seed": image.seed, "Size": f"{image.width}x{image.height}", "Model": self._model_name(),
@@ -286,7 +292,7 @@ class ToFolderProcess(Process):
         from toolkit.sampling.pngmeta import save_image
 
         ext = self.config.generate.ext
-        target = self.output / f"{number:05d}_{image.seed}.{ext}"
+        target = under(self.output, f"{number:05d}_{image.seed}.{ext}", what="image file")
         with atomic_path(target) as temp:
             save_image(picture, temp, self.parameters(image), ext=ext)
         if self.config.generate.prompt_file:
@@ -296,15 +302,17 @@ class ToFolderProcess(Process):
     def _write_grid(self, images: list[PlannedImage], files: list[Path]) -> None:
         from PIL import Image
 
-        from toolkit.sampling.grid import make_grid
+        from toolkit.sampling.grid import distinct_labels, make_grid, save_grid
 
         pictures = []
         for path in files:
             with Image.open(path) as opened:
                 pictures.append(opened.convert("RGB"))
-        labels = [f"{image.seed}: {image.spec.prompt}" for image in images]
-        target = self.output / f"grid_{files[0].name.split('_')[0]}.png"
-        make_grid(pictures, labels).save(target)
+        prompts = [self.full_prompt(image) for image in images]
+        shown = [f"{image.seed}: {prompt}" for image, prompt in zip(images, distinct_labels(prompts))]
+        target = under(self.output, f"grid_{files[0].name.split('_')[0]}.png", what="grid file")
+        save_grid(make_grid(pictures, shown, abbreviate=False), target,
+                  {"labels": [f"{image.seed}: {prompt}" for image, prompt in zip(images, prompts)]})
         log.info(f"Wrote the grid {target}")
 
     def cleanup(self) -> None:

@@ -21,7 +21,8 @@ from extensions.z_image.original import zimage_to_original
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import NoiseSchedule
-from toolkit.models.loading import ModelSource, hub_errors, hub_offline, load_pipeline, resolve_file
+from toolkit.models.hub import local_files_only
+from toolkit.models.loading import ModelSource, hub_errors, load_pipeline, resolve_file
 from toolkit.models.pipeline_adapter import PipelineAdapter, diffusers_class
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class ZImageAdapter(PipelineAdapter):
         base = source.config or DEFAULT_BASE
         with hub_errors("model.name_or_path", source.path):
             transformer = diffusers_class("ZImageTransformer2DModel").from_single_file(
-                source.path, config=base, subfolder="transformer", dtype=dtype, local_files_only=hub_offline())
+                source.path, config=base, subfolder="transformer", dtype=dtype, local_files_only=local_files_only(base))
         base_source = ModelSource("folder" if Path(base).is_dir() else "hub", base, source.revision)
         return load_pipeline(pipeline_class, base_source, dtype, transformer=transformer, **components)
 

@@ -6,7 +6,8 @@ import torch
 from toolkit.config.blocks import ModelConfig
 from toolkit.lora_io import apply_loras, bake_loras, remove_loras
 from tests.lora_io.helpers import save_lora
-from toolkit.models.loading import cache_dir, load_adapter
+from toolkit.models.loading import load_adapter
+from toolkit.models.tiny import cache_dir
 
 from tests.lora_io.helpers import image, max_diff, random_lora
 

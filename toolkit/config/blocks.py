@@ -53,7 +53,9 @@ class DatasetConfig(Block):
     aitoolkit: ClassVar[bool] = True
 
     folder_path: str
-    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns)."""
+    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns): in a folder it is read with the rest, given as the path itself it is the whole listing (its folder is the dataset folder)."""
+    allow_outside_files: bool = False
+    """Let a metadata.jsonl/.csv list images outside the dataset folder (``../x.png``, absolute paths); refused by default."""
     caption_ext: CaptionExt = Field("txt", validation_alias=AliasChoices("caption_ext", "caption_type"))
     """Extension of caption files next to the images (``txt`` or ``.txt``)."""
     default_caption: str = ""
@@ -71,11 +73,13 @@ class DatasetConfig(Block):
     cache_latents: bool = False
     """Encode every image once (per bucket and flip) and keep the latents in memory."""
     cache_latents_to_disk: bool = False
-    """Encode every image once and keep the latents on disk, keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
+    """Encode every image once and keep the latents on disk (under ``cache_dir``; the start of the log names the folder), keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
     cache_dir: str | None = None
-    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache``. ``output/[name]/cache`` keeps them in the run folder; entries are keyed by content, so datasets may share one."""
+    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache`` (inside the dataset folder, as ai-toolkit does), or ``<training_folder>/<name>/cache`` when the dataset folder cannot be written (the log says so). ``output/[name]/cache`` keeps them in the run folder always; entries are keyed by content, so datasets may share one."""
     resolution: list[int] = [512]
     """Training resolution(s); several values make multi-resolution aspect buckets. Smaller images are not upscaled: they get smaller buckets."""
+    max_aspect_ratio: float = Field(4.0, ge=1)
+    """Most elongated bucket (long side / short side); a more elongated image is cropped to it (centered, or at random with ``random_crop``). A side must also hold one latent patch (the architecture's bucket divisibility: 16 px for Z-Image, 64 for SD/SDXL), else the image is skipped."""
     random_crop: bool = False
     """Crop at a random place (new each epoch) instead of the center; not with cached latents."""
     num_repeats: int = Field(1, ge=1)
@@ -423,7 +427,7 @@ class SampleConfig(Block):
     guidance_rescale: float = Field(0.0, ge=0, le=1)
     """SD: rescale guided noise to reduce over-exposure (0 disables)."""
     format: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = Field("png", validation_alias=AliasChoices("format", "ext"))  # type: ignore[valid-type]
-    """Image file format of previews."""
+    """Image file format of previews (and of each step's grid ``<step>_grid.<format>``, whose metadata holds the full prompts)."""
 
     def all_prompts(self) -> list[SampleItem]:
         """``prompts`` and ``samples`` together, as items."""

@@ -51,7 +51,7 @@ class EvaluateProcessConfig(Block):
     reference_images: str | None = None
     """Folder of style reference images for the style similarity (a variant may name its own); unset: not measured."""
     clip_model: str = "openai/clip-vit-large-patch14"
-    """CLIP model (hub id or local folder) for both metrics."""
+    """CLIP model (hub id or local folder) for both metrics; ``tiny:clip`` is a tiny random one built in code (offline; the scores mean nothing)."""
     clip_score_scale: lowercase(Literal["percent", "cosine"]) = "percent"  # type: ignore[valid-type]
     """percent: 100 * max(cos, 0), the usual CLIP score (about 30 for a good match); cosine: the raw cosine (about 0.3)."""
     clip_batch_size: int = Field(16, ge=1)

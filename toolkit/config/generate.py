@@ -34,7 +34,7 @@ class GenerateConfig(ImageSettings):
     strength: float = Field(0.6, ge=0, le=1)
     """img2img: how much of the input is re-noised (0 keeps it, 1 ignores it)."""
     grid: bool = False
-    """Also write a contact sheet of all images."""
+    """Also write a contact sheet of all images; its labels show where the prompts differ, its metadata (PNG text ``easel_grid``) holds them whole."""
 
     @field_validator("ext", mode="before")
     @classmethod

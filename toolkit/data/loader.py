@@ -21,6 +21,7 @@ needs captions that can only be themselves or empty: ``shuffle_tokens`` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -31,16 +32,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
-from toolkit.data.buckets import Placement, choose_bucket, place, square_bucket
+from toolkit.data.buckets import Placement, Size, choose_bucket, place, square_bucket
 from toolkit.data.cache import (LatentJob, TensorCache, encode_latents, encode_texts, file_digest, latent_key, stack_rows,
                                 text_key)
 from toolkit.data.captions import CaptionRules
 from toolkit.data.images import BadImage
 from toolkit.data.masks import MaskRule, render_mask
-from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, scan_dataset
+from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, dataset_location, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import ImageInfo
+from toolkit.output import can_write, clean_stale_temps
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from toolkit.models.base import ModelAdapter
 
 
+STALE_TEMP_SECONDS = 3600
+"""A cache's temp file this old is left by a killed run (a live one writes a cache entry in well under a second)."""
 TEXT_MEMORY_BUDGET = 2 ** 30
 """Bytes of cached text rows per dataset kept in memory once read (the rest is read from disk each time)."""
 
@@ -145,6 +149,12 @@ def mask_rule(index: int, config: DatasetConfig) -> MaskRule:
     return MaskRule(folder=folder, alpha=config.alpha_mask, invert=config.invert_mask, min_value=config.mask_min_value)
 
 
+def _on_disk(caches: "list[TensorCache | None]") -> str:
+    """`` (on disk in A, B)`` for the caches that have a folder; empty when none does."""
+    folders = list(dict.fromkeys(str(cache.folder) for cache in caches if cache is not None and cache.folder is not None))
+    return f" (on disk in {', '.join(folders)})" if folders else ""
+
+
 def _flips(enabled: bool) -> tuple[bool, ...]:
     return (False, True) if enabled else (False,)
 
@@ -154,7 +164,7 @@ class TrainData:
 
     def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
                  bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None,
-                 reg_weight: float = 1.0):
+                 fallback_cache: Path | None = None, reg_weight: float = 1.0):
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
             raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"bucket_divisibility={bucket_divisibility}")
@@ -166,9 +176,9 @@ class TrainData:
         self.masks = [mask_rule(index, config) for index, config in enumerate(self.datasets)]
         self.loss_weights = [config.loss_multiplier * (reg_weight if config.is_reg else 1.0) for config in self.datasets]
         self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
-        self.latent_caches = [self._latent_cache(config) for config in self.datasets]
-        self.text_caches = [TensorCache(cache_root(config) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
-                            for config in self.datasets]
+        self.fallback_cache = fallback_cache
+        self._roots: dict[int, Path] = {}
+        self.latent_caches = [self._latent_cache(index) for index in range(len(self.datasets))]
         self._digests: dict[Path, str] = {}
         self._vae_identity: str | None = None
         self._text_identity: str | None = None
@@ -178,28 +188,52 @@ class TrainData:
             self._drop_small(index, scan)
         self._build()
 
-    @staticmethod
-    def _latent_cache(config: DatasetConfig) -> TensorCache | None:
+    def cache_root(self, index: int) -> Path:
+        """Where dataset ``index`` keeps its disk caches, decided once: ``cache_dir``, else ``<folder_path>/_latent_cache``;
+        when that cannot be written and a ``fallback_cache`` (the run folder's) is given, that one, said in one log line."""
+        if index not in self._roots:
+            config = self.datasets[index]
+            root = cache_root(config)
+            if not config.cache_dir and self.fallback_cache is not None and not can_write(root):
+                if self.rank == 0:
+                    log.info(f"dataset '{config.folder_path}' is not writable: its disk cache goes to {self.fallback_cache} "
+                             f"instead of {root} (datasets[].cache_dir chooses another place)")
+                root = self.fallback_cache
+            self._roots[index] = root
+        return self._roots[index]
+
+    @functools.cached_property
+    def text_caches(self) -> list[TensorCache]:
+        """The text-embedding cache of each dataset (made on first use: only ``prepare(cache_text=True)`` needs them)."""
+        return [TensorCache(self.cache_root(index) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
+                for index in range(len(self.datasets))]
+
+    def _latent_cache(self, index: int) -> TensorCache | None:
+        config = self.datasets[index]
         if config.cache_latents_to_disk:
-            return TensorCache(cache_root(config) / "latents", memory=config.cache_latents)
+            return TensorCache(self.cache_root(index) / "latents", memory=config.cache_latents)
         return TensorCache(None, memory=True) if config.cache_latents else None
 
-    def bucket_of(self, config: DatasetConfig, record: ImageRecord, resolution: int) -> tuple[int, int] | None:
-        """The bucket an image trains in at ``resolution``: its aspect bucket of the size ``scale`` makes it, or the
-        square with ``square_crop`` / ``buckets: false``; None when it is too small."""
+    def _bucket(self, index: int, record: ImageRecord, resolution: int) -> Size | None:
+        """The record's bucket at ``resolution``: its aspect bucket (within the dataset's aspect limit) of the size
+        ``scale`` makes it, or the square with ``square_crop`` / ``buckets: false``; None when it is too small."""
+        config = self.datasets[index]
         if config.square_crop or not config.buckets:
             return square_bucket(resolution, self.divisibility)
         width, height = int(record.width * config.scale), int(record.height * config.scale)
-        return choose_bucket(width, height, resolution, self.divisibility)
+        return choose_bucket(width, height, resolution, self.divisibility, max_aspect=config.max_aspect_ratio)
 
     def _drop_small(self, index: int, scan: DatasetScan) -> None:
+        """Skip the images no bucket fits (too thin); note those cropped to the aspect limit."""
         keep = []
-        config = self.datasets[index]
+        limit = self.datasets[index].max_aspect_ratio
         for record in scan.records:
-            if any(self.bucket_of(config, record, r) for r in config.resolution):
-                keep.append(record)
-            else:
+            if not any(self._bucket(index, record, r) for r in self.datasets[index].resolution):
                 scan.skip(record.path, f"smaller than {self.divisibility}px on a side")
+                continue
+            keep.append(record)
+            if max(record.width / record.height, record.height / record.width) > limit:
+                scan.note(record.path, f"cropped to the maximum aspect ratio {limit:g}:1", f"({record.width}x{record.height})")
         scan.records = keep
 
     def _build(self) -> None:
@@ -212,7 +246,7 @@ class TrainData:
             cached = self.latent_caches[index] is not None
             for number, record in enumerate(scan.records):
                 for resolution in config.resolution:
-                    bucket = self.bucket_of(config, record, resolution)
+                    bucket = self._bucket(index, record, resolution)
                     if bucket is None:
                         continue
                     placement = place((record.width, record.height), bucket)
@@ -342,7 +376,7 @@ class TrainData:
 
         missing = self._run_shared(jobs, encode, lambda job: not job.cache.has(job.key),
                                    lambda job: job.cache.folder is not None, barrier)
-        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded")
+        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded{_on_disk(self.latent_caches)}")
         if failed:
             self._forget(failed)
 
@@ -368,7 +402,7 @@ class TrainData:
         identity = self._text_identity
         missing = self._run_shared(wanted, lambda batch: encode_texts(batch, adapter, self.batch_size),
                                    lambda job: not job[1].has(text_key(job[0], identity)), lambda job: True, barrier)
-        log.info(f"text cache: {missing} of {len(wanted)} captions encoded")
+        log.info(f"text cache: {missing} of {len(wanted)} captions encoded{_on_disk(self.text_caches)}")
 
     def prepare(self, adapter: "ModelAdapter", *, cache_text: bool = False, unload_text_encoder: bool = False,
                 barrier: Callable[[], None] | None = None) -> None:
@@ -383,6 +417,9 @@ class TrainData:
         """
         if unload_text_encoder and not cache_text:
             raise ValueError("unload_text_encoder needs cache_text")
+        for cache in [*self.latent_caches, *self.text_caches]:
+            if cache is not None and cache.folder is not None:  # caches may be shared: only old temp files are stale
+                clean_stale_temps(cache.folder, older_than=STALE_TEMP_SECONDS)
         self._prepare_latents(adapter, barrier)
         if cache_text:
             self._prepare_text(adapter, barrier)
@@ -519,14 +556,14 @@ class TrainData:
     def _cache_line(self, index: int) -> str:
         config = self.datasets[index]
         if config.cache_latents_to_disk:
-            return f"latents: cached on disk in {cache_root(config) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
+            return f"latents: cached on disk in {self.cache_root(index) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
         return "latents: cached in memory" if config.cache_latents else "latents: not cached (images decoded every step)"
 
     def dataset_captions(self) -> dict[str, list[str]]:
         """Raw captions of the images trained on, per dataset folder name (for the saved metadata)."""
         found: dict[str, list[str]] = {}
         for config, scan in zip(self.datasets, self.scans):
-            found.setdefault(Path(config.folder_path).name, []).extend(record.caption for record in scan.records)
+            found.setdefault(dataset_location(config.folder_path)[0].name, []).extend(record.caption for record in scan.records)
         return found
 
     def report(self) -> list[str]:
@@ -538,6 +575,7 @@ class TrainData:
             lines += [f"- {scan.folder}: {len(scan.records)} images",
                       f"    {self._caption_line(index)}",
                       f"    skipped {skipped}" + (f": {scan.skipped_summary()}" if skipped else ""),
+                      *([f"    notes: {scan.notes_summary()}"] if scan.notes else []),
                       f"    resolution {', '.join(map(str, config.resolution))} x repeats {config.num_repeats} "
                       f"-> {entries} items per epoch",
                       f"    {self._bucket_line(index)}",

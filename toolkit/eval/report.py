@@ -1,4 +1,4 @@
-"""Evaluation results and their files: results.json, results.md (best values bold) and results.csv."""
+"""Evaluation results and their files: results.json, results.md (a column's strict best in bold) and results.csv."""
 
 from __future__ import annotations
 
@@ -59,41 +59,67 @@ class EvalResults:
         return data
 
 
-def best_values(results: EvalResults) -> dict[str, float | None]:
-    """The highest mean of each metric over the variants."""
-    best: dict[str, float | None] = {}
-    for metric in METRICS:
-        values = [v for v in (variant.mean(metric) for variant in results.variants) if v is not None]
-        best[metric] = max(values) if values else None
-    return best
+def _digits(metric: str, scale: str) -> int:
+    """Decimals the table shows: 2 for percent CLIP scores, 4 for cosines."""
+    return 2 if metric == "clip_score" and scale == "percent" else 4
 
 
 def _format(value: float | None, metric: str, scale: str) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if metric == "clip_score" and scale == "percent" else f"{value:.4f}"
+    return "-" if value is None else f"{value:.{_digits(metric, scale)}f}"
+
+
+def _shown(results: EvalResults, metric: str) -> list[float | None]:
+    """Each variant's mean of ``metric`` at the shown precision (None where it was not measured)."""
+    means = [variant.mean(metric) for variant in results.variants]
+    return [None if mean is None else round(mean, _digits(metric, results.clip_score_scale)) for mean in means]
+
+
+def best_values(results: EvalResults) -> dict[str, float | None]:
+    """Each metric's strict best: the highest shown mean when one variant alone has it, else None (ties, one variant)."""
+    best: dict[str, float | None] = {}
+    for metric in METRICS:
+        values = [v for v in _shown(results, metric) if v is not None]
+        top = max(values, default=None)
+        best[metric] = top if len(values) > 1 and values.count(top) == 1 else None
+    return best
+
+
+def degenerate_notes(results: EvalResults) -> list[str]:
+    """One sentence per metric on which every measured variant shows the same value (the column compares nothing)."""
+    notes = []
+    for metric, title in METRICS.items():
+        values = [v for v in _shown(results, metric) if v is not None]
+        if len(values) < 2 or len(set(values)) > 1:
+            continue
+        text = _format(values[0], metric, results.clip_score_scale)
+        note = f"every variant scores {text} on {title}, so it does not tell them apart (a tiny or random CLIP model gives such scores"
+        if metric == "clip_score" and results.clip_score_scale == "percent" and values[0] == 0:
+            note += "; clip_score_scale percent counts each negative cosine as 0, clip_score_scale cosine shows the raw values"
+        notes.append(note + ").")
+    return notes
 
 
 def markdown_table(results: EvalResults) -> str:
-    """Rows = variants, columns = metrics (mean over images); the best value of each column in bold (ties too)."""
+    """Rows = variants, columns = metrics (mean over images); a column's strict best value in bold (none when tied)."""
     best = best_values(results)
+    shown = {metric: _shown(results, metric) for metric in METRICS}
     lines = ["| Model | " + " | ".join(METRICS.values()) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for variant in results.variants:
+    for index, variant in enumerate(results.variants):
         cells = []
         for metric in METRICS:
-            mean = variant.mean(metric)
-            text = _format(mean, metric, results.clip_score_scale)
-            best_text = _format(best[metric], metric, results.clip_score_scale)
-            cells.append(f"**{text}**" if mean is not None and text == best_text else text)
+            text = _format(variant.mean(metric), metric, results.clip_score_scale)
+            cells.append(f"**{text}**" if best[metric] is not None and shown[metric][index] == best[metric] else text)
         name = variant.name.replace("|", "\\|")  # a bare | would end the cell
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def results_markdown(results: EvalResults) -> str:
-    """results.md: the table and how it was measured."""
+    """results.md: the table, any degenerate columns, and how it was measured."""
     scale = "100 * max(cosine, 0)" if results.clip_score_scale == "percent" else "cosine similarity"
-    return (f"# Evaluation\n\n{markdown_table(results)}\n\n"
+    notes = "".join(f"**Degenerate scores:** {note}\n\n" for note in degenerate_notes(results))
+    return (f"# Evaluation\n\n{markdown_table(results)}\n\n{notes}"
+            f"- Bold: the best value of a column, when one variant alone has it at the precision shown.\n"
             f"- CLIP score: {scale} between each image and its prompt, with `{results.clip_model}`; mean over images.\n"
             f"- Style similarity: mean cosine similarity between each image's CLIP image embedding and the reference "
             f"images' embeddings; mean over images (- where no reference images were given).\n"

@@ -67,21 +67,22 @@ def first(*values):  # noqa: ANN001, ANN201 - the first value that is set
 
 def save_previews(images: "list[Image.Image]", folder: Path, step: int, image_format: str,
                   labels: list[str] | None = None) -> list[Path]:
-    """Write one step's previews and, when there are several, their grid ``<step>_grid.<format>``."""
+    """Write one step's previews and, when there are several, their grid ``<step>_grid.<format>`` (full labels in its metadata)."""
     from toolkit.output import atomic_path
-    from toolkit.sampling.grid import make_grid
+    from toolkit.sampling.grid import make_grid, save_grid
 
     folder.mkdir(parents=True, exist_ok=True)
     suffix = "jpg" if image_format == "jpeg" else image_format
-    named = [(f"{step:09d}_{index:02d}.{suffix}", image) for index, image in enumerate(images)]
-    if len(images) > 1:
-        named.append((f"{step:09d}_grid.{suffix}", make_grid(images, labels)))
+    kind = "JPEG" if suffix == "jpg" else suffix.upper()
     paths = []
-    for name, image in named:
-        with atomic_path(folder / name) as temp:
-            image.save(temp, format="JPEG" if suffix == "jpg" else suffix.upper())
-        paths.append(folder / name)
-    return paths[: len(images)]
+    for index, image in enumerate(images):
+        paths.append(folder / f"{step:09d}_{index:02d}.{suffix}")
+        with atomic_path(paths[-1]) as temp:
+            image.save(temp, format=kind)
+    if len(images) > 1:
+        with atomic_path(folder / f"{step:09d}_grid.{suffix}") as temp:
+            save_grid(make_grid(images, labels), temp, {"labels": labels}, kind)
+    return paths
 
 
 def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None", previews: list[Preview],
