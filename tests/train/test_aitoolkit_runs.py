@@ -126,3 +126,26 @@ def test_inference_lora_is_applied_when_generating(registry, tmp_path):
     stacked = generate("stacked", {}, [{"path": str(lora)}])
     inferred = generate("inferred", {"inference_lora_path": str(lora)}, [])
     assert np.abs(stacked - inferred).max() == 0 and np.abs(stacked - generate("plain", {}, [])).max() > 1
+
+
+def test_a_lora_trained_on_an_sdxl_unet_laid_out_otherwise_loads_back(registry, tmp_path):
+    """SGM names follow the trained UNet's own layout (one layer per block here), so the file loads back and
+    diffusers reads it onto the same layers."""
+    from tests.lora_io.helpers import image, max_diff
+    from tests.lora_io.test_other_tools import _easel_image, _tiny_sdxl_with_one_layer_per_block
+
+    folder = _tiny_sdxl_with_one_layer_per_block(tmp_path / "small_xl")
+    images = image_folder(tmp_path)
+    config = _train_config(tmp_path, images, model={"name_or_path": str(folder), "arch": "sdxl"},
+                           network={"linear": 4, "conv": 2}, train={"steps": 1, "lr": 5e-2})
+    assert run.main([str(config)]) == 0
+    path = tmp_path / "out" / "feat" / "feat.safetensors"
+
+    def small():
+        return load_adapter(ModelConfig(name_or_path=str(folder), arch="sdxl"), registry, device="cpu", dtype="fp32")
+
+    adapter = small()
+    assert load_lora(path, adapter=adapter).modules
+    fresh = small()
+    fresh.pipeline().load_lora_weights(str(path))
+    assert max_diff(image(fresh), _easel_image(adapter, path)) <= 1.0

@@ -24,16 +24,18 @@ if TYPE_CHECKING:
 
     from toolkit.network.network import Network
 
-def save_lora(network: "Network", path: Path, *, arch: Any, format: str | None, metadata: dict[str, Any], dtype: str) -> None:
+def save_lora(network: "Network", path: Path, *, arch: Any, format: str | None, metadata: dict[str, Any], dtype: str,
+              adapter: Any = None) -> None:
     """Write the network's weights to ``path`` atomically, in ``format`` (default: the architecture's).
 
     The one place the trainer writes LoRA files; the layouts (kohya, comfy, diffusers, peft) and the
-    header fields other tools read are toolkit.lora_io's.
+    header fields other tools read are toolkit.lora_io's. ``adapter``: the trained model, whose own layout the
+    denoiser's file names follow (an SDXL-family UNet laid out unlike SDXL base).
     """
     from toolkit.lora_io import save_lora as write_lora
 
     tensors = {key: value.detach().to("cpu") for key, value in network.state_dict().items()}
-    write_lora(tensors, path, arch=arch, format=format, metadata=metadata, dtype=dtype)
+    write_lora(tensors, path, arch=arch, format=format, metadata=metadata, dtype=dtype, adapter=adapter)
 
 
 def save_merged(load_model: Any, model: Any, arch: Any, network: "Network", path: Path, save: Any, strength: float) -> Path:

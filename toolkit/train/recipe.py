@@ -477,7 +477,7 @@ class LoraTrainingRecipe:
                                        self.config.save, self.config.train.merge_network_on_save_strength)
                 else:
                     save_lora(self.network, path, arch=self.adapter.arch, format=self.config.save.format,
-                              metadata=metadata, dtype=self.config.save.dtype)
+                              metadata=metadata, dtype=self.config.save.dtype, adapter=self.adapter)
             self.log.write(f"step {self.step}: saved {path}")
             save_state(state_path(self.folder, self.name, self.step), self._state(rngs))
             for removed in self.saves.prune():
