@@ -45,7 +45,30 @@ class LoraTrainerProcess(Process):
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
+        sample = self.config.sample
+        if sample is not None:
+            images = [(("sample", "samples", n, "ctrl_img"), item.ctrl_img) for n, item in enumerate(sample.samples)]
+            images += [(("sample", "controlnets", n, "image"), control.image) for n, control in enumerate(sample.controlnets)]
+            errors += [self.config_error(where, f"the control image '{image}' does not exist.")
+                       for where, image in images if image and not Path(image).expanduser().is_file()]
+            errors += self._control_problems()
         self.raise_together(errors)
+
+    def _control_problems(self) -> list:
+        """Preview control images of another shape than their preview's, and depth / pose models not to be had."""
+        from toolkit.control.inputs import mismatch, preprocessor_problems
+
+        sample = self.config.sample
+        errors = [self.config_error(("sample", "controlnets", *where), f"{message}.")
+                  for where, message in preprocessor_problems(sample.controlnets)]
+        items = [(("sample", "controlnets"), item) for item in sample.all_prompts()[:len(sample.prompts)]]
+        items += [(("sample", "samples", number, "ctrl_img"), item) for number, item in enumerate(sample.samples)]
+        for where, item in items if sample.controlnets and not errors else []:
+            files = [Path(image).expanduser() for image in sample.control_images(item)]
+            problem = mismatch(files) if all(file.is_file() for file in files) else None  # missing ones are reported apart
+            if problem:
+                errors.append(self.config_error(where, f"{problem}."))
+        return errors
 
     def read_data(self, data_class: Any, **kwargs: Any) -> Any:
         """The training data (``data_class(datasets, ...)``); a dataset left empty is reported at its YAML line."""
@@ -76,6 +99,8 @@ class LoraTrainerProcess(Process):
         if cfg.sample is not None and not train.disable_sampling:
             sample = cfg.sample
             lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
+            lines += [f"    controlnet {index}: {control.path} (scale {control.scale:g}, preprocess {control.preprocess.type}) reading "
+                      f"{control.image or 'the ctrl_img of each prompt'}" for index, control in enumerate(sample.controlnets)]
         from toolkit.train.preservation import preservation_summary
 
         extras = preservation_summary(train)

@@ -61,6 +61,29 @@ def test_all_equal_scores_are_called_degenerate(tmp_path):
     assert f"**Degenerate scores:** {clip_note}" in (tmp_path / "results.md").read_text()
 
 
+def _structured(name, structures):
+    images = [ImageResult(0, "p", seed, f"images/{name}/00_in_{seed}.png", 0.3 + seed / 100, None, kept, "in.png")
+              for seed, kept in enumerate(structures)]
+    return VariantResult(name, [], None, images)
+
+
+def test_structure_kept_column_follows_the_strict_best_and_degenerate_rules(tmp_path):
+    """The img2img column is bolded and called degenerate by the same rules as the CLIP columns, at its 4 decimals."""
+    distinct = EvalResults("c", "cosine", ["p"], [0, 1], [_structured("light", [0.8, 0.6]), _structured("heavy", [0.2, 0.3])])
+    lines = markdown_table(distinct).splitlines()
+    assert lines[0] == "| Model | CLIP Score | Style Similarity | Structure Kept |"
+    assert lines[2:] == ["| light | 0.3050 | - | **0.7000** |", "| heavy | 0.3050 | - | 0.2500 |"]
+    tied = EvalResults("c", "cosine", ["p"], [0, 1], [_structured("a", [0.5, 0.5]), _structured("b", [0.50001, 0.5]),
+                                                      _structured("c", [0.1, 0.1])])
+    assert markdown_table(tied).splitlines()[2].endswith("| 0.5000 |"), "a tie at the shown precision bolds nothing"
+    kept = EvalResults("c", "cosine", ["p"], [0], [_structured(name, [1.0]) for name in ("base", "lora")])
+    assert "**" not in markdown_table(kept)
+    clip_note, structure_note = degenerate_notes(kept)
+    assert structure_note.startswith("every variant scores 1.0000 on Structure Kept, so it does not tell them apart (their LoRAs, strengths")
+    write_results(tmp_path, kept)
+    assert f"**Degenerate scores:** {structure_note}" in (tmp_path / "results.md").read_text()
+
+
 def test_a_pipe_in_a_variant_name_does_not_split_the_row():
     table = markdown_table(EvalResults("c", "cosine", ["p"], [0], [_variant("wc|anime", [0.3], [None])]))
     assert table.splitlines()[2] == "| wc\\|anime | 0.3000 | - |", "one variant has no best to bold"

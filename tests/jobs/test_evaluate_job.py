@@ -21,7 +21,7 @@ COLOURS = {(): (128, 128, 128), ("red.safetensors",): (220, 20, 20), ("blue.safe
 def fake_generate(monkeypatch):
     calls = []
 
-    def fake(model_cfg, loras, prompts, seeds, settings):
+    def fake(model_cfg, loras, prompts, seeds, settings, **inputs):
         calls.append({"model": model_cfg.name_or_path, "loras": [(Path(l.path).name, l.weight) for l in loras], "prompts": list(prompts),
                       "seeds": list(seeds), "size": (settings.width, settings.height), "steps": settings.steps,
                       "sampler": settings.sampler, "guidance": settings.guidance_scale})

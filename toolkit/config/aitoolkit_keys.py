@@ -77,6 +77,7 @@ def other(name: str, default: Any, meaning: str, arch: str) -> Key:
 
 _PREVIEW = "it changes previews only, not the LoRA"
 _VIDEO = "video models"
+_MULTI_CONTROL = "easel reads one control image per preview, ctrl_img (fed to sample.controlnets[ctrl_idx])"
 
 PROCESS = (
     impl("type", None, "process kind; sd_trainer and diffusion_trainer mean easel's lora_trainer"),
@@ -209,15 +210,11 @@ SAMPLE_ITEM = (
     impl("sample_steps", Same("sample.sample_steps"), "denoising steps of this preview"),
     ign("fps", Same("sample.fps"), "frames per second (video)"),
     other("num_frames", 1, "frames of this preview (video)", _VIDEO),
-    warn("ctrl_img", None, "control image of this preview (control and edit models)",
-         "easel's architectures take no control image; the preview is made from the prompt alone"),
-    ign("ctrl_idx", 0, "which control input ctrl_img feeds"),
-    warn("ctrl_img_1", Same("ctrl_img"), "first control image (multi-control models)",
-         "easel's architectures take no control image; the preview is made from the prompt alone"),
-    warn("ctrl_img_2", None, "second control image (multi-control models)",
-         "easel's architectures take no control image; the preview is made from the prompt alone"),
-    warn("ctrl_img_3", None, "third control image (multi-control models)",
-         "easel's architectures take no control image; the preview is made from the prompt alone"),
+    impl("ctrl_img", None, "control image of this preview (easel: the image sample.controlnets[ctrl_idx] reads)"),
+    impl("ctrl_idx", 0, "which control input ctrl_img feeds (easel: an index into sample.controlnets)"),
+    warn("ctrl_img_1", Same("ctrl_img"), "first control image (multi-control models)", _MULTI_CONTROL),
+    warn("ctrl_img_2", None, "second control image (multi-control models)", _MULTI_CONTROL),
+    warn("ctrl_img_3", None, "third control image (multi-control models)", _MULTI_CONTROL),
     impl("network_multiplier", Same("sample.network_multiplier"), "adapter weight in this preview"),
     other("do_cfg_norm", False, "normalise guided predictions in this preview", "Qwen-Image-Edit 2509"),
 )

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model
 from toolkit.config.aitoolkit_keys import ARCH_FLAGS
 from toolkit.config.base import Block, CaptionExt, Precision, lowercase
 from toolkit.config.network import NetworkConfig, NetworkKwargs, NetworkType  # noqa: F401 - the blocks, in one place
+from toolkit.config.control import ControlNetConfig
 from toolkit.train.lr import SCHEDULERS
 from toolkit.train.optimizers import OPTIMIZERS
 
@@ -390,6 +391,11 @@ class SampleItem(Block):
     """Steps for this sample; default ``sample.sample_steps``."""
     network_multiplier: float | None = None
     """Adapter weight for this sample; default ``sample.network_multiplier``."""
+    ctrl_img: str | None = None
+    """ai-toolkit's control image of this preview: the image ``sample.controlnets[ctrl_idx]`` reads (preprocessed as that
+    entry says), e.g. a fixed photo whose structure previews of a style LoRA keep."""
+    ctrl_idx: int = Field(0, ge=0)
+    """Which of ``sample.controlnets`` reads ``ctrl_img`` (ai-toolkit's control index); default the first."""
 
 
 class SampleConfig(Block):
@@ -428,6 +434,26 @@ class SampleConfig(Block):
     """SD: rescale guided noise to reduce over-exposure (0 disables)."""
     format: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = Field("png", validation_alias=AliasChoices("format", "ext"))  # type: ignore[valid-type]
     """Image file format of previews (and of each step's grid ``<step>_grid.<format>``, whose metadata holds the full prompts)."""
+    controlnets: list[ControlNetConfig] = []
+    """ControlNets for the previews (e.g. a style LoRA's previews on the structure of a fixed image): each reads its
+    ``image``, or a prompt's ``ctrl_img``; a preview with a control image takes its aspect ratio at width x height."""
+
+    @model_validator(mode="after")
+    def _control_images(self) -> "SampleConfig":
+        for number, item in enumerate(self.all_prompts()):
+            if item.ctrl_img is not None and item.ctrl_idx >= len(self.controlnets):
+                raise ValueError(f"prompt {number} ('{item.prompt[:40]}') has ctrl_img but sample.controlnets has no entry "
+                                 f"{item.ctrl_idx} to read it; add the ControlNet under sample.controlnets")
+            for index, control in enumerate(self.controlnets):
+                if control.image is None and not (item.ctrl_img and item.ctrl_idx == index):
+                    raise ValueError(f"sample.controlnets[{index}] has no image and prompt {number} ('{item.prompt[:40]}') "
+                                     f"gives it no ctrl_img; set its image, or ctrl_img (with ctrl_idx: {index}) on every prompt")
+        return self
+
+    def control_images(self, item: SampleItem) -> list[str]:
+        """The control image each of ``controlnets`` reads for the preview ``item``."""
+        return [item.ctrl_img if item.ctrl_img is not None and item.ctrl_idx == index else str(control.image)
+                for index, control in enumerate(self.controlnets)]
 
     def all_prompts(self) -> list[SampleItem]:
         """``prompts`` and ``samples`` together, as items."""

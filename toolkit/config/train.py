@@ -104,7 +104,11 @@ class LoraTrainerConfig(Block):
         problems: list[tuple[tuple, str]] = []
         arch = registry.arch(self.model.arch).spec
         if self.sample is not None:
+            from toolkit.control.inputs import controlnet_problems
+
             problems += sampler_problems(registry, self.model.arch, self.sample.sampler, ("sample", "sampler"))
+            problems += [(("sample", "controlnets", *where), message) for where, message
+                         in controlnet_problems(self.sample.controlnets, arch, registry.archs.values(), self.model)]
         scheduler = self.train.noise_scheduler
         if scheduler is not None and scheduler not in arch.noise_schedulers:
             problems.append((("train", "noise_scheduler"), f"noise_scheduler '{scheduler}' does not fit architecture '{arch.name}'. "

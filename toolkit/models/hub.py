@@ -68,11 +68,21 @@ def looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("/"))
 
 
+def hub_cached_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """The local copy of ``filename`` of ``repo_id`` when it is in the hub cache (nothing is downloaded), else None."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except HFValidationError:
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
 def in_hub_cache(repo_id: str, filename: str, revision: str | None = None) -> bool:
     """Whether ``filename`` of ``repo_id`` is in the local hub cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
+    return hub_cached_file(repo_id, filename, revision) is not None
 
 
 def library_message(err: BaseException) -> str:
@@ -101,6 +111,16 @@ def model_not_found(what: str, name: str, *, local_kind: str, cause: BaseExcepti
                     hub_files: bool = False, label: str = "", tiny: str = "") -> EaselError:
     """One paragraph: what ``name`` was tried as (local path, hub id or hub file), whether the machine is offline, how to fix it.
 
+    Its arguments are ``not_found_text``'s; the paragraph starts with ``what``.
+    """
+    text = not_found_text(what, name, local_kind=local_kind, cause=cause, hub_files=hub_files, label=label, tiny=tiny)
+    return EaselError(f"{what}: {text}")
+
+
+def not_found_text(what: str, name: str, *, local_kind: str, cause: BaseException | None = None,
+                   hub_files: bool = False, label: str = "", tiny: str = "") -> str:
+    """``model_not_found``'s paragraph without the leading ``what:`` (a config issue names its YAML path itself).
+
     Args:
         what: the config key, e.g. ``model.name_or_path``.
         name: the value given.
@@ -120,7 +140,7 @@ def model_not_found(what: str, name: str, *, local_kind: str, cause: BaseExcepti
         tried.append(f"a Hugging Face hub {'file' if hub[1] else 'id'} ({state})")
     else:
         tried.append("a Hugging Face hub id (it is not one: those look like owner/name)")
-    text = f"{what}: cannot load {label + ' ' if label else ''}'{name}'. Tried it as {' and as '.join(tried)}."
+    text = f"cannot load {label + ' ' if label else ''}'{name}'. Tried it as {' and as '.join(tried)}."
     if reason:
         text += f" This machine is offline: {reason}."
     if hub:
@@ -132,7 +152,7 @@ def model_not_found(what: str, name: str, *, local_kind: str, cause: BaseExcepti
         text += f" Point {what} at an existing local {local_kind}, or give a hub id such as owner/name."
     if tiny:
         text += f" To try the job offline first, {what}: {tiny} is a tiny random model built in code."
-    return EaselError(text)
+    return text
 
 
 TRANSFORMERS_FOLDER = "folder saved with save_pretrained"

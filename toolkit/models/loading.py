@@ -58,6 +58,13 @@ def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | 
     return load_model(config, registry.arch(config.arch), device=torch_device, dtype=torch_dtype)
 
 
+def diffusers_class(name: str) -> Any:
+    """A class exported by diffusers, by name (architectures name their pipelines and models as data)."""
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
 def load_model(config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
     """Load ``config`` into ``arch``'s adapter class (imported only now); the trainer's model loader."""
     from toolkit.models.memory import check_applied

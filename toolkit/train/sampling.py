@@ -38,8 +38,10 @@ def preview_requests(sample: "SampleConfig", arch: "ArchRef") -> list[Preview]:
     """The previews of a ``sample:`` block, defaults from the architecture variant.
 
     This is the one place where a preview prompt becomes a request: ``[trigger]`` is already replaced by
-    the config loader, and inline prompt flags (--n, --w, --h, --seed, ...) are parsed here.
+    the config loader, and inline prompt flags (--n, --w, --h, --seed, ...) are parsed here. With
+    ``sample.controlnets`` each preview gets its control images (its ``ctrl_img`` for ``ctrl_idx``), preprocessed.
     """
+    from toolkit.control.inputs import controls_for
     from toolkit.sampling.prompts import parse_prompt
 
     defaults = arch.defaults
@@ -49,9 +51,12 @@ def preview_requests(sample: "SampleConfig", arch: "ArchRef") -> list[Preview]:
         flags = parse_prompt(item.prompt)  # inline flags beat the item's fields, which beat the block's
         seed = first(flags.seed, item.seed, sample.seed + (index if sample.walk_seed else 0))
         guidance = first(flags.guidance_scale, item.guidance_scale, sample.guidance_scale, defaults.get("guidance_scale"), 1.0)
+        size = (first(flags.width, item.width, sample.width), first(flags.height, item.height, sample.height))
+        controls: tuple = ()
+        if sample.controlnets:
+            controls, size = controls_for(sample.controlnets, sample.control_images(item), size, arch.spec)
         request = GenerateRequest(
-            prompt=flags.prompt, width=first(flags.width, item.width, sample.width),
-            height=first(flags.height, item.height, sample.height),
+            prompt=flags.prompt, width=size[0], height=size[1], controls=controls,
             steps=first(flags.steps, item.sample_steps, sample.sample_steps, int(defaults.get("sample_steps", 20))),
             guidance_scale=float(guidance), seed=seed, sampler=sampler,
             negative_prompt=first(flags.negative, item.neg, sample.neg),
