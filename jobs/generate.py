@@ -326,9 +326,9 @@ class ToFolderProcess(Process):
     def _generate_all(self, adapter: "ModelAdapter", images: list[PlannedImage]) -> list[Path]:
         from tqdm import tqdm
 
-        from toolkit.lora_io import apply_loras, remove_loras
-
         from toolkit.data.images import load_image
+        from toolkit.lora_io import apply_loras, remove_loras
+        from toolkit.models.loading import resolve_file
 
         decoded = functools.lru_cache(maxsize=4)(load_image)  # an init image serves several prompts and seeds
         start = self._next_index()
@@ -337,9 +337,11 @@ class ToFolderProcess(Process):
         for image in images:
             groups.setdefault(image.loras, []).append(image)
         size = self.config.generate.batch_size
+        inference = self.config.model.inference_lora_path
+        always = [(resolve_file(inference, "model.inference_lora_path"), 1.0)] if inference else []
         with tqdm(total=len(images), desc="images", dynamic_ncols=True) as bar:
             for loras, group in groups.items():
-                apply_loras(adapter, list(loras))
+                apply_loras(adapter, always + list(loras))
                 try:
                     for first in range(0, len(group), size):
                         batch = group[first:first + size]

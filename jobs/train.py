@@ -42,6 +42,10 @@ class LoraTrainerProcess(Process):
                                      "point control_path at the folder of reference images, named like their targets.")
                    for index, dataset in enumerate(self.config.datasets) for folder in dataset.control_path
                    if not Path(folder).is_dir()]
+        errors += [self.config_error(("datasets", index, "mask_path"), f"the mask folder '{dataset.mask_path}' does not "
+                                     "exist; point mask_path at a folder of masks named like the images.")
+                   for index, dataset in enumerate(self.config.datasets)
+                   if dataset.mask_path and not Path(dataset.mask_path).expanduser().is_dir()]
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
@@ -86,7 +90,8 @@ class LoraTrainerProcess(Process):
         cfg = self.config
         try:
             return data_class(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=cfg.train.batch_size,
-                              seed=cfg.train.seed, fallback_cache=self.run_dir / "cache", **kwargs)
+                              seed=cfg.train.seed, fallback_cache=self.run_dir / "cache", reg_weight=cfg.train.reg_weight,
+                              **kwargs)
         except EmptyDataset as err:
             raise self.config_error(("datasets", err.index, "folder_path"), err.problem, err.hint) from None
 
@@ -111,9 +116,14 @@ class LoraTrainerProcess(Process):
             lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
             lines += [f"    controlnet {index}: {control.path} (scale {control.scale:g}, preprocess {control.preprocess.type}) reading "
                       f"{control.image or 'the ctrl_img of each prompt'}" for index, control in enumerate(sample.controlnets)]
+        from toolkit.train.preservation import preservation_summary
+
+        extras = preservation_summary(train)
+        lines += [f"  loss: {extras}"] if extras else []
         save = cfg.save
         every = f"every {save.save_every} steps, keep {save.max_step_saves_to_keep or 'all'}" if save.save_every else "at the end"
-        lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")
+        merged = f"the merged model ({save.save_format})" if train.merge_network_on_save else save.dtype
+        lines.append(f"  saves: {every}, {merged} -> {self.run_dir / (self.job.name + '.safetensors')}")
         return lines
 
     def run(self) -> None:

@@ -28,6 +28,8 @@ class JobSpec:
     runner: str
     """Import path of the Job class, "module:Class"."""
     description: str = ""
+    body: str = ""
+    """Import path of the schema of its ``config:`` block when it has keys besides name and process (a JobBody)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,8 @@ class ArchSpec:
     """ai-toolkit booleans in ``model:`` that select this architecture (e.g. one for SDXL)."""
     references: ReferenceImages | None = None
     """Reference images it takes (edit models); None: none (``control_path`` and sample references are refused)."""
+    legacy_default: bool = False
+    """ai-toolkit's architecture when a model block sets its ``is_*`` flags but none of them true (SD 1.x)."""
     controlnet: ControlNetProfile | None = None
     """How it takes ControlNets; None: it takes none."""
     ip_adapter: IPAdapterProfile | None = None
@@ -317,6 +321,10 @@ class Registry:
     def legacy_arch_flags(self) -> dict[str, str]:
         """ai-toolkit flag name -> architecture name."""
         return {flag: spec.name for spec in self.archs.values() for flag in spec.legacy_flags}
+
+    def legacy_default_arch(self) -> str | None:
+        """The architecture ai-toolkit trains when none of its ``is_*`` flags is true (one declares it), or None."""
+        return next((spec.name for spec in self.archs.values() if spec.legacy_default), None)
 
     @classmethod
     def discover(cls, builtins: Iterable[str] = ("jobs",), extensions_dir: Path | None = None) -> "Registry":

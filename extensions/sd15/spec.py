@@ -30,6 +30,7 @@ SPEC = ArchSpec(
     ),
     tiny=TinyModel(builder="extensions.sd15.tiny:build", single_file="tiny_sd15.safetensors",
                    single_file_components=("unet", "vae", "text_encoder")),
+    legacy_default=True,
     controlnet=unet_controlnets("StableDiffusionControlNetPipeline", "StableDiffusionControlNetImg2ImgPipeline",
                                 addition_embed_type=None),
     ip_adapter=IP_ADAPTER,

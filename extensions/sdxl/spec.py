@@ -30,7 +30,7 @@ SPEC = ArchSpec(
                     r"input_blocks[._][4578][._]1[._]", r"(add_embedding|label_emb)[._]"),
     ),
     tiny=TinyModel(builder="extensions.sdxl.tiny:build"),
-    legacy_flags=("is_xl",),
+    legacy_flags=("is_xl", "is_ssd", "is_vega"),
     controlnet=unet_controlnets(
         "StableDiffusionXLControlNetPipeline", "StableDiffusionXLControlNetImg2ImgPipeline", addition_embed_type="text_time",
         union_model="ControlNetUnionModel", union_txt2img="StableDiffusionXLControlNetUnionPipeline",

@@ -46,6 +46,7 @@ class ZImageAdapter(PipelineAdapter):
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
     supports_assistant_lora: ClassVar[bool] = True
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
+    transformer_blocks = ("layers",)
     quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer", "adaLN_modulation")
 
     def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
@@ -105,8 +106,8 @@ class ZImageAdapter(PipelineAdapter):
 
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         targets = {self.denoiser_name: list(TRANSFORMER_TARGETS)}
-        if train_text_encoder:
-            targets["text_encoder"] = list(QWEN_TARGETS)
+        for name in self.trained_text_encoders() if train_text_encoder else []:
+            targets[name] = list(QWEN_TARGETS)
         return targets
 
     def pipeline_guidance(self, guidance_scale: float) -> float:

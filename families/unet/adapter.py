@@ -39,8 +39,23 @@ class UNetAdapter(PipelineAdapter):
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         targets = {self.denoiser_name: list(UNET_TARGETS)}
         if train_text_encoder:
-            targets.update({name: list(CLIP_TARGETS) for name in self.text_encoder_names})
+            targets.update({name: list(CLIP_TARGETS) for name in self.trained_text_encoders()})
         return targets
+
+    def lora_block(self, path: str) -> int | None:
+        """kohya's block of a UNet layer: its SGM slot (``input_blocks.N`` -> N, ``middle_block`` -> 12,
+        ``output_blocks.N`` -> 13 + N); None outside the blocks (time embedding, conv_in / conv_out)."""
+        from families.unet.sgm import to_sgm
+
+        try:
+            parts = to_sgm(path, self.denoiser.config).split(".")
+        except KeyError:
+            return None
+        if parts[0] == "middle_block":
+            return 12
+        if parts[0] in ("input_blocks", "output_blocks") and int(parts[1]) < 12:
+            return int(parts[1]) + (13 if parts[0] == "output_blocks" else 0)
+        return None
 
     def call_kwargs(self, batch: "list[GenerateRequest]") -> dict[str, Any]:
         return {"guidance_rescale": batch[0].guidance_rescale}

@@ -49,7 +49,7 @@ def test_sdxl_single_file_is_what_diffusers_single_file_conversion_reads(new_ada
     )
     from safetensors.torch import load_file
 
-    from jobs.convert import save_single_file
+    from toolkit.models.saving import save_single_file
 
     baked = new_adapter("sdxl")
     path = save_lora(random_lora(baked.components(), baked.lora_targets(True), seed=22), tmp_path / "l.safetensors", arch="sdxl")
@@ -76,7 +76,7 @@ def test_sdxl_single_file_is_what_diffusers_single_file_conversion_reads(new_ada
 def test_single_file_checkpoint_loads_back(arch, new_adapter, tmp_path, registry):
     """The baked model written in its original single-file layout (SD: LDM; Z-Image: its transformer) loads
     through diffusers' single-file loading and gives the same image."""
-    from jobs.convert import save_single_file
+    from toolkit.models.saving import save_single_file
 
     baked = new_adapter(arch)
     state = random_lora(baked.components(), {baked.denoiser_name: baked.lora_targets(False)[baked.denoiser_name]}, seed=21)

@@ -49,6 +49,12 @@ class TrainBatch:
     reference_pixels: "list[torch.Tensor] | None" = None
     """Edit pairs: one (B, 3, H, W) tensor in [-1, 1] per reference slot, when latents are not cached or the
     text encoder reads the references and text is not cached."""
+    masks: "torch.Tensor | None" = None
+    """(B, 1, H, W) loss masks in [mask_min_value, 1] when a dataset of the batch has masks (ones for the others)."""
+    loss_weights: "torch.Tensor | None" = None
+    """(B,) loss weight of each row (``loss_multiplier``, ``train.reg_weight``) when one is not 1."""
+    network_weight: float = 1.0
+    """The adapter's weight for this batch (``network_weight``: a batch holds one dataset's weight)."""
 
 
 @dataclass(frozen=True)

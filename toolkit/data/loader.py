@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
-from toolkit.data.buckets import Placement, Size, choose_bucket, place
+from toolkit.data.buckets import Placement, Size, choose_bucket, place, square_bucket
 from toolkit.data.cache import (LatentJob, TensorCache, TextJob, encode_latents, encode_texts, file_digest, latent_key,
                                 stack_rows, text_key)
 from toolkit.data.captions import CaptionRules
 from toolkit.data.entries import Draw, Entry, LoaderPosition, TrainBatch, reference_placements, rng_for
 from toolkit.data.images import BadImage
+from toolkit.data.masks import MaskRule, render_mask
 from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, dataset_location, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
@@ -74,6 +75,15 @@ class EmptyDataset(EaselError):
         super().__init__(f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images{why} {self.hint}")
 
 
+def mask_rule(index: int, config: DatasetConfig) -> MaskRule:
+    """Where dataset ``index``'s loss masks come from; its ``mask_path`` must be a folder."""
+    folder = Path(config.mask_path).expanduser() if config.mask_path else None
+    if folder is not None and not folder.is_dir():
+        raise EaselError(f"datasets[{index}].mask_path '{config.mask_path}' is not a folder; point it at the folder of "
+                         "masks named like the images (or remove it).")
+    return MaskRule(folder=folder, alpha=config.alpha_mask, invert=config.invert_mask, min_value=config.mask_min_value)
+
+
 def _on_disk(caches: "list[TensorCache | None]") -> str:
     """`` (on disk in A, B)`` for the caches that have a folder; empty when none does."""
     folders = list(dict.fromkeys(str(cache.folder) for cache in caches if cache is not None and cache.folder is not None))
@@ -89,9 +99,11 @@ class TrainData:
 
     def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
                  bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None,
-                 references: "ReferenceImages | None" = None, fallback_cache: Path | None = None):
+                 references: "ReferenceImages | None" = None, fallback_cache: Path | None = None,
+                 reg_weight: float = 1.0):
         """``references``: how the architecture takes reference images (its ArchSpec's); None refuses edit pairs.
-        ``fallback_cache``: where disk caches go when a dataset folder cannot be written (see ``cache_root``)."""
+        ``fallback_cache``: where disk caches go when a dataset folder cannot be written (see ``cache_root``).
+        ``reg_weight``: the loss weight of regularization datasets (``train.reg_weight``)."""
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
             raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"bucket_divisibility={bucket_divisibility}")
@@ -101,6 +113,8 @@ class TrainData:
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.reference_spec = references
         self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
+        self.masks = [mask_rule(index, config) for index, config in enumerate(self.datasets)]
+        self.loss_weights = [config.loss_multiplier * (reg_weight if config.is_reg else 1.0) for config in self.datasets]
         self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
         self.fallback_cache = fallback_cache
         self._roots: dict[int, Path] = {}
@@ -141,9 +155,13 @@ class TrainData:
         return TensorCache(None, memory=True) if config.cache_latents else None
 
     def _bucket(self, index: int, record: ImageRecord, resolution: int) -> Size | None:
-        """The record's bucket at ``resolution``, within the dataset's aspect limit."""
-        return choose_bucket(record.width, record.height, resolution, self.divisibility,
-                             max_aspect=self.datasets[index].max_aspect_ratio)
+        """The record's bucket at ``resolution``: its aspect bucket (within the dataset's aspect limit) of the size
+        ``scale`` makes it, or the square with ``square_crop`` / ``buckets: false``; None when it is too small."""
+        config = self.datasets[index]
+        if config.square_crop or not config.buckets:
+            return square_bucket(resolution, self.divisibility)
+        width, height = int(record.width * config.scale), int(record.height * config.scale)
+        return choose_bucket(width, height, resolution, self.divisibility, max_aspect=config.max_aspect_ratio)
 
     def _drop_small(self, index: int, scan: DatasetScan) -> None:
         """Skip the images no bucket fits (too thin); note those cropped to the aspect limit."""
@@ -177,7 +195,8 @@ class TrainData:
                                         for repeat in range(config.num_repeats))
         groups: dict[tuple, list[int]] = defaultdict(list)
         for item, entry in enumerate(self.entries):
-            groups[entry.group].append(item)
+            weight = self.datasets[entry.dataset].network_weight
+            groups[entry.group if weight == 1.0 else (*entry.group, weight)].append(item)
         self.groups = dict(sorted(groups.items()))
         self._plans.clear()
 
@@ -443,9 +462,21 @@ class TrainData:
         if not cached or (self.text_sees_references and self._text_identity is None):
             ref_pixels = [self._rendered(draws, slot, pool) for slot in slots] or None
         cond = stack_rows([self._text_row(draw) for draw in draws]) if self._text_identity is not None else None
+        masks = None
+        if any(self.masks[draw.entry.dataset].active for draw in draws):
+            masks = torch.stack(list(pool.map(self._mask, draws)) if pool is not None else [self._mask(d) for d in draws])
+        weights = [self.loss_weights[draw.entry.dataset] for draw in draws]
         return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
                           image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],
-                          paths=[draw.record.path for draw in draws], reference_latents=ref_latents, reference_pixels=ref_pixels)
+                          paths=[draw.record.path for draw in draws], reference_latents=ref_latents, reference_pixels=ref_pixels,
+                          masks=masks, loss_weights=torch.tensor(weights) if any(w != 1.0 for w in weights) else None,
+                          network_weight=self.datasets[draws[0].entry.dataset].network_weight)
+
+    def _mask(self, draw: Draw) -> "torch.Tensor":
+        try:
+            return render_mask(self.masks[draw.entry.dataset], draw.record.path, draw.placement, draw.flip_x, draw.flip_y)
+        except BadImage as err:
+            raise EaselError(f"the loss mask of {draw.record.path} ({err.path}): {err.reason}. Fix or remove it.") from None
 
     def position(self, saved: Mapping[str, int] | None = None) -> LoaderPosition:
         """The position to start from: the first batch, or the one a training state saved."""

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
     from toolkit.config.blocks import ModelConfig
+    from toolkit.network.targets import NetworkLayout
     from toolkit.registry import ArchRef
 
 Conditioning = dict[str, "torch.Tensor"]
@@ -217,6 +218,27 @@ class ModelAdapter(ABC):
     @abstractmethod
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         """Default LoRA target module names (suffixes) per component name."""
+
+    transformer_blocks: ClassVar[tuple[str, ...]] = ()
+    """Paths of the denoiser's main transformer blocks (``network.transformer_only`` keeps the adapter inside them);
+    empty: the option changes nothing (UNets)."""
+
+    def lora_block(self, path: str) -> int | None:
+        """kohya's block index (0-24: IN00-IN11, MID, OUT00-OUT11) of a denoiser layer, for ``network.block_dims``;
+        None: the architecture has no such blocks (the network's rank applies)."""
+        return None
+
+    def network_layout(self) -> "NetworkLayout":
+        """What the network needs to know about the denoiser's blocks."""
+        from toolkit.network.targets import NetworkLayout
+
+        return NetworkLayout(self.denoiser_name, self.transformer_blocks, self.lora_block)
+
+    def trained_text_encoders(self) -> list[str]:
+        """The text encoders an adapter goes on when they are trained: all but those ``model.use_text_encoder_1`` /
+        ``use_text_encoder_2`` switch off (the first and second, in order)."""
+        switches = (self.config.use_text_encoder_1, self.config.use_text_encoder_2)
+        return [name for index, name in enumerate(self.text_encoders) if index >= len(switches) or switches[index]]
 
     @abstractmethod
     def generate(self, requests: list[GenerateRequest]) -> "list[Image.Image]":

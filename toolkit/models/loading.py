@@ -81,6 +81,7 @@ def resolve_source(config: "ModelConfig", arch: "ArchRef") -> ModelSource:
     """Turn ``name_or_path`` into a folder, hub id or single file; raise EaselError when it cannot be used."""
     name = config.name_or_path.strip()
     extra = dict(config.model_kwargs)
+    extra.setdefault("config", config.extras_name_or_path)
     tiny = tiny_name(name)
     if tiny is not None:
         return ModelSource("folder", str(arch_tiny_folder(tiny, arch)))
@@ -231,3 +232,20 @@ def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: s
                                                   dtype=dtype, local_files_only=local_files_only(config))
         _check_hub_cached("model.vae_path", vae_path, revision, "config.json")
         return AutoencoderKL.from_pretrained(vae_path, dtype=dtype, revision=revision, local_files_only=local_files_only(vae_path))
+
+
+def load_denoiser(name: str, model_class: Any, subfolder: str, base: ModelSource, dtype: "torch.dtype") -> Any:
+    """``model.unet_path``: a denoiser folder (or a pipeline folder with it in ``subfolder``), a hub id or a single file
+    (its config from the base model)."""
+    path = Path(name).expanduser()
+    with hub_errors("model.unet_path", name):
+        if path.is_dir():
+            sub = None if (path / "config.json").is_file() else subfolder
+            return model_class.from_pretrained(str(path), subfolder=sub, dtype=dtype)
+        if path.is_file() or name.count("/") >= 2:
+            file = resolve_file(name, "model.unet_path")
+            config = base.path if base.kind != "file" else base.config
+            return model_class.from_single_file(str(file), config=config, subfolder=subfolder if config else None,
+                                                dtype=dtype, local_files_only=local_files_only(config))
+        _check_hub_cached("model.unet_path", name, None, f"{subfolder}/config.json")
+        return model_class.from_pretrained(name, subfolder=subfolder, dtype=dtype, local_files_only=local_files_only(name))

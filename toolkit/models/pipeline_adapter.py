@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.config.messages import suggest
+from toolkit.devices import resolve_dtype
 from toolkit.errors import EaselError
 from toolkit.models import memory
 from toolkit.models.attachments import Attachments
 from toolkit.models.base import ControlInput, GenerateRequest, ModelAdapter, NoiseSchedule
-from toolkit.models.loading import ModelSource, diffusers_class, load_pipeline, load_vae, resolve_source
+from toolkit.models.loading import ModelSource, diffusers_class, load_denoiser, load_pipeline, load_vae, resolve_file, resolve_source
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +102,14 @@ class PipelineAdapter(ModelAdapter):
         components: dict[str, Any] = {}
         if config.vae_path:
             components["vae"] = load_vae(config.vae_path, dtype, source, config.revision)
-        return cls.from_pipe(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device=device, dtype=dtype)
+        pipe = cls.load_pipeline(source, config, arch, dtype, components)
+        if config.unet_path:
+            name = arch.spec.denoiser
+            setattr(pipe, name, load_denoiser(config.unet_path, type(getattr(pipe, name)), name, source, dtype))
+        for names, precision in (((("vae",)), config.vae_dtype), (cls.text_encoder_names, config.te_dtype)):
+            for name in names if precision else ():
+                getattr(pipe, name).to(dtype=resolve_dtype(precision))
+        return cls.from_pipe(pipe, config, arch, device=device, dtype=dtype)
 
     @classmethod
     def from_pipe(cls, pipe: Any, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device",
@@ -110,6 +118,10 @@ class PipelineAdapter(ModelAdapter):
         adapter = cls(pipe, config, arch, device, dtype)
         memory.stage(adapter)
         adapter.after_load()
+        if config.lora_path:
+            from toolkit.lora_io.apply import bake_loras
+
+            bake_loras(adapter, [(resolve_file(config.lora_path, "model.lora_path"), 1.0)])
         memory.settle(adapter)
         return adapter
 

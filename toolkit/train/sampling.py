@@ -105,12 +105,16 @@ def save_previews(images: "list[Image.Image]", folder: Path, step: int, image_fo
 
 
 def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None", previews: list[Preview],
-                  offloaded: list[str]) -> "list[Image.Image]":
+                  offloaded: list[str], inference_lora: str | None = None) -> "list[Image.Image]":
     """Generate the previews with the network (EMA weights if any) at each preview's multiplier.
 
-    ``offloaded`` names components moved off the device during training (brought back meanwhile).
+    ``offloaded`` names components moved off the device during training (brought back meanwhile);
+    ``inference_lora`` (``model.inference_lora_path``) is applied for the previews only.
     """
     import torch
+
+    from toolkit.lora_io.apply import apply_loras, remove_loras
+    from toolkit.models.loading import resolve_file
 
     modules = [adapter.denoiser, *adapter.text_encoders.values()]
     modes = [module.training for module in modules]
@@ -124,6 +128,9 @@ def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None"
         for module in modules:
             module.eval()
         casting = network.cast_inputs(True)  # previews run without autocast
+        if inference_lora:
+            apply_loras(adapter, [(resolve_file(inference_lora, "model.inference_lora_path"), 1.0)])
+            stack.callback(remove_loras, adapter)
         try:
             for preview in previews:
                 with network.scaled(preview.multiplier):
