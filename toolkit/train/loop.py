@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import nn
 
+from toolkit.control import Requests
 from toolkit.errors import EaselError, Interrupted
 from toolkit.log import log
 from toolkit.train.loss import diffusion_loss
@@ -104,6 +105,7 @@ class Trainer:
         self.step = 0
         self.position = run.new_position()
         self.stop = StopSignals()
+        self.requests = Requests(run.folder, enabled=run.accelerator.is_main_process)
         self._gradients_checked = False
 
     def train(self) -> None:
@@ -128,11 +130,12 @@ class Trainer:
                 run.log.step(self.step, loss, lr, time.perf_counter() - started)
                 stopping = self._agree(self.stop.signum is not None)
                 last = self.step == run.total_steps
-                if not last and (stopping or self._due(cfg.save.save_every)):
+                asked = self.requests.take()  # "save now" / "sample now" from outside (toolkit.control)
+                if not last and (stopping or self._due(cfg.save.save_every) or self._agree("save" in asked)):
                     self._save(final=False)
                 if stopping and not last:
                     self._interrupted()
-                if not last and run.previews and self._due(run.sample_every):
+                if not last and run.previews and (self._due(run.sample_every) or self._agree("sample" in asked)):
                     self._sample()
         self._check_processes_agree()
         self._save(final=True)
