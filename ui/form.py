@@ -74,7 +74,8 @@ def _yaml() -> Any:
 
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
-    yaml.width = 120
+    yaml.width = 4096  # long flow lists stay on one line (ruamel's wrapping leaves trailing spaces)
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the style of the example configs
     return yaml
 
 
@@ -164,13 +165,17 @@ def to_yaml(values: dict[str, Any], text: str, form_fields: list[FormField]) -> 
     if not isinstance(data, dict):
         raise ValueError("the YAML is not a block of keys (job:, config:, ...)")
     before = {field.key: _show(field, _get(data, field.path)) for field in form_fields}
+    changed = False
     for field in form_fields:
         if field.key not in values and field.kind != "bool":
             continue
         raw = values.get(field.key, False)
-        if _show(field, _parse(field, raw)) == before[field.key]:
+        if _parse(field, raw) == _parse(field, before[field.key]):
             continue  # unchanged: keep the YAML's own spelling (and dict prompts)
         _set(data, field.path, _parse(field, raw))
+        changed = True
+    if not changed:
+        return text  # not a byte moved
     stream = io.StringIO()
     yaml.dump(data, stream)
     return stream.getvalue()

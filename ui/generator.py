@@ -92,7 +92,7 @@ def run_config(path: Path, registry: Any, cache: Any) -> dict[str, Any]:
     except Exception as err:  # a bug or an environment failure: reported, the worker lives on
         return {"ok": False, "error": f"error: unexpected {type(err).__name__}: {err}", "loads": cache.loads}
     after = set().union(*(_images(folder) for folder in folders))
-    return {"ok": True, "images": sorted(str(p) for p in after - before), "loads": cache.loads}
+    return {"ok": True, "images": sorted(str(p.resolve()) for p in after - before), "loads": cache.loads}
 
 
 def serve(conn: Any, log: str, root: str) -> None:
