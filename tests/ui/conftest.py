@@ -67,3 +67,11 @@ def wait_for(check: Any, timeout: float = 120, what: str = "the condition") -> A
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where the browser tests left their screenshots."""
+    from tests.ui.test_browser import SHOTS
+
+    if (SHOTS / "timings.json").is_file():
+        terminalreporter.write_line(f"UI screenshots and timings: {SHOTS}")

@@ -151,7 +151,8 @@ function drawChart(svg, points) {
 
 easel.latencies = [];
 
-easel.watch = function (jobId, promptCount) {
+easel.watch = function (jobId, prompts) {
+  const promptCount = prompts.length;
   const $ = (id) => document.getElementById(id);
   const points = [];
   const source = new EventSource(`/api/jobs/${jobId}/events`);
@@ -205,7 +206,7 @@ easel.watch = function (jobId, promptCount) {
         image.src = url;
         image.loading = "lazy";
         image.dataset.large = url;
-        image.alt = `step ${step}, prompt ${index + 1}`;
+        image.alt = `step ${step} · ${prompts[index] || ""}`;
         cell.append(image);
       }
     }
