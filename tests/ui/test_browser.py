@@ -40,7 +40,9 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
+# Skipped where Chromium or playwright is missing, except in CI (CI=true), where they must run and fail instead.
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(_missing() is not None and not os.environ.get("CI"), reason=str(_missing()))]
 
 
 def _free_port() -> int:
