@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.ui.conftest import FAST_TRAINING, events, wait_for
+from ui.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,11 @@ def _running_step(client: Any, job_id: int, at_least: int) -> None:
     events(client, job_id, until=lambda name, data: name == "progress" and data["step"] >= at_least)
 
 
-def test_save_now_sample_now_and_stop_a_running_job(client: Any, settings: Any) -> None:
+def test_save_now_sample_now_a_ui_restart_and_stop(client: Any, settings: Any, registry: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from ui.server import create_app
+
     fields = {**FAST_TRAINING, "name": "longrun", "steps": "100000", "sample_every": "100000", "save_every": ""}
     job_id = client.post("/api/jobs/form", data=fields).json()["id"]
     _running_step(client, job_id, 2)
@@ -72,14 +77,20 @@ def test_save_now_sample_now_and_stop_a_running_job(client: Any, settings: Any) 
     wait_for(lambda: list(folder.glob("longrun_*.safetensors")), what="the requested save")
     wait_for(lambda: [p for p in (folder / "samples").glob("*_00.png") if not p.name.startswith("000000000")],
              what="the requested samples")
-    assert client.post(f"/api/jobs/{job_id}/stop").json()["status"] == "stopping"
-    seen = events(client, job_id)
-    row = client.get(f"/api/jobs/{job_id}").json()
-    assert (row["status"], row["exit_code"]) == ("stopped", 143), row
-    assert seen[-1] == ("end", {"status": "stopped"})
+    client.__exit__(None, None, None)  # the UI stops: the job saves and goes back to the queue
+    row = Store(settings.state).get(job_id)
+    assert row is not None and row.status == "queued" and "interrupted when the UI stopped" in row.message
     saved = sorted(folder.glob("longrun_*.safetensors"))
-    assert len(saved) == 2  # the requested one and the one the stop made
-    assert client.post(f"/api/jobs/{job_id}/save").status_code == 409  # not running any more
+    assert len(saved) == 2  # the requested save and the one the stop made
+    with TestClient(create_app(settings, registry=registry)) as again:  # the next start continues it
+        events(again, job_id, until=lambda name, data: name == "log" and "Resuming from" in data["text"])
+        assert again.post(f"/api/jobs/{job_id}/stop").json()["status"] == "stopping"
+        seen = events(again, job_id)
+        row = again.get(f"/api/jobs/{job_id}").json()
+        assert (row["status"], row["exit_code"]) == ("stopped", 143), row
+        assert seen[-1] == ("end", {"status": "stopped"})
+        assert again.post(f"/api/jobs/{job_id}/save").status_code == 409  # not running any more
+    assert sorted(folder.glob("longrun_*.safetensors"))[-1].name > saved[-1].name  # the stop after the restart saved
 
 
 def test_a_job_whose_process_dies_is_failed_with_its_log_and_the_queue_goes_on(client: Any, settings: Any) -> None:
