@@ -62,7 +62,7 @@ def _number(form: Any, key: str, kind: type, default: Any = None) -> Any:
 def generate_config(ui: Any, form: Any, init: Path | None) -> str:
     """The generate job of one form submission (``lora:<file>`` fields carry the mixer's weights)."""
     settings = ui.settings
-    mixer = [{"path": settings.relative(under(settings.output, key[5:], what="LoRA")), "weight": float(value)}
+    mixer = [{"path": settings.relative(under(settings.output, key[5:], what="LoRA")), "weight": _number(form, key, float)}
              for key, value in form.multi_items() if key.startswith("lora:") and str(value).strip() not in ("", "0")]
     generate: dict[str, Any] = {
         "prompts": [str(form.get("prompt", ""))], "neg": str(form.get("negative", "")),
