@@ -9,7 +9,7 @@ one count per storage, leaving out parameters (weights are not activations). A c
 inside; its inputs are kept instead (``torch.utils.checkpoint``'s non-reentrant rule). In the backward pass a
 checkpointed block is recomputed, so its own saved tensors exist again for a moment: the "backward peak" adds
 the largest checkpointed block's. Interval N checkpoints one block in N (``train.gradient_checkpointing_interval``,
-the blocks numbered in forward order as ``toolkit.train.setup.IntervalCheckpointing`` does); 0 means no
+the blocks numbered in forward order as ``toolkit.train.checkpointing.IntervalCheckpointing`` does); 0 means no
 checkpointing. The model, LoRA and inputs are bf16, as under autocast with working copies; ops that autocast
 runs in float32 (softmax, norms) save a little more on a GPU. The GPU rows of docs/PERFORMANCE.md check the
 method: their peak minus the weights should match the 1 and 0 rows.
@@ -51,7 +51,7 @@ class Checkpointing:
     checkpointed blocks save only their inputs."""
 
     def __init__(self, interval: int, saved: SavedBytes):
-        from toolkit.train.setup import IntervalCheckpointing
+        from toolkit.train.checkpointing import IntervalCheckpointing
 
         self.choice = IntervalCheckpointing(interval) if interval > 0 else None
         self.saved = saved

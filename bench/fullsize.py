@@ -131,9 +131,15 @@ def build(cls: Any, config: dict[str, Any], device: Any, dtype: Any, seed: int =
 
 
 def bare_adapter(adapter_class: Any, denoiser: Any) -> Any:
-    """An architecture's adapter holding only its denoiser: ``predict`` is then the exact call training makes."""
+    """An architecture's adapter holding only its denoiser and its ArchSpec (found in the registry by the adapter's
+    import path; the adapter reads its facts there): ``predict`` is then the exact call training makes."""
+    from toolkit.registry import ArchRef, Registry
+
+    path = f"{adapter_class.__module__}:{adapter_class.__qualname__}"
+    spec = next(s for s in Registry.discover(("jobs",), ROOT / "extensions").archs.values() if s.adapter == path)
     adapter = object.__new__(adapter_class)
     adapter.denoiser = denoiser
+    adapter.arch = ArchRef(spec, spec.default_variant)
     return adapter
 
 
@@ -148,7 +154,7 @@ def lora_network(adapter_class: Any, denoiser: Any, rank: int) -> tuple[Any, Any
     from toolkit.network.network import Network
 
     adapter = bare_adapter(adapter_class, denoiser)
-    name = adapter_class.denoiser_name
+    name = adapter.denoiser_name
     targets = adapter_class.lora_targets(adapter, False)[name]
     return adapter, Network.build({name: denoiser}, {name: targets}, NetworkConfig(type="lora", linear=rank, linear_alpha=rank))
 

@@ -253,12 +253,12 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
 def apply_variant(setup: Setup, variant: Variant) -> None:
     """Checkpointing as the variant asks (offloaded blocks always) and, once, compiled blocks."""
     from toolkit.models.memory import compile_blocks
-    from toolkit.train.setup import enable_checkpointing
+    from toolkit.train.checkpointing import enable_checkpointing
 
     if variant.interval == 0:
         setup.model.disable_gradient_checkpointing()
     else:
-        interval = enable_checkpointing(setup.model, type(setup.adapter).denoiser_name, variant.interval)
+        interval = enable_checkpointing(setup.model, setup.adapter.denoiser_name, variant.interval)
         if interval is not None:
             interval.always_checkpoint(setup.streamed)
     if variant.compile and not setup.compiled:
@@ -274,7 +274,7 @@ def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any
 
     import torch
 
-    from toolkit.train.loop import DiffusionStep
+    from toolkit.train.step import DiffusionStep
     from toolkit.train.noise import Objective
 
     autocast = compute_dtype(args) == torch.bfloat16

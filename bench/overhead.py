@@ -2,9 +2,9 @@
 
 Run: python bench/overhead.py [--arch zimage|sd15] [--batch 4] [--resolution 128] [--rounds 8] [--steps 10]
 
-A (easel): the real trainer. A config is prepared by ``toolkit.train.setup.prepare_run`` (accelerate, the
+A (easel): the real trainer. A config is prepared by ``LoraTrainingRecipe.setup`` (accelerate, the
 adapter, the data loader with in-memory latent and text caches, the ``Network``, ``DiffusionStep``, AdamW,
-gradient clipping) and each step is ``Trainer._train_step``, exactly what ``python run.py`` runs per step.
+gradient clipping) and each step is the recipe's ``_train_step``, exactly what ``python run.py`` runs per step.
 B (reference): the same denoiser loaded with diffusers from the same folder, a peft ``LoraConfig`` on the
 same layers at the same rank, torch AdamW with the same settings, the same noise math written inline,
 and one fixed batch of the same cached latents and text embeddings (no loader at all).
@@ -71,19 +71,24 @@ def easel_config(folder: Path, args: argparse.Namespace) -> Path:
 
 def easel_side(folder: Path, args: argparse.Namespace) -> tuple[Callable[[], float], Any, Any]:
     """The real trainer's step function, the run (for cleanup) and one batch (for the reference side)."""
+    from functools import partial
+
     from toolkit.config.job import load_job_config
+    from toolkit.data.loader import TrainData
     from toolkit.job import Job
+    from toolkit.models.loading import load_model
     from toolkit.registry import Registry
-    from toolkit.train.loop import Trainer
-    from toolkit.train.setup import prepare_run
+    from toolkit.train.recipe import LoraTrainingRecipe
 
     registry = Registry.discover(("jobs",), ROOT / "extensions")
     job = Job(load_job_config(easel_config(folder, args), registry), registry)
-    run = prepare_run(job.processes[0])
-    trainer = Trainer(run)
-    batches = run.data.batches(trainer.position)
-    first = run.data.make_batch(run.data.share(run.data.plan(0)[0]), 0)
-    return lambda: trainer._train_step(batches), run, first
+    process = job.processes[0]
+    recipe = LoraTrainingRecipe(process.config, job.loaded, process.arch, load_model=load_model,
+                                data=partial(process.read_data, TrainData))
+    recipe.setup()
+    batches = recipe.data.batches(recipe.position)
+    first = recipe.data.make_batch(recipe.data.share(recipe.data.plan(0)[0]), 0)
+    return lambda: recipe._train_step(batches), recipe, first
 
 
 def reference_side(args: argparse.Namespace, batch: Any, adapter: Any, fused: bool) -> Callable[[], float]:
@@ -91,9 +96,9 @@ def reference_side(args: argparse.Namespace, batch: Any, adapter: Any, fused: bo
     import torch
     from peft import LoraConfig
 
-    from toolkit.models.loading import tiny_folder
+    from toolkit.models.loading import tiny_builder, tiny_folder
 
-    folder = tiny_folder(args.arch, adapter.build_tiny)
+    folder = tiny_folder(args.arch, tiny_builder(adapter.arch))
     if args.arch == "zimage":
         from diffusers import ZImageTransformer2DModel
 
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             round_ratios.append(statistics.median(mine) / statistics.median(theirs))
             easel_times += mine
             reference_times += theirs
-        run.close()
+        run.cleanup()
     a, b = statistics.median(easel_times), statistics.median(reference_times)
     ratio = a / b
     optimizer = "fused AdamW" if fused else "AdamW"

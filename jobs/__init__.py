@@ -1,7 +1,8 @@
 """The built-in job kinds and the process types that belong to them.
 
-Process types of ``job: extension`` come from packages under ``extensions/``; the other job
-kinds bring their own here. Nothing heavy is imported: classes are named by import path.
+``job: extension`` runs the trainer (``lora_trainer``, in ``jobs/train.py``) and the process types that
+packages under ``extensions/`` add; the other job kinds bring their own here. Nothing heavy is imported:
+classes are named by import path.
 """
 
 from toolkit.registry import Extension, JobSpec, ProcessSpec
@@ -10,7 +11,7 @@ EXTENSION = Extension(
     name="builtin",
     description="easel's built-in job kinds",
     jobs=(
-        JobSpec("extension", "jobs.extension:ExtensionJob", "Run processes that extensions provide (training)."),
+        JobSpec("extension", "jobs.extension:ExtensionJob", "Train adapters (lora_trainer) and run processes that extensions provide."),
         JobSpec("generate", "jobs.generate:GenerateJob", "Generate images (txt2img, img2img) with LoRA stacks."),
         JobSpec("dataset", "jobs.dataset:DatasetJob", "Prepare an image folder: filter, dedupe, resize, caption formats, tags."),
         JobSpec("caption", "jobs.caption:CaptionJob", "Caption images with a vision-language model (BLIP, BLIP-2, Florence-2)."),
@@ -18,6 +19,9 @@ EXTENSION = Extension(
         JobSpec("convert", "jobs.convert:ConvertJob", "LoRA file tools: convert formats, merge, resize, inspect."),
     ),
     processes=(
+        ProcessSpec("extension", "lora_trainer", "toolkit.config.train:LoraTrainerConfig", "jobs.train:LoraTrainerProcess",
+                    aliases=("sd_trainer", "diffusion_trainer"),
+                    description="Train an adapter, sample previews, save .safetensors files."),
         ProcessSpec("generate", "to_folder", "toolkit.config.generate:GenerateProcessConfig",
                     "jobs.generate:ToFolderProcess", description="Write generated images to a folder."),
         ProcessSpec("dataset", "filter", "toolkit.config.prep:FilterConfig", "jobs.dataset:FilterProcess",

@@ -98,14 +98,13 @@ class ConvertProcess(_LoraTool):
         from toolkit.lora_io.files import convert_header, load_lora, resolve_arch, save_lora
         from toolkit.lora_io.formats import written_name
         from toolkit.lora_io.namer import Namer
-        from toolkit.lora_io.profiles import profile_of
 
         c = self.config
         lora = load_lora(c.input, arch=c.arch, adapter=self.model(), registry=self.job.registry)
         ref = resolve_arch(self.arch_of([lora]), self.job.registry)
         fmt = c.format or ref.spec.default_lora_format
         target = save_lora(lora, c.output, arch=ref, format=fmt, metadata=convert_header(lora), dtype=c.dtype)
-        namer = Namer(ref.spec.name, profile_of(ref.spec))
+        namer = Namer.of(ref.spec)
         rows = [(m.source or m.key, m.key, written_name(m, fmt, namer)) for m in lora.modules.values()]
         log.info(f"Converted {len(rows)} modules of {lora.label} ({lora.format}, {ref.name}) to {fmt}: {target}")
         for source, canonical, written in rows[:8]:

@@ -1,4 +1,4 @@
-"""``job: extension``: runs the processes that extensions provide (the LoRA trainer among them)."""
+"""``job: extension``: runs the trainer (``jobs/train.py``) and the processes that extensions provide."""
 
 from toolkit.job import Job
 

@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from toolkit.errors import EaselError
 
@@ -45,11 +45,23 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class ModuleNames:
+    """How other tools' files name a denoiser's modules where that differs from diffusers' (the UNet family's
+    SGM / LDM names). Each function also takes the denoiser's layout: the loaded model's ``config``, else
+    ``LoraProfile.denoiser_layout``."""
+
+    to_file: Callable[[str, Any], str]
+    """diffusers module path -> the files' name; raises KeyError for a name outside the layout."""
+    from_file: Callable[[str, Any], str]
+    """The files' name -> diffusers module path; raises KeyError or IndexError for a name outside the layout."""
+    recognises: Callable[[str], bool]
+    """Whether a module name read from a file is in this naming (and must be mapped back)."""
+
+
+@dataclass(frozen=True)
 class LoraProfile:
     """How an architecture's LoRA files are named and labelled for other tools (read by toolkit/lora_io)."""
 
-    denoiser: str = "unet"
-    """Component name of the denoiser in diffusers pipelines (``unet`` or ``transformer``)."""
     kohya_prefixes: Mapping[str, str] = field(default_factory=dict)
     """Component -> kohya key prefix, e.g. ``{"unet": "lora_unet", "text_encoder": "lora_te"}``."""
     comfy_prefixes: Mapping[str, str] = field(default_factory=dict)
@@ -57,10 +69,12 @@ class LoraProfile:
     file_prefixes: Mapping[str, str] = field(default_factory=dict)
     """Component -> module-path prefix other tools' files use but the loaded module lacks (CLIP's ``text_model``
     since transformers 5): added in kohya/comfy names, removed when reading."""
-    unet_config: Mapping[str, Any] = field(default_factory=dict)
-    """UNet2DConditionModel layout (layers_per_block, down/up_block_types): enables SGM (LDM) UNet names."""
-    kohya_sgm: bool = False
-    """kohya files name the UNet in the SGM layout (``input_blocks_4_1_...``) rather than diffusers'."""
+    denoiser_names: ModuleNames | None = None
+    """Other tools' names of the denoiser's modules (ComfyUI files always use them); None: diffusers' own."""
+    denoiser_layout: Mapping[str, Any] = field(default_factory=dict)
+    """The denoiser config ``denoiser_names`` reads when no model is loaded (e.g. a UNet's block layout)."""
+    kohya_denoiser_names: bool = False
+    """kohya files use ``denoiser_names`` too (SDXL's ``input_blocks_4_1_...``), not diffusers' names."""
     base_model_version: str = ""
     """``ss_base_model_version`` (kohya metadata), e.g. ``sd_v1``."""
     modelspec_architecture: str = ""
@@ -71,18 +85,32 @@ class LoraProfile:
     """Module-name words containing ``_`` (e.g. ``noise_refiner``), to split kohya names back into paths."""
     signatures: tuple[str, ...] = ()
     """Regexes on raw LoRA keys that point to this architecture (used to guess it)."""
-    diffusers_pipeline: str = ""
-    """diffusers pipeline class whose ``lora_state_dict`` converts other tools' files (a fallback)."""
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """An architecture's tiny random model, ``model.name_or_path: tiny:<arch>`` (built in code, no download)."""
+
+    builder: str
+    """Import path ("module:function") of ``build(folder, seed)``, which writes it as a diffusers folder."""
+    single_file: str = ""
+    """A single-file checkpoint the builder writes beside the folder (for loading tests); empty: none."""
+    single_file_components: tuple[str, ...] = ()
+    """The components whose weights that single file (with the folder's configs) loads."""
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """A model architecture; ``adapter`` implements toolkit.models.base.ModelAdapter."""
+    """A model architecture; ``adapter`` implements toolkit.models.base.ModelAdapter and reads its facts here."""
 
     name: str
     adapter: str
     description: str = ""
     aliases: tuple[str, ...] = ()
+    denoiser: str = "unet"
+    """Component name of the denoiser in its diffusers pipeline and in LoRA files (``unet`` or ``transformer``)."""
+    pipeline: str = ""
+    """diffusers txt2img pipeline class; its ``lora_state_dict`` also converts other tools' LoRA files."""
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"base": {}})
     """Variant name -> default settings (sample_steps, guidance_scale, ...); ``arch: name:variant``."""
     default_variant: str = "base"
@@ -94,7 +122,9 @@ class ArchSpec:
     """Image sides must be multiples of this."""
     default_lora_format: str = "kohya"
     lora: LoraProfile | None = None
-    """LoRA file naming for other tools; None: toolkit/lora_io's built-in profile for this name, if any."""
+    """LoRA file naming for other tools; None: toolkit/lora_io's defaults."""
+    tiny: TinyModel | None = None
+    """Its tiny built-in model; None: ``tiny:<arch>`` is an error."""
     legacy_flags: tuple[str, ...] = ()
     """ai-toolkit booleans in ``model:`` that select this architecture (e.g. one for SDXL)."""
 

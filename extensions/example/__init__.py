@@ -1,14 +1,18 @@
-"""A template extension: copy this folder to start a new process type or architecture.
+"""A template extension: copy this folder to start a new architecture or process type.
 
-Declare what the package provides here, by import path only, so that discovery stays fast
-and imports no torch. The registry finds every package under extensions/ that defines EXTENSION.
+Declare what the package provides here, by import path only, so that discovery stays fast and imports no
+torch. The registry finds every package under extensions/ that defines EXTENSION. This one provides both
+kinds: the architecture ``example`` (``spec.py``, ``adapter.py``, ``tiny.py``, tested by ``test_example.py``
+with the shared adapter suite) and the process type ``example_note`` (``config.py``, ``process.py``).
 """
 
+from extensions.example.spec import SPEC
 from toolkit.registry import Extension, ProcessSpec
 
 EXTENSION = Extension(
     name="example",
-    description="Template: a process that writes a note into its run folder.",
+    description="Template: an architecture, and a process that writes a note into its run folder.",
+    architectures=(SPEC,),
     processes=(
         ProcessSpec(
             job="extension",
@@ -18,5 +22,4 @@ EXTENSION = Extension(
             description="Write `message` to <training_folder>/<name>/note.txt.",
         ),
     ),
-    # A new architecture would add: architectures=(ArchSpec(name=..., adapter="extensions.<pkg>.adapter:<Class>", ...),)
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from extensions.sd15.adapter import SD15Adapter
+from families.unet.adapter import UNetAdapter
 
 if TYPE_CHECKING:
     import torch
@@ -12,21 +12,20 @@ if TYPE_CHECKING:
     from toolkit.models.base import Conditioning, GenerateRequest, ImageInfo
 
 
-class SDXLAdapter(SD15Adapter):
-    """SDXL base models; LoRA targets and prediction type as SD 1.x.
+class SDXLAdapter(UNetAdapter):
+    """SDXL base models; LoRA targets and prediction type as SD 1.x (the UNet family's). Denoiser name and
+    pipeline class come from ``extensions/sdxl/spec.py``.
 
     Conditioning: ``prompt_embeds`` (both encoders' penultimate states) and ``pooled_prompt_embeds``.
     """
 
-    pipeline_class: ClassVar[str] = "StableDiffusionXLPipeline"
     img2img_class: ClassVar[str] = "StableDiffusionXLImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
-    tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_sdxl"
     quantize_exclusions = ("conv_in", "conv_out", "time_embedding", "add_embedding", "time_emb_proj", "conv_norm_out")
 
     def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
         """UNet, VAE and both text encoders in the SGM checkpoint layout (CLIP-G in OpenCLIP names)."""
-        from toolkit.models.ldm import sdxl_pipeline_to_sgm
+        from families.unet.ldm import sdxl_pipeline_to_sgm
 
         return sdxl_pipeline_to_sgm(self.pipe)
 

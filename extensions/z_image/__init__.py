@@ -1,39 +1,8 @@
-"""Z-Image (Tongyi-MAI): Turbo, base, and de-turbo variants."""
+"""Z-Image (Tongyi-MAI): Turbo, base, and de-turbo variants. ``spec.py`` (the architecture as data),
+``adapter.py``, ``original.py`` (the original single-file layout), ``tiny.py`` (``tiny:zimage``), ``test_zimage.py``."""
 
-from toolkit.registry import ArchSpec, Extension, LoraProfile
+from extensions.z_image.spec import SPEC
+from toolkit.registry import Extension
 
-EXTENSION = Extension(
-    name="z_image",
-    description="Z-Image single-stream DiT with a Qwen3 text encoder, trained with flow matching.",
-    architectures=(
-        ArchSpec(
-            name="zimage",
-            adapter="extensions.z_image.adapter:ZImageAdapter",
-            description="Z-Image: flow matching; 'turbo' is the 8-step distilled model, 'deturbo' its de-distilled form.",
-            variants={
-                "base": {"sample_steps": 28, "guidance_scale": 4.0, "flow_shift": 3.0, "width": 1024, "height": 1024},
-                "turbo": {"sample_steps": 8, "guidance_scale": 1.0, "flow_shift": 3.0, "width": 1024, "height": 1024},
-                "deturbo": {"sample_steps": 25, "guidance_scale": 3.0, "flow_shift": 3.0, "width": 1024, "height": 1024},
-            },
-            default_variant="base",
-            samplers=("flowmatch",),
-            default_sampler="flowmatch",
-            noise_schedulers=("flowmatch",),
-            bucket_divisibility=16,
-            default_lora_format="comfy",
-            lora=LoraProfile(
-                denoiser="transformer",
-                kohya_prefixes={"transformer": "lora_unet", "text_encoder": "lora_te"},
-                comfy_prefixes={"transformer": "diffusion_model", "text_encoder": "text_encoders.qwen3_4b.transformer.model"},
-                base_model_version="zimage", modelspec_architecture="z-image",
-                modelspec_implementation="https://github.com/Tongyi-MAI/Z-Image",
-                module_words=("noise_refiner", "context_refiner", "feed_forward", "adaLN_modulation", "all_x_embedder",
-                              "all_final_layer", "cap_embedder", "t_embedder", "x_embedder", "final_layer", "attention_norm1",
-                              "attention_norm2", "ffn_norm1", "ffn_norm2", "x_pad_token", "cap_pad_token"),
-                signatures=(r"(noise|context)[._]refiner", r"(^|[._])layers[._]\d+[._]attention[._]", r"feed_forward[._]w[123]",
-                            r"adaLN_modulation", r"qwen3"),
-                diffusers_pipeline="ZImagePipeline",
-            ),
-        ),
-    ),
-)
+EXTENSION = Extension(name="z_image", description="Z-Image single-stream DiT with a Qwen3 text encoder, trained with flow matching.",
+                      architectures=(SPEC,))

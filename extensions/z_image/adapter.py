@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
-from extensions.z_image.original import SINGLE_FILE, zimage_to_original
+from extensions.z_image.original import zimage_to_original
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import NoiseSchedule
@@ -40,26 +40,13 @@ DEFAULT_BASE = "Tongyi-MAI/Z-Image-Turbo"
 
 
 class ZImageAdapter(PipelineAdapter):
-    """Z-Image. Conditioning: ``prompt_embeds`` (B, L, D) padded to ``max_sequence_length`` and ``prompt_mask`` (B, L)."""
+    """Z-Image; denoiser name and pipeline class come from ``extensions/z_image/spec.py``. Conditioning: ``prompt_embeds`` (B, L, D) padded to ``max_sequence_length`` and ``prompt_mask`` (B, L)."""
 
-    pipeline_class: ClassVar[str] = "ZImagePipeline"
     img2img_class: ClassVar[str] = "ZImageImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
-    tiny_builder: ClassVar[str] = "toolkit.testing.tiny:build_zimage"
     supports_assistant_lora: ClassVar[bool] = True
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
-    denoiser_name = "transformer"
     quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer", "adaLN_modulation")
-
-    @classmethod
-    def build_tiny(cls, folder: Path, seed: int) -> None:
-        """The tiny diffusers folder, plus its transformer as an original-layout single file (for loading tests)."""
-        from safetensors.torch import save_file
-
-        super().build_tiny(folder, seed)
-        transformer = diffusers_class("ZImageTransformer2DModel").from_pretrained(folder / "transformer")
-        state = {key: value.contiguous() for key, value in zimage_to_original(transformer.state_dict()).items()}
-        save_file(state, str(folder / SINGLE_FILE))
 
     def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
         """The transformer in the original layout (Z-Image is distributed as a transformer-only file)."""
@@ -69,14 +56,15 @@ class ZImageAdapter(PipelineAdapter):
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
                       components: dict[str, Any]) -> Any:
         """Single files hold only the transformer; the other parts come from ``model_kwargs.config``."""
+        pipeline_class = diffusers_class(arch.spec.pipeline)
         if source.kind != "file":
-            return load_pipeline(diffusers_class(cls.pipeline_class), source, dtype, **components)
+            return load_pipeline(pipeline_class, source, dtype, **components)
         base = source.config or DEFAULT_BASE
         with hub_errors("model.name_or_path", source.path):
             transformer = diffusers_class("ZImageTransformer2DModel").from_single_file(
                 source.path, config=base, subfolder="transformer", dtype=dtype, local_files_only=hub_offline())
         base_source = ModelSource("folder" if Path(base).is_dir() else "hub", base, source.revision)
-        return load_pipeline(diffusers_class(cls.pipeline_class), base_source, dtype, transformer=transformer, **components)
+        return load_pipeline(pipeline_class, base_source, dtype, transformer=transformer, **components)
 
     @property
     def max_sequence_length(self) -> int:
@@ -144,7 +132,7 @@ class ZImageAdapter(PipelineAdapter):
         import torch
 
         file = resolve_file(path, "model.assistant_lora_path", None)
-        state = diffusers_class(self.pipeline_class).lora_state_dict(str(file))
+        state = diffusers_class(self.arch.spec.pipeline).lora_state_dict(str(file))
         pairs = {key.removeprefix("transformer.").removesuffix(".lora_A.weight"): key for key in state if key.endswith(".lora_A.weight")}
         if not pairs:
             raise EaselError(f"model.assistant_lora_path: '{path}' holds no LoRA weights this loader understands.")

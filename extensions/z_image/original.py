@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-SINGLE_FILE = "tiny_zimage_transformer.safetensors"
-"""Name of the tiny model's original-layout transformer file (written beside its diffusers folder)."""
-
-
 def zimage_to_original(state_dict: dict[str, Any]) -> dict[str, Any]:
     """A diffusers ZImageTransformer2DModel state dict -> the original layout (fused qkv, ``x_embedder``, ...)."""
     import torch

@@ -23,11 +23,15 @@ def test_example_config_is_strict(tmp_path, registry):
 
 
 def test_a_copy_of_the_template_is_a_working_extension(tmp_path):
-    """What extensions/example/README.md tells a user to do: copy, rename the type and the import paths."""
+    """What extensions/example/README.md tells a user to do: copy, rename the names and the import paths. The copy
+    is discovered, and its architecture loads its tiny model and generates, with nothing edited outside the folder."""
     import shutil
     import uuid
 
+    from toolkit.config.blocks import ModelConfig
     from toolkit.job import Job
+    from toolkit.models.base import GenerateRequest
+    from toolkit.models.loading import load_adapter
     from toolkit.registry import Registry
 
     package = f"ext_{uuid.uuid4().hex[:8]}"  # imports are cached per name
@@ -36,9 +40,13 @@ def test_a_copy_of_the_template_is_a_working_extension(tmp_path):
     (root / "__init__.py").write_text("")
     for source in (root / "mynote").glob("*.py"):
         text = source.read_text().replace("extensions.example.", f"{package}.mynote.").replace("example_note", "my_note")
-        source.write_text(text)
+        source.write_text(text.replace('name="example"', 'name="myarch"'))
     registry = Registry.discover(("jobs",), root)
     assert not registry.broken and registry.process("extension", "my_note").name == "my_note"
+    assert registry.arch("myarch").spec.adapter == f"{package}.mynote.adapter:ExampleAdapter"
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:myarch", arch="myarch"), registry, device="cpu")
+    request = GenerateRequest(prompt="a house", width=64, height=48, steps=2, guidance_scale=1.0, seed=1, sampler="euler")
+    assert adapter.generate([request])[0].size == (64, 48)
     config = tmp_path / "c.yaml"
     config.write_text(f"job: extension\nconfig:\n  name: mine\n  process:\n    - type: my_note\n"
                       f"      training_folder: {tmp_path / 'out'}\n      message: copied\n")

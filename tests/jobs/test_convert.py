@@ -10,7 +10,7 @@ import torch
 import run
 from toolkit.config.blocks import ModelConfig
 from toolkit.lora_io import apply_loras, remove_loras
-from toolkit.lora_io.files import load_lora, save_lora
+from tests.lora_io.helpers import load_lora, save_lora
 from toolkit.lora_io.model import delta_weight
 from toolkit.models.loading import load_adapter
 

@@ -34,10 +34,9 @@ def test_examples_cover_every_architecture() -> None:
 
 @pytest.fixture(scope="module")
 def folders(registry: Any) -> dict[str, Path]:
-    from toolkit.models.loading import tiny_folder
-    from toolkit.registry import load_object
+    from toolkit.models.loading import tiny_builder, tiny_folder
 
-    return {name: tiny_folder(name, load_object(registry.arch(name).spec.adapter).build_tiny) for name in ARCHS}
+    return {name: tiny_folder(name, tiny_builder(registry.arch(name))) for name in ARCHS}
 
 
 def _config(tmp_path: Path, model: Path | str, arch: str, generate: dict[str, Any], name: str = "gen") -> Path:

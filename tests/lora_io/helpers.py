@@ -1,14 +1,23 @@
-"""Random LoRAs in easel's canonical layout for the tiny models, and image comparison."""
+"""Random LoRAs in easel's canonical layout for the tiny models, image comparison, and ``load_lora`` /
+``save_lora`` with the real registry passed (architectures given by name, guesses over every registered one)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
+from tests.conftest import ROOT
+from toolkit.lora_io import files
 from toolkit.lora_io.model import base_layer
 from toolkit.models.base import GenerateRequest
+from toolkit.registry import Registry
+
+REGISTRY = Registry.discover(("jobs",), ROOT / "extensions")
+load_lora = partial(files.load_lora, registry=REGISTRY)
+save_lora = partial(files.save_lora, registry=REGISTRY)
 
 
 def target_names(module: torch.nn.Module, suffixes: list[str]) -> list[str]:

@@ -6,7 +6,8 @@ import torch
 
 from toolkit.errors import EaselError
 from toolkit.lora_io import apply_loras, loaded_loras, merge_duplicates, remove_loras
-from toolkit.lora_io.files import LoraFile, save_lora
+from toolkit.lora_io.files import LoraFile
+from tests.lora_io.helpers import save_lora
 from toolkit.lora_io.keys import LoraModule
 from toolkit.lora_io.model import delta_weight
 

@@ -5,7 +5,7 @@ import torch
 
 from toolkit.config.blocks import ModelConfig
 from toolkit.lora_io import apply_loras, bake_loras, remove_loras
-from toolkit.lora_io.files import save_lora
+from tests.lora_io.helpers import save_lora
 from toolkit.models.loading import cache_dir, load_adapter
 
 from tests.lora_io.helpers import image, max_diff, random_lora

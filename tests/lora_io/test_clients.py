@@ -10,7 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from toolkit.lora_io import apply_loras, remove_loras
-from toolkit.lora_io.files import LoraFile, load_lora, save_lora
+from toolkit.lora_io.files import LoraFile
+from tests.lora_io.helpers import load_lora, save_lora
 from toolkit.lora_io.formats import write_diffusers
 from toolkit.lora_io.keys import group_modules
 from toolkit.lora_io.naming import flatten
@@ -58,7 +59,7 @@ def test_saved_file_gives_the_same_image_in_diffusers(arch, fmt, adapters, new_a
 
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_kohya_keys_follow_the_a1111_comfyui_naming(arch, adapters, tmp_path):
-    from toolkit.models.ldm import unet_to_ldm
+    from families.unet.ldm import unet_to_ldm
 
     adapter = adapters[arch]
     targets = adapter.lora_targets(train_text_encoder=True)

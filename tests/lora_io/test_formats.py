@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from toolkit.errors import EaselError
-from toolkit.lora_io.files import load_lora, save_lora
+from tests.lora_io.helpers import load_lora, save_lora
 from toolkit.lora_io.formats import FORMATS
 
 from tests.lora_io.conftest import ARCHS

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from toolkit.errors import EaselError
-from toolkit.lora_io.files import load_lora, save_lora
+from tests.lora_io.helpers import load_lora, save_lora
 from toolkit.lora_io.inspect import describe, report_lines
 
 from tests.lora_io.helpers import random_lora

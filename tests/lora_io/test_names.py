@@ -4,7 +4,7 @@ flattened kohya names back to paths, and guessing the architecture."""
 import pytest
 import torch
 
-from toolkit.lora_io import sgm
+from families.unet import sgm
 from toolkit.lora_io.naming import flatten, unflatten
 from toolkit.lora_io.namer import Namer
 from toolkit.lora_io.profiles import guess_arch
@@ -14,7 +14,7 @@ from tests.lora_io.conftest import ARCHS
 from tests.conftest import ROOT
 from toolkit.registry import Registry
 
-PROFILES = {spec.name: spec.lora for spec in Registry.discover(("jobs",), ROOT / "extensions").archs.values()}
+SPECS = {spec.name: spec for spec in Registry.discover(("jobs",), ROOT / "extensions").archs.values()}
 
 
 def _weighted(module: torch.nn.Module) -> list[str]:
@@ -51,11 +51,11 @@ def test_sgm_names_invert(arch, adapters):
 def test_flattened_names_split_back_without_a_model(arch, adapters):
     """The vocabulary turns every flattened module name of the tiny models back into its path, SGM names too."""
     adapter = adapters[arch]
-    namer = Namer(arch, PROFILES[arch])
+    namer = Namer.of(SPECS[arch])
     for component, module in adapter.components().items():
         for name in _weighted(module):
-            external = namer.external_name(component, name, sgm_names=True)
-            assert unflatten(flatten(external), PROFILES[arch].module_words) == external
+            external = namer.external_name(component, name, file_names=True)
+            assert unflatten(flatten(external), SPECS[arch].lora.module_words) == external
             assert namer.from_flat(component, flatten(external)) == name
 
 
@@ -68,7 +68,7 @@ def test_architecture_guessed_from_kohya_and_diffusers_key_names(arch, adapters,
 
     adapter = adapters[arch]
     modules = group_modules(random_lora(adapter.components(), adapter.lora_targets(arch != "zimage"), rank=2))
-    namer = Namer(arch, PROFILES[arch])
+    namer = Namer.of(SPECS[arch])
     for keys in (list(write_kohya(modules, namer)), list(write_diffusers(modules)[0])):
         assert guess_arch(keys, {}, registry) == arch
 

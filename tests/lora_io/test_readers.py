@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from toolkit.lora_io import apply_loras, remove_loras
-from toolkit.lora_io.files import LoraFile, load_lora
+from toolkit.lora_io.files import LoraFile
+from tests.lora_io.helpers import load_lora
 from toolkit.lora_io.formats import write_comfy, write_diffusers, write_kohya
 from toolkit.lora_io.keys import group_modules
 from toolkit.lora_io.namer import Namer
@@ -16,7 +17,7 @@ from tests.lora_io.helpers import random_lora
 from tests.conftest import ROOT
 from toolkit.registry import Registry
 
-PROFILES = {spec.name: spec.lora for spec in Registry.discover(("jobs",), ROOT / "extensions").archs.values()}
+SPECS = {spec.name: spec for spec in Registry.discover(("jobs",), ROOT / "extensions").archs.values()}
 
 
 def _save(tensors: dict, path) -> None:
@@ -31,7 +32,7 @@ def _same(a: dict, b: dict, atol: float = 0.0) -> None:
 def test_onetrainer_transformer_prefix(adapters, tmp_path):
     adapter = adapters["zimage"]
     state = random_lora(adapter.components(), {"transformer": ["attention.to_q", "feed_forward.w1"]})
-    kohya = write_kohya(group_modules(state), Namer("zimage", PROFILES["zimage"]))
+    kohya = write_kohya(group_modules(state), Namer.of(SPECS["zimage"]))
     _save({k.replace("lora_unet_", "lora_transformer_"): v for k, v in kohya.items()}, tmp_path / "ot.safetensors")
     lora = load_lora(tmp_path / "ot.safetensors")
     assert (lora.format, lora.arch) == ("onetrainer", "zimage")
@@ -70,7 +71,7 @@ def test_older_diffusers_layout_converted_by_diffusers(adapters, tmp_path):
 
     adapter = adapters["sd15"]
     state = random_lora(adapter.components(), adapter.lora_targets(True), alpha=4.0, rank=4)
-    kohya = write_kohya(group_modules(state), Namer("sd15", PROFILES["sd15"]))
+    kohya = write_kohya(group_modules(state), Namer.of(SPECS["sd15"]))
     old, _ = _convert_non_diffusers_lora_to_diffusers(dict(kohya))
     assert any(".processor." in k for k in old)
     _save(old, tmp_path / "old.safetensors")
@@ -87,7 +88,7 @@ def test_peft_and_ai_toolkit_layouts(adapters, tmp_path):
     _save({k.replace("transformer.", "base_model.model.", 1): v for k, v in peft_tensors.items()}, tmp_path / "peft.safetensors")
     assert load_lora(tmp_path / "peft.safetensors", arch="zimage").format == "peft"
     _same(load_lora(tmp_path / "peft.safetensors", arch="zimage").state_dict(), state)
-    comfy = {k: v for k, v in write_comfy(modules, Namer("zimage", PROFILES["zimage"])).items() if not k.endswith(".alpha")}
+    comfy = {k: v for k, v in write_comfy(modules, Namer.of(SPECS["zimage"])).items() if not k.endswith(".alpha")}
     _save(comfy, tmp_path / "aitk.safetensors")
     _same(load_lora(tmp_path / "aitk.safetensors").state_dict(), state)
 

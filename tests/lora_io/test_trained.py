@@ -10,7 +10,7 @@ from PIL import Image
 
 import run
 from toolkit.output import dump_yaml
-from toolkit.lora_io.files import load_lora
+from tests.lora_io.helpers import load_lora
 from toolkit.testing.demo import make
 
 from tests.lora_io.conftest import ARCHS

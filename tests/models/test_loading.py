@@ -118,7 +118,7 @@ def test_separate_vae_from_single_file(registry: Any, tmp_path: Path, prefix: st
     """A standalone VAE checkpoint in the original layout (like sdxl-vae-fp16-fix's .safetensors) replaces the model's VAE."""
     from safetensors.torch import save_file
 
-    from toolkit.models.ldm import vae_to_ldm
+    from families.unet.ldm import vae_to_ldm
 
     base = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu")
     generator = torch.Generator().manual_seed(6)

@@ -5,13 +5,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from extensions.sd15 import tiny as sd15_tiny
+from extensions.sdxl import tiny as sdxl_tiny
+from extensions.z_image import tiny as zimage_tiny
+from families.unet.ldm import sd_pipeline_to_ldm
 from toolkit.testing import tiny
-from toolkit.models.ldm import sd_pipeline_to_ldm
 
 
 @pytest.fixture(scope="module")
 def sd15():
-    return tiny.sd15_pipeline(seed=0)
+    return sd15_tiny.pipeline(seed=0)
 
 
 def test_clip_tokenizer_covers_prompt_words() -> None:
@@ -39,11 +42,11 @@ def test_qwen_tokenizer_chat_template_like_qwen3() -> None:
 
 
 def test_builds_are_deterministic(tmp_path: Path) -> None:
-    tiny.build_zimage(tmp_path / "a", seed=3)
-    tiny.build_zimage(tmp_path / "b", seed=3)
+    zimage_tiny.build(tmp_path / "a", seed=3)
+    zimage_tiny.build(tmp_path / "b", seed=3)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
-    tiny.build_zimage(tmp_path / "c", seed=4)
+    zimage_tiny.build(tmp_path / "c", seed=4)
     weights = Path("transformer") / "diffusion_pytorch_model.safetensors"
     assert (tmp_path / "c" / weights).read_bytes() != (tmp_path / "a" / weights).read_bytes()
 
@@ -53,9 +56,9 @@ def test_module_names_match_the_real_models(sd15) -> None:
     assert "down_blocks.2.attentions.1.transformer_blocks.0.attn2.to_k" in unet
     assert "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.0.proj" in unet and "mid_block.attentions.0.proj_out" in unet
     assert "encoder.layers.1.self_attn.q_proj" in dict(sd15.text_encoder.named_modules())
-    xl = dict(tiny.sdxl_pipeline(seed=0).unet.named_modules())
+    xl = dict(sdxl_tiny.pipeline(seed=0).unet.named_modules())
     assert "down_blocks.2.attentions.1.transformer_blocks.1.attn1.to_out.0" in xl and "add_embedding.linear_1" in xl
-    z = tiny.zimage_pipeline(seed=0)
+    z = zimage_tiny.pipeline(seed=0)
     names = dict(z.transformer.named_modules())
     for name in ("layers.1.attention.to_q", "layers.0.feed_forward.w3", "noise_refiner.0.attention.to_out.0",
                  "context_refiner.0.feed_forward.w1", "layers.1.adaLN_modulation.0"):

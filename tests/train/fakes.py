@@ -4,8 +4,8 @@
 are named like real ones (``to_q/to_k/to_v/to_out.0``, 1x1 ``proj_in``, 3x3 ``conv``), a text encoder with
 ``q_proj/k_proj/v_proj/out_proj``, and a conv "VAE" (4x down). ``FakeData`` has the TrainData interface
 and reads the images of the dataset folders. ``FAKE_EXTENSION`` registers both as architecture ``fake``
-and process ``fake_trainer`` (the real trainer process with the two factory methods swapped), so a test
-config runs through run.py like a user's.
+and process ``fake_trainer`` (the real trainer process, whose run hands the recipe the fake model loader and
+data through its constructor), so a test config runs through run.py like a user's.
 
 ``model.model_kwargs`` steer the fake: ``schedule`` (flowmatch | ddpm), ``prediction`` (epsilon |
 v_prediction), ``nan_at`` (the predict call from which it returns NaN), ``text_without_grad`` (encode
@@ -20,8 +20,9 @@ import math
 import os
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import numpy as np
 import torch
@@ -31,8 +32,9 @@ from torch import nn
 
 from toolkit.config.train import LoraTrainerConfig
 from toolkit.models.base import GenerateRequest, ImageInfo, ModelAdapter, NoiseSchedule
-from toolkit.registry import ArchSpec, Extension, LoraProfile, ProcessSpec
-from toolkit.train.process import LoraTrainerProcess
+from toolkit.registry import ArchRef, ArchSpec, Extension, LoraProfile, ProcessSpec
+from jobs.train import LoraTrainerProcess
+from toolkit.train.recipe import LoraTrainingRecipe
 
 HIDDEN, TEXT_DIM, TOKENS = 16, 16, 8
 
@@ -120,8 +122,6 @@ class FakeVAE(nn.Module):
 
 class FakeAdapter(ModelAdapter):
     """The fake architecture; deterministic weights (seed 0) whatever the global RNG."""
-
-    denoiser_name = "transformer"
 
     @classmethod
     def load(cls, config: Any, arch: Any, *, device: torch.device, dtype: torch.dtype) -> "FakeAdapter":
@@ -254,6 +254,9 @@ class FakeData:
             if cache_text:
                 self.cond = {k: v.cpu() for k, v in adapter.encode_prompts(self.captions).items()}
 
+    def position(self, saved: Mapping[str, int] | None = None) -> FakePosition:
+        return FakePosition(**(saved or {}))
+
     def batches(self, start: FakePosition) -> Iterator[tuple[FakeBatch, FakePosition]]:
         epoch, index, per = start.epoch, start.index, self.steps_per_epoch()
         while True:
@@ -286,24 +289,27 @@ class FakeTrainerConfig(LoraTrainerConfig):
 
 
 class FakeTrainerProcess(LoraTrainerProcess):
-    """The real trainer process with the fake model and data."""
+    """The real trainer process; its recipe gets the fake model and data."""
 
-    def load_model(self, device: torch.device, dtype: torch.dtype) -> FakeAdapter:
-        return FakeAdapter.load(self.config.model, self.arch, device=device, dtype=dtype)
+    def run(self) -> None:
+        self.check_inputs()
+        LoraTrainingRecipe(self.config, self.job.loaded, self.arch, load_model=FakeAdapter.load,
+                           data=partial(self.read_data, FakeData)).run()
 
-    def data_api(self) -> tuple[Any, Any]:
-        return FakeData, FakePosition
 
+FAKE_SPEC = ArchSpec(
+    name="fake", adapter="tests.train.fakes:FakeAdapter",
+    variants={"base": {"sample_steps": 3, "guidance_scale": 1.0, "width": 32, "height": 32}},
+    samplers=("euler",), default_sampler="euler", noise_schedulers=("flowmatch", "ddpm"), bucket_divisibility=4,
+    default_lora_format="comfy", denoiser="transformer",
+    lora=LoraProfile(comfy_prefixes={"transformer": "diffusion_model", "text_encoder": "text_encoders.fake"},
+                     kohya_prefixes={"transformer": "lora_unet"}))
+FAKE_ARCH = ArchRef(FAKE_SPEC, FAKE_SPEC.default_variant)
 
 FAKE_EXTENSION = Extension(
     name="fake",
     description="test architecture and trainer",
-    architectures=(ArchSpec(
-        name="fake", adapter="tests.train.fakes:FakeAdapter",
-        variants={"base": {"sample_steps": 3, "guidance_scale": 1.0, "width": 32, "height": 32}},
-        samplers=("euler",), default_sampler="euler", noise_schedulers=("flowmatch", "ddpm"), bucket_divisibility=4,
-        default_lora_format="comfy", lora=LoraProfile(denoiser="transformer", comfy_prefixes={"transformer": "diffusion_model", "text_encoder": "text_encoders.fake"},
-                                                      kohya_prefixes={"transformer": "lora_unet"})),),
+    architectures=(FAKE_SPEC,),
     processes=(ProcessSpec("extension", "fake_trainer", "tests.train.fakes:FakeTrainerConfig",
                            "tests.train.fakes:FakeTrainerProcess"),),
 )

@@ -134,7 +134,7 @@ def test_adam_uses_the_fused_kernel_where_it_can() -> None:
 def test_interval_checkpointing_picks_every_nth_block_and_keeps_the_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.utils.checkpoint
 
-    from toolkit.train.setup import IntervalCheckpointing
+    from toolkit.train.checkpointing import IntervalCheckpointing
 
     blocks = [torch.nn.Linear(8, 8) for _ in range(5)]
     checkpointed: list[torch.nn.Module] = []

@@ -87,7 +87,7 @@ def workspace(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("real_runs")
     make(folder / "demo", 8)
     code, output = finish(start("-c", "import sys; sys.path.insert(0, '.'); from toolkit.models.loading import tiny_folder; "
-                                      "from extensions.z_image.adapter import ZImageAdapter; tiny_folder('zimage', ZImageAdapter.build_tiny)"))
+                                      "from extensions.z_image.tiny import build; tiny_folder('zimage', build)"))
     assert code == 0, output  # the tiny model is built once, before processes race for it
     return folder
 

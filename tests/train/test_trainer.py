@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.train.fakes import FakeAdapter, FakeData
+from tests.train.fakes import FAKE_ARCH, FakeAdapter, FakeData
 from tests.train.harness import ROOT, run_main, write_config
 from toolkit.config.blocks import DatasetConfig, ModelConfig, NetworkConfig
 from toolkit.network.network import Network
@@ -39,7 +39,7 @@ def run_dir(tmp_path: Path, name: str = "fakerun") -> Path:
 
 def validation_loss(data_folder: Path, lora: Path | None = None) -> float:
     """The flow-matching loss of the fake model (with a LoRA file, or without) on fixed noise and timesteps."""
-    adapter = FakeAdapter.load(ModelConfig(name_or_path="tiny:fake", arch="fake"), None, device=torch.device("cpu"), dtype=torch.float32)
+    adapter = FakeAdapter.load(ModelConfig(name_or_path="tiny:fake", arch="fake"), FAKE_ARCH, device=torch.device("cpu"), dtype=torch.float32)
     if lora is not None:
         from tests.train.harness import fake_registry
         from toolkit.lora_io import load_lora

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.train.fakes import FakeAdapter
+from tests.train.fakes import FAKE_ARCH, FakeAdapter
 from tests.train.harness import run_main, write_config
 from tests.train.test_trainer import NO_SAMPLES, read_lora, run_dir
 from toolkit.config.blocks import ModelConfig, NetworkConfig
@@ -48,7 +48,7 @@ def test_the_ema_weights_are_saved_and_previewed(tmp_path: Path) -> None:
     assert run_main([str(config)]) == 0
     folder = run_dir(tmp_path)
     state = torch.load(folder / "fakerun_000000004.state.pt", weights_only=True)
-    adapter = FakeAdapter.load(ModelConfig(name_or_path="tiny:fake", arch="fake"), None, device=torch.device("cpu"), dtype=torch.float32)
+    adapter = FakeAdapter.load(ModelConfig(name_or_path="tiny:fake", arch="fake"), FAKE_ARCH, device=torch.device("cpu"), dtype=torch.float32)
     network = Network.build(adapter.components(), adapter.lora_targets(False), NetworkConfig(linear=4, linear_alpha=4))
     network.load_state_dict(state["network"])  # the trained (raw) weights
     ema = EMA(list(network.parameters()), 0.9)
@@ -97,21 +97,21 @@ def test_the_saved_header_carries_the_run(tmp_path: Path) -> None:
 
 def test_fp16_steps_go_through_the_loss_scaler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """accelerate makes a GradScaler only on GPUs; a CPU one stands in, so the trainer's scaler path runs here."""
-    from toolkit.train import setup
+    from toolkit.train import recipe
 
     sections = dict(train={"steps": 3, "dtype": "fp16", "optimizer": "sgd", "lr": 0.5, "max_grad_norm": 0}, **NO_SAMPLES)
     plain = write_config(tmp_path / "plain", **sections)
     assert run_main([str(plain)]) == 0
     scalers = []
-    original = setup.make_accelerator
+    original = recipe.make_accelerator
 
-    def with_scaler(process):  # noqa: ANN001, ANN202
-        accelerator = original(process)
+    def with_scaler(config):  # noqa: ANN001, ANN202
+        accelerator = original(config)
         accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_interval=1)
         scalers.append(accelerator.scaler)
         return accelerator
 
-    monkeypatch.setattr(setup, "make_accelerator", with_scaler)
+    monkeypatch.setattr(recipe, "make_accelerator", with_scaler)
     scaled = write_config(tmp_path / "scaled", **sections)
     assert run_main([str(scaled)]) == 0
     state = torch.load(run_dir(tmp_path / "scaled") / "fakerun_000000003.state.pt", weights_only=True)

@@ -18,6 +18,8 @@ class Block(BaseModel):
 
     block_name: ClassVar[str] = ""
     ignored_keys: ClassVar[frozenset[str]] = frozenset()
+    exclusive_keys: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """Pairs of keys a config sets at most one of; a ``--set`` of one replaces the other where the file set it."""
 
     @model_validator(mode="before")
     @classmethod

@@ -6,15 +6,20 @@ documentation shown in docs/config.md.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
 from toolkit.config.base import Block, CaptionExt, Precision, lowercase
+from toolkit.train.lr import SCHEDULERS
+from toolkit.train.optimizers import OPTIMIZERS
 
 NetworkType = lowercase(Literal["lora", "locon", "lokr", "loha", "dora"])
-OptimizerName = lowercase(Literal["adamw", "adamw8bit", "adam", "adam8bit", "prodigy", "adafactor", "lion", "lion8bit", "sgd"])
-SchedulerName = lowercase(Literal["constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial"])
+OptimizerName = lowercase(Literal[OPTIMIZERS])  # type: ignore[valid-type]
+SchedulerName = lowercase(Literal[SCHEDULERS])  # type: ignore[valid-type]
+DEFAULT_STEPS = 1000
+"""Optimizer steps of a run that sets neither ``train.steps`` nor ``train.epochs``."""
 TimestepType = lowercase(Literal["uniform", "linear", "sigmoid", "logit_normal", "shift", "weighted"])
 QuantType = lowercase(Literal["qfloat8", "qint8", "qint4", "float8", "int8", "nf4", "fp4", "bnb_int8"])
 LoraFormat = lowercase(Literal["kohya", "comfy", "diffusers", "peft"])
@@ -39,8 +44,8 @@ class NetworkConfig(Block):
 
     type: NetworkType = "lora"
     """Adapter kind: lora, locon (LoRA on convolutions too), lokr, loha or dora."""
-    linear: int | None = Field(None, ge=1, validation_alias=AliasChoices("linear", "rank"))
-    """Rank of the adapter on linear layers (``rank`` is accepted too); default 16."""
+    linear: int = Field(16, ge=1, validation_alias=AliasChoices("linear", "rank"))
+    """Rank of the adapter on linear layers (``rank`` is accepted too)."""
     linear_alpha: float | None = Field(None, gt=0, validation_alias=AliasChoices("linear_alpha", "alpha"))
     """Alpha of linear layers; the update is scaled by alpha/rank. Default: equal to the rank."""
     conv: int | None = Field(None, ge=1)
@@ -69,8 +74,6 @@ class NetworkConfig(Block):
         if self.network_kwargs is not None:
             self.ignore_if_contains = [*self.ignore_if_contains, *self.network_kwargs.ignore_if_contains]
             self.only_if_contains = [*self.only_if_contains, *self.network_kwargs.only_if_contains]
-        if self.linear is None:
-            self.linear = 16
         if self.linear_alpha is None:
             self.linear_alpha = float(self.linear)
         if self.conv is not None and self.conv_alpha is None:
@@ -205,7 +208,7 @@ class TrainConfig(Block):
     noise_scheduler: lowercase(Literal["flowmatch", "ddpm", "ddim", "euler", "lms"]) | None = None  # type: ignore[valid-type]
     """Training noise schedule; must fit the architecture (flowmatch for Z-Image, ddpm for SD). Default: the architecture's."""
     optimizer: OptimizerName = "adamw"
-    """adamw, adamw8bit, adam, adam8bit, prodigy, adafactor, lion, lion8bit or sgd."""
+    """The optimizer; the 8-bit ones and lion need bitsandbytes, prodigy (lr about 1.0) prodigyopt."""
     optimizer_params: dict[str, Any] = {}
     """Extra keyword arguments for the optimizer (weight_decay, betas, eps, ...)."""
     lr: float = Field(1e-4, gt=0)
@@ -215,7 +218,7 @@ class TrainConfig(Block):
     text_encoder_lr: float | None = Field(None, gt=0)
     """Learning rate of the text encoder's adapter; default ``lr``."""
     lr_scheduler: SchedulerName = "constant"
-    """constant, constant_with_warmup, cosine, cosine_with_restarts, linear or polynomial."""
+    """How the learning rate changes over the steps; ``constant`` with ``lr_warmup_steps`` warms up first."""
     lr_scheduler_params: dict[str, Any] = {}
     """Extra arguments of the schedule (``num_cycles`` for restarts, ``power`` for polynomial)."""
     lr_warmup_steps: int = Field(0, ge=0)
@@ -256,15 +259,24 @@ class TrainConfig(Block):
     (instead of autocast casting every layer's weights and gradients); the optimizer still updates float32.
     Default: on with ``dtype`` bf16/fp16 for lora/locon on one process (same results, fewer kernels)."""
 
+    exclusive_keys: ClassVar[tuple[tuple[str, str], ...]] = (("steps", "epochs"),)
+
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "TrainConfig":
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("set either steps or epochs, not both")
-        if self.steps is None and self.epochs is None:
-            self.steps = 1000
+        for first, second in self.exclusive_keys:
+            if getattr(self, first) is not None and getattr(self, second) is not None:
+                raise ValueError(f"set either {first} or {second}, not both")
         if self.timestep_type == "linear":
             self.timestep_type = "uniform"
         return self
+
+    def total_steps(self, batches_per_epoch: int) -> int:
+        """The run's optimizer steps: ``steps``, or ``epochs`` passes over ``batches_per_epoch`` batches (the one
+        count the dry run's plan and the trainer use). Batches run on across epochs, so the batches accumulated
+        into one step may straddle two epochs: 5 batches x 3 epochs at accumulation 2 are 8 steps."""
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * batches_per_epoch / self.gradient_accumulation))
+        return self.steps if self.steps is not None else DEFAULT_STEPS
 
 
 class ModelConfig(Block):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from toolkit.config.base import Block
 from toolkit.config.blocks import MetaConfig
 from toolkit.config.messages import issues_from, suggest
-from toolkit.config.substitute import apply_overrides, expand_env, substitute_tags
+from toolkit.config.substitute import apply_overrides, expand_env, replace_exclusive, substitute_tags
 from toolkit.config.yaml_io import Locations, read_file
 from toolkit.errors import ConfigError, ConfigIssue, EaselError
 from toolkit.registry import JobSpec, ProcessSpec, Registry, RegistryError, load_object
@@ -53,6 +53,8 @@ class LoadedJob:
     resolved: dict[str, Any]
     """The config after substitutions and overrides (written to the run folder as config.yaml)."""
     ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What loading changed beyond the plain overrides (a ``--set`` of steps replacing the file's epochs)."""
     locations: Locations | None = None
     """Where each key sits in the file, for errors found after validation (a missing folder, ...)."""
 
@@ -93,7 +95,7 @@ def _merge(early: list[ConfigIssue], late: list[ConfigIssue]) -> list[ConfigIssu
 
 def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPath) -> LoadedJob:
     """Validate the top level and each process against its registered type; report all problems together."""
-    context: dict[str, Any] = {"registry": registry, "ignored": []}
+    context: dict[str, Any] = {"registry": registry, "ignored": [], "notes": []}
     if not isinstance(data, dict):
         raise ConfigError(locations.source, [locations.issue((), "the file must be a block of keys (job:, config:, ...)")])
     issues: list[ConfigIssue] = []
@@ -122,7 +124,7 @@ def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPa
     if issues or top is None or spec is None:
         raise ConfigError(locations.source, issues)
     return LoadedJob(path, top.config.name, spec, processes, specs, top.meta, copy.deepcopy(data), sorted(set(context["ignored"])),
-                     locations)
+                     context["notes"], locations)
 
 
 def _validate_process(raw: dict[str, Any], job: str, registry: Registry, context: dict[str, Any],
@@ -138,6 +140,8 @@ def _validate_process(raw: dict[str, Any], job: str, registry: Registry, context
         issues.append(locations.issue(where + ("type",), str(err)))
         return None
     model: type[BaseModel] = load_object(spec.config)
+    if issubclass(model, Block):
+        context["notes"].extend(replace_exclusive(model, raw, where, locations))
     try:
         config = model.model_validate({**raw, "type": spec.name}, context=context)
     except ValidationError as err:

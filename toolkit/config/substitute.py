@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from typing import Any, Callable
 
+from toolkit.config.base import Block
 from toolkit.config.yaml_io import Locations, load_text
 from toolkit.errors import ConfigError, ConfigIssue, Path, format_path
 
@@ -111,3 +113,50 @@ def _step(node: Any, part: str | int, path: Path, text: str) -> Any:
 
 def _override_error(text: str, path: Path, message: str) -> ConfigError:
     return ConfigError("--set", [ConfigIssue(path, message)], f"Check the key path of --set {text} against the config.")
+
+
+def replace_exclusive(model: type[Block], raw: dict[str, Any], where: Path, locations: Locations) -> list[str]:
+    """A ``--set`` of one of a block's ``exclusive_keys`` drops the other one where the file (not --set) gave it.
+
+    ``raw`` is the data of ``model`` at ``where``; returns a note per replaced key. Both keys in the file, or
+    both from --set, stay for the validation to report.
+    """
+    notes = []
+    for path, flag in list(locations.origins.items()):
+        if path[: len(where)] != where or len(path) <= len(where):
+            continue
+        parent, key = path[len(where):-1], path[-1]
+        block, node = _block_at(model, raw, parent)
+        if block is None or not isinstance(node, dict) or node.get(key) is None:
+            continue
+        for pair in block.exclusive_keys:
+            other = pair[1] if key == pair[0] else pair[0] if key == pair[1] else None
+            if other is not None and node.get(other) is not None and (*where, *parent, other) not in locations.origins:
+                value = node.pop(other)
+                notes.append(f"{flag} replaces {format_path((*where, *parent, other))}, which the file set to {value} "
+                             f"({key} and {other} exclude each other)")
+    return notes
+
+
+def _block_at(model: type[Block], raw: Any, path: Path) -> tuple[type[Block] | None, Any]:
+    """The Block class and the raw data at ``path`` inside ``raw`` (validated as ``model``); (None, None) if none."""
+    kind: Any = model
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(raw, list) or part >= len(raw) or typing.get_origin(kind) is not list:
+                return None, None
+            kind, raw = typing.get_args(kind)[0], raw[part]
+            continue
+        field = kind.model_fields.get(part) if isinstance(kind, type) and issubclass(kind, Block) else None
+        if field is None or not isinstance(raw, dict):
+            return None, None
+        kind, raw = _unwrap(field.annotation), raw.get(part)
+    return (kind, raw) if isinstance(kind, type) and issubclass(kind, Block) else (None, None)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """A field's Block (or list of Blocks) type with ``| None`` taken off."""
+    if typing.get_origin(annotation) is list:
+        return annotation
+    blocks = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return blocks[0] if len(blocks) == 1 else annotation

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
 from toolkit.data.buckets import Placement, choose_bucket, place
@@ -416,6 +416,10 @@ class TrainData:
         return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
                           image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],
                           paths=[draw.record.path for draw in draws])
+
+    def position(self, saved: Mapping[str, int] | None = None) -> LoaderPosition:
+        """The position to start from: the first batch, or the one a training state saved."""
+        return LoaderPosition(**(saved or {}))
 
     def batches(self, start: LoaderPosition | None = None) -> Iterator[tuple[TrainBatch, LoaderPosition]]:
         """This rank's batches from ``start`` on, endlessly over epochs, each with the position after it.

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from toolkit.errors import EaselError
 from toolkit.log import log
-from toolkit.lora_io import metadata as header
 from toolkit.lora_io.formats import ADAPTER_METADATA_KEY, FORMATS, detect_format, write
 from toolkit.lora_io.keys import LoraModule, flat_state_dict, group_modules, summary
+from toolkit.lora_io.metadata import addnet_hashes, build_header
 from toolkit.lora_io.namer import Namer
 from toolkit.lora_io.profiles import guess_arch, profile_of
 from toolkit.lora_io.readers import finish_modules, read, read_diffusers
-from toolkit.registry import ArchRef, ArchSpec, LoraProfile
+from toolkit.registry import ArchRef, ArchSpec
 
 if TYPE_CHECKING:
     import torch
@@ -27,21 +26,15 @@ PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "float32
               "float16": "float16", "bfloat16": "bfloat16"}
 
 
-@functools.lru_cache(maxsize=1)
-def default_registry() -> "Registry":
-    """The registry of the built-in jobs and the extensions under ``extensions/``."""
-    from toolkit.registry import Registry
-
-    return Registry.discover(("jobs",), Path(__file__).resolve().parents[2] / "extensions")
-
-
 def resolve_arch(arch: "ArchRef | ArchSpec | str", registry: "Registry | None" = None) -> ArchRef:
-    """An architecture given as ArchRef, ArchSpec or name (``sdxl``, ``zimage:turbo``) -> ArchRef."""
+    """An architecture given as ArchRef, ArchSpec or name (``sdxl``, ``zimage:turbo``: looked up in ``registry``)."""
     if isinstance(arch, ArchRef):
         return arch
     if isinstance(arch, ArchSpec):
         return ArchRef(arch, arch.default_variant)
-    return (registry or default_registry()).arch(arch)
+    if registry is None:
+        raise ValueError(f"architecture '{arch}' given by name: pass the registry too (or an ArchRef / ArchSpec)")
+    return registry.arch(arch)
 
 
 @dataclass
@@ -94,20 +87,20 @@ def _cast(tensors: "dict[str, torch.Tensor]", dtype: "torch.dtype | None") -> "d
 
 def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | Path, *, arch: "ArchRef | ArchSpec | str",
               format: str | None = None, metadata: Mapping[str, Any] | None = None,
-              dtype: "str | torch.dtype | None" = None) -> Path:
+              dtype: "str | torch.dtype | None" = None, registry: "Registry | None" = None) -> Path:
     """Write a LoRA given in easel's canonical layout to ``path`` (atomically) in ``format``.
 
     ``format``: kohya, comfy, diffusers or peft; default: the architecture's. ``metadata``: plain
     keys (see ``metadata.KNOWN_KEYS``: name, trigger_word, steps, resolution, num_train_images,
     tag_frequency, base_model, prediction_type, network_type, config, ...) become kohya ``ss_*``
     and ``modelspec.*`` fields; ``ss_*`` / ``modelspec.*`` / ``easel.*`` entries are kept as given.
-    ``dtype``: fp16, bf16, fp32 or None (as given).
+    ``dtype``: fp16, bf16, fp32 or None (as given). ``registry``: where an ``arch`` given by name is looked up.
     """
     from safetensors.torch import save_file
 
     from toolkit.output import atomic_path
 
-    ref = resolve_arch(arch)
+    ref = resolve_arch(arch, registry)
     fmt = (format or ref.spec.default_lora_format).lower()
     if fmt not in FORMATS:
         raise EaselError(f"unknown LoRA format '{format}'; valid: {', '.join(FORMATS)}.")
@@ -115,11 +108,11 @@ def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | P
     if not modules:
         raise EaselError("save_lora: the state dict holds no LoRA modules.")
     profile = profile_of(ref.spec)
-    tensors, extra = write(modules, fmt, Namer(ref.spec.name, profile))
+    tensors, extra = write(modules, fmt, Namer.of(ref.spec))
     tensors = _cast(tensors, _dtype(dtype))
-    head = header.build(dict(metadata or {}), summary(modules), arch=ref.name, profile=profile, defaults=ref.defaults, fmt=fmt)
+    head = build_header(dict(metadata or {}), summary(modules), arch=ref.name, profile=profile, defaults=ref.defaults, fmt=fmt)
     head.update(extra)
-    head["sshs_model_hash"], head["sshs_legacy_hash"] = header.addnet_hashes(tensors, head)
+    head["sshs_model_hash"], head["sshs_legacy_hash"] = addnet_hashes(tensors, head)
     target = Path(path)
     with atomic_path(target) as temp:
         save_file(tensors, str(temp), metadata=head)
@@ -145,8 +138,9 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
 
     With ``adapter`` the names are resolved against the loaded model exactly and every module must
     exist there (else EaselError listing the ones that do not); without it, ``arch`` or a guess
-    from the file (metadata, key names) picks the naming profile. ``require_arch=False`` reads
-    files of unknown architecture too (the denoiser then counts as ``unet``).
+    from the file (metadata, key names, over the architectures of ``registry``) picks the naming
+    profile. ``require_arch=False`` reads files of unknown architecture too (the denoiser then
+    counts as ``unet``).
     """
     from toolkit.models.loading import resolve_file
 
@@ -159,41 +153,42 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
         raise EaselError(f"'{path}' holds no tensors.")
     fmt = detect_format(list(raw))
     arch_name, spec = _arch_of(arch, adapter, list(raw), meta, registry)
-    profile = profile_of(spec) if spec is not None else LoraProfile()
-    namer = Namer(arch_name, profile, adapter, lenient=not require_arch)
+    namer = Namer.of(spec, arch_name, adapter, lenient=not require_arch)
+    pipeline = spec.pipeline if spec is not None else ""
     try:
         lora = LoraFile(read(raw, meta, fmt, namer, str(path)), meta, fmt, arch_name, path)
     except EaselError as err:
-        converted = _via_diffusers(path, meta, fmt, arch_name, profile.diffusers_pipeline)
+        converted = _via_diffusers(path, meta, fmt, arch_name, pipeline)
         if converted is None:
             raise
-        log.info(f"{path}: read with diffusers' {profile.diffusers_pipeline} converter ({str(err).splitlines()[0][:160]})")
+        log.info(f"{path}: read with diffusers' {pipeline} converter ({str(err).splitlines()[0][:160]})")
         lora = converted
     if adapter is not None:
-        lora = _fit_to_model(lora, adapter, profile)
+        lora = _fit_to_model(lora, adapter, pipeline)
     return lora
 
 
 def _arch_of(arch: Any, adapter: "ModelAdapter | None", keys: list[str], meta: dict[str, str],
              registry: "Registry | None") -> "tuple[str | None, ArchSpec | None]":
     """(name, spec) of the LoRA's architecture: the adapter's, the one given (an unregistered ArchSpec or ArchRef
-    works too), or the one its keys and metadata point to; (None, None) when unknown."""
+    works too), or the one of ``registry``'s that its keys and metadata point to; (None, None) when unknown."""
     if adapter is not None:
         return adapter.arch.name, adapter.arch.spec
     if arch is not None:
         ref = resolve_arch(arch, registry)
         return ref.name, ref.spec
-    registry = registry or default_registry()
+    if registry is None:
+        return None, None
     name = guess_arch(keys, meta, registry)
     return name, registry.archs.get(name.partition(":")[0]) if name else None
 
 
-def _fit_to_model(lora: LoraFile, adapter: "ModelAdapter", profile: LoraProfile) -> LoraFile:
-    """Check the modules against the model; when some do not fit, try diffusers' converter for the architecture."""
+def _fit_to_model(lora: LoraFile, adapter: "ModelAdapter", pipeline: str) -> LoraFile:
+    """Check the modules against the model; when some do not fit, try diffusers' converter (``pipeline``'s)."""
     from toolkit.lora_io.model import check_fits, mismatches
 
     if mismatches(lora.modules, adapter) and lora.path is not None and "via diffusers" not in lora.format:
-        converted = _via_diffusers(lora.path, lora.metadata, lora.format, lora.arch, profile.diffusers_pipeline)
+        converted = _via_diffusers(lora.path, lora.metadata, lora.format, lora.arch, pipeline)
         if converted is not None and not mismatches(converted.modules, adapter):
             return converted
     check_fits(lora.modules, adapter, f"{lora.label} ({lora.format} format)")

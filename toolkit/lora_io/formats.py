@@ -76,15 +76,15 @@ def _external_tensors(module: LoraModule) -> Tensors:
 def written_name(module: LoraModule, fmt: str, namer: Namer) -> str:
     """The module's name in a file of format ``fmt`` (its keys are this plus ``.<tensor>``)."""
     if fmt == "kohya":
-        flat = namer.to_flat(module.component, module.name, sgm_names=namer.profile.kohya_sgm)
+        flat = namer.to_flat(module.component, module.name, file_names=namer.profile.kohya_denoiser_names)
         return f"{namer.kohya_prefix(module.component)}_{flat}"
     if fmt == "comfy":
-        return f"{namer.comfy_prefix(module.component)}.{namer.external_name(module.component, module.name, sgm_names=True)}"
+        return f"{namer.comfy_prefix(module.component)}.{namer.external_name(module.component, module.name, file_names=True)}"
     return module.key
 
 
 def write_kohya(modules: dict[str, LoraModule], namer: Namer) -> Tensors:
-    """Canonical modules -> kohya keys (SGM UNet names when the profile says kohya uses them)."""
+    """Canonical modules -> kohya keys (the profile's denoiser names, e.g. SGM ones, where kohya uses them)."""
     out: Tensors = {}
     for module in modules.values():
         base = written_name(module, "kohya", namer)

@@ -97,7 +97,7 @@ def passthrough(given: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def build(given: Mapping[str, Any], info: Mapping[str, Any], *, arch: str, profile: "LoraProfile",
+def build_header(given: Mapping[str, Any], info: Mapping[str, Any], *, arch: str, profile: "LoraProfile",
           defaults: Mapping[str, Any], fmt: str) -> dict[str, str]:
     """The header of a saved LoRA (``given``: the caller's metadata; ``info``: ``keys.summary`` of its modules).
 

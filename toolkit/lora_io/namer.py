@@ -1,7 +1,8 @@
 """Per-file naming context: which component a key prefix means and how module names are spelled.
 
-A ``Namer`` combines an architecture's ``LoraProfile`` with, when there is one, the loaded model,
-whose module names make the way back from flattened names exact.
+A ``Namer`` combines an architecture's ``LoraProfile`` (and its denoiser's name) with, when there is one,
+the loaded model, whose module names make the way back from flattened names exact. Where other tools name
+the denoiser's modules their own way (the UNet family's SGM names), the profile's ``denoiser_names`` says how.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import EaselError
-from toolkit.lora_io import sgm
 from toolkit.lora_io.naming import flatten, module_index, unflatten
 from toolkit.registry import LoraProfile
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from toolkit.models.base import ModelAdapter
+    from toolkit.registry import ArchSpec
 
 KOHYA_ALIASES = {"lora_te": "text_encoder", "lora_te1": "text_encoder", "lora_te2": "text_encoder_2"}
 """kohya prefixes every tool agrees on; other prefixes (lora_unet, lora_transformer, lycoris) mean the denoiser."""
@@ -33,18 +34,30 @@ class Namer:
     adapter: "ModelAdapter | None" = None
     lenient: bool = False
     """Without an architecture, read the denoiser's keys as ``unet`` instead of failing (for inspecting)."""
+    denoiser_component: str = "unet"
+    """The denoiser's component name (the ArchSpec's ``denoiser``) when no model is given."""
     _indexes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: "ArchSpec | None", arch: str | None = None, adapter: "ModelAdapter | None" = None,
+           lenient: bool = False) -> "Namer":
+        """The naming of architecture ``spec`` (``arch``: its name with the variant); None: an unknown one."""
+        if spec is None:
+            return cls(arch, LoraProfile(), adapter, lenient)
+        return cls(arch or spec.name, spec.lora or LoraProfile(), adapter, lenient, spec.denoiser)
 
     @property
     def denoiser(self) -> str:
-        return self.adapter.denoiser_name if self.adapter is not None else self.profile.denoiser
+        return self.adapter.denoiser_name if self.adapter is not None else self.denoiser_component
 
     @property
-    def unet_config(self) -> Any:
-        """The UNet layout used for SGM names: the loaded model's config, else the profile's; None when not a UNet."""
-        if self.adapter is not None and hasattr(getattr(self.adapter.denoiser, "config", None), "layers_per_block"):
-            return self.adapter.denoiser.config
-        return self.profile.unet_config or None
+    def layout(self) -> Any:
+        """What the profile's ``denoiser_names`` read: the loaded denoiser's config, else the profile's layout;
+        None when the architecture's files use diffusers' own names."""
+        if self.profile.denoiser_names is None:
+            return None
+        loaded = getattr(self.adapter.denoiser, "config", None) if self.adapter is not None else None
+        return loaded if loaded is not None else (self.profile.denoiser_layout or None)
 
     def components(self) -> "dict[str, torch.nn.Module]":
         return self.adapter.components() if self.adapter is not None else {}
@@ -86,13 +99,15 @@ class Namer:
         raise EaselError(f"the comfy format has no key prefix for component '{component}' of "
                          f"{self.arch or 'this architecture'} (known: {', '.join(self.profile.comfy_prefixes) or 'none'}).")
 
-    def uses_sgm(self, component: str) -> bool:
-        return component == self.denoiser and self.unet_config is not None
+    def renames(self, component: str) -> bool:
+        """Whether other tools name this component's modules their own way (``LoraProfile.denoiser_names``)."""
+        return component == self.denoiser and self.layout is not None
 
-    def external_name(self, component: str, name: str, *, sgm_names: bool) -> str:
-        """A module path as other tools' files spell it: SGM names for a UNet (when ``sgm_names``), file prefixes added."""
-        if sgm_names and self.uses_sgm(component):
-            return sgm.to_sgm(name, self.unet_config)
+    def external_name(self, component: str, name: str, *, file_names: bool) -> str:
+        """A module path as other tools' files spell it: the profile's denoiser names (when ``file_names``, e.g.
+        SGM names for a UNet), file prefixes added."""
+        if file_names and self.renames(component):
+            return self.profile.denoiser_names.to_file(name, self.layout)  # type: ignore[union-attr]
         prefix = self.profile.file_prefixes.get(component)
         if prefix and not name.startswith(prefix + "."):
             return f"{prefix}.{name}"
@@ -100,12 +115,10 @@ class Namer:
 
     def internal_name(self, component: str, name: str) -> str:
         """A dotted module path from a file -> the loaded module's path (SGM names mapped back, file prefixes removed)."""
-        if component == self.denoiser and sgm.is_sgm(name):
-            if self.unet_config is None:
-                raise EaselError(f"module '{name}' uses SGM UNet names, which {self.arch or 'an unknown architecture'} "
-                                 "does not have; check `arch`.")
+        names = self.profile.denoiser_names
+        if component == self.denoiser and names is not None and names.recognises(name):
             try:
-                return sgm.from_sgm(name, self.unet_config)
+                return names.from_file(name, self.layout)
             except (KeyError, IndexError):
                 return name
         prefix = self.profile.file_prefixes.get(component)
@@ -128,10 +141,10 @@ class Namer:
             module = self.components().get(component)
 
             def rename(name: str) -> str:
-                return self.external_name(component, name, sgm_names=True)
+                return self.external_name(component, name, file_names=True)
 
             self._indexes[component] = module_index(module, rename) if module is not None else {}
         return self._indexes[component]
 
-    def to_flat(self, component: str, name: str, *, sgm_names: bool) -> str:
-        return flatten(self.external_name(component, name, sgm_names=sgm_names))
+    def to_flat(self, component: str, name: str, *, file_names: bool) -> str:
+        return flatten(self.external_name(component, name, file_names=file_names))

@@ -1,6 +1,6 @@
 """Which LoRA naming profile an architecture uses, and guessing the architecture of a file.
 
-An architecture declares its ``LoraProfile`` in its ``ArchSpec(lora=...)`` (see extensions/*/__init__.py);
+An architecture declares its ``LoraProfile`` in its ``ArchSpec(lora=...)`` (see extensions/*/spec.py);
 nothing here names an architecture.
 """
 

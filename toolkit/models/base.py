@@ -2,7 +2,9 @@
 
 The trainer, the data caches, the generate job and the LoRA tools only talk to a model through
 this class, so ``toolkit/`` never needs to know which architecture it holds. An architecture is
-a package under ``extensions/`` whose adapter subclasses ``ModelAdapter``.
+a package under ``extensions/`` whose adapter subclasses ``ModelAdapter``; the facts other parts need
+without loading it (denoiser name, pipeline class, tiny model, LoRA naming) are its ``ArchSpec``, which
+the adapter reads (``self.arch.spec``) instead of declaring them again.
 
 Conventions shared by every adapter:
 - pixels are float tensors in [-1, 1], shape (B, 3, H, W); latents are already scaled/shifted
@@ -22,8 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import torch
     from PIL import Image
 
@@ -89,8 +89,6 @@ class ModelAdapter(ABC):
     text_encoders: "dict[str, torch.nn.Module]"
     """Name (as in diffusers pipelines, e.g. ``text_encoder_2``) -> module."""
     vae: "torch.nn.Module"
-    denoiser_name: str = "unet"
-    """The denoiser's name in diffusers pipelines and LoRA files (``unet`` or ``transformer``)."""
     quantize_exclusions: tuple[str, ...] = ()
     """Module-name patterns of the denoiser kept in full precision when quantizing."""
     _denoiser_dtype: "tuple[torch.dtype, torch.dtype] | None" = None
@@ -99,11 +97,6 @@ class ModelAdapter(ABC):
     @abstractmethod
     def load(cls, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
         """Load from a hub id, a diffusers folder, a single-file checkpoint or ``tiny:<arch>``."""
-
-    @classmethod
-    def build_tiny(cls, folder: "Path", seed: int) -> None:
-        """Write a tiny random model of this architecture to ``folder`` as a diffusers folder (``tiny:<arch>``)."""
-        raise NotImplementedError(f"{cls.__name__} has no tiny model")
 
     @abstractmethod
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
@@ -145,6 +138,11 @@ class ModelAdapter(ABC):
         raise EaselError(f"{self.arch.name} models cannot be written as one single-file checkpoint; "
                          "save the merged model as a diffusers folder instead (save_as: diffusers).")
 
+    @property
+    def denoiser_name(self) -> str:
+        """The denoiser's name in diffusers pipelines and LoRA files (``unet`` or ``transformer``): its ArchSpec's."""
+        return self.arch.spec.denoiser
+
     def components(self) -> "dict[str, torch.nn.Module]":
         """Modules an adapter may wrap, by name: the denoiser and the text encoders."""
         return {self.denoiser_name: self.denoiser, **self.text_encoders}
@@ -184,7 +182,7 @@ class ModelAdapter(ABC):
     def compile_units(self) -> "list[torch.nn.Module]":
         """The pieces of the denoiser ``train.compile`` compiles one by one: its repeated blocks (what diffusers
         checkpoints in a transformer), so identical ones share the compiled code."""
-        from toolkit.models.memory import blocks
+        from toolkit.models.blocks import blocks
 
         return [block for _, block in blocks(self.denoiser)]
 

@@ -2,8 +2,8 @@
 
 ``model.name_or_path`` may be a hub id (``owner/name``), a local diffusers folder, a single-file
 checkpoint (``.safetensors``; a pickle ``.ckpt``/``.pt``/``.bin`` only with ``allow_pickle``), a
-hub file (``owner/name/file.safetensors``) or ``tiny:<arch>``, a tiny random model built in code
-and cached under ``output/.tiny/<arch>/``. Nothing here knows an architecture: adapters call
+hub file (``owner/name/file.safetensors``) or ``tiny:<arch>``, a tiny random model built in code by the
+architecture's ``ArchSpec.tiny`` builder and cached under ``output/.tiny/<arch>/``. Nothing here knows an architecture: adapters call
 ``resolve_source`` and ``load_pipeline`` with their own pipeline classes.
 """
 
@@ -48,20 +48,25 @@ class ModelSource:
 
 def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | torch.device" = "auto",
                  dtype: "str | torch.dtype | None" = None) -> "ModelAdapter":
-    """Load ``config`` into the adapter class its ``arch`` names (imported only now)."""
+    """Load ``config`` into the adapter class its ``arch`` names; device and dtype may be given by name."""
     import torch
 
     from toolkit.devices import resolve_device, resolve_dtype
-    from toolkit.models.memory import check_applied
-    from toolkit.registry import load_object
 
-    arch = registry.arch(config.arch)
-    adapter_class = load_object(arch.spec.adapter)
     torch_device = resolve_device(device) if isinstance(device, str) else device
     chosen = dtype if dtype is not None else (config.dtype or "fp32")
     torch_dtype = chosen if isinstance(chosen, torch.dtype) else resolve_dtype(chosen)
-    log.info(f"Loading {arch.name} from {config.name_or_path} ({str(torch_dtype).removeprefix('torch.')}, {torch_device})")
-    adapter = adapter_class.load(config, arch, device=torch_device, dtype=torch_dtype)
+    return load_model(config, registry.arch(config.arch), device=torch_device, dtype=torch_dtype)
+
+
+def load_model(config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
+    """Load ``config`` into ``arch``'s adapter class (imported only now); the trainer's model loader."""
+    from toolkit.models.memory import check_applied
+    from toolkit.registry import load_object
+
+    adapter_class = load_object(arch.spec.adapter)
+    log.info(f"Loading {arch.name} from {config.name_or_path} ({str(dtype).removeprefix('torch.')}, {device})")
+    adapter = adapter_class.load(config, arch, device=device, dtype=dtype)
     check_applied(adapter)
     return adapter
 
@@ -79,16 +84,18 @@ def hub_offline() -> bool:
 
 
 def _tiny_stamp(builder: Callable[[Path, int], None]) -> dict[str, Any]:
-    """What a cached tiny model was built by: the builder and a hash of toolkit/testing (code and assets).
+    """What a cached tiny model was built by: the builder and a hash of its folder (the architecture's) and of
+    toolkit/testing (the shared pieces and fitted weights). Any change to either rebuilds the cache."""
+    import sys
 
-    Any change to the tiny-model code or its fitted weights rebuilds the cache.
-    """
     import toolkit.testing
 
     digest = hashlib.sha1()
-    package = Path(toolkit.testing.__file__).parent
-    for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
+    module_file = getattr(sys.modules.get(builder.__module__), "__file__", None)
+    packages = [Path(toolkit.testing.__file__).parent] + ([Path(module_file).parent] if module_file else [])
+    for package in packages:
+        for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
     return {"builder": f"{builder.__module__}:{builder.__qualname__}", "source": digest.hexdigest()[:16], "seed": TINY_SEED}
 
 
@@ -138,12 +145,12 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def resolve_source(config: "ModelConfig", arch: "ArchRef", *, build_tiny: Callable[[Path, int], None] | None = None) -> ModelSource:
+def resolve_source(config: "ModelConfig", arch: "ArchRef") -> ModelSource:
     """Turn ``name_or_path`` into a folder, hub id or single file; raise EaselError when it cannot be used."""
     name = config.name_or_path.strip()
     extra = dict(config.model_kwargs)
     if name.lower().startswith(TINY_PREFIX):
-        return ModelSource("folder", str(_tiny_source(name[len(TINY_PREFIX):], arch, build_tiny)))
+        return ModelSource("folder", str(_tiny_source(name[len(TINY_PREFIX):], arch)))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -163,19 +170,21 @@ def resolve_source(config: "ModelConfig", arch: "ArchRef", *, build_tiny: Callab
     raise EaselError(f"model.name_or_path: '{name}' is not a local folder or file, nor a hub id like 'owner/name'.")
 
 
-def _tiny_source(name: str, arch: "ArchRef", build_tiny: Callable[[Path, int], None] | None) -> Path:
+def _tiny_source(name: str, arch: "ArchRef") -> Path:
     wanted = name.strip().lower().partition(":")[0]
     if wanted not in (arch.spec.name, *arch.spec.aliases):
         raise EaselError(f"model.name_or_path: 'tiny:{name}' is a tiny '{wanted}' model but model.arch is '{arch.name}'; "
                          f"use 'tiny:{arch.spec.name}'.")
-    try:
-        return tiny_folder(arch.spec.name, build_tiny) if build_tiny is not None else _no_tiny()
-    except NotImplementedError:
-        raise EaselError(f"architecture '{arch.spec.name}' has no tiny built-in model.") from None
+    return tiny_folder(arch.spec.name, tiny_builder(arch))
 
 
-def _no_tiny() -> Path:
-    raise NotImplementedError
+def tiny_builder(arch: "ArchRef") -> Callable[[Path, int], None]:
+    """The function that writes ``arch``'s tiny model (its ``ArchSpec.tiny``), imported only now."""
+    from toolkit.registry import load_object
+
+    if arch.spec.tiny is None:
+        raise EaselError(f"architecture '{arch.spec.name}' has no tiny built-in model.")
+    return load_object(arch.spec.tiny.builder)
 
 
 def _check_hub_cached(repo_id: str, revision: str | None, filename: str = "model_index.json") -> None:

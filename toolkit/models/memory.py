@@ -15,7 +15,8 @@ Placing the denoiser under ``layer_offloading`` hands a fraction of its blocks t
 ``toolkit.models.offload.BlockOffloader``; the rest goes to the device.
 
 Nothing here knows an architecture: the "blocks" of a module are the items of its top-level
-``nn.ModuleList``s (transformer layers, UNet down/up blocks), found by walking the module tree.
+``nn.ModuleList``s (transformer layers, UNet down/up blocks), found by walking the module tree
+(``toolkit.models.blocks``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from toolkit.errors import EaselError
 from toolkit.log import log
+from toolkit.models.blocks import blocks, units
 from toolkit.quantize import QuantizeReport, check_quantization, quantize_module
 
 if TYPE_CHECKING:
@@ -55,30 +57,6 @@ _DEFERRED: "weakref.WeakKeyDictionary[nn.Module, Deferred]" = weakref.WeakKeyDic
 _SETTLED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 """Denoisers whose adapter went through ``settle`` (so the memory options of its config were applied)."""
 _OFFLOADERS: "weakref.WeakKeyDictionary[nn.Module, BlockOffloader]" = weakref.WeakKeyDictionary()
-
-
-def blocks(module: "nn.Module") -> list[tuple[str, "nn.Module"]]:
-    """The repeated blocks: items of the top-level ``nn.ModuleList``s, in registration order."""
-    from torch import nn
-
-    return [(f"{name}.{index}", block) for name, child in module.named_children() if isinstance(child, nn.ModuleList)
-            for index, block in enumerate(child)]
-
-
-def units(module: "nn.Module", prefix: str = "") -> list[tuple[str, "nn.Module"]]:
-    """Pieces that together hold every submodule: list items, or children without lists inside, recursively."""
-    from torch import nn
-
-    found: list[tuple[str, nn.Module]] = []
-    for name, child in module.named_children():
-        path = f"{prefix}.{name}" if prefix else name
-        if isinstance(child, nn.ModuleList):
-            found += [(f"{path}.{index}", item) for index, item in enumerate(child)]
-        elif any(isinstance(m, nn.ModuleList) for m in child.modules()):
-            found += units(child, path)
-        else:
-            found.append((path, child))
-    return found
 
 
 def _own_tensors_to(module: "nn.Module", device: "torch.device | str", prefix: str = "") -> None:

@@ -1,7 +1,7 @@
 """A ModelAdapter built around one diffusers pipeline: loading, VAE, sampling, txt2img and img2img.
 
-Architectures subclass ``PipelineAdapter``, name their diffusers pipeline classes and implement the
-math that differs (prompt encoding, the denoiser call, the noise schedule, LoRA targets). Nothing
+Architectures subclass ``PipelineAdapter`` (their ArchSpec names the diffusers pipeline class) and implement
+the math that differs (prompt encoding, the denoiser call, the noise schedule, LoRA targets). Nothing
 here knows an architecture.
 """
 
@@ -14,11 +14,8 @@ from toolkit.errors import EaselError
 from toolkit.models import memory
 from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule
 from toolkit.models.loading import ModelSource, load_pipeline, load_vae, resolve_source
-from toolkit.registry import load_object
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import torch
     from PIL import Image
 
@@ -69,13 +66,10 @@ class PipelineAdapter(ModelAdapter):
     offloading happen there, around ``after_load``; the constructor leaves every component where it is.
     """
 
-    pipeline_class: ClassVar[str]
-    """Name of the txt2img pipeline class in diffusers."""
     img2img_class: ClassVar[str]
-    """Name of the img2img pipeline class in diffusers (built with ``from_pipe``, sharing components)."""
+    """Name of the img2img pipeline class in diffusers (built with ``from_pipe``, sharing components); the
+    txt2img one is the ArchSpec's ``pipeline``."""
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
-    tiny_builder: ClassVar[str | None] = None
-    """Import path ("module:function") of the function that writes this architecture's tiny model."""
     supports_assistant_lora: ClassVar[bool] = False
     """Whether ``model.assistant_lora_path`` (a training adapter merged at load) means anything here."""
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config",)
@@ -105,7 +99,7 @@ class PipelineAdapter(ModelAdapter):
         if unknown:
             raise EaselError(f"model.model_kwargs: unknown key(s) {', '.join(unknown)} for architecture '{arch.spec.name}'"
                              f"{suggest(unknown[0], list(cls.model_kwargs_keys)) or '.'} Valid: {', '.join(cls.model_kwargs_keys)}.")
-        source = resolve_source(config, arch, build_tiny=cls.build_tiny)
+        source = resolve_source(config, arch)
         components: dict[str, Any] = {}
         if config.vae_path:
             components["vae"] = load_vae(config.vae_path, dtype, source, config.revision)
@@ -122,16 +116,10 @@ class PipelineAdapter(ModelAdapter):
         return adapter
 
     @classmethod
-    def build_tiny(cls, folder: "Path", seed: int) -> None:
-        if cls.tiny_builder is None:
-            raise NotImplementedError(f"{cls.__name__} has no tiny model")
-        load_object(cls.tiny_builder)(folder, seed)
-
-    @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
                       components: dict[str, Any]) -> Any:
         """Load the pipeline; architectures whose single files hold only the denoiser override this."""
-        return load_pipeline(diffusers_class(cls.pipeline_class), source, dtype, **components)
+        return load_pipeline(diffusers_class(arch.spec.pipeline), source, dtype, **components)
 
     def after_load(self) -> None:
         """Adjust the loaded pipeline (prediction type, schedule shift, merged adapters)."""

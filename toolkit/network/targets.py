@@ -125,8 +125,9 @@ def _target(component: str, path: str, layer: "nn.Module", config: "NetworkConfi
     if config.only_if_contains and not any(word in key for word in config.only_if_contains):
         return None
     kind = layer_kind(layer)
+    # the alphas are never unset here: NetworkConfig's validator sets each one that the config leaves out
     if kind == "linear":
-        return Target(component, path, layer, kind, int(config.linear or 16), float(config.linear_alpha or config.linear or 16))
+        return Target(component, path, layer, kind, config.linear, float(config.linear_alpha))
     if kind == "conv" and config.conv is not None:
-        return Target(component, path, layer, kind, int(config.conv), float(config.conv_alpha or config.conv))
+        return Target(component, path, layer, kind, config.conv, float(config.conv_alpha))
     return None

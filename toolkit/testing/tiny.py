@@ -1,11 +1,11 @@
-"""Tiny random versions of the built-in architectures, built in code with no download.
+"""The pieces every architecture's tiny random model is built from, in code, with no download.
 
-Each model keeps the real block structure (so LoRA target names match the real models: ``to_q``,
-``ff.net.0.proj``, ``q_proj``, Z-Image's ``attention.to_q`` / ``feed_forward.w1``) with very few
-channels, and a tokenizer trained offline with the ``tokenizers`` library on a small English word
-list, wrapped in the transformers class the real pipeline uses. ``build_*`` writes a diffusers
-folder (and, for SD 1.x, a single-file checkpoint in the original LDM key layout) that loads
-through the same code as a user's model. Weights are deterministic for a given seed.
+Each architecture's ``tiny.py`` (``extensions/<arch>/tiny.py``, registered as its ``ArchSpec.tiny``) composes
+these: tokenizers trained offline with the ``tokenizers`` library on a small English word list and wrapped in
+the transformers classes the real pipelines use (CLIP, Qwen2), 2-layer CLIP and Qwen3 text encoders, a
+4-level VAE with fitted weights, ``save_pipeline``, and ``save_random_lora`` for LoRA tests. The models keep
+the real block structure (so LoRA target names match the real models) with very few channels; weights are
+deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
-
-SD15_SINGLE_FILE = "tiny_sd15.safetensors"
 
 WORDS = """
 a an the of in on at with and or by for to from under over near behind beside inside outside
@@ -183,98 +181,10 @@ def _fitted_state(path: Path) -> dict[str, Any]:
     return load_file(str(path))
 
 
-def _sd_scheduler_config() -> dict[str, Any]:
-    return {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-            "steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False, "prediction_type": "epsilon"}
-
-
-def sd15_pipeline(seed: int = 0) -> "DiffusionPipeline":
-    """SD 1.x: UNet with 3 cross-attention levels + 1 plain level, CLIP-L-shaped encoder, PNDM scheduler."""
-    import torch
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-
-    tokenizer = clip_tokenizer()
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(8, 16, 32, 32),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=32, attention_head_dim=2, norm_num_groups=8,
-    ).eval()
-    return StableDiffusionPipeline(
-        vae=tiny_vae(seed + 1), text_encoder=tiny_clip(tokenizer, seed + 2), tokenizer=tokenizer, unet=unet,
-        scheduler=PNDMScheduler.from_config(_sd_scheduler_config() | {"skip_prk_steps": True}),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-
-
-def sdxl_pipeline(seed: int = 0) -> "DiffusionPipeline":
-    """SDXL: 3-level UNet with text_time micro-conditioning, CLIP-L + CLIP-G(with projection) encoders."""
-    import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-
-    tokenizer = clip_tokenizer()
-    time_dim, hidden = 8, 32
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(8, 16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 2), attention_head_dim=(2, 2, 4), use_linear_projection=True,
-        cross_attention_dim=2 * hidden, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=6 * time_dim + hidden, norm_num_groups=8,
-    ).eval()
-    config = _sd_scheduler_config() | {"timestep_spacing": "leading", "interpolation_type": "linear"}
-    return StableDiffusionXLPipeline(
-        vae=tiny_vae(seed + 1, scaling_factor=0.13025), text_encoder=tiny_clip(tokenizer, seed + 2, hidden=hidden),
-        text_encoder_2=tiny_clip(tokenizer, seed + 3, projection=True, hidden=hidden), tokenizer=tokenizer,
-        tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler.from_config(config), force_zeros_for_empty_prompt=True,
-    )
-
-
-def zimage_pipeline(seed: int = 0) -> "DiffusionPipeline":
-    """Z-Image: single-stream DiT (refiners + main layers), Qwen3 encoder, 16-channel VAE, flow-match scheduler."""
-    import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-
-    tokenizer = qwen_tokenizer()
-    torch.manual_seed(seed)
-    transformer = ZImageTransformer2DModel(
-        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
-        n_heads=2, n_kv_heads=2, cap_feat_dim=32, axes_dims=[4, 6, 6], axes_lens=[512, 64, 64],
-    ).eval()
-    return ZImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, use_dynamic_shifting=False, shift=3.0),
-        vae=tiny_vae(seed + 1, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, quant_conv=False),
-        text_encoder=tiny_qwen3(tokenizer, seed + 2), tokenizer=tokenizer, transformer=transformer,
-    )
-
-
-def _save(pipe: "DiffusionPipeline", folder: Path, seed: int) -> None:
+def save_pipeline(pipe: "DiffusionPipeline", folder: Path) -> None:
+    """Write a tiny pipeline as a diffusers folder (safetensors), as an architecture's ``tiny.build`` does."""
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(folder, safe_serialization=True)
-
-
-def build_sd15(folder: Path, seed: int = 0) -> None:
-    """Write the tiny SD 1.x model as a diffusers folder plus ``tiny_sd15.safetensors`` (LDM layout)."""
-    from safetensors.torch import save_file
-
-    from toolkit.models.ldm import sd_pipeline_to_ldm
-
-    pipe = sd15_pipeline(seed)
-    _save(pipe, folder, seed)
-    state = {key: value.contiguous() for key, value in sd_pipeline_to_ldm(pipe).items()}
-    save_file(state, str(folder / SD15_SINGLE_FILE))
-
-
-def build_sdxl(folder: Path, seed: int = 0) -> None:
-    """Write the tiny SDXL model as a diffusers folder."""
-    _save(sdxl_pipeline(seed), folder, seed)
-
-
-def build_zimage(folder: Path, seed: int = 0) -> None:
-    """Write the tiny Z-Image model as a diffusers folder (its adapter adds the original-layout single file)."""
-    _save(zimage_pipeline(seed), folder, seed)
 
 
 def save_random_lora(pipe: "DiffusionPipeline", path: Path, targets: dict[str, list[str]], *, rank: int = 4,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial")
+"""Every schedule name ``build_scheduler`` knows; the config's ``train.lr_scheduler`` type is made from it."""
 _PARAMS = {"num_cycles": "cosine_with_restarts", "power": "polynomial"}
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from toolkit.config.blocks import TrainConfig
     from toolkit.models.base import NoiseSchedule
 
 _EDGE = 1e-5
@@ -143,6 +144,18 @@ class Objective:
             snr = snr_weights(alphas / (1 - alphas), self.min_snr_gamma, schedule.prediction_type).float()
             weights = snr if weights is None else weights * snr
         return Noised(noisy.to(latents.dtype), steps.to(latents.device), target, _to(weights, latents))
+
+
+def objective_for(schedule: "NoiseSchedule", train: "TrainConfig") -> Objective:
+    """The objective of a run: the model's noise schedule with ``train``'s timestep sampling and loss weighting."""
+    from toolkit.log import log
+
+    if schedule.kind == "flowmatch" and train.min_snr_gamma:
+        log.warning("warning: train.min_snr_gamma weights DDPM (SD) losses; this model trains with flow matching, so it is not used.")
+    if schedule.kind == "ddpm" and train.timestep_type not in ("uniform", "weighted", "sigmoid"):
+        log.warning(f"warning: train.timestep_type {train.timestep_type} shapes flow-matching timesteps; this DDPM model draws them uniformly.")
+    return Objective(schedule, timestep_type=train.timestep_type, content_or_style=train.content_or_style,
+                     noise_offset=train.noise_offset, min_snr_gamma=train.min_snr_gamma if schedule.kind == "ddpm" else None)
 
 
 def _to(weights: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

@@ -26,7 +26,8 @@ from toolkit.log import log
 if TYPE_CHECKING:
     import torch
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "adamw8bit", "adam8bit", "lion8bit", "lion", "prodigy", "adafactor")
+OPTIMIZERS = ("adamw", "adamw8bit", "adam", "adam8bit", "prodigy", "adafactor", "lion", "lion8bit", "sgd")
+"""Every optimizer name ``optimizer_class`` knows; the config's ``train.optimizer`` type is made from it."""
 
 
 def _bitsandbytes(name: str) -> Any:

@@ -16,10 +16,15 @@ its gradient comes out of a compute-dtype matmul, so for LoRA/LoCon the training
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from toolkit.config.train import LoraTrainerConfig
 
 
 class WorkingCopies:
@@ -120,3 +125,29 @@ class WorkingCopies:
         for p, grad, view in zip(self.params, produced, self._grad_views):
             if grad is not None and p.grad is None:
                 p.grad = view
+
+
+def working_copies_for(config: "LoraTrainerConfig", accelerator: "Accelerator", params: list[nn.Parameter]) -> "WorkingCopies | None":
+    """bf16/fp16 working copies of the trained ``params`` when ``train.working_copies`` asks or its default holds.
+
+    Only under autocast (accelerate's native mixed precision): without it there is nothing to save. Not with
+    several processes: DDP reduces the gradients in the parameters' own float32 buckets. By default only for
+    lora/locon, whose results are bit for bit those of autocast; DoRA, LoHa and LoKr compute their weight
+    from several tensors, which in bf16 rounds differently, so they take it only when asked.
+    """
+    from toolkit.devices import resolve_dtype
+    from toolkit.log import log
+
+    wanted = config.train.working_copies
+    if wanted is False or not accelerator.native_amp:
+        return None
+    if accelerator.num_processes > 1:
+        if wanted:
+            log.info("train.working_copies is off with several processes (DDP reduces float32 gradients).")
+        return None
+    if wanted is None and config.network.type not in ("lora", "locon"):
+        return None
+    trained = [p for p in params if p.requires_grad]
+    if not WorkingCopies.supported(trained):
+        return None
+    return WorkingCopies(trained, resolve_dtype(config.train.dtype))

@@ -5,7 +5,7 @@ from typing import Any
 import torch
 
 from extensions.sdxl.adapter import SDXLAdapter
-from tests.models.adapter_suite import AdapterSuite
+from toolkit.testing.adapter_suite import AdapterSuite
 from toolkit.models.base import ImageInfo
 
 

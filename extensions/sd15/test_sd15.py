@@ -7,20 +7,18 @@ import pytest
 import torch
 
 from extensions.sd15.adapter import SD15Adapter
-from tests.models.adapter_suite import AdapterSuite
+from toolkit.testing.adapter_suite import AdapterSuite
 from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
 from toolkit.models.loading import cache_dir, load_adapter
-from toolkit.models.ldm import sd_pipeline_to_ldm
-from toolkit.testing.tiny import SD15_SINGLE_FILE
+from families.unet.ldm import sd_pipeline_to_ldm
 
 
 class TestSD15(AdapterSuite):
     arch = "sd15"
     latent_channels = 4
     sampler = "euler_a"
-    single_file = SD15_SINGLE_FILE
-    single_file_components = ("unet", "vae", "text_encoder")
+    single_file = True
 
     def test_alias_and_conditioning(self, adapter: SD15Adapter, registry: Any) -> None:
         assert registry.arch("sd1").spec.name == "sd15"

@@ -9,11 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 from extensions.z_image.adapter import TRANSFORMER_TARGETS, ZImageAdapter
-from tests.models.adapter_suite import AdapterSuite
+from toolkit.testing.adapter_suite import AdapterSuite
 from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
 from toolkit.models.loading import load_adapter
-from extensions.z_image.original import SINGLE_FILE as ZIMAGE_SINGLE_FILE
 
 
 class TestZImage(AdapterSuite):
@@ -21,8 +20,7 @@ class TestZImage(AdapterSuite):
     latent_channels = 16
     sampler = "flowmatch"
     schedule_kind = "flowmatch"
-    single_file = ZIMAGE_SINGLE_FILE
-    single_file_components = ("transformer", "vae", "text_encoder")
+    single_file = True
 
     def test_prompt_encoding_matches_the_pipeline(self, adapter: ZImageAdapter) -> None:
         prompts = ["a photo of a cat", "a watercolor painting of a lake"]

@@ -1,12 +1,14 @@
-"""The shared test suite every architecture's adapter passes.
+"""The shared test suite every architecture's adapter passes (pytest; shipped so extensions can use it).
 
-A new architecture gets it by subclassing ``AdapterSuite`` with its tiny settings, in a test module
-under ``tests/models/`` (whose conftest loads the class's tiny model once, as the ``adapter`` fixture)::
+An architecture's folder gets it by subclassing ``AdapterSuite`` in its own test module
+(``extensions/<arch>/test_<arch>.py``) with the expectations its tiny model must meet; the suite loads
+``tiny:<arch>`` once per class (the ``adapter`` fixture) and reads the rest from the ArchSpec::
 
     class TestMyArch(AdapterSuite):
         arch = "myarch"
         latent_channels = 16
         sampler = "flowmatch"
+        schedule_kind = "flowmatch"
 """
 
 from __future__ import annotations
@@ -45,10 +47,14 @@ class AdapterSuite:
     size: ClassVar[tuple[int, int]] = (64, 48)
     """(width, height) for generation: not square, so a swapped width and height shows."""
     schedule_kind: ClassVar[str] = "ddpm"
-    single_file: ClassVar[str | None] = None
-    """File name, inside the tiny model folder, of a single-file checkpoint to load (None: not applicable)."""
-    single_file_components: ClassVar[tuple[str, ...]] = ()
-    """Components whose weights the single-file load must reproduce."""
+    single_file: ClassVar[bool] = False
+    """Whether the tiny model comes with a single-file checkpoint (``ArchSpec.tiny.single_file``) to load."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def adapter(cls, registry: Any) -> ModelAdapter:
+        """``tiny:<arch>`` for the class's ``arch`` (variant included), on the CPU, loaded once per class."""
+        return load_adapter(ModelConfig(name_or_path=f"tiny:{cls.arch.partition(':')[0]}", arch=cls.arch), registry, device="cpu")
 
     def request(self, **overrides: Any) -> GenerateRequest:
         settings: dict[str, Any] = dict(prompt="a photo of a cat on a red chair", width=self.size[0], height=self.size[1],
@@ -69,27 +75,39 @@ class AdapterSuite:
             assert not any(p.requires_grad for p in module.parameters())
             assert next(module.parameters()).device.type == "cpu"
 
+    def test_the_specs_facts_are_the_loaded_models(self, adapter: ModelAdapter) -> None:
+        """What the ArchSpec declares for the other parts (denoiser name, pipeline class, noise schedules) is what
+        the adapter loads: the adapter reads them from there, and nothing else declares them again."""
+        spec, pipe = adapter.arch.spec, adapter.pipeline()
+        assert adapter.denoiser_name == spec.denoiser and getattr(pipe, spec.denoiser) is adapter.denoiser
+        assert type(pipe).__name__ == spec.pipeline
+        assert (adapter.noise_schedule().kind == "flowmatch") == ("flowmatch" in spec.noise_schedulers)
+        assert spec.default_sampler in spec.samplers and spec.tiny is not None
+
     def test_tiny_model_is_cached_and_rebuilt_identically(self, adapter: ModelAdapter, registry: Any) -> None:
         folder = cache_dir("tiny") / adapter.arch.spec.name
         weights = sorted(folder.rglob("*.safetensors"))
         assert (folder / "model_index.json").is_file() and weights
         before = {p: p.stat().st_mtime_ns for p in weights}
-        source = resolve_source(adapter.config, adapter.arch, build_tiny=type(adapter).build_tiny)
+        source = resolve_source(adapter.config, adapter.arch)
         assert Path(source.path) == folder and {p: p.stat().st_mtime_ns for p in weights} == before
         saved = {p: p.read_bytes() for p in weights}
         for path in weights:
             path.unlink()
         (folder / "easel_tiny.json").unlink()
-        resolve_source(adapter.config, adapter.arch, build_tiny=type(adapter).build_tiny)
+        resolve_source(adapter.config, adapter.arch)
         assert {p: p.read_bytes() for p in weights} == saved
 
     def test_load_from_single_file(self, adapter: ModelAdapter, registry: Any) -> None:
-        if self.single_file is None:
+        tiny = adapter.arch.spec.tiny
+        assert tiny is not None and bool(tiny.single_file) == self.single_file
+        if not self.single_file:
             pytest.skip("no single-file checkpoint for this architecture")
         folder = cache_dir("tiny") / adapter.arch.spec.name
-        config = ModelConfig(name_or_path=str(folder / self.single_file), arch=self.arch, model_kwargs={"config": str(folder)})
+        config = ModelConfig(name_or_path=str(folder / tiny.single_file), arch=self.arch, model_kwargs={"config": str(folder)})
         loaded = load_adapter(config, registry, device="cpu")
-        for name in self.single_file_components:
+        assert tiny.single_file_components
+        for name in tiny.single_file_components:
             expected = getattr(adapter.pipeline(), name).state_dict()
             got = getattr(loaded.pipeline(), name).state_dict()
             assert set(got) == set(expected), name

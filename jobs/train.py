@@ -1,8 +1,12 @@
-"""The LoRA trainer process: plans (dry run) and runs a training job."""
+"""``type: lora_trainer`` (``job: extension``): plans the run for --dry-run, or builds the training recipe and runs it.
+
+This process is where the trainer's collaborators are chosen: the real model loader and ``TrainData`` over the
+config's datasets. The training itself, top to bottom, is ``toolkit.train.recipe.LoraTrainingRecipe``.
+"""
 
 from __future__ import annotations
 
-import math
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,14 +16,11 @@ from toolkit.job import Process
 from toolkit.models.memory import describe
 
 if TYPE_CHECKING:
-    import torch
-
-    from toolkit.models.base import ModelAdapter
     from toolkit.registry import ArchRef
 
 
 class LoraTrainerProcess(Process):
-    """``type: lora_trainer``."""
+    """``type: lora_trainer`` (aliases ``sd_trainer``, ``diffusion_trainer``)."""
 
     config: LoraTrainerConfig
 
@@ -41,40 +42,7 @@ class LoraTrainerProcess(Process):
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
         self.raise_together(errors)
 
-    def plan(self) -> list[str]:
-        self.check_inputs()
-        cfg = self.config
-        arch = self.job.registry.arch(cfg.model.arch)
-        net = cfg.network
-        memory_line = describe(cfg.model)
-        lines = [f"process {self.index}: lora_trainer",
-                 f"  architecture: {arch.name} from {cfg.model.name_or_path} ({cfg.model.dtype or cfg.train.dtype})",
-                 *([f"  memory: {memory_line}"] if memory_line else []),
-                 f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
-                 + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
-                 "  datasets:"]
-        train = cfg.train
-        data = self.make_data(TrainData, bucket_divisibility=arch.spec.bucket_divisibility)
-        lines += [f"    {line}" for line in data.report()]
-        per_epoch = max(1, math.ceil(data.steps_per_epoch() / train.gradient_accumulation))
-        steps = train.steps if train.steps is not None else per_epoch * (train.epochs or 1)
-        lines.append(f"  training: {steps} steps ({per_epoch} per epoch), batch {train.batch_size} x accumulation "
-                     f"{train.gradient_accumulation}, {train.optimizer} lr {train.lr:g} ({train.lr_scheduler}), {train.dtype}")
-        if cfg.sample is not None and not train.disable_sampling:
-            sample = cfg.sample
-            lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
-        save = cfg.save
-        every = f"every {save.save_every} steps, keep {save.max_step_saves_to_keep or 'all'}" if save.save_every else "at the end"
-        lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")
-        return lines
-
-    def load_model(self, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
-        """The base model, through the architecture's adapter."""
-        from toolkit.models.loading import load_adapter
-
-        return load_adapter(self.config.model, self.job.registry, device=device, dtype=dtype)
-
-    def make_data(self, data_class: Any, **kwargs: Any) -> Any:
+    def read_data(self, data_class: Any, **kwargs: Any) -> Any:
         """The training data (``data_class(datasets, ...)``); a dataset left empty is reported at its YAML line."""
         cfg = self.config
         try:
@@ -83,25 +51,38 @@ class LoraTrainerProcess(Process):
         except EmptyDataset as err:
             raise self.config_error(("datasets", err.index, "folder_path"), err.problem, err.hint) from None
 
-    def data_api(self) -> tuple[Any, Any]:
-        """The training data class and its position class (``TrainData``, ``LoaderPosition``)."""
-        from toolkit.data.loader import LoaderPosition, TrainData
-
-        return TrainData, LoaderPosition
+    def plan(self) -> list[str]:
+        self.check_inputs()
+        cfg, arch, net, train = self.config, self.arch, self.config.network, self.config.train
+        memory_line = describe(cfg.model)
+        lines = [f"process {self.index}: lora_trainer",
+                 f"  architecture: {arch.name} from {cfg.model.name_or_path} ({cfg.model.dtype or train.dtype})",
+                 *([f"  memory: {memory_line}"] if memory_line else []),
+                 f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
+                 + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
+                 "  datasets:"]
+        data = self.read_data(TrainData, bucket_divisibility=arch.spec.bucket_divisibility)
+        lines += [f"    {line}" for line in data.report()]
+        batches = data.steps_per_epoch()
+        lines.append(f"  training: {train.total_steps(batches)} steps ({batches / train.gradient_accumulation:g} per epoch), "
+                     f"batch {train.batch_size} x accumulation {train.gradient_accumulation}, {train.optimizer} lr {train.lr:g} "
+                     f"({train.lr_scheduler}), {train.dtype}")
+        if cfg.sample is not None and not train.disable_sampling:
+            sample = cfg.sample
+            lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
+        save = cfg.save
+        every = f"every {save.save_every} steps, keep {save.max_step_saves_to_keep or 'all'}" if save.save_every else "at the end"
+        lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")
+        return lines
 
     def run(self) -> None:
-        """Train: prepare every part (toolkit.train.setup), then run the loop (toolkit.train.loop)."""
-        from toolkit.train.loop import Trainer
-        from toolkit.train.setup import prepare_run
+        """Train: the recipe with the real model loader and data."""
+        from toolkit.models.loading import load_model
+        from toolkit.train.recipe import LoraTrainingRecipe
 
         self.check_inputs()
-        run = prepare_run(self)
-        try:
-            Trainer(run).train()
-        except BaseException as error:
-            run.close(error)
-            raise
-        run.close()
+        LoraTrainingRecipe(self.config, self.job.loaded, self.arch, load_model=load_model,
+                           data=partial(self.read_data, TrainData)).run()
 
 
 def _looks_local(path: str) -> bool:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from toolkit.registry import ModuleNames
+
 FIXED = {
     "conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
     "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
@@ -120,3 +122,7 @@ def _inner(block: str, layer: int, part: int, rest: str) -> str:
     if part == 1:
         return ".".join(filter(None, [f"{block}.attentions.{layer}", rest]))
     raise KeyError(f"'{block}' has no part {part} at layer {layer}")
+
+
+SGM_NAMES = ModuleNames(to_file=to_sgm, from_file=from_sgm, recognises=is_sgm)
+"""The UNet family's naming in other tools' LoRA files (``LoraProfile.denoiser_names``)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from toolkit.lora_io.sgm import rename_prefix, to_sgm
+from families.unet.sgm import rename_prefix, to_sgm
 
 if TYPE_CHECKING:
     import torch
@@ -21,7 +21,7 @@ _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "
 
 def unet_to_ldm(state_dict: StateDict, config: Any, prefix: str = "model.diffusion_model.") -> StateDict:
     """A diffusers UNet state dict -> LDM keys (``input_blocks`` / ``middle_block`` / ``output_blocks``); the
-    names are the SGM ones the LoRA formats use (``toolkit.lora_io.sgm``)."""
+    names are the SGM ones the LoRA formats use (``families.unet.sgm``)."""
     return {prefix + to_sgm(key, config): value for key, value in state_dict.items()}
 
 

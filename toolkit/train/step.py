@@ -1,0 +1,59 @@
+"""``DiffusionStep``: one training batch's forward pass, ``batch -> loss``.
+
+The batch is encoded (or taken from the caches), noised, denoised and scored. Only the adapter network is
+a submodule, so under data parallelism DDP wraps just the adapter's parameters, never the frozen base model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from toolkit.train.loss import diffusion_loss
+
+if TYPE_CHECKING:
+    from toolkit.models.base import ModelAdapter
+    from toolkit.network.network import Network
+    from toolkit.train.noise import Objective
+
+
+class DiffusionStep(nn.Module):
+    """``forward(batch) -> loss``. Only the network is a submodule, so DDP wraps just the adapter's parameters."""
+
+    def __init__(self, adapter: "ModelAdapter", network: "Network", objective: "Objective", *, loss_type: str,
+                 huber_c: float, train_text_encoder: bool, generator: torch.Generator, cast_inputs: bool | None = None):
+        """``cast_inputs``: whether the LoRA layers cast their inputs to the adapter dtype; None decides on the first
+        call (not under autocast, see ``Network.cast_inputs``)."""
+        super().__init__()
+        self.network = network
+        self.adapter = adapter
+        self.objective = objective
+        self.loss_type = loss_type
+        self.huber_c = huber_c
+        self.train_text_encoder = train_text_encoder
+        self.generator = generator
+        self._cast_inputs = cast_inputs
+        if cast_inputs is not None:
+            network.cast_inputs(cast_inputs)
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        adapter = self.adapter
+        device = adapter.device
+        if self._cast_inputs is None:  # under mixed precision the LoRA inputs need no cast (see Network.cast_inputs)
+            self._cast_inputs = not torch.is_autocast_enabled(device.type)
+            self.network.cast_inputs(self._cast_inputs)
+        with torch.no_grad():
+            if batch.latents is not None:
+                latents = batch.latents.to(device)
+            else:
+                latents = adapter.encode_images(batch.pixels.to(device))
+        if batch.cond is not None:
+            cond = {key: value.to(device) for key, value in batch.cond.items()}
+        else:
+            with torch.set_grad_enabled(self.train_text_encoder):
+                cond = adapter.encode_prompts(list(batch.captions))
+        noised = self.objective.apply(latents, self.generator)
+        prediction = adapter.predict(noised.noisy, noised.timesteps, cond, list(batch.image_info))
+        return diffusion_loss(prediction, noised.target, self.loss_type, huber_c=self.huber_c, weights=noised.weights)
