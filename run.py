@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from toolkit.errors import EaselError, Interrupted  # noqa: E402
+from toolkit.errors import EaselError, Interrupted, is_disk_full  # noqa: E402
 from toolkit.log import log, setup_console  # noqa: E402
 
 
@@ -103,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # a bug or an environment failure, not a config problem
                 if args.debug:
                     traceback.print_exc()
-                log.error(f"error: {name}: unexpected {type(err).__name__}: {err}\n(rerun with --debug for the traceback)")
-                failed = failed or 1
+                if is_disk_full(err):  # a write that does not go through toolkit.output (a library's own file)
+                    log.error(f"error: {name}: no space left on device ({type(err).__name__}: {err}). Free space and run again.")
+                    failed = failed or 2
+                else:
+                    log.error(f"error: {name}: unexpected {type(err).__name__}: {err}\n(rerun with --debug for the traceback)")
+                    failed = failed or 1
             if failed and not args.recover:
                 break
     except EaselError as err:  # e.g. two extensions declaring one name

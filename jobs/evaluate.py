@@ -17,6 +17,7 @@ from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.output import RunFolder
+from toolkit.paths import under
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,7 +95,7 @@ class CompareProcess(Process):
             for index, variant in enumerate(self.config.variants):
                 log.info(f"generating variant '{variant.name}' ({len(self.config.prompts) * len(seeds)} images)")
                 images = generation.generate_images(self.config.model, variant.loras, self.config.prompts, seeds, settings)
-                folder = self.folder / "images" / f"{index:02d}_{_folder_name(variant.name)}"
+                folder = under(self.folder, "images", f"{index:02d}_{_folder_name(variant.name)}", what="variant folder")
                 folder.mkdir(parents=True, exist_ok=True)
                 pairs = [(p, s) for p in range(len(self.config.prompts)) for s in seeds]
                 if len(images) != len(pairs):
@@ -150,7 +151,7 @@ class CompareProcess(Process):
         self._check_files()
         check_clip_model(self.config.clip_model)
         settings = self._settings()
-        self._run_folder = RunFolder(self.folder.parent, self.folder.name)
+        self._run_folder = RunFolder(self.folder)
         self._run_folder.open(self.job.loaded.resolved)
         saved = self._generate(settings)
         results = self._score(saved)

@@ -17,6 +17,7 @@ from toolkit.config.generate import GenerateProcessConfig
 from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
+from toolkit.paths import under
 from toolkit.sampling.lookup import fit_aspect, index_loras, resolve_lora, round_to
 from toolkit.sampling.prompts import PromptSpec, numbered_prompts, parse_prompt, read_prompts
 
@@ -306,7 +307,7 @@ class ToFolderProcess(Process):
         from toolkit.sampling.pngmeta import save_image
 
         ext = self.config.generate.ext
-        target = self.output / f"{number:05d}_{image.seed}.{ext}"
+        target = under(self.output, f"{number:05d}_{image.seed}.{ext}", what="image file")
         with atomic_path(target) as temp:
             save_image(picture, temp, self.parameters(image), ext=ext)
         if self.config.generate.prompt_file:
@@ -323,7 +324,7 @@ class ToFolderProcess(Process):
             with Image.open(path) as opened:
                 pictures.append(opened.convert("RGB"))
         labels = [f"{image.seed}: {image.spec.prompt}" for image in images]
-        target = self.output / f"grid_{files[0].name.split('_')[0]}.png"
+        target = under(self.output, f"grid_{files[0].name.split('_')[0]}.png", what="grid file")
         make_grid(pictures, labels).save(target)
         log.info(f"Wrote the grid {target}")
 

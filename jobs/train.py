@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.config.train import LoraTrainerConfig
 from toolkit.data.loader import EmptyDataset, TrainData
+from toolkit.data.scan import dataset_problem
 from toolkit.job import Process
 from toolkit.models.memory import describe
+from toolkit.output import run_folder_path
 
 if TYPE_CHECKING:
     from toolkit.registry import ArchRef
@@ -26,7 +28,7 @@ class LoraTrainerProcess(Process):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.config.training_folder) / self.job.name
+        return run_folder_path(self.config.training_folder, self.job.name)
 
     @property
     def arch(self) -> "ArchRef":
@@ -34,9 +36,8 @@ class LoraTrainerProcess(Process):
 
     def check_inputs(self) -> None:
         """Files the config names must exist (checked at --dry-run and before any model loads)."""
-        errors = [self.config_error(("datasets", index, "folder_path"), f"the dataset folder '{dataset.folder_path}' does "
-                                    "not exist; point folder_path at a folder of images (with .txt captions or a metadata.jsonl).")
-                  for index, dataset in enumerate(self.config.datasets) if not Path(dataset.folder_path).is_dir()]
+        errors = [self.config_error(("datasets", index, "folder_path"), problem) for index, dataset in enumerate(self.config.datasets)
+                  if (problem := dataset_problem(dataset.folder_path))]
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))

@@ -38,10 +38,40 @@ def setup_console(verbose: bool = False) -> None:
     log.propagate = False
 
 
+class _RunLog(logging.FileHandler):
+    """A run's log.txt. When the disk fills up it says so once on the console and stops writing, instead of
+    printing a logging traceback for every message."""
+
+    full = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.full:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        from toolkit.errors import is_disk_full
+
+        if is_disk_full(sys.exc_info()[1]):
+            self.full = True
+            sys.stderr.write(f"warning: no space left on device at {self.baseFilename}; it stops here, its earlier "
+                             "lines are intact (the console shows the rest).\n")
+            return
+        super().handleError(record)
+
+    def close(self) -> None:
+        from toolkit.errors import is_disk_full
+
+        try:
+            super().close()
+        except OSError as err:  # flushing what a full disk refused: the file is closed all the same
+            if not is_disk_full(err):
+                raise
+
+
 def attach_file(path: Path) -> logging.Handler:
     """Also append messages, time-stamped, to ``path`` until ``detach`` is called."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RunLog(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return handler

@@ -108,7 +108,9 @@ class DatasetConfig(Block):
     })
 
     folder_path: str
-    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns)."""
+    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns): in a folder it is read with the rest, given as the path itself it is the whole listing (its folder is the dataset folder)."""
+    allow_outside_files: bool = False
+    """Let a metadata.jsonl/.csv list images outside the dataset folder (``../x.png``, absolute paths); refused by default."""
     caption_ext: CaptionExt = Field("txt", validation_alias=AliasChoices("caption_ext", "caption_type"))
     """Extension of caption files next to the images (``txt`` or ``.txt``)."""
     default_caption: str = ""
@@ -131,6 +133,8 @@ class DatasetConfig(Block):
     """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache``. ``output/[name]/cache`` keeps them in the run folder; entries are keyed by content, so datasets may share one."""
     resolution: list[int] = [512]
     """Training resolution(s); several values make multi-resolution aspect buckets. Smaller images are not upscaled: they get smaller buckets."""
+    max_aspect_ratio: float = Field(4.0, ge=1)
+    """Most elongated bucket (long side / short side); a more elongated image is cropped to it (centered, or at random with ``random_crop``). A side must also hold one latent patch (the architecture's bucket divisibility: 16 px for Z-Image, 64 for SD/SDXL), else the image is skipped."""
     random_crop: bool = False
     """Crop at a random place (new each epoch) instead of the center; not with cached latents."""
     num_repeats: int = Field(1, ge=1)

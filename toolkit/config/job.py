@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from toolkit.config.base import Block
 from toolkit.config.blocks import MetaConfig
@@ -15,6 +15,7 @@ from toolkit.config.messages import issues_from, suggest
 from toolkit.config.substitute import apply_overrides, expand_env, replace_exclusive, substitute_tags
 from toolkit.config.yaml_io import Locations, read_file
 from toolkit.errors import ConfigError, ConfigIssue, EaselError
+from toolkit.paths import segment_problem
 from toolkit.registry import JobSpec, ProcessSpec, Registry, RegistryError, load_object
 
 
@@ -24,9 +25,18 @@ class JobBody(Block):
     block_name: ClassVar[str] = "config"
 
     name: str = Field(min_length=1)
-    """Name of the run: the output folder and the saved files are named after it."""
+    """Name of the run: the output folder and the saved files are named after it, so it is one plain name (no ``/``, not ``.`` or ``..``)."""
     process: list[dict[str, Any]] = Field(min_length=1)
     """The steps of the job, run in order; each one's ``type`` picks its schema."""
+
+    @field_validator("name")
+    @classmethod
+    def _one_segment(cls, value: str) -> str:
+        problem = segment_problem(value)
+        if problem:
+            raise ValueError(f"'{value}' {problem}; the run's folder and saved files are named after it, so it must be "
+                             "one plain name, such as my_lora")
+        return value
 
 
 class JobFile(Block):

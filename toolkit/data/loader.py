@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
-from toolkit.data.buckets import Placement, choose_bucket, place
+from toolkit.data.buckets import Placement, Size, choose_bucket, place
 from toolkit.data.cache import (LatentJob, TensorCache, encode_latents, encode_texts, file_digest, latent_key, stack_rows,
                                 text_key)
 from toolkit.data.captions import CaptionRules
 from toolkit.data.images import BadImage
-from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, scan_dataset
+from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, dataset_location, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import ImageInfo
+from toolkit.output import clean_stale_temps
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from toolkit.models.base import ModelAdapter
 
 
+STALE_TEMP_SECONDS = 3600
+"""A cache's temp file this old is left by a killed run (a live one writes a cache entry in well under a second)."""
 TEXT_MEMORY_BUDGET = 2 ** 30
 """Bytes of cached text rows per dataset kept in memory once read (the rest is read from disk each time)."""
 
@@ -165,13 +168,22 @@ class TrainData:
             return TensorCache(cache_root(config) / "latents", memory=config.cache_latents)
         return TensorCache(None, memory=True) if config.cache_latents else None
 
+    def _bucket(self, index: int, record: ImageRecord, resolution: int) -> Size | None:
+        """The record's bucket at ``resolution``, within the dataset's aspect limit."""
+        return choose_bucket(record.width, record.height, resolution, self.divisibility,
+                             max_aspect=self.datasets[index].max_aspect_ratio)
+
     def _drop_small(self, index: int, scan: DatasetScan) -> None:
+        """Skip the images no bucket fits (too thin); note those cropped to the aspect limit."""
         keep = []
+        limit = self.datasets[index].max_aspect_ratio
         for record in scan.records:
-            if any(choose_bucket(record.width, record.height, r, self.divisibility) for r in self.datasets[index].resolution):
-                keep.append(record)
-            else:
+            if not any(self._bucket(index, record, r) for r in self.datasets[index].resolution):
                 scan.skip(record.path, f"smaller than {self.divisibility}px on a side")
+                continue
+            keep.append(record)
+            if max(record.width / record.height, record.height / record.width) > limit:
+                scan.note(record.path, f"cropped to the maximum aspect ratio {limit:g}:1", f"({record.width}x{record.height})")
         scan.records = keep
 
     def _build(self) -> None:
@@ -184,7 +196,7 @@ class TrainData:
             cached = self.latent_caches[index] is not None
             for number, record in enumerate(scan.records):
                 for resolution in config.resolution:
-                    bucket = choose_bucket(record.width, record.height, resolution, self.divisibility)
+                    bucket = self._bucket(index, record, resolution)
                     if bucket is None:
                         continue
                     placement = place((record.width, record.height), bucket)
@@ -354,6 +366,9 @@ class TrainData:
         """
         if unload_text_encoder and not cache_text:
             raise ValueError("unload_text_encoder needs cache_text")
+        for cache in [*self.latent_caches, *self.text_caches]:
+            if cache is not None and cache.folder is not None:  # caches may be shared: only old temp files are stale
+                clean_stale_temps(cache.folder, older_than=STALE_TEMP_SECONDS)
         self._prepare_latents(adapter, barrier)
         if cache_text:
             self._prepare_text(adapter, barrier)
@@ -485,7 +500,7 @@ class TrainData:
         """Raw captions of the images trained on, per dataset folder name (for the saved metadata)."""
         found: dict[str, list[str]] = {}
         for config, scan in zip(self.datasets, self.scans):
-            found.setdefault(Path(config.folder_path).name, []).extend(record.caption for record in scan.records)
+            found.setdefault(dataset_location(config.folder_path)[0].name, []).extend(record.caption for record in scan.records)
         return found
 
     def report(self) -> list[str]:
@@ -497,6 +512,7 @@ class TrainData:
             lines += [f"- {scan.folder}: {len(scan.records)} images",
                       f"    {self._caption_line(index)}",
                       f"    skipped {skipped}" + (f": {scan.skipped_summary()}" if skipped else ""),
+                      *([f"    notes: {scan.notes_summary()}"] if scan.notes else []),
                       f"    resolution {', '.join(map(str, config.resolution))} x repeats {config.num_repeats} "
                       f"-> {entries} items per epoch",
                       f"    {self._bucket_line(index)}",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.lora_io.formats import ADAPTER_METADATA_KEY, FORMATS, detect_format, write
-from toolkit.lora_io.keys import LoraModule, flat_state_dict, group_modules, summary
+from toolkit.lora_io.keys import LoraModule, describe_names, flat_state_dict, group_modules, non_finite, summary
 from toolkit.lora_io.metadata import addnet_hashes, build_header
 from toolkit.lora_io.namer import Namer
 from toolkit.lora_io.profiles import guess_arch, profile_of
@@ -85,6 +85,28 @@ def _cast(tensors: "dict[str, torch.Tensor]", dtype: "torch.dtype | None") -> "d
     return out
 
 
+class NonFiniteLora(EaselError):
+    """A LoRA whose tensors hold inf or NaN in the dtype it is (or would be) stored in."""
+
+
+def _refuse_non_finite(source: "dict[str, torch.Tensor]", stored: "dict[str, torch.Tensor]", target: Path) -> None:
+    """Refuse a save whose tensors are not all finite as stored; ``source`` (before the cast) tells overflow from NaN."""
+    import torch
+
+    bad = non_finite(stored)
+    if not bad:
+        return
+    dtype = stored[bad[0]].dtype
+    if non_finite({key: source[key] for key in bad}):
+        reason = "the weights themselves hold inf or NaN (training diverged)"
+    else:
+        largest = max(float(source[key].abs().max()) for key in bad)
+        reason = (f"the weights grew past what {str(dtype).removeprefix('torch.')} holds (largest |value| {largest:.4g}, "
+                  f"its limit {torch.finfo(dtype).max:.6g}): save in bf16 or fp32 (save.dtype), or lower the learning rate")
+    raise NonFiniteLora(f"refused to write {target}: {len(bad)} of {len(stored)} tensors are not finite as stored "
+                        f"({describe_names(bad)}); {reason}. Nothing was written or replaced.")
+
+
 def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | Path, *, arch: "ArchRef | ArchSpec | str",
               format: str | None = None, metadata: Mapping[str, Any] | None = None,
               dtype: "str | torch.dtype | None" = None, registry: "Registry | None" = None) -> Path:
@@ -95,10 +117,14 @@ def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | P
     tag_frequency, base_model, prediction_type, network_type, config, ...) become kohya ``ss_*``
     and ``modelspec.*`` fields; ``ss_*`` / ``modelspec.*`` / ``easel.*`` entries are kept as given.
     ``dtype``: fp16, bf16, fp32 or None (as given). ``registry``: where an ``arch`` given by name is looked up.
-    """
-    from safetensors.torch import save_file
 
-    from toolkit.output import atomic_path
+    Raises:
+        NonFiniteLora: a tensor is inf or NaN as stored (fp16 overflow included); nothing is written.
+        DiskFull: the disk filled up; a file already at ``path`` is intact.
+    """
+    from safetensors.torch import save
+
+    from toolkit.output import atomic_write
 
     ref = resolve_arch(arch, registry)
     fmt = (format or ref.spec.default_lora_format).lower()
@@ -108,14 +134,16 @@ def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | P
     if not modules:
         raise EaselError("save_lora: the state dict holds no LoRA modules.")
     profile = profile_of(ref.spec)
-    tensors, extra = write(modules, fmt, Namer.of(ref.spec))
-    tensors = _cast(tensors, _dtype(dtype))
+    written, extra = write(modules, fmt, Namer.of(ref.spec))
+    tensors = _cast(written, _dtype(dtype))
+    target = Path(path)
+    _refuse_non_finite(written, tensors, target)
     head = build_header(dict(metadata or {}), summary(modules), arch=ref.name, profile=profile, defaults=ref.defaults, fmt=fmt)
     head.update(extra)
     head["sshs_model_hash"], head["sshs_legacy_hash"] = addnet_hashes(tensors, head)
-    target = Path(path)
-    with atomic_path(target) as temp:
-        save_file(tensors, str(temp), metadata=head)
+    data = save(tensors, metadata=head)
+    with atomic_write(target) as handle:
+        handle.write(data)
     return target
 
 
@@ -151,6 +179,11 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
     raw, meta = read_file(path)
     if not raw:
         raise EaselError(f"'{path}' holds no tensors.")
+    bad = non_finite(raw)
+    if bad:
+        raise NonFiniteLora(f"'{path}' holds inf or NaN values in {len(bad)} of {len(raw)} tensors ({describe_names(bad)}); "
+                            "applied, it would make black or broken images. It was saved from a run that diverged, or in "
+                            "fp16 past its range: use an earlier save, or train again with a lower learning rate.")
     fmt = detect_format(list(raw))
     arch_name, spec = _arch_of(arch, adapter, list(raw), meta, registry)
     namer = Namer.of(spec, arch_name, adapter, lenient=not require_arch)

@@ -3,14 +3,21 @@
 Files of run ``name`` in its run folder: ``<name>_<step:09d>.safetensors`` every ``save_every`` steps (the
 newest ``max_step_saves_to_keep`` are kept), the final ``<name>.safetensors``, and beside each of them the
 training state (``toolkit.train.state``).
+
+Every save is checked before it replaces anything: a LoRA whose tensors are not finite in the dtype it is
+stored in (fp16 overflow included) is refused, and so is a full disk; either stops the run with the last
+good save named (``SaveFiles.guard``). Every file saved is therefore finite, so the last one is good.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
+from toolkit.errors import EaselError
+from toolkit.paths import safe_child
 from toolkit.train.state import list_states, state_path
 
 if TYPE_CHECKING:
@@ -70,17 +77,33 @@ class SaveFiles:
         self.keep = keep
 
     def step_lora(self, step: int) -> Path:
-        return self.folder / f"{self.name}_{step:09d}.safetensors"
+        return safe_child(self.folder, f"{self.name}_{step:09d}.safetensors", "save file name")
 
     @property
     def final_lora(self) -> Path:
-        return self.folder / f"{self.name}.safetensors"
+        return safe_child(self.folder, f"{self.name}.safetensors", "save file name")
 
     def step_loras(self) -> list[tuple[int, Path]]:
         pattern = re.compile(rf"{re.escape(self.name)}_(\d{{9}})\.safetensors")
         found = [(int(m.group(1)), p) for p in self.folder.glob(f"{self.name}_*.safetensors")
                  if (m := pattern.fullmatch(p.name))]
         return sorted(found)
+
+    def last_good(self) -> str:
+        """``the last good save is <file>`` (the newest LoRA saved; every save was checked), or that there is none."""
+        kept = self.step_loras()
+        return f"the last good save is {kept[-1][1]}" if kept else "nothing was saved yet"
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """A save refused (not finite) or cut short (disk full) stops the run, naming the last good save."""
+        from toolkit.lora_io.files import NonFiniteLora
+        from toolkit.output import DiskFull
+
+        try:
+            yield
+        except (NonFiniteLora, DiskFull) as err:
+            raise EaselError(f"{err} The run stopped; {self.last_good()}.") from None
 
     def prune(self) -> list[Path]:
         """Keep the newest ``keep`` numbered LoRAs with their states, and the newest state; returns what was deleted."""

@@ -10,7 +10,8 @@ in that order. The collaborators come in through the constructor: a ``ModelLoade
 Each optimizer step draws ``gradient_accumulation`` batches; each batch goes through ``DiffusionStep``
 (encode, noise, denoise, score) and its gradient is added. Then the gradient is clipped, the optimizer and
 the lr schedule step, the EMA follows, and the step is logged. Saves and previews happen between steps; a
-stop signal finishes the current step, saves and exits.
+stop signal finishes the current step, saves and exits. A save refused (not finite as stored) or cut short
+(a full disk) stops the run with the last good save named (``SaveFiles.guard``).
 
 Under ``accelerate launch`` / ``torchrun`` each process trains on its own share of every batch; only the
 small ``DiffusionStep`` (whose only parameters are the adapter's) is wrapped in DistributedDataParallel,
@@ -25,7 +26,6 @@ import math
 import signal
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 import torch
@@ -33,6 +33,7 @@ import torch
 from toolkit.control import Requests
 from toolkit.errors import EaselError, Interrupted
 from toolkit.log import log
+from toolkit.output import run_folder_path
 from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, tag_frequency
 from toolkit.train.logs import TrainLog
 from toolkit.train.signals import StopSignals
@@ -119,7 +120,7 @@ class LoraTrainingRecipe:
         self.job = job
         self.arch = arch
         self.name = job.name
-        self.folder = Path(config.training_folder) / job.name
+        self.folder = run_folder_path(config.training_folder, job.name)
         self.saves = SaveFiles(self.folder, self.name, config.save.max_step_saves_to_keep)
         self._load_model = load_model
         self._make_data = data
@@ -134,7 +135,8 @@ class LoraTrainingRecipe:
         """The whole run: setup, train, cleanup (the error that ends a run goes into its log.txt)."""
         try:
             self.setup()
-            self.train()
+            with self.saves.guard():  # a refused save or a full disk stops the run, naming the last good save
+                self.train()
         except BaseException as error:
             self.cleanup(error)
             raise
@@ -174,11 +176,12 @@ class LoraTrainingRecipe:
         self.load_checkpoint()
 
     def _open_run_folder(self) -> None:
-        """config.yaml and log.txt in the run folder (main process only)."""
+        """Lock the run folder (a second run of it exits 2), remove the temp files of a write a kill cut short,
+        write config.yaml and start log.txt (main process only)."""
         from toolkit.output import RunFolder
 
         if self.accelerator.is_main_process:
-            self.run_folder = RunFolder(Path(self.config.training_folder), self.name)
+            self.run_folder = RunFolder(self.config.training_folder, self.name)
             self.run_folder.open(self.job.resolved)
 
     def _check_precision(self) -> None:
@@ -403,10 +406,8 @@ class LoraTrainingRecipe:
         """Stop before a non-finite loss reaches the weights."""
         if math.isfinite(loss):
             return
-        kept = self.saves.step_loras()
-        where = f"the last good save is {kept[-1][1]}" if kept else "nothing was saved yet"
         raise EaselError(f"the loss became {loss} at step {self.step + 1}: training diverged, so it stopped "
-                         f"({where}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
+                         f"({self.saves.last_good()}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
 
     def _check_gradients(self) -> None:
         """After the first backward pass: every trained component's adapter must have received a gradient."""
