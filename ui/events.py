@@ -1,10 +1,11 @@
 """The watch page's server-sent events: what changed in a job's row, its run folder and its console log.
 
-Every ``POLL`` seconds the stream looks at the job's row, loss.csv (read incrementally), the console log's size,
-samples/ and the LoRA saves, and sends an event for each that changed:
-``status`` (the row), ``progress`` (new loss rows, step / total, s/it, ETA, and ``written``: when the trainer
-wrote loss.csv, so the page can tell how late it sees a step), ``log`` (the tail), ``samples`` (step -> prompt
--> URL), ``saves`` (name, step, size, URL). After the job ends and everything is sent: ``end``.
+Every ``POLL`` seconds the stream looks at the job's row, the run folder's lock, loss.csv (read incrementally), the
+console log's size, samples/ and the LoRA saves, and sends an event for each that changed: ``status`` (the row),
+``holder`` (who holds the run folder, or null), ``progress`` (new loss rows, step / total, s/it, ETA, and
+``written``: when the trainer wrote loss.csv, so the page can tell how late it sees a step), ``log`` (the tail),
+``samples`` (step -> prompt -> URL), ``saves`` (name, step, size, URL). After the job ends and everything is
+sent: ``end``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from ui.files import file_url
-from ui.runs import LossReader, samples, saves, tail_text, timing
+from ui.runs import LossReader, in_use_by, samples, saves, tail_text, timing
 from ui.store import FINISHED
 
 POLL = 0.2
@@ -96,6 +97,8 @@ class JobWatch:
         if self._changed("status", self.row.as_dict()):
             out.append(_event("status", self.row.as_dict()))
         if self.run_dir is not None:
+            if self._changed("holder", in_use_by(self.run_dir)):
+                out.append(_event("holder", {"holder": self.sent["holder"]}))
             progress = self.progress()
             if progress:
                 out.append(progress)

@@ -15,6 +15,7 @@ from ui import form
 from ui.configs import check_draft, check_text, dry_run, facts
 from ui.events import job_events
 from ui.files import file_url
+from ui.runs import in_use_by
 
 router = APIRouter()
 TEMPLATE = Path(__file__).resolve().parent.parent / "config" / "examples" / "quickstart.yaml"
@@ -202,7 +203,8 @@ def watch_page(request: Request, job_id: int) -> Any:
     prompts = facts(check.loaded).prompts if check.ok else []
     run_url = file_url(ui.settings, Path(row.run_dir)) if row.run_dir else None
     return ui.page(request, "watch.html", title=f"Job {job_id}: {row.name}", job=row, prompts=prompts, yaml_text=text,
-                   run_url=run_url, training=row.run_dir is not None)
+                   run_url=run_url, training=row.run_dir is not None, holder=in_use_by(row.run_dir),
+                   run_folder=ui.settings.relative(Path(row.run_dir)) if row.run_dir else None)
 
 
 @router.get("/api/jobs/{job_id}/events")

@@ -1,4 +1,4 @@
-"""Reading a run folder as the trainer leaves it: loss.csv, samples/, the LoRA saves, and console logs.
+"""Reading a run folder as the trainer leaves it: loss.csv, samples/, the LoRA saves, its lock, and console logs.
 
 Nothing here imports the trainer: these are the files the README names (``loss.csv`` with one
 ``step,loss,lr,seconds`` row per step, ``samples/<step:09d>_<i:02d>.<ext>``, ``<name>[_<step:09d>].safetensors``).
@@ -11,9 +11,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit.run_lock import in_use
+
 TAIL_BYTES = 64 * 1024
 SAMPLE = re.compile(r"(\d{9})_(\d{2})\.(png|jpg|jpeg|webp)")
 STEP_SAVE = re.compile(r".*_(\d{9})\.safetensors")
+
+
+def in_use_by(run_dir: Path | str | None) -> str | None:
+    """Who holds ``run_dir``'s lock (``.easel.lock``: a run writing there, from this UI or a command line), or None."""
+    if not run_dir:
+        return None
+    error = in_use(Path(run_dir))
+    if error is None:
+        return None
+    return error.holder.describe() if error.holder is not None else "a run that has not written its name yet"
 
 
 def tail_text(path: Path, lines: int = 40) -> str:

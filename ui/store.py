@@ -2,8 +2,9 @@
 
 A job row holds what the UI decided when it was queued (name, kind, device, run folder, total steps) and its
 life: ``queued`` -> ``running`` (-> ``stopping``) -> ``done`` / ``stopped`` / ``failed``. The queue order is
-``position`` (smaller first). Each job's config is a file ``jobs/<id>.yaml`` beside the database (the file
-``python run.py`` is given) and its console output ``jobs/<id>.log``.
+``position`` (smaller first); a queued job the worker passes over says why in ``waiting``. Each job's config is
+a file ``jobs/<id>.yaml`` beside the database (the file ``python run.py`` is given) and its console output
+``jobs/<id>.log``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT NOT NULL DEFAULT '',
     run_dir TEXT,
     total_steps INTEGER,
-    stop_requested INTEGER NOT NULL DEFAULT 0
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    waiting TEXT
 );
 """
 ACTIVE = ("running", "stopping")
@@ -57,6 +59,8 @@ class JobRow:
     run_dir: str | None
     total_steps: int | None
     stop_requested: int
+    waiting: str | None = None
+    """Why the worker does not start this queued job yet (its run folder is in use by another run)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -158,23 +162,28 @@ class Store:
             if row is None:
                 return None
             if row["status"] == "queued":
-                db.execute("UPDATE jobs SET status = 'stopped', ended = ?, message = 'cancelled before it started' "
-                           "WHERE id = ?", (time.time(), job_id))
+                db.execute("UPDATE jobs SET status = 'stopped', ended = ?, message = 'cancelled before it started', "
+                           "waiting = NULL WHERE id = ?", (time.time(), job_id))
                 return "stopped"
             if row["status"] == "running":
                 db.execute("UPDATE jobs SET status = 'stopping', stop_requested = 1 WHERE id = ?", (job_id,))
                 return "stopping"
         return None
 
-    def claim(self, busy: set[str], device_of: Any) -> JobRow | None:
-        """The first queued job whose device (``device_of(row.device)``) is not in ``busy``, marked running."""
+    def claim(self, busy: set[str], device_of: Any, waits: Any = lambda row: None) -> JobRow | None:
+        """The first queued job whose device (``device_of(row.device)``) is not in ``busy`` and that
+        ``waits(row)`` lets start (None; else the reason, kept in the row's ``waiting``), marked running."""
         with self._write() as db:
             for row in db.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY position").fetchall():
-                if device_of(row["device"]) in busy:
+                job = JobRow(**dict(row))
+                reason = waits(job)
+                if reason != job.waiting:
+                    db.execute("UPDATE jobs SET waiting = ? WHERE id = ?", (reason, job.id))
+                if reason is not None or device_of(job.device) in busy:
                     continue
                 db.execute("UPDATE jobs SET status = 'running', started = ?, ended = NULL, exit_code = NULL, "
-                           "message = '', stop_requested = 0 WHERE id = ?", (time.time(), row["id"]))
-                return JobRow(**{**dict(row), "status": "running"})
+                           "message = '', stop_requested = 0 WHERE id = ?", (time.time(), job.id))
+                return replace(job, status="running", waiting=None)
         return None
 
     def set_pid(self, job_id: int, pid: int | None) -> None:

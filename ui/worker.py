@@ -3,7 +3,8 @@
 ``python -m ui.worker --state OUTPUT/.easel-ui --root FOLDER`` (the UI server starts it). Each job is a child
 process in its own session running exactly the command line a user would type, so a crash, an out-of-memory
 kill or a hung import ends only that job: it is marked failed with the tail of its console output and the
-queue goes on. One worker serves a queue (a lock file); a second one exits at once.
+queue goes on. A job whose run folder another run holds (its lock) waits, saying who holds it. One worker serves
+a queue (a lock file); a second one exits at once.
 
 Stop: the job gets SIGTERM, which makes the trainer finish its step, save and exit (143). When the worker
 itself is told to stop (the UI shuts down, or the UI process is gone), it stops its jobs the same way and puts
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ui.runs import tail_text
+from ui.runs import in_use_by, tail_text
 from ui.store import JobRow, Store
 
 RUN_PY = Path(__file__).resolve().parent.parent / "run.py"
@@ -102,7 +103,7 @@ class Worker:
 
     def start_free(self) -> None:
         busy = {entry.device for entry in self.running.values()}
-        while (job := self.store.claim(busy, self.device_of)) is not None:
+        while (job := self.store.claim(busy, self.device_of, waiting_for)) is not None:
             self.start(job)
             busy.add(self.device_of(job.device))
 
@@ -123,6 +124,15 @@ class Worker:
             else:
                 self.start_free()
             time.sleep(self.poll)
+
+
+def waiting_for(job: JobRow) -> str | None:
+    """Why ``job`` may not start yet: another run (a command-line run of the same config, say) holds its run folder.
+
+    Started anyway, its ``run.py`` would stop at once with that run's name (``toolkit.run_lock``); it waits instead.
+    """
+    who = in_use_by(job.run_dir)
+    return f"waiting: its run folder is in use by {who}; it starts when that run ends" if who else None
 
 
 def outcome(code: int, stop_requested: bool, log: Path) -> tuple[str, str]:

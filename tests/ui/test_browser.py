@@ -131,25 +131,54 @@ def test_a_job_made_in_the_form_trains_while_the_page_watches(server: tuple[str,
     TIMINGS["page_load_ms"]["watch"] = page.evaluate(
         "() => Math.round(performance.getEntriesByType('navigation')[0].loadEventEnd - performance.getEntriesByType('navigation')[0].startTime)")
     page.wait_for_function("() => Number(document.getElementById('step').textContent) >= 3", timeout=180_000)
+    assert re.fullmatch(r"in use by process \d+ on .*run\.py .*\.yaml", page.text_content("#holder"))  # the job's run
+    shot(page, "2-watch-training")
     first = page.eval_on_selector("#chart .raw", "line => line.getAttribute('points').split(' ').length")
     page.wait_for_function("n => document.querySelector('#chart .raw').getAttribute('points').split(' ').length > n",
                            arg=first, timeout=120_000)  # the curve grows while the page is open
     page.wait_for_selector("#samples img", timeout=120_000)
     page.wait_for_function("() => [...document.querySelectorAll('#samples img')].some(i => i.complete && i.naturalWidth === 64)")
     page.wait_for_selector("#status.done", timeout=180_000)
+    page.wait_for_function("() => document.getElementById('holder').textContent === 'not in use'")
     page.wait_for_function("() => document.querySelectorAll('#samples tbody tr').length === 3")  # steps 0, 6, 12
     assert page.text_content("#step") == "12" and page.text_content("#total") == "12"
     assert "browserrun.safetensors" in page.text_content("#saves")
     TIMINGS["event_latency_ms"] = [entry["ms"] for entry in page.evaluate("() => easel.latencies")]
-    shot(page, "2-watch")
+    shot(page, "3-watch-done")
     page.click("#samples img")
     page.wait_for_selector("#lightbox:not([hidden])")
     assert page.text_content("#lightbox p").startswith("step 12 · warmstyle a painting of a house")
-    page.screenshot(path=str(SHOTS / "3-sample-enlarged.png"))
+    page.screenshot(path=str(SHOTS / "4-sample-enlarged.png"))
     page.keyboard.press("Escape")
-    visit(page, base + "/", "jobs")
-    assert "browserrun" in page.text_content("table.queue") and "done" in page.text_content("table.queue")
-    shot(page, "4-jobs")
+    _continue_waits_while_another_process_holds_the_folder(page, base, settings.output / "browserrun")
+
+
+def _continue_waits_while_another_process_holds_the_folder(page: Any, base: str, folder: Path) -> None:
+    """Continue the finished job while this process holds its run folder, as a command-line run would: the new job
+    is queued but not started, and its watch page and the jobs page say who holds the folder."""
+    from toolkit.run_lock import RunLock
+
+    held = RunLock.acquire(folder)
+    try:
+        page.click("#continue")
+        page.wait_for_selector(".validation.ok")
+        page.click("#queue-button")
+        page.wait_for_url(re.compile(r".*/jobs/\d+$"))
+        job_id = int(page.url.rsplit("/", 1)[1])
+        page.wait_for_function("() => document.getElementById('message').textContent.startsWith('waiting: ')")
+        assert f"its run folder is in use by process {os.getpid()} on " in page.text_content("#message")
+        assert page.text_content("#holder").startswith(f"in use by process {os.getpid()} on ")
+        assert page.text_content("#status") == "queued"
+        shot(page, "5-watch-waiting")
+        visit(page, base + "/", "jobs")
+        row = page.locator(f"tr[data-id='{job_id}']")
+        assert f"process {os.getpid()} on " in row.locator(".note").text_content()
+        assert "browserrun" in page.text_content("table.queue") and "done" in page.text_content("table.queue")
+        shot(page, "6-jobs")
+        row.locator("button", has_text="Delete").click()
+        page.wait_for_selector(f"tr[data-id='{job_id}']", state="detached")
+    finally:
+        held.release()
 
 
 def test_malformed_yaml_shows_the_cli_error_inline_and_queues_nothing(server: tuple[str, Any], page: Any) -> None:
@@ -161,14 +190,14 @@ def test_malformed_yaml_shows_the_cli_error_inline_and_queues_nothing(server: tu
     assert "YAML syntax error" in page.text_content("#validation") and "line 7" in page.text_content("#validation")
     page.click("#queue-button")
     page.wait_for_function("() => document.getElementById('queue-state').textContent === 'not queued'")
-    shot(page, "5-malformed-yaml")
+    shot(page, "7-malformed-yaml")
     assert len(json.load(urllib.request.urlopen(base + "/api/jobs"))) == before
 
 
 def test_a_caption_edited_in_the_grid_is_on_disk_and_a_non_image_is_refused(server: tuple[str, Any], page: Any) -> None:
     base, settings = server
     visit(page, base + "/datasets", "datasets")
-    shot(page, "6-datasets")
+    shot(page, "8-datasets")
     visit(page, base + "/datasets/demo", "dataset")
     area = page.locator("textarea[data-image='001_house.png']")
     area.fill("a small warm house by a lake")
@@ -183,7 +212,7 @@ def test_a_caption_edited_in_the_grid_is_on_disk_and_a_non_image_is_refused(serv
     }""")
     page.wait_for_function("() => document.getElementById('tool-state').textContent.includes('is not an image')")
     assert not (settings.datasets / "demo" / "tool.exe").exists()
-    shot(page, "7-dataset")
+    shot(page, "9-dataset")
 
 
 def test_generate_with_two_loras_at_different_weights(server: tuple[str, Any], page: Any) -> None:
@@ -202,5 +231,5 @@ def test_generate_with_two_loras_at_different_weights(server: tuple[str, Any], p
     parameters = page.text_content("#result .parameters")
     assert "<lora:warm:0.7>" in parameters and "<lora:cool:-0.4>" in parameters and "Seed: 11" in parameters
     assert len(list((settings.output / "generate").glob("*_11.png"))) == 1
-    shot(page, "8-generate")
+    shot(page, "10-generate")
 

@@ -166,3 +166,40 @@ def test_the_settings_write_paths_as_the_user_would(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     assert settings.relative(tmp_path / "output") == "output"
     assert settings.relative(Path("/elsewhere/x")) == "/elsewhere/x"
+
+
+def test_the_worker_passes_over_a_job_whose_run_folder_another_run_holds(tmp_path: Path) -> None:
+    import os
+
+    from toolkit.run_lock import RunLock
+    from ui.store import Store
+    from ui.worker import Worker
+
+    store = Store(tmp_path / "state")
+    folder = tmp_path / "output" / "run"
+    folder.mkdir(parents=True)
+    held = RunLock.acquire(folder)  # this process, as a command-line run of the same config would
+    blocked = store.add(name="run", kind="extension", device="cpu", config_text="job: x\n", run_dir=str(folder), total_steps=1)
+    behind = store.add(name="other", kind="extension", device="cpu", config_text="job: x\n", run_dir=None, total_steps=1)
+    worker = Worker(store, tmp_path)
+    try:
+        worker.start_free()
+        row = store.get(blocked)
+        assert row is not None and row.status == "queued" and row.pid is None
+        assert row.waiting is not None and f"its run folder is in use by process {os.getpid()} on " in row.waiting
+        assert list(worker.running) == [behind]  # the device's next job goes first
+        worker.running[behind].process.wait(60)
+        worker.reap()
+        worker.start_free()
+        assert not worker.running  # still held
+        held.release()
+        worker.start_free()
+        assert list(worker.running) == [blocked] and store.get(blocked).waiting is None
+        worker.running[blocked].process.wait(60)
+        worker.reap()
+    finally:
+        held.release()
+        for entry in worker.running.values():
+            entry.process.kill()
+    row = store.get(blocked)
+    assert row is not None and row.status == "failed" and "unknown job 'x'" in row.message  # it ran: run.py said so

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.ui.conftest import FAST_TRAINING, events, wait_for
+from toolkit.run_lock import RunLock
 from ui.store import Store
 
 pytestmark = pytest.mark.slow
@@ -50,13 +51,36 @@ def _clone_and_continue(client: Any, settings: Any, job_id: int) -> None:
     page = client.get(f"/jobs/new?source={job_id}&more=true").text
     text = _editor_text(page)
     assert "name: formrun\n" in text and "steps: 12" in text and "Continues" in page
-    again = client.post("/api/jobs", json={"yaml": text}).json()["id"]
+    again = _queued_while_held(client, settings, text)
     seen = events(client, again)
-    assert seen[-1][1]["status"] == "done"
+    assert seen[-1][1]["status"] == "done" and client.get(f"/api/jobs/{again}").json()["waiting"] is None
+    holders = [data["holder"] for name, data in seen if name == "holder"]
+    assert holders and "run.py" in holders[0] and holders[-1] is None  # the watch page: the job's own run, then none
     steps = [row[0] for name, data in seen if name == "progress" for row in data["rows"]]
     assert steps == list(range(1, 13))  # the whole curve: the first run's steps, then the new ones
     log = (settings.output / ".easel-ui" / "jobs" / f"{again}.log").read_text()
-    assert "Resuming from formrun_000000006.state.pt at step 6" in log
+    assert "Resuming from formrun_000000006.state.pt at step 6" in log and "in use" not in log
+
+
+def _queued_while_held(client: Any, settings: Any, text: str) -> int:
+    """Queue ``text`` while this process holds its run folder, as a command-line run of it would: the job waits and
+    says who holds the folder; released, it starts."""
+    held = RunLock.acquire(settings.output / "formrun")
+    try:
+        job_id = client.post("/api/jobs", json={"yaml": text}).json()["id"]
+
+        def looked() -> Any:
+            row = client.get(f"/api/jobs/{job_id}").json()
+            return row if row["waiting"] or row["status"] != "queued" else None
+
+        row = wait_for(looked, what="the worker to look at the job")
+        assert row["status"] == "queued" and row["pid"] is None and not Store(settings.state).log_path(job_id).exists()
+        assert f"its run folder is in use by process {os.getpid()} on " in row["waiting"]
+        assert f"process {os.getpid()} on " in client.get("/partials/queue").text
+        assert f"in use by process {os.getpid()} on " in client.get(f"/jobs/{job_id}").text
+    finally:
+        held.release()
+    return job_id
 
 
 def _running_step(client: Any, job_id: int, at_least: int) -> None:

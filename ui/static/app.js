@@ -164,9 +164,13 @@ easel.watch = function (jobId, prompts) {
     for (const id of ["save-now", "sample-now"]) if ($(id) && !$(id).title) $(id).disabled = row.status !== "running";
     $("stop").disabled = !(active || row.status === "queued") || row.status === "stopping";
     if ($("continue")) $("continue").hidden = active || row.status === "queued";
-    $("message").hidden = !row.message;
-    $("message").textContent = row.message;
+    $("message").hidden = !(row.waiting || row.message);
+    $("message").textContent = row.waiting || row.message;
     $("message").className = "message " + row.status;
+  });
+  source.addEventListener("holder", (event) => {
+    const holder = JSON.parse(event.data).holder;
+    if ($("holder")) $("holder").textContent = holder ? `in use by ${holder}` : "not in use";
   });
   source.addEventListener("progress", (event) => {
     const data = JSON.parse(event.data);
