@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,15 +31,46 @@ def settings(tmp_path: Path) -> Any:
     return make_settings(tmp_path)
 
 
-@pytest.fixture
-def client(settings: Any, registry: Any) -> Iterator[Any]:
-    """A TestClient of the app with its worker process running (stopped at the end)."""
+def ui_client(settings: Any, registry: Any, **options: Any) -> Any:
+    """A TestClient of the app (enter it to start the app and, unless ``run_worker=False``, its worker)."""
     from fastapi.testclient import TestClient
 
     from ui.server import create_app
 
-    with TestClient(create_app(settings, registry=registry)) as test_client:
-        yield test_client
+    return TestClient(create_app(settings, registry=registry, **options))
+
+
+@pytest.fixture
+def client(settings: Any, registry: Any) -> Iterator[Any]:
+    """A TestClient of the app with its worker process running (stopped at the end)."""
+    with ui_client(settings, registry) as running:
+        yield running
+
+
+@pytest.fixture
+def quiet(settings: Any, registry: Any) -> Iterator[Any]:
+    """A TestClient without the queue's worker (for tests that run no job)."""
+    with ui_client(settings, registry, run_worker=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def two_loras(tmp_path_factory: Any, registry: Any) -> Path:
+    """An output folder with random LoRAs for the tiny Z-Image model: warm/warm.safetensors, cool/cool.safetensors."""
+    from toolkit.config.blocks import ModelConfig
+    from toolkit.models.loading import load_adapter
+    from toolkit.testing.tiny import save_random_lora
+
+    output = tmp_path_factory.mktemp("loras")
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage:turbo"), registry, device="cpu", dtype="fp32")
+    for seed, name in ((1, "warm"), (2, "cool")):
+        save_random_lora(adapter.pipeline(), output / name / f"{name}.safetensors", adapter.lora_targets(False), seed=seed)
+    return output
+
+
+def copy_loras(loras: Path, output: Path) -> None:
+    """The ``two_loras`` run folders, copied into ``output``."""
+    shutil.copytree(loras, output, dirs_exist_ok=True)
 
 
 def events(client: Any, job_id: int, until: Any = None, timeout: float = 240) -> list[tuple[str, Any]]:
@@ -65,7 +97,7 @@ def wait_for(check: Any, timeout: float = 120, what: str = "the condition") -> A
         value = check()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -20,8 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import ROOT
-from tests.ui.conftest import make_settings
-from tests.ui.test_generate_and_form import save_two_loras
+from tests.ui.conftest import copy_loras, make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -52,28 +51,30 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: Any, registry: Any) -> Iterator[tuple[str, Any]]:
+def server(tmp_path_factory: Any, request: Any) -> Iterator[tuple[str, Any]]:
     """``python run.py --ui`` in a fresh folder (demo dataset, two LoRAs), as a user starts it."""
     root = tmp_path_factory.mktemp("ui")
     settings = make_settings(root)
-    save_two_loras(registry, settings.output)
     port = _free_port()
     log = (root / "server.log").open("wb")
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--ui", "--port", str(port)], cwd=root,
                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/", timeout=2)
-            break
-        except OSError:
-            assert process.poll() is None and time.time() < deadline, (root / "server.log").read_text()
-            time.sleep(0.2)
-    yield base, settings
-    process.terminate()
-    process.wait(60)
-    log.close()
+    try:
+        copy_loras(request.getfixturevalue("two_loras"), settings.output)  # made (once) while the server starts
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/", timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None and time.time() < deadline, (root / "server.log").read_text()
+                time.sleep(0.05)
+        yield base, settings
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.close()
     assert "Traceback" not in (root / "server.log").read_text(), (root / "server.log").read_text()
 
 

@@ -13,17 +13,6 @@ from PIL import Image
 from tests.ui.conftest import make_settings
 
 
-@pytest.fixture
-def quiet(settings: Any, registry: Any) -> Any:
-    """A TestClient without the worker (nothing here runs a job)."""
-    from fastapi.testclient import TestClient
-
-    from ui.server import create_app
-
-    with TestClient(create_app(settings, registry=registry, run_worker=False)) as client:
-        yield client
-
-
 def _png(colour: tuple[int, int, int] = (200, 90, 40)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (80, 80), colour).save(buffer, format="PNG")
