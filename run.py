@@ -57,6 +57,8 @@ def run_config(name: str, args: argparse.Namespace, registry: "object") -> None:
     loaded = load_job_config(path, registry, name=args.name, overrides=args.set)  # type: ignore[arg-type]
     if loaded.ignored:
         log.warning(f"warning: {path}: ignored keys (accepted from ai-toolkit, not used by easel): {', '.join(loaded.ignored)}")
+    for line in loaded.warnings:
+        log.warning(f"warning: {path}: {line}")
     for note in loaded.notes:
         log.info(f"{path}: {note}")
     job_class: type[Job] = load_object(loaded.spec.runner)

@@ -38,17 +38,45 @@ class LoraTrainerProcess(Process):
         """Files the config names must exist (checked at --dry-run and before any model loads)."""
         errors = [self.config_error(("datasets", index, "folder_path"), problem) for index, dataset in enumerate(self.config.datasets)
                   if (problem := dataset_problem(dataset.folder_path))]
+        errors += [self.config_error(("datasets", index, "mask_path"), f"the mask folder '{dataset.mask_path}' does not "
+                                     "exist; point mask_path at a folder of masks named like the images.")
+                   for index, dataset in enumerate(self.config.datasets)
+                   if dataset.mask_path and not Path(dataset.mask_path).expanduser().is_dir()]
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
+        sample = self.config.sample
+        if sample is not None:
+            images = [(("sample", "samples", n, "ctrl_img"), item.ctrl_img) for n, item in enumerate(sample.samples)]
+            images += [(("sample", "controlnets", n, "image"), control.image) for n, control in enumerate(sample.controlnets)]
+            errors += [self.config_error(where, f"the control image '{image}' does not exist.")
+                       for where, image in images if image and not Path(image).expanduser().is_file()]
+            errors += self._control_problems()
         self.raise_together(errors)
+
+    def _control_problems(self) -> list:
+        """Preview control images of another shape than their preview's, and depth / pose models not to be had."""
+        from toolkit.control.inputs import mismatch, preprocessor_problems
+
+        sample = self.config.sample
+        errors = [self.config_error(("sample", "controlnets", *where), f"{message}.")
+                  for where, message in preprocessor_problems(sample.controlnets)]
+        items = [(("sample", "controlnets"), item) for item in sample.all_prompts()[:len(sample.prompts)]]
+        items += [(("sample", "samples", number, "ctrl_img"), item) for number, item in enumerate(sample.samples)]
+        for where, item in items if sample.controlnets and not errors else []:
+            files = [Path(image).expanduser() for image in sample.control_images(item)]
+            problem = mismatch(files) if all(file.is_file() for file in files) else None  # missing ones are reported apart
+            if problem:
+                errors.append(self.config_error(where, f"{problem}."))
+        return errors
 
     def read_data(self, data_class: Any, **kwargs: Any) -> Any:
         """The training data (``data_class(datasets, ...)``); a dataset left empty is reported at its YAML line."""
         cfg = self.config
         try:
             return data_class(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=cfg.train.batch_size,
-                              seed=cfg.train.seed, **kwargs)
+                              seed=cfg.train.seed, fallback_cache=self.run_dir / "cache", reg_weight=cfg.train.reg_weight,
+                              **kwargs)
         except EmptyDataset as err:
             raise self.config_error(("datasets", err.index, "folder_path"), err.problem, err.hint) from None
 
@@ -71,9 +99,16 @@ class LoraTrainerProcess(Process):
         if cfg.sample is not None and not train.disable_sampling:
             sample = cfg.sample
             lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
+            lines += [f"    controlnet {index}: {control.path} (scale {control.scale:g}, preprocess {control.preprocess.type}) reading "
+                      f"{control.image or 'the ctrl_img of each prompt'}" for index, control in enumerate(sample.controlnets)]
+        from toolkit.train.preservation import preservation_summary
+
+        extras = preservation_summary(train)
+        lines += [f"  loss: {extras}"] if extras else []
         save = cfg.save
         every = f"every {save.save_every} steps, keep {save.max_step_saves_to_keep or 'all'}" if save.save_every else "at the end"
-        lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")
+        merged = f"the merged model ({save.save_format})" if train.merge_network_on_save else save.dtype
+        lines.append(f"  saves: {every}, {merged} -> {self.run_dir / (self.job.name + '.safetensors')}")
         return lines
 
     def run(self) -> None:

@@ -88,6 +88,28 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
             yield handle
 
 
+def can_write(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (or, while it does not exist, in its nearest existing parent).
+
+    ``os.access`` sees permissions and read-only mounts; a probe file (unnamed where the system allows, removed at
+    once) catches what it misses (ACLs, network filesystems that squash root, quotas).
+    """
+    target = Path(folder)
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+        return False
+    return _probe_write(target)
+
+
+def _probe_write(folder: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".easel-probe-"):
+            return True
+    except OSError:
+        return False
+
+
 def write_text_atomic(target: Path, text: str) -> None:
     with atomic_write(target) as handle:
         handle.write(text.encode("utf-8"))

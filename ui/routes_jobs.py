@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from toolkit import control
+from toolkit.train import requests as run_requests
 from toolkit.errors import EaselError
 from ui import form
 from ui.configs import check_draft, check_text, dry_run, facts
@@ -182,7 +182,7 @@ def api_action(request: Request, job_id: int, action: str, offset: int = 0) -> A
     if action in control.REQUESTS:
         if row.status != "running" or not row.run_dir:
             return _error(f"'{action} now' needs a running training job; job {job_id} is {row.status}.", 409)
-        control.request(Path(row.run_dir), action)
+        run_requests.request(Path(row.run_dir), action)
         return {"ok": True, "message": f"asked for '{action} now': it happens after the current step."}
     if action == "move":
         return {"ok": True} if ui.store.move(job_id, offset) else _error("only queued jobs can be moved.", 409)

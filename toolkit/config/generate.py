@@ -1,4 +1,5 @@
-"""Config of the generate job's ``to_folder`` process (ai-toolkit's schema plus LoRA stacks and img2img)."""
+"""Config of the generate job's ``to_folder`` process (ai-toolkit's schema plus LoRA stacks, img2img, ControlNets and
+IP-Adapters)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pydantic import AliasChoices, Field, field_validator
 
 from toolkit.config.base import Block, lowercase
 from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, sampler_problems
+from toolkit.config.control import ControlNetConfig, IPAdapterConfig
 
 
 class GenerateConfig(ImageSettings):
@@ -34,7 +36,12 @@ class GenerateConfig(ImageSettings):
     strength: float = Field(0.6, ge=0, le=1)
     """img2img: how much of the input is re-noised (0 keeps it, 1 ignores it)."""
     grid: bool = False
-    """Also write a contact sheet of all images."""
+    """Also write a contact sheet of all images; its labels show where the prompts differ, its metadata (PNG text ``easel_grid``) holds them whole."""
+    controlnets: list[ControlNetConfig] = []
+    """ControlNets that keep the structure of a control image (several where the architecture takes several); each
+    image's control images are written beside it (``<image>_control<i>.png``)."""
+    ip_adapter: IPAdapterConfig | None = None
+    """An IP-Adapter: reference images that steer the look, next to the prompt (architectures that take them)."""
 
     @field_validator("ext", mode="before")
     @classmethod
@@ -59,4 +66,12 @@ class GenerateProcessConfig(Block):
     """The base model."""
 
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
-        return sampler_problems(registry, self.model.arch, self.generate.sampler, ("generate", "sampler"))
+        from toolkit.control.inputs import controlnet_problems, ip_adapter_problems
+
+        spec = registry.arch(self.model.arch).spec
+        gen = self.generate
+        problems = sampler_problems(registry, self.model.arch, gen.sampler, ("generate", "sampler"))
+        problems += [(("generate", "controlnets", *where), message)
+                     for where, message in controlnet_problems(gen.controlnets, spec, registry.archs.values(), self.model)]
+        problems += [(("generate", "ip_adapter", *where), message) for where, message in ip_adapter_problems(gen.ip_adapter, spec)]
+        return problems

@@ -89,6 +89,12 @@ def _closest_bucket(width: int, height: int, resolution: int, divisibility: int)
     return min(options, key=lambda size: (_aspect_error(size, aspect), -size[0] * size[1]))
 
 
+def square_bucket(resolution: int, divisibility: int) -> Size:
+    """The ``resolution`` square (sides rounded down to ``divisibility``): ``square_crop`` / ``buckets: false``."""
+    side = max(divisibility, resolution // divisibility * divisibility)
+    return side, side
+
+
 def cover_size(width: int, height: int, bucket: Size) -> Size:
     """The size a ``width x height`` image is resized to so that it covers ``bucket`` (keeping its aspect)."""
     scale = max(bucket[0] / width, bucket[1] / height)

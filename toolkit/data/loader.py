@@ -21,6 +21,7 @@ needs captions that can only be themselves or empty: ``shuffle_tokens`` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -31,16 +32,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
-from toolkit.data.buckets import Placement, Size, choose_bucket, place
+from toolkit.data.buckets import Placement, Size, choose_bucket, place, square_bucket
 from toolkit.data.cache import (LatentJob, TensorCache, encode_latents, encode_texts, file_digest, latent_key, stack_rows,
                                 text_key)
 from toolkit.data.captions import CaptionRules
 from toolkit.data.images import BadImage
+from toolkit.data.masks import MaskRule, render_mask
 from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, dataset_location, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import ImageInfo
-from toolkit.output import clean_stale_temps
+from toolkit.output import can_write, clean_stale_temps
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +80,12 @@ class TrainBatch:
     """Cached text conditioning, batch-first on the CPU, when ``prepare(cache_text=True)`` ran."""
     image_info: list[ImageInfo]
     paths: list[Path]
+    masks: "torch.Tensor | None" = None
+    """(B, 1, H, W) loss masks in [mask_min_value, 1] when a dataset of the batch has masks (ones for the others)."""
+    loss_weights: "torch.Tensor | None" = None
+    """(B,) loss weight of each row (``loss_multiplier``, ``train.reg_weight``) when one is not 1."""
+    network_weight: float = 1.0
+    """The adapter's weight for this batch (``network_weight``: a batch holds one dataset's weight)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,21 @@ class EmptyDataset(EaselError):
         super().__init__(f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images{why} {self.hint}")
 
 
+def mask_rule(index: int, config: DatasetConfig) -> MaskRule:
+    """Where dataset ``index``'s loss masks come from; its ``mask_path`` must be a folder."""
+    folder = Path(config.mask_path).expanduser() if config.mask_path else None
+    if folder is not None and not folder.is_dir():
+        raise EaselError(f"datasets[{index}].mask_path '{config.mask_path}' is not a folder; point it at the folder of "
+                         "masks named like the images (or remove it).")
+    return MaskRule(folder=folder, alpha=config.alpha_mask, invert=config.invert_mask, min_value=config.mask_min_value)
+
+
+def _on_disk(caches: "list[TensorCache | None]") -> str:
+    """`` (on disk in A, B)`` for the caches that have a folder; empty when none does."""
+    folders = list(dict.fromkeys(str(cache.folder) for cache in caches if cache is not None and cache.folder is not None))
+    return f" (on disk in {', '.join(folders)})" if folders else ""
+
+
 def _flips(enabled: bool) -> tuple[bool, ...]:
     return (False, True) if enabled else (False,)
 
@@ -140,7 +163,8 @@ class TrainData:
     """All datasets of a training process: scanned at construction, cached by ``prepare``, iterated by ``batches``."""
 
     def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
-                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None):
+                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None,
+                 fallback_cache: Path | None = None, reg_weight: float = 1.0):
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
             raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"bucket_divisibility={bucket_divisibility}")
@@ -149,10 +173,12 @@ class TrainData:
         self.rank, self.world_size = rank, world_size
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
+        self.masks = [mask_rule(index, config) for index, config in enumerate(self.datasets)]
+        self.loss_weights = [config.loss_multiplier * (reg_weight if config.is_reg else 1.0) for config in self.datasets]
         self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
-        self.latent_caches = [self._latent_cache(config) for config in self.datasets]
-        self.text_caches = [TensorCache(cache_root(config) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
-                            for config in self.datasets]
+        self.fallback_cache = fallback_cache
+        self._roots: dict[int, Path] = {}
+        self.latent_caches = [self._latent_cache(index) for index in range(len(self.datasets))]
         self._digests: dict[Path, str] = {}
         self._vae_identity: str | None = None
         self._text_identity: str | None = None
@@ -162,16 +188,40 @@ class TrainData:
             self._drop_small(index, scan)
         self._build()
 
-    @staticmethod
-    def _latent_cache(config: DatasetConfig) -> TensorCache | None:
+    def cache_root(self, index: int) -> Path:
+        """Where dataset ``index`` keeps its disk caches, decided once: ``cache_dir``, else ``<folder_path>/_latent_cache``;
+        when that cannot be written and a ``fallback_cache`` (the run folder's) is given, that one, said in one log line."""
+        if index not in self._roots:
+            config = self.datasets[index]
+            root = cache_root(config)
+            if not config.cache_dir and self.fallback_cache is not None and not can_write(root):
+                if self.rank == 0:
+                    log.info(f"dataset '{config.folder_path}' is not writable: its disk cache goes to {self.fallback_cache} "
+                             f"instead of {root} (datasets[].cache_dir chooses another place)")
+                root = self.fallback_cache
+            self._roots[index] = root
+        return self._roots[index]
+
+    @functools.cached_property
+    def text_caches(self) -> list[TensorCache]:
+        """The text-embedding cache of each dataset (made on first use: only ``prepare(cache_text=True)`` needs them)."""
+        return [TensorCache(self.cache_root(index) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
+                for index in range(len(self.datasets))]
+
+    def _latent_cache(self, index: int) -> TensorCache | None:
+        config = self.datasets[index]
         if config.cache_latents_to_disk:
-            return TensorCache(cache_root(config) / "latents", memory=config.cache_latents)
+            return TensorCache(self.cache_root(index) / "latents", memory=config.cache_latents)
         return TensorCache(None, memory=True) if config.cache_latents else None
 
     def _bucket(self, index: int, record: ImageRecord, resolution: int) -> Size | None:
-        """The record's bucket at ``resolution``, within the dataset's aspect limit."""
-        return choose_bucket(record.width, record.height, resolution, self.divisibility,
-                             max_aspect=self.datasets[index].max_aspect_ratio)
+        """The record's bucket at ``resolution``: its aspect bucket (within the dataset's aspect limit) of the size
+        ``scale`` makes it, or the square with ``square_crop`` / ``buckets: false``; None when it is too small."""
+        config = self.datasets[index]
+        if config.square_crop or not config.buckets:
+            return square_bucket(resolution, self.divisibility)
+        width, height = int(record.width * config.scale), int(record.height * config.scale)
+        return choose_bucket(width, height, resolution, self.divisibility, max_aspect=config.max_aspect_ratio)
 
     def _drop_small(self, index: int, scan: DatasetScan) -> None:
         """Skip the images no bucket fits (too thin); note those cropped to the aspect limit."""
@@ -202,9 +252,10 @@ class TrainData:
                     placement = place((record.width, record.height), bucket)
                     self.entries.extend(Entry(index, number, resolution, repeat, placement, cached)
                                         for repeat in range(config.num_repeats))
-        groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+        groups: dict[tuple, list[int]] = defaultdict(list)
         for item, entry in enumerate(self.entries):
-            groups[entry.group].append(item)
+            weight = self.datasets[entry.dataset].network_weight
+            groups[entry.group if weight == 1.0 else (*entry.group, weight)].append(item)
         self.groups = dict(sorted(groups.items()))
         self._plans.clear()
 
@@ -325,7 +376,7 @@ class TrainData:
 
         missing = self._run_shared(jobs, encode, lambda job: not job.cache.has(job.key),
                                    lambda job: job.cache.folder is not None, barrier)
-        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded")
+        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded{_on_disk(self.latent_caches)}")
         if failed:
             self._forget(failed)
 
@@ -351,7 +402,7 @@ class TrainData:
         identity = self._text_identity
         missing = self._run_shared(wanted, lambda batch: encode_texts(batch, adapter, self.batch_size),
                                    lambda job: not job[1].has(text_key(job[0], identity)), lambda job: True, barrier)
-        log.info(f"text cache: {missing} of {len(wanted)} captions encoded")
+        log.info(f"text cache: {missing} of {len(wanted)} captions encoded{_on_disk(self.text_caches)}")
 
     def prepare(self, adapter: "ModelAdapter", *, cache_text: bool = False, unload_text_encoder: bool = False,
                 barrier: Callable[[], None] | None = None) -> None:
@@ -428,9 +479,21 @@ class TrainData:
             images = list(pool.map(self._render, draws)) if pool is not None else [self._render(draw) for draw in draws]
             pixels = to_pixels(images)
         cond = stack_rows([self._text_row(draw) for draw in draws]) if self._text_identity is not None else None
+        masks = None
+        if any(self.masks[draw.entry.dataset].active for draw in draws):
+            masks = torch.stack(list(pool.map(self._mask, draws)) if pool is not None else [self._mask(d) for d in draws])
+        weights = [self.loss_weights[draw.entry.dataset] for draw in draws]
         return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
                           image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],
-                          paths=[draw.record.path for draw in draws])
+                          paths=[draw.record.path for draw in draws], masks=masks,
+                          loss_weights=torch.tensor(weights) if any(w != 1.0 for w in weights) else None,
+                          network_weight=self.datasets[draws[0].entry.dataset].network_weight)
+
+    def _mask(self, draw: Draw) -> "torch.Tensor":
+        try:
+            return render_mask(self.masks[draw.entry.dataset], draw.record.path, draw.placement, draw.flip_x, draw.flip_y)
+        except BadImage as err:
+            raise EaselError(f"the loss mask of {draw.record.path} ({err.path}): {err.reason}. Fix or remove it.") from None
 
     def position(self, saved: Mapping[str, int] | None = None) -> LoaderPosition:
         """The position to start from: the first batch, or the one a training state saved."""
@@ -493,7 +556,7 @@ class TrainData:
     def _cache_line(self, index: int) -> str:
         config = self.datasets[index]
         if config.cache_latents_to_disk:
-            return f"latents: cached on disk in {cache_root(config) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
+            return f"latents: cached on disk in {self.cache_root(index) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
         return "latents: cached in memory" if config.cache_latents else "latents: not cached (images decoded every step)"
 
     def dataset_captions(self) -> dict[str, list[str]]:

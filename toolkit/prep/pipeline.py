@@ -51,6 +51,8 @@ class Dropped:
     step: str
     reason: str
     detail: str = ""
+    option: str | None = None
+    """The step's setting that dropped it (``min_size``, ``max_distance``, ...), when one did."""
 
 
 @dataclass
@@ -64,8 +66,8 @@ class DatasetState:
     dropped: list[Dropped] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
 
-    def drop(self, item: Item, step: str, reason: str, detail: str = "") -> None:
-        self.dropped.append(Dropped(item, step, reason, detail))
+    def drop(self, item: Item, step: str, reason: str, detail: str = "", option: str | None = None) -> None:
+        self.dropped.append(Dropped(item, step, reason, detail, option))
 
     def open(self, item: Item, step: str) -> Image.Image | None:
         """Decode ``item``; an unreadable file is dropped (reason ``unreadable``) and None returned."""

@@ -34,7 +34,7 @@ def run_filter(state: DatasetState, config: "FilterConfig", step: str) -> None:
         if verdict is None:
             kept.append(item)
         else:
-            state.drop(item, step, verdict.reason, verdict.detail)
+            state.drop(item, step, verdict.reason, verdict.detail, verdict.option)
     state.items = kept
 
 

@@ -24,16 +24,42 @@ if TYPE_CHECKING:
 
     from toolkit.network.network import Network
 
-def save_lora(network: "Network", path: Path, *, arch: Any, format: str | None, metadata: dict[str, Any], dtype: str) -> None:
+def save_lora(network: "Network", path: Path, *, arch: Any, format: str | None, metadata: dict[str, Any], dtype: str,
+              adapter: Any = None) -> None:
     """Write the network's weights to ``path`` atomically, in ``format`` (default: the architecture's).
 
     The one place the trainer writes LoRA files; the layouts (kohya, comfy, diffusers, peft) and the
-    header fields other tools read are toolkit.lora_io's.
+    header fields other tools read are toolkit.lora_io's. ``adapter``: the trained model, whose own layout the
+    denoiser's file names follow (an SDXL-family UNet laid out unlike SDXL base).
     """
     from toolkit.lora_io import save_lora as write_lora
 
     tensors = {key: value.detach().to("cpu") for key, value in network.state_dict().items()}
-    write_lora(tensors, path, arch=arch, format=format, metadata=metadata, dtype=dtype)
+    write_lora(tensors, path, arch=arch, format=format, metadata=metadata, dtype=dtype, adapter=adapter)
+
+
+def save_merged(load_model: Any, model: Any, arch: Any, network: "Network", path: Path, save: Any, strength: float) -> Path:
+    """``train.merge_network_on_save``: a fresh copy of the base model (loaded on the CPU) with the network merged in at
+    ``strength``, written as ``save.save_format`` (one .safetensors checkpoint at ``path``, or a diffusers folder beside
+    it); the training keeps its own model and adapter. Returns what was written."""
+    import torch
+
+    from toolkit.devices import resolve_dtype
+    from toolkit.lora_io.apply import bake_loras
+    from toolkit.lora_io.files import LoraFile
+    from toolkit.models.saving import save_folder, save_single_file
+
+    lora = LoraFile.from_state_dict({key: value.detach().to("cpu", torch.float32) for key, value in network.state_dict().items()},
+                                    arch.name)
+    base = load_model(model, arch, device=torch.device("cpu"), dtype=resolve_dtype("fp32"))
+    bake_loras(base, [(lora, strength)])
+    if save.save_format == "diffusers":
+        target = path.with_suffix("")
+        save_folder(base, target, save.dtype)
+    else:
+        target = path
+        save_single_file(base, target, save.dtype)
+    return target
 
 
 def lora_metadata(*, name: str, base_model: str, network: Any, train: Any, trigger_word: str | None, step: int,

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 import torch
 
-from toolkit.control import Requests
+from toolkit.train.requests import Requests
 from toolkit.errors import EaselError, Interrupted
 from toolkit.log import log
 from toolkit.output import run_folder_path
-from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, tag_frequency
+from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, save_merged, tag_frequency
 from toolkit.train.logs import TrainLog
 from toolkit.train.signals import StopSignals
 from toolkit.train.state import capture_rng, latest_state, load_state, restore_rng, save_state, state_path
@@ -259,6 +259,7 @@ class LoraTrainingRecipe:
         from toolkit.train.network import learning_rates
         from toolkit.train.noise import objective_for
         from toolkit.train.optimizers import build_optimizer
+        from toolkit.train.preservation import preservation_for
         from toolkit.train.step import DiffusionStep
         from toolkit.train.working import working_copies_for
 
@@ -267,7 +268,8 @@ class LoraTrainingRecipe:
         self.generator = torch.Generator().manual_seed((train.seed + 1_000_003 * (rank + 1)) % 2 ** 63)
         step_module = DiffusionStep(adapter, self.network, objective_for(adapter.noise_schedule(), train),
                                     loss_type=train.loss_type, huber_c=train.huber_c,
-                                    train_text_encoder=train.train_text_encoder, generator=self.generator)
+                                    train_text_encoder=train.train_text_encoder, generator=self.generator,
+                                    preservation=preservation_for(train, self.config.trigger_word))
         optimizer = build_optimizer(train.optimizer, self.network.param_groups(learning_rates(self.config, adapter), train.lr),
                                     train.lr, dict(train.optimizer_params))
         self.total_steps = train.total_steps(self.data.steps_per_epoch())
@@ -321,10 +323,10 @@ class LoraTrainingRecipe:
             return
         self._start_log()
         self._train_mode()
-        if self.step == 0 and self.previews and not cfg.train.skip_first_sample:
+        if (self.step == 0 or cfg.train.force_first_sample) and self.previews and not cfg.train.skip_first_sample:
             self.sample()
         batches = self.data.batches(self.position)
-        requests = Requests(self.folder, enabled=self.accelerator.is_main_process)  # "save now" / "sample now" (toolkit.control)
+        requests = Requests(self.folder, enabled=self.accelerator.is_main_process)  # "save now" / "sample now" (toolkit.train.requests)
         with self.stop:
             while self.step < self.total_steps:
                 started = time.perf_counter()
@@ -339,8 +341,10 @@ class LoraTrainingRecipe:
                     self.save_checkpoint(final=False)
                 if stopping and not last:
                     self._interrupted()
-                if not last and self.previews and (self._due(cfg.sample.sample_every if cfg.sample else 0)
-                                                   or self._agree("sample" in asked)):
+                if not last and self.previews and (
+                    (self._due(cfg.sample.sample_every) and self.step >= cfg.sample.sample_start_step)
+                    or self._agree("sample" in asked)
+                ):
                     self.sample()
         self._check_processes_agree()
         self.save_checkpoint(final=True)
@@ -455,7 +459,8 @@ class LoraTrainingRecipe:
         from toolkit.train.sampling import make_previews, save_previews
 
         if self.accelerator.is_main_process:
-            images = make_previews(self.adapter, self.network, self.ema, self.previews, self.offloaded)
+            images = make_previews(self.adapter, self.network, self.ema, self.previews, self.offloaded,
+                                   self.config.model.inference_lora_path)
             sample = self.config.sample
             labels = [preview.request.prompt for preview in self.previews]
             samples = self.folder / "samples"
@@ -473,8 +478,12 @@ class LoraTrainingRecipe:
             path = self.saves.final_lora if final else self.saves.step_lora(self.step)
             metadata = lora_metadata(step=self.step, **self.header)
             with self.ema.swapped() if self.ema is not None else nullcontext():
-                save_lora(self.network, path, arch=self.adapter.arch, format=self.config.save.format, metadata=metadata,
-                          dtype=self.config.save.dtype)
+                if self.config.train.merge_network_on_save:
+                    path = save_merged(self._load_model, self.config.model, self.arch, self.network, path,
+                                       self.config.save, self.config.train.merge_network_on_save_strength)
+                else:
+                    save_lora(self.network, path, arch=self.adapter.arch, format=self.config.save.format,
+                              metadata=metadata, dtype=self.config.save.dtype, adapter=self.adapter)
             self.log.write(f"step {self.step}: saved {path}")
             save_state(state_path(self.folder, self.name, self.step), self._state(rngs))
             for removed in self.saves.prune():
