@@ -179,7 +179,7 @@ def api_action(request: Request, job_id: int, action: str, offset: int = 0) -> A
     if action == "stop":
         status = ui.store.request_stop(job_id)
         return {"ok": True, "status": status} if status else _error(f"job {job_id} is {row.status}; only queued or running jobs stop.", 409)
-    if action in control.REQUESTS:
+    if action in run_requests.REQUESTS:
         if row.status != "running" or not row.run_dir:
             return _error(f"'{action} now' needs a running training job; job {job_id} is {row.status}.", 409)
         run_requests.request(Path(row.run_dir), action)
