@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Examples: python run.py config/examples/quickstart.yaml | python run.py --dry-run my.yaml "
                "| python run.py my.yaml --set config.process.0.train.lr=2e-4",
     )
-    parser.add_argument("configs", nargs="+", metavar="CONFIG",
+    parser.add_argument("configs", nargs="*", metavar="CONFIG",
                         help="config files, run in order; a name is also looked up under config/ with .yaml/.yml/.json")
     parser.add_argument("-r", "--recover", action="store_true", help="go on after a failing job; exit non-zero at the end")
     parser.add_argument("-n", "--name", help="value of [name] in the configs")
@@ -36,7 +36,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true",
                         help="validate, scan datasets and print the resolved config and a plan, without loading any model")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser.parse_args(argv)
+    parser.add_argument("--ui", action="store_true",
+                        help="start the web UI on 127.0.0.1:8675 (its options: python run.py --ui --help)")
+    args = parser.parse_args(argv)
+    if not args.configs:
+        parser.error("give at least one CONFIG (or --ui for the web UI)")
+    return args
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -72,6 +77,11 @@ def run_config(name: str, args: argparse.Namespace, registry: "object") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--ui" in argv:  # the web UI has its own options (host, port, folders, token)
+        from ui.server import main as ui_main
+
+        return ui_main([arg for arg in argv if arg != "--ui"])
     args = parse_args(argv)
     setup_console()
     signal.signal(signal.SIGTERM, _terminate)

@@ -32,28 +32,51 @@ if TYPE_CHECKING:
 _INDEXED = re.compile(r"^(\d{4,})_")
 
 
+class AdapterCache:
+    """The loaded base model (one at a time), by model settings, device and precision.
+
+    A job makes its own; a long-lived process (the UI's generate worker) passes one to every job it runs, so
+    the model stays loaded between jobs.
+    """
+
+    def __init__(self) -> None:
+        self._adapters: dict[str, ModelAdapter] = {}
+        self.loads = 0
+        """How many times a model was loaded."""
+
+    def get(self, key: str, load: Callable[[], "ModelAdapter"]) -> "ModelAdapter":
+        if key not in self._adapters:
+            self._adapters.clear()
+            self._adapters[key] = load()
+            self.loads += 1
+        return self._adapters[key]
+
+    def clear(self) -> None:
+        self._adapters.clear()
+
+
 class GenerateJob(Job):
     """Runs its ``to_folder`` processes in order; processes with the same model share one loaded adapter."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, adapters: AdapterCache | None = None, **kwargs: Any):
+        """``adapters``: a cache that outlives the job (left loaded at cleanup); default: the job's own."""
         super().__init__(*args, **kwargs)
-        self._adapters: dict[str, ModelAdapter] = {}
+        self._owns_adapters = adapters is None
+        self._adapters = adapters if adapters is not None else AdapterCache()
 
     def adapter_for(self, process: "ToFolderProcess") -> "ModelAdapter":
-        """The adapter of ``process``'s model on its device, loaded once per job."""
+        """The adapter of ``process``'s model on its device, loaded once per job (or per cache)."""
         from toolkit.devices import generation_target
         from toolkit.models.loading import load_adapter
 
         device, dtype = generation_target(process.config.device, process.config.model.dtype)
         key = f"{process.config.model.model_dump_json()}|{device}|{dtype}"
-        if key not in self._adapters:
-            self._adapters.clear()
-            self._adapters[key] = load_adapter(process.config.model, self.registry, device=device, dtype=dtype)
-        return self._adapters[key]
+        return self._adapters.get(key, lambda: load_adapter(process.config.model, self.registry, device=device, dtype=dtype))
 
     def cleanup(self) -> None:
         super().cleanup()
-        self._adapters.clear()
+        if self._owns_adapters:
+            self._adapters.clear()
 
 
 @dataclass

@@ -4,7 +4,8 @@ The lock is an advisory ``flock`` on that file, which the kernel drops however t
 included), so a lock left by a dead process is never taken for a live one. The file names its holder (PID,
 host, start time, command) for the message a second run gets, and for the note when a stale lock is taken
 over. Where flock is missing (Windows) or refused (some network file systems), the file is created
-exclusively instead, and a lock whose holder is a dead process on this host is taken over.
+exclusively instead, and a lock whose holder is a dead process on this host is taken over. ``in_use`` tells,
+without taking it, whether a run could open a folder now (the UI's queue waits on it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from toolkit.errors import EaselError
 LOCK_NAME = ".easel.lock"
 UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 """flock errors meaning the file system has no such locks (not that someone holds it)."""
+FRESH = 10.0
+"""Seconds a lock file that names no holder is taken for a run still writing its name."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,50 @@ def read_holder(folder: Path) -> Holder | None:
         return _parse((Path(folder) / LOCK_NAME).read_text(encoding="utf-8"))
     except OSError:
         return None
+
+
+def in_use(folder: Path) -> RunInUse | None:
+    """The error a run opening ``folder`` would get now; None when it may start (no lock, or a dead holder's).
+
+    For a queue deciding what to start and a page saying who holds a folder. It never takes the lock from
+    anyone: a named holder's lock is probed with a shared flock (which its exclusive one refuses), and a file
+    that names nobody yet is a run in the middle of taking it (or, once it is older, a run killed then).
+    """
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        holder = _read_fd(fd)
+        if holder is not None and holder.dead_here():
+            return None  # a killed run's lock: the next run takes it over
+        if holder is None and time.time() - os.fstat(fd).st_mtime < FRESH:
+            return RunInUse(Path(folder), None)
+        held = _held_elsewhere(fd)
+        if held is None:
+            return RunInUse(Path(folder), holder, exclusive=True)
+        return RunInUse(Path(folder), holder) if held else None
+    finally:
+        os.close(fd)
+
+
+def _held_elsewhere(fd: int) -> bool | None:
+    """Whether another open of the file holds it locked; None where flock is missing or refused."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError as err:
+        if err.errno in UNSUPPORTED:
+            return None
+        raise
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 def _flock(fd: int) -> bool | None:

@@ -114,3 +114,33 @@ def test_stale_temp_files_of_a_killed_write_are_removed_when_the_folder_opens(tm
     run.close()
     assert not any(path.exists() for path in stale) and all(path.exists() for path in mine)
     assert "Removed 2 unfinished temp file(s)" in (folder / "log.txt").read_text()
+
+
+def test_in_use_names_a_live_holder_in_another_process_and_frees_a_stale_or_released_lock(tmp_path: Path) -> None:
+    from toolkit.run_lock import in_use
+
+    assert in_use(tmp_path) is None  # no lock file
+    code = f"from toolkit.run_lock import RunLock; RunLock.acquire({str(tmp_path)!r}); print('held', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        error = in_use(tmp_path)
+        assert isinstance(error, RunInUse) and error.holder is not None and error.holder.pid == holder.pid
+        assert f"is in use by another easel run (process {holder.pid} on {socket.gethostname()}" in str(error)
+        assert in_use(tmp_path) is not None  # the probe took nothing away
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert (tmp_path / LOCK_NAME).exists() and in_use(tmp_path) is None  # a killed holder's lock is free
+    live = tmp_path / LOCK_NAME
+    live.write_text(f'{{"pid": {os.getpid()}, "host": "{socket.gethostname()}", "started": "then"}}\n')
+    assert in_use(tmp_path) is None  # its pid runs (reused), but nobody holds the file
+    live.write_text("")
+    assert in_use(tmp_path) is not None  # a run writing its name
+    os.utime(live, (time.time() - 60, time.time() - 60))
+    assert in_use(tmp_path) is None  # ...or one killed before it wrote it, long ago
+    taken = RunLock.acquire(tmp_path)
+    assert in_use(tmp_path) is not None
+    taken.release()
+    assert in_use(tmp_path) is None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 import torch
 
+from toolkit.train.requests import Requests
 from toolkit.errors import EaselError, Interrupted
 from toolkit.log import log
 from toolkit.output import run_folder_path
@@ -326,6 +327,7 @@ class LoraTrainingRecipe:
         if (self.step == 0 or cfg.train.force_first_sample) and self.previews and not cfg.train.skip_first_sample:
             self.sample()
         batches = self.data.batches(self.position)
+        requests = Requests(self.folder, enabled=self.accelerator.is_main_process)  # "save now" / "sample now" (toolkit.train.requests)
         with self.stop:
             while self.step < self.total_steps:
                 started = time.perf_counter()
@@ -335,11 +337,15 @@ class LoraTrainingRecipe:
                 self.log.step(self.step, loss, lr, time.perf_counter() - started)
                 stopping = self._agree(self.stop.signum is not None)
                 last = self.step == self.total_steps
-                if not last and (stopping or self._due(cfg.save.save_every)):
+                asked = requests.take()
+                if not last and (stopping or self._due(cfg.save.save_every) or self._agree("save" in asked)):
                     self.save_checkpoint(final=False)
                 if stopping and not last:
                     self._interrupted()
-                if not last and self.previews and self._due(cfg.sample.sample_every) and self.step >= cfg.sample.sample_start_step:
+                if not last and self.previews and (
+                    (self._due(cfg.sample.sample_every) and self.step >= cfg.sample.sample_start_step)
+                    or self._agree("sample" in asked)
+                ):
                     self.sample()
         self._check_processes_agree()
         self.save_checkpoint(final=True)
