@@ -96,7 +96,7 @@ def reference_side(args: argparse.Namespace, batch: Any, adapter: Any, fused: bo
     import torch
     from peft import LoraConfig
 
-    from toolkit.models.loading import tiny_builder, tiny_folder
+    from toolkit.models.tiny import tiny_builder, tiny_folder
 
     folder = tiny_folder(args.arch, tiny_builder(adapter.arch))
     if args.arch == "zimage":

@@ -17,6 +17,9 @@ EXTENSION = Extension(
         JobSpec("caption", "jobs.caption:CaptionJob", "Caption images with a vision-language model (BLIP, BLIP-2, Florence-2)."),
         JobSpec("evaluate", "jobs.evaluate:EvaluateJob", "Compare LoRA variants: CLIP score, style similarity, reports, grid."),
         JobSpec("convert", "jobs.convert:ConvertJob", "LoRA file tools: convert formats, merge, resize, inspect."),
+        JobSpec("extract", "jobs.extract:ExtractJob", "A LoRA from the difference of two checkpoints (ai-toolkit's extract).",
+                body="toolkit.config.extract:ExtractJobBody"),
+        JobSpec("mod", "jobs.extract:ModJob", "Modify a LoRA file: rescale its weight (ai-toolkit's mod)."),
     ),
     processes=(
         ProcessSpec("extension", "lora_trainer", "toolkit.config.train:LoraTrainerConfig", "jobs.train:LoraTrainerProcess",
@@ -46,5 +49,11 @@ EXTENSION = Extension(
                     description="Reduce a LoRA's rank by SVD and report the energy kept."),
         ProcessSpec("convert", "inspect", "toolkit.config.convert:InspectProcessConfig", "jobs.convert:InspectProcess",
                     description="Show a LoRA's architecture, format, ranks, metadata and trigger words."),
+        ProcessSpec("extract", "lora", "toolkit.config.extract:ExtractProcessConfig", "jobs.extract:ExtractProcess",
+                    description="Write a LoRA of the linear layers' changes (truncated SVD, rank by mode)."),
+        ProcessSpec("extract", "locon", "toolkit.config.extract:ExtractProcessConfig", "jobs.extract:ExtractProcess",
+                    description="Write a LoCon: linear layers and 3x3 convolutions."),
+        ProcessSpec("mod", "rescale_lora", "toolkit.config.extract:RescaleLoraConfig", "jobs.extract:RescaleLoraProcess",
+                    description="Rescale a LoRA so target_weight gives what current_weight gave."),
     ),
 )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
+from toolkit.models.saving import save_folder, save_single_file
 from toolkit.output import write_text_atomic
 
 if TYPE_CHECKING:
@@ -215,28 +216,3 @@ class InspectProcess(Process):
             print("\n".join(report_lines(infos[-1], self.config.show_keys)), flush=True)
         if self.config.output_file:
             write_text_atomic(Path(self.config.output_file), to_json(infos))
-
-
-def save_folder(adapter: "ModelAdapter", folder: Path, dtype: str | None) -> None:
-    """The model as a diffusers folder (``pipeline.save_pretrained``), in ``dtype`` when given."""
-    from toolkit.devices import resolve_dtype
-
-    pipe = adapter.pipeline()
-    if dtype:
-        pipe.to(dtype=resolve_dtype(dtype))
-    folder.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-
-
-def save_single_file(adapter: "ModelAdapter", path: Path, dtype: str | None) -> None:
-    """The model as one .safetensors checkpoint in its original layout (the adapter's ``single_file_state_dict``)."""
-    from safetensors.torch import save_file
-
-    from toolkit.devices import resolve_dtype
-    from toolkit.output import atomic_path
-
-    tensors = {key: value.detach().to("cpu").contiguous() for key, value in adapter.single_file_state_dict().items()}
-    if dtype:
-        tensors = {key: value.to(resolve_dtype(dtype)) if value.is_floating_point() else value for key, value in tensors.items()}
-    with atomic_path(path) as temp:
-        save_file(tensors, str(temp))

@@ -5,7 +5,8 @@ metadata.jsonl or metadata.csv captions); each later one works on the previous o
 memory; rewritten images go to a work folder beside the output); a process with ``output_folder``
 writes the result so far there: the kept images (copied byte for byte unless resized), their
 captions and ``report.json`` (every input image, kept or dropped, with the reason). The last
-process must write. A printed table repeats the report.
+process must write. A printed table repeats the report. A step that drops every image (or an input
+with none) stops the job before anything is written: exit 2, naming the settings that dropped them.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from toolkit.data.images import IMAGE_EXTENSIONS
 from toolkit.errors import ConfigError, ConfigIssue
 from toolkit.job import Job, Process
 from toolkit.log import log
 from toolkit.prep import steps
-from toolkit.prep.pipeline import DatasetState, check_folders, format_report, list_images, read_dataset, write_dataset
+from toolkit.prep.pipeline import DatasetState, Dropped, check_folders, format_report, list_images, read_dataset, write_dataset
+
+NOTHING_WRITTEN = ("Nothing was written. Loosen or remove the settings named above (docs/config.md says what each "
+                   "measures), or use other images, and run again.")
 
 
 class DatasetStep(Process):
@@ -43,13 +48,32 @@ class DatasetStep(Process):
 
     def run(self) -> None:
         state = self.job.state
-        before = len(state.items)
+        before, dropped = len(state.items), len(state.dropped)
         type(self).apply(state, self.config, self.label)
         state.steps.append(self.label)
         log.info(f"{self.label}: {before} -> {len(state.items)} images")
+        if before and not state.items:
+            raise self.nothing_left(f"{self.label} dropped all {before} images", state.dropped[dropped:])
         if self.config.output_folder:
             report = write_dataset(state, Path(self.config.output_folder), self.config.caption_ext)
             log.info(f"wrote {self.config.output_folder}\n{format_report(report)}")
+
+    def nothing_left(self, what: str, dropped: list[Dropped], where: tuple[str, ...] = ()) -> ConfigError:
+        """The error for a dataset left empty: per reason its count and an example, at the line of the setting behind
+        it (else at ``where`` in this process)."""
+        groups: dict[tuple[str, str | None], list[Dropped]] = {}
+        for drop in dropped:
+            groups.setdefault((drop.reason, drop.option), []).append(drop)
+        errors = []
+        for (reason, option), drops in groups.items():
+            example = drops[0].item.name + (f": {drops[0].detail}" if drops[0].detail else "")
+            change = f"; change or remove {option} (now {getattr(self.config, option)})" if option else ""
+            errors.append(self.config_error((option,) if option else where, f"{what}: {len(drops)} {reason} (e.g. {example}){change}",
+                                            NOTHING_WRITTEN))
+        if not errors:
+            errors.append(self.config_error(("input_folder",), f"{what}: it holds no {'/'.join(IMAGE_EXTENSIONS)} files "
+                                            "(hidden and cache folders are not read)", "Put images in it and run again."))
+        return ConfigError.combine(errors[0].source, errors)
 
 
 class FilterProcess(DatasetStep):
@@ -113,6 +137,9 @@ class DatasetJob(Job):
         self._work_dir = Path(tempfile.mkdtemp(prefix=f".{outputs[-1].name}.easel-work-", dir=outputs[-1].parent))
         self.state = read_dataset(Path(first.input_folder), first.caption_ext, self._work_dir)
         log.info(f"dataset: {len(self.state.items)} images in {first.input_folder}")
+        if not self.state.items:
+            raise self.processes[0].nothing_left(f"the input folder '{first.input_folder}' has no usable images",  # type: ignore[attr-defined]
+                                                 self.state.dropped, ("input_folder",))
         super().run()
 
     def cleanup(self) -> None:

@@ -1,7 +1,10 @@
-"""``job: generate``: txt2img and img2img to a folder, with LoRA stacks, inline prompt flags and A1111 metadata.
+"""``job: generate``: txt2img and img2img to a folder, with LoRA stacks, inline prompt flags, ControlNets, an
+IP-Adapter and A1111 metadata.
 
-The list of images (prompts x init images x images_per_prompt, with every default, seed, size and
-LoRA resolved) is worked out without torch, so ``--dry-run`` shows it without loading a model.
+The list of images (prompts x inputs x images_per_prompt, with every default, seed, size, LoRA and control image
+resolved) is worked out without torch, so ``--dry-run`` shows it, and checks the control images, without loading a
+model. An input is an init image (img2img) or, without init images, a ControlNet's control image; each ControlNet's
+control image is a file, the image of its folder named as the input, or the init image itself.
 """
 
 from __future__ import annotations
@@ -17,39 +20,63 @@ from toolkit.config.generate import GenerateProcessConfig
 from toolkit.errors import EaselError
 from toolkit.job import Job, Process
 from toolkit.log import log
+from toolkit.paths import under
 from toolkit.sampling.lookup import fit_aspect, index_loras, resolve_lora, round_to
 from toolkit.sampling.prompts import PromptSpec, numbered_prompts, parse_prompt, read_prompts
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from toolkit.models.base import GenerateRequest, ModelAdapter
+    from toolkit.models.base import ControlInput, GenerateRequest, IPAdapterInput, ModelAdapter
 
 _INDEXED = re.compile(r"^(\d{4,})_")
+
+
+class AdapterCache:
+    """The loaded base model (one at a time), by model settings, device and precision.
+
+    A job makes its own; a long-lived process (the UI's generate worker) passes one to every job it runs, so
+    the model stays loaded between jobs.
+    """
+
+    def __init__(self) -> None:
+        self._adapters: dict[str, ModelAdapter] = {}
+        self.loads = 0
+        """How many times a model was loaded."""
+
+    def get(self, key: str, load: Callable[[], "ModelAdapter"]) -> "ModelAdapter":
+        if key not in self._adapters:
+            self._adapters.clear()
+            self._adapters[key] = load()
+            self.loads += 1
+        return self._adapters[key]
+
+    def clear(self) -> None:
+        self._adapters.clear()
 
 
 class GenerateJob(Job):
     """Runs its ``to_folder`` processes in order; processes with the same model share one loaded adapter."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, adapters: AdapterCache | None = None, **kwargs: Any):
+        """``adapters``: a cache that outlives the job (left loaded at cleanup); default: the job's own."""
         super().__init__(*args, **kwargs)
-        self._adapters: dict[str, ModelAdapter] = {}
+        self._owns_adapters = adapters is None
+        self._adapters = adapters if adapters is not None else AdapterCache()
 
     def adapter_for(self, process: "ToFolderProcess") -> "ModelAdapter":
-        """The adapter of ``process``'s model on its device, loaded once per job."""
+        """The adapter of ``process``'s model on its device, loaded once per job (or per cache)."""
         from toolkit.devices import generation_target
         from toolkit.models.loading import load_adapter
 
         device, dtype = generation_target(process.config.device, process.config.model.dtype)
         key = f"{process.config.model.model_dump_json()}|{device}|{dtype}"
-        if key not in self._adapters:
-            self._adapters.clear()
-            self._adapters[key] = load_adapter(process.config.model, self.registry, device=device, dtype=dtype)
-        return self._adapters[key]
+        return self._adapters.get(key, lambda: load_adapter(process.config.model, self.registry, device=device, dtype=dtype))
 
     def cleanup(self) -> None:
         super().cleanup()
-        self._adapters.clear()
+        if self._owns_adapters:
+            self._adapters.clear()
 
 
 @dataclass
@@ -71,6 +98,8 @@ class PlannedImage:
     init_image: Path | None = None
     references: tuple[Path, ...] = ()
     """Edit models: the reference images edited together."""
+    controls: tuple[Path, ...] = ()
+    """The control image file of each of ``generate.controlnets``, in order."""
 
 
 class ToFolderProcess(Process):
@@ -83,6 +112,7 @@ class ToFolderProcess(Process):
         self.arch = job.registry.arch(config.model.arch)
         self.adapter: ModelAdapter | None = None
         self.base_seed: int | None = None
+        self._ip_adapter: IPAdapterInput | None = None
 
     @property
     def output(self) -> Path:
@@ -113,17 +143,17 @@ class ToFolderProcess(Process):
 
     def _reference_sets(self) -> list[tuple[Path, ...]]:
         """Edit models: the reference images of each edit (a folder: one edit per image; files: one edit of them all)."""
-        from toolkit.data.images import IMAGE_EXTENSIONS
+        from toolkit.control.inputs import image_files
 
         source = self.config.generate.reference_images
         if not source:
             return [()]
         files = [Path(p).expanduser() for p in ([source] if isinstance(source, str) else source)]
         if len(files) == 1 and files[0].is_dir():
-            found = sorted(p for p in files[0].iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            if not found:
-                raise self.config_error(("generate", "reference_images"), f"the folder '{files[0]}' holds no images.")
-            return [(path,) for path in found]
+            try:
+                return [(path,) for path in image_files(str(files[0]))]
+            except ValueError as err:
+                raise self.config_error(("generate", "reference_images"), f"{err}.") from None
         for number, path in enumerate(files):
             if not path.is_file():
                 where = ("generate", "reference_images", number) if isinstance(source, list) else ("generate", "reference_images")
@@ -131,7 +161,8 @@ class ToFolderProcess(Process):
         return [tuple(files)]
 
     def _size(self, spec: PromptSpec, init_size: tuple[int, int] | None) -> tuple[int, int]:
-        """txt2img: the requested size; img2img: the input's aspect ratio (after EXIF rotation) at the requested area."""
+        """txt2img: the requested size; img2img (or a control image): the input's aspect ratio (after EXIF rotation) at
+        the requested area."""
         gen, step = self.config.generate, self.arch.spec.bucket_divisibility
         width = spec.width or self._default(gen.width, "width", 512)
         height = spec.height or self._default(gen.height, "height", 512)
@@ -182,17 +213,20 @@ class ToFolderProcess(Process):
         except EaselError as err:
             raise self.config_error(("generate", "lora_dirs"), str(err).removeprefix("generate.lora_dirs: ")) from None
         specs = self._specs(lora_index)
+        self._check_control_files()
         if self.base_seed is None:
             self.base_seed = gen.seed if gen.seed != -1 else random.SystemRandom().randrange(2**32)
-        inits: list[Path | None] = list(self._init_images()) or [None]
+        inputs = self._inputs()
         edits = self._reference_sets()
-        shown = [image for image in [*inits, *(refs[0] for refs in edits if refs)] if image is not None]
-        sizes = {image: displayed_size(image) for image in shown}  # read once, not per prompt
+        shown = [path for init, controls in inputs for path in (init, *controls) if path]
+        sizes = {path: displayed_size(path) for path in [*shown, *(refs[0] for refs in edits if refs)]}  # read once
+        self._check_aspects(inputs, sizes)
         planned: list[PlannedImage] = []
         for spec, loras in specs:
             tags = tuple((path.stem, weight) for path, weight in loras)
-            for init, refs in ((init, refs) for init in inits for refs in edits):
-                width, height = self._size(spec, sizes.get(init or (refs[0] if refs else None)))
+            for (init, controls), refs in ((item, refs) for item in inputs for refs in edits):
+                shape = init or next(iter(controls), None) or next(iter(refs), None)
+                width, height = self._size(spec, sizes.get(shape) if shape else None)
                 for repeat in range(gen.images_per_prompt):
                     seed = spec.seed + repeat if spec.seed is not None else self.base_seed + len(planned)
                     planned.append(PlannedImage(
@@ -201,8 +235,64 @@ class ToFolderProcess(Process):
                         steps=spec.steps or self._default(gen.sample_steps, "sample_steps", 25),
                         guidance_scale=spec.guidance_scale if spec.guidance_scale is not None else self._default(gen.guidance_scale, "guidance_scale", 7.0),
                         guidance_rescale=spec.guidance_rescale if spec.guidance_rescale is not None else gen.guidance_rescale,
-                        loras=loras, lora_tags=tags, init_image=init, references=refs))
+                        loras=loras, lora_tags=tags, init_image=init, controls=controls, references=refs))
         return planned
+
+    def _check_control_files(self) -> None:
+        """Depth / pose models and IP-Adapter reference images must be found (before any model loads)."""
+        from toolkit.control.inputs import ip_image_problems, preprocessor_problems
+
+        gen = self.config.generate
+        problems = [(("generate", "controlnets", *where), message) for where, message in preprocessor_problems(gen.controlnets)]
+        if gen.ip_adapter is not None:
+            problems += [(("generate", "ip_adapter", *where), message) for where, message in ip_image_problems(gen.ip_adapter)]
+        self.raise_together([self.config_error(where, f"{message}.") for where, message in problems])
+
+    def _inputs(self) -> list[tuple[Path | None, tuple[Path, ...]]]:
+        """What the prompts run over: each init image (or, without them, each image of the first ControlNet whose
+        image is a folder), with the control image file of every ControlNet."""
+        from toolkit.control.inputs import image_files, paired
+
+        gen = self.config.generate
+        inits = self._init_images()
+        errors = []
+        for index, control in enumerate(gen.controlnets):
+            where = ("generate", "controlnets", index, "image")
+            if control.image is None and not inits:
+                errors.append(self.config_error(where, "no control image: set image, or init_images (a ControlNet "
+                                                "without an image reads the init image)."))
+            elif control.image is not None:
+                try:
+                    image_files(control.image)
+                except ValueError as err:
+                    errors.append(self.config_error(where, f"{err}."))
+        self.raise_together(errors)
+        folder = next((c.image for c in gen.controlnets if c.image and Path(c.image).expanduser().is_dir()), None)
+        drivers = [(init, init.stem) for init in inits] if inits else \
+            [(None, file.stem) for file in image_files(folder)] if folder else [(None, "")]
+        inputs = []
+        for init, stem in drivers:
+            controls = []
+            for index, control in enumerate(gen.controlnets):
+                try:
+                    controls.append(paired(control.image, stem) if control.image else init)
+                except ValueError as err:
+                    raise self.config_error(("generate", "controlnets", index, "image"), f"{err}.") from None
+            inputs.append((init, tuple(controls)))
+        return inputs  # type: ignore[return-value]
+
+    def _check_aspects(self, inputs: list[tuple[Path | None, tuple[Path, ...]]], sizes: dict[Path, tuple[int, int]]) -> None:
+        """Every control image has the shape of the image it steers (the init image, else the first control image)."""
+        from toolkit.control.inputs import aspect_problem
+
+        errors = []
+        for init, controls in inputs:
+            reference = init or next(iter(controls), None)
+            for index, control in enumerate(controls):
+                problem = aspect_problem(control, sizes[control], reference, sizes[reference]) if reference else None
+                if problem:
+                    errors.append(self.config_error(("generate", "controlnets", index, "image"), f"{problem}."))
+        self.raise_together(errors[:5])
 
     def plan(self) -> list[str]:
         cfg, gen = self.config, self.config.generate
@@ -218,15 +308,27 @@ class ToFolderProcess(Process):
         if gen.reference_images:
             edits = self._reference_sets()
             lines.append(f"  edits: {len(edits)} x {len(edits[0])} reference images from {gen.reference_images}")
+        for index, control in enumerate(gen.controlnets):
+            window = f", steps {control.start:g}-{control.end:g}" if (control.start, control.end) != (0, 1) else ""
+            mode = f", mode {control.mode}" if control.mode is not None else ""
+            lines.append(f"  controlnet {index}: {control.path} (scale {control.scale:g}{window}{mode}) reading "
+                         f"{control.image or 'the init image'}, preprocess {control.preprocess.type}")
+        if gen.ip_adapter is not None:
+            from toolkit.control.inputs import ip_image_files
+
+            lines.append(f"  ip_adapter: {gen.ip_adapter.path}, {len(ip_image_files(gen.ip_adapter))} reference images, "
+                         f"scale {gen.ip_adapter.scale:g}")
         for image in images[:20]:
             loras = "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
             source = f" from {image.init_image.name}" if image.init_image else ""
+            source += "".join(f" +{path.name}" for path in image.controls if path != image.init_image)
             source += f" editing {', '.join(path.name for path in image.references)}" if image.references else ""
             lines.append(f"    {image.index:4d}: {image.width}x{image.height}, {image.steps} steps, cfg {image.guidance_scale:g}, "
                          f"seed {image.seed}{source}: {image.spec.prompt[:60]!r}{loras}")
         if len(images) > 20:
             lines.append(f"    ... {len(images) - 20} more")
-        extras = [name for name, on in (("a .txt prompt file per image", gen.prompt_file), ("a grid", gen.grid)) if on]
+        extras = [name for name, on in (("a .txt prompt file per image", gen.prompt_file), ("a grid", gen.grid),
+                                        ("the control images beside each image", bool(gen.controlnets))) if on]
         lines.append(f"  writes: {gen.ext} images with A1111 parameters" + "".join(f", {e}" for e in extras))
         return lines
 
@@ -247,9 +349,9 @@ class ToFolderProcess(Process):
     def _generate_all(self, adapter: "ModelAdapter", images: list[PlannedImage]) -> list[Path]:
         from tqdm import tqdm
 
-        from toolkit.lora_io import apply_loras, remove_loras
-
         from toolkit.data.images import load_image
+        from toolkit.lora_io import apply_loras, remove_loras
+        from toolkit.models.loading import resolve_file
 
         decoded = functools.lru_cache(maxsize=4)(load_image)  # an init image serves several prompts and seeds
         start = self._next_index()
@@ -258,62 +360,82 @@ class ToFolderProcess(Process):
         for image in images:
             groups.setdefault(image.loras, []).append(image)
         size = self.config.generate.batch_size
+        inference = self.config.model.inference_lora_path
+        always = [(resolve_file(inference, "model.inference_lora_path"), 1.0)] if inference else []
         with tqdm(total=len(images), desc="images", dynamic_ncols=True) as bar:
             for loras, group in groups.items():
-                apply_loras(adapter, list(loras))
+                apply_loras(adapter, always + list(loras))
                 try:
                     for first in range(0, len(group), size):
                         batch = group[first:first + size]
-                        made = adapter.generate([self._request(image, decoded) for image in batch])
-                        for image, picture in zip(batch, made):
-                            written[image.index] = self._save(image, picture, start + image.index)
+                        requests = [self._request(image, decoded) for image in batch]
+                        made = adapter.generate(requests)
+                        for image, request, picture in zip(batch, requests, made):
+                            written[image.index] = self._save(image, picture, start + image.index, request.controls)
                         bar.update(len(batch))
                 finally:
                     remove_loras(adapter)
         return [written[index] for index in sorted(written)]
 
     def _request(self, image: PlannedImage, load_image: Callable[[Path], Any]) -> "GenerateRequest":
+        from toolkit.control.inputs import control_input, ip_adapter_input
         from toolkit.models.base import GenerateRequest
 
-        extras = dict(image.spec.extras)
+        gen = self.config.generate
+        size = (image.width, image.height)
+        controls = tuple(control_input(config, path, size, self.arch.spec) for config, path in zip(gen.controlnets, image.controls))
+        if gen.ip_adapter is not None and self._ip_adapter is None:
+            self._ip_adapter = ip_adapter_input(gen.ip_adapter)
         return GenerateRequest(
             prompt=image.spec.prompt, width=image.width, height=image.height, steps=image.steps,
             guidance_scale=image.guidance_scale, seed=image.seed, sampler=self.sampler, negative_prompt=image.negative,
-            guidance_rescale=image.guidance_rescale, strength=self.config.generate.strength, extras=extras,
+            guidance_rescale=image.guidance_rescale, strength=gen.strength, extras=dict(image.spec.extras),
             init_image=load_image(image.init_image) if image.init_image is not None else None,
-            references=[load_image(path) for path in image.references])
+            controls=controls, ip_adapter=self._ip_adapter, references=[load_image(path) for path in image.references])
 
     def _next_index(self) -> int:
         found = [int(m.group(1)) for p in self.output.iterdir() if (m := _INDEXED.match(p.name))] if self.output.is_dir() else []
         return max(found, default=-1) + 1
 
+    @staticmethod
+    def full_prompt(image: PlannedImage) -> str:
+        """The prompt with the image's ``<lora:name:weight>`` tags, as A1111 records it."""
+        return image.spec.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
+
     def parameters(self, image: PlannedImage) -> str:
         """The A1111 ``parameters`` text of one image."""
+        from toolkit.control.inputs import metadata
         from toolkit.sampling.pngmeta import format_parameters
         from toolkit.sampling.samplers import A1111_NAMES
 
-        prompt = image.spec.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
+        prompt = self.full_prompt(image)
         params: dict[str, Any] = {
             "Steps": image.steps, "Sampler": A1111_NAMES.get(self.sampler, self.sampler), "CFG scale": float(image.guidance_scale),
             "Seed": image.seed, "Size": f"{image.width}x{image.height}", "Model": self._model_name(),
             "Denoising strength": float(self.config.generate.strength) if image.init_image is not None else None,
             "CFG Rescale": float(image.guidance_rescale) if image.guidance_rescale else None,
+            **metadata(list(zip(self.config.generate.controlnets, image.controls)), self.config.generate.ip_adapter),
             "Architecture": self.arch.name, "Version": "easel",
         }
         return format_parameters(prompt, image.negative if image.guidance_scale > 1 else "", params)
 
     def _model_name(self) -> str:
-        name = self.config.model.name_or_path.rstrip("/")
-        return Path(name).stem if Path(name).suffix else name.split("/")[-1]
+        from toolkit.sampling.pngmeta import model_label
 
-    def _save(self, image: PlannedImage, picture: "Image.Image", number: int) -> Path:
+        return model_label(self.config.model.name_or_path)
+
+    def _save(self, image: PlannedImage, picture: "Image.Image", number: int, controls: "tuple[ControlInput, ...]") -> Path:
+        """The image (with its parameters), its .txt prompt where asked, and the control images it was made with."""
         from toolkit.output import atomic_path, write_text_atomic
         from toolkit.sampling.pngmeta import save_image
 
         ext = self.config.generate.ext
-        target = self.output / f"{number:05d}_{image.seed}.{ext}"
+        target = under(self.output, f"{number:05d}_{image.seed}.{ext}", what="image file")
         with atomic_path(target) as temp:
             save_image(picture, temp, self.parameters(image), ext=ext)
+        for index, control in enumerate(controls):
+            with atomic_path(under(self.output, f"{target.stem}_control{index}.png", what="control image file")) as temp:
+                control.image.save(temp, format="PNG")
         if self.config.generate.prompt_file:
             write_text_atomic(target.with_suffix(".txt"), image.spec.prompt + "\n")
         return target
@@ -321,15 +443,17 @@ class ToFolderProcess(Process):
     def _write_grid(self, images: list[PlannedImage], files: list[Path]) -> None:
         from PIL import Image
 
-        from toolkit.sampling.grid import make_grid
+        from toolkit.sampling.grid import distinct_labels, make_grid, save_grid
 
         pictures = []
         for path in files:
             with Image.open(path) as opened:
                 pictures.append(opened.convert("RGB"))
-        labels = [f"{image.seed}: {image.spec.prompt}" for image in images]
-        target = self.output / f"grid_{files[0].name.split('_')[0]}.png"
-        make_grid(pictures, labels).save(target)
+        prompts = [self.full_prompt(image) for image in images]
+        shown = [f"{image.seed}: {prompt}" for image, prompt in zip(images, distinct_labels(prompts))]
+        target = under(self.output, f"grid_{files[0].name.split('_')[0]}.png", what="grid file")
+        save_grid(make_grid(pictures, shown, abbreviate=False), target,
+                  {"labels": [f"{image.seed}: {prompt}" for image, prompt in zip(images, prompts)]})
         log.info(f"Wrote the grid {target}")
 
     def cleanup(self) -> None:

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.config.train import LoraTrainerConfig
 from toolkit.data.loader import EmptyDataset, TrainData
+from toolkit.data.scan import dataset_problem
 from toolkit.job import Process
 from toolkit.models.memory import describe
+from toolkit.output import run_folder_path
 
 if TYPE_CHECKING:
     from toolkit.registry import ArchRef
@@ -26,7 +28,7 @@ class LoraTrainerProcess(Process):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.config.training_folder) / self.job.name
+        return run_folder_path(self.config.training_folder, self.job.name)
 
     @property
     def arch(self) -> "ArchRef":
@@ -34,28 +36,62 @@ class LoraTrainerProcess(Process):
 
     def check_inputs(self) -> None:
         """Files the config names must exist (checked at --dry-run and before any model loads)."""
-        errors = [self.config_error(("datasets", index, "folder_path"), f"the dataset folder '{dataset.folder_path}' does "
-                                    "not exist; point folder_path at a folder of images (with .txt captions or a metadata.jsonl).")
-                  for index, dataset in enumerate(self.config.datasets) if not Path(dataset.folder_path).is_dir()]
+        errors = [self.config_error(("datasets", index, "folder_path"), problem) for index, dataset in enumerate(self.config.datasets)
+                  if (problem := dataset_problem(dataset.folder_path))]
         errors += [self.config_error(("datasets", index, "control_path"), f"the control folder '{folder}' does not exist; "
                                      "point control_path at the folder of reference images, named like their targets.")
                    for index, dataset in enumerate(self.config.datasets) for folder in dataset.control_path
                    if not Path(folder).is_dir()]
-        sample = self.config.sample
-        errors += [self.config_error(("sample", "samples", index, "ctrl_img"), f"the reference image '{path}' does not exist.")
-                   for index, item in enumerate(sample.samples if sample is not None else []) for path in item.references()
-                   if not Path(path).expanduser().is_file()]
+        errors += [self.config_error(("datasets", index, "mask_path"), f"the mask folder '{dataset.mask_path}' does not "
+                                     "exist; point mask_path at a folder of masks named like the images.")
+                   for index, dataset in enumerate(self.config.datasets)
+                   if dataset.mask_path and not Path(dataset.mask_path).expanduser().is_dir()]
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
+        if self.config.sample is not None:
+            errors += self._preview_image_problems()
+            errors += self._control_problems()
         self.raise_together(errors)
+
+    def _preview_image_problems(self) -> list:
+        """Preview image files that do not exist: ``ctrl_img`` (..3) as reference images of an edit model, else
+        ``ctrl_img`` as a ControlNet's control image (see ``SampleItem.ctrl_img``), and the ControlNets' own."""
+        sample = self.config.sample
+        if self.arch.spec.references is not None:
+            images = [(("sample", "samples", n, key), path, "reference") for n, item in enumerate(sample.samples)
+                      for key, path in item.reference_keys()]
+        else:
+            images = [(("sample", "samples", n, "ctrl_img"), item.ctrl_img, "control") for n, item in enumerate(sample.samples)]
+        images += [(("sample", "controlnets", n, "image"), control.image, "control") for n, control in enumerate(sample.controlnets)]
+        return [self.config_error(where, f"the {kind} image '{image}' does not exist.")
+                for where, image, kind in images if image and not Path(image).expanduser().is_file()]
+
+    def _control_problems(self) -> list:
+        """Preview control images of another shape than their preview's, and depth / pose models not to be had."""
+        from toolkit.control.inputs import mismatch, preprocessor_problems
+
+        sample, references = self.config.sample, self.arch.spec.references is not None
+        errors = [self.config_error(("sample", "controlnets", *where), f"{message}.")
+                  for where, message in preprocessor_problems(sample.controlnets)]
+        items = [(("sample", "controlnets"), item) for item in sample.all_prompts()[:len(sample.prompts)]]
+        items += [(("sample", "samples", number, "ctrl_img"), item) for number, item in enumerate(sample.samples)]
+        if references:  # ctrl_img is a reference image, so every preview reads the ControlNets' own images
+            items = [(("sample", "controlnets"), item) for _, item in items[:1]]
+        for where, item in items if sample.controlnets and not errors else []:
+            files = [Path(image).expanduser() for image in sample.control_images(item, references)]
+            problem = mismatch(files) if all(file.is_file() for file in files) else None  # missing ones are reported apart
+            if problem:
+                errors.append(self.config_error(where, f"{problem}."))
+        return errors
 
     def read_data(self, data_class: Any, **kwargs: Any) -> Any:
         """The training data (``data_class(datasets, ...)``); a dataset left empty is reported at its YAML line."""
         cfg = self.config
         try:
             return data_class(cfg.datasets, trigger_word=cfg.trigger_word, batch_size=cfg.train.batch_size,
-                              seed=cfg.train.seed, **kwargs)
+                              seed=cfg.train.seed, fallback_cache=self.run_dir / "cache", reg_weight=cfg.train.reg_weight,
+                              **kwargs)
         except EmptyDataset as err:
             raise self.config_error(("datasets", err.index, "folder_path"), err.problem, err.hint) from None
 
@@ -80,9 +116,16 @@ class LoraTrainerProcess(Process):
         if cfg.sample is not None and not train.disable_sampling:
             sample = cfg.sample
             lines.append(f"  samples: every {sample.sample_every} steps, {len(sample.all_prompts())} prompts -> {self.run_dir / 'samples'}")
+            lines += [f"    controlnet {index}: {control.path} (scale {control.scale:g}, preprocess {control.preprocess.type}) reading "
+                      f"{control.image or 'the ctrl_img of each prompt'}" for index, control in enumerate(sample.controlnets)]
+        from toolkit.train.preservation import preservation_summary
+
+        extras = preservation_summary(train)
+        lines += [f"  loss: {extras}"] if extras else []
         save = cfg.save
         every = f"every {save.save_every} steps, keep {save.max_step_saves_to_keep or 'all'}" if save.save_every else "at the end"
-        lines.append(f"  saves: {every}, {save.dtype} -> {self.run_dir / (self.job.name + '.safetensors')}")
+        merged = f"the merged model ({save.save_format})" if train.merge_network_on_save else save.dtype
+        lines.append(f"  saves: {every}, {merged} -> {self.run_dir / (self.job.name + '.safetensors')}")
         return lines
 
     def run(self) -> None:

@@ -45,3 +45,13 @@ def test_any_accepted_name_stays_under_the_root(name):
     if segment_problem(name) is None:
         path = safe_child(root, name)
         assert os.path.dirname(os.path.realpath(path)) == root
+
+
+def test_names_as_written_ignore_links_but_not_dotdot(tmp_path):
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, root / "link")
+    assert is_under(root, root / "link" / "file", follow_links=False)
+    assert not is_under(root, root / "a" / ".." / ".." / "x", follow_links=False)
+    assert not is_under(root, "/etc/passwd", follow_links=False)

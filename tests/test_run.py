@@ -96,7 +96,7 @@ def test_ai_toolkit_zimage_config_dry_run_lists_ignored_keys_once(tmp_path):
     warnings = [line for line in result.stderr.splitlines() if "ignored keys" in line]
     assert len(warnings) == 1
     for key in ("process[].sqlite_db_path", "process[].performance_log_every", "process[].monitoring",
-                "train.diff_output_preservation", "datasets[].controls", "save.push_to_hub", "sample.num_frames"):
+                "train.switch_boundary_every", "datasets[].controls", "save.push_to_hub", "sample.num_frames"):
         assert key in warnings[0], key
     assert "architecture: zimage:turbo" in result.stdout
     assert "<springwc> a cottage by a river" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -57,6 +58,27 @@ class ConfigError(EaselError):
         """One error holding every issue of ``errors``, their different hints in order."""
         return cls(source, [issue for error in errors for issue in error.issues],
                    " ".join(dict.fromkeys(error.hint for error in errors)))
+
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+NO_SPACE_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28")
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error``, or one it was raised from, is a full disk (or quota).
+
+    Libraries that write in C or Rust (safetensors, torch.save) report it as their own error type, with
+    the OS error as its context or only in the text.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+            return True
+        if any(text in str(error) for text in NO_SPACE_TEXTS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class Interrupted(BaseException):

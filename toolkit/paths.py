@@ -19,7 +19,7 @@ def segment_problem(name: str) -> str | None:
     if name in (".", ".."):
         return f"is '{name}', which names a folder, not a file"
     if "/" in name or "\\" in name:
-        return "contains a path separator ('/' or '\\'); use one plain name"
+        return "contains a path separator ('/' or '\\')"
     if any(ord(char) < 32 for char in name):
         return "contains a control character"
     if name != name.strip():
@@ -27,9 +27,14 @@ def segment_problem(name: str) -> str | None:
     return None
 
 
-def is_under(root: Path, path: Path) -> bool:
-    """Whether ``path`` stays inside ``root`` once '..' and symbolic links are resolved."""
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+def is_under(root: Path | str, path: Path | str, *, follow_links: bool = True) -> bool:
+    """Whether ``path`` stays inside ``root`` once '..' and symbolic links are resolved.
+
+    ``follow_links=False`` judges the names as written ('..' collapsed, links not followed): for paths a
+    file lists, such as a metadata.jsonl's ``file_name``, where a link the user placed in the folder is theirs.
+    """
+    resolve = os.path.realpath if follow_links else os.path.abspath
+    return Path(resolve(path)).is_relative_to(resolve(root))
 
 
 def under(root: Path | str, *parts: str, what: str = "path") -> Path:

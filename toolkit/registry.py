@@ -28,6 +28,8 @@ class JobSpec:
     runner: str
     """Import path of the Job class, "module:Class"."""
     description: str = ""
+    body: str = ""
+    """Import path of the schema of its ``config:`` block when it has keys besides name and process (a JobBody)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,45 @@ class ReferenceImages:
 
 
 @dataclass(frozen=True)
+class ControlNetProfile:
+    """How an architecture takes ControlNets: diffusers' classes for them and their pipelines, and what a fitting
+    ControlNet's config says (read by the generate job's checks and ``PipelineAdapter``)."""
+
+    model: str
+    """diffusers class of its ControlNets, e.g. ``ControlNetModel``."""
+    txt2img: str
+    """diffusers txt2img ControlNet pipeline, e.g. ``StableDiffusionControlNetPipeline``."""
+    img2img: str = ""
+    """diffusers img2img ControlNet pipeline; empty: the adapter does img2img with ControlNets itself."""
+    union_model: str = ""
+    """diffusers class of union ControlNets (one model, a control mode per image); empty: none."""
+    union_txt2img: str = ""
+    union_img2img: str = ""
+    union_modes: Mapping[str, int] = field(default_factory=dict)
+    """Control mode names of union ControlNets -> their index (``controlnets[].mode``)."""
+    max_models: int = 0
+    """How many ControlNets one image may use; 0: any number."""
+    guidance_window: bool = True
+    """Whether a ControlNet can act on part of the steps only (``start`` / ``end``)."""
+    config_values: Mapping[str, Any] = field(default_factory=dict)
+    """Values a fitting ControlNet's config.json has (a missing key counts as None), e.g. SDXL's
+    ``addition_embed_type: text_time``."""
+    shared_config: tuple[str, ...] = ()
+    """Config keys a ControlNet shares with the denoiser it was trained for (e.g. ``cross_attention_dim``)."""
+    tiny: str = ""
+    """Import path of ``build(base_folder, folder, seed, union=False)``: a tiny random ControlNet for the tiny model."""
+
+
+@dataclass(frozen=True)
+class IPAdapterProfile:
+    """That an architecture takes IP-Adapters through diffusers' ``IPAdapterMixin.load_ip_adapter``."""
+
+    tiny: str = ""
+    """Import path of ``build(base_folder, folder, seed)``: a tiny random IP-Adapter (weights file and image
+    encoder) for the tiny model."""
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """A model architecture; ``adapter`` implements toolkit.models.base.ModelAdapter and reads its facts here."""
 
@@ -162,6 +203,12 @@ class ArchSpec:
     """ai-toolkit booleans in ``model:`` that select this architecture (e.g. one for SDXL)."""
     references: ReferenceImages | None = None
     """Reference images it takes (edit models); None: none (``control_path`` and sample references are refused)."""
+    legacy_default: bool = False
+    """ai-toolkit's architecture when a model block sets its ``is_*`` flags but none of them true (SD 1.x)."""
+    controlnet: ControlNetProfile | None = None
+    """How it takes ControlNets; None: it takes none."""
+    ip_adapter: IPAdapterProfile | None = None
+    """How it takes IP-Adapters; None: it takes none."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +321,10 @@ class Registry:
     def legacy_arch_flags(self) -> dict[str, str]:
         """ai-toolkit flag name -> architecture name."""
         return {flag: spec.name for spec in self.archs.values() for flag in spec.legacy_flags}
+
+    def legacy_default_arch(self) -> str | None:
+        """The architecture ai-toolkit trains when none of its ``is_*`` flags is true (one declares it), or None."""
+        return next((spec.name for spec in self.archs.values() if spec.legacy_default), None)
 
     @classmethod
     def discover(cls, builtins: Iterable[str] = ("jobs",), extensions_dir: Path | None = None) -> "Registry":

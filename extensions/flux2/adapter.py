@@ -162,9 +162,10 @@ class Flux2Adapter(PipelineAdapter):
             kwargs["negative_prompt_embeds"] = self.encode_prompts([r.negative_prompt for r in batch])["prompt_embeds"]
         return kwargs
 
-    def img2img_call(self, batch: "list[GenerateRequest]", kwargs: dict[str, Any]) -> Any:
-        """The init images noised to the schedule's sigma at ``strength`` (at least the last step), then the rest of
-        the schedule through the txt2img pipeline, which shifts the sigmas it is given (their pre-images are passed)."""
+    def pipeline_inputs(self, batch: "list[GenerateRequest]", generators: list[Any]) -> tuple[Any, dict[str, Any]]:
+        """img2img (diffusers has no FLUX.2 img2img pipeline): the init images noised to the schedule's sigma at
+        ``strength`` (at least the last step), then the rest of the schedule through the txt2img pipeline, which
+        shifts the sigmas it is given (their pre-images are passed)."""
         import math
 
         import numpy as np
@@ -172,6 +173,8 @@ class Flux2Adapter(PipelineAdapter):
         from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
 
         first = batch[0]
+        if first.init_image is None:
+            return super().pipeline_inputs(batch, generators)
         steps = first.steps
         kept = max(1, min(steps, int(steps * first.strength)))
         tokens = (first.height // 16) * (first.width // 16)
@@ -180,13 +183,11 @@ class Flux2Adapter(PipelineAdapter):
         shifted = shift * full / (1 + (shift - 1) * full)
         tail = shifted[steps - kept:]
         again = math.exp(compute_empirical_mu(tokens, kept))
-        kwargs["sigmas"] = list(tail / (again - (again - 1) * tail))
-        kwargs["num_inference_steps"] = kept
         init = self.encode_images(pil_to_pixels([_cover(r.init_image, (first.width, first.height)) for r in batch]))
-        noise = torch.cat([torch.randn(init[:1].shape, generator=g).to(init.device, init.dtype) for g in kwargs["generator"]])
+        noise = torch.cat([torch.randn(init[:1].shape, generator=g).to(init.device, init.dtype) for g in generators])
         start = (1 - tail[0]) * init + tail[0] * noise
-        kwargs["latents"] = patchify(start.to(self.denoiser_dtype))
-        return self.pipe
+        return self.pipe, {"sigmas": list(tail / (again - (again - 1) * tail)), "num_inference_steps": kept,
+                           "latents": patchify(start.to(self.denoiser_dtype))}
 
 
 def _cover(image: Any, size: tuple[int, int]) -> Any:

@@ -68,7 +68,7 @@ class QwenImageEditAdapter(QwenImageAdapter):
         return int(self.config.model_kwargs.get("max_sequence_length", 2048))
 
     def text_pipeline(self) -> Any:
-        return self.sibling_pipeline("QwenImagePipeline")
+        return self.attachments.pipeline("QwenImagePipeline")
 
     def with_references(self, cond: "Conditioning", references: "list[torch.Tensor]") -> "Conditioning":
         return {**cond, **{REFERENCE_KEY.format(slot): latents for slot, latents in enumerate(references)}}
@@ -112,8 +112,12 @@ class QwenImageEditAdapter(QwenImageAdapter):
                              f"model.model_kwargs.max_sequence_length ({self.max_sequence_length}); raise it.")
         return row
 
-    def pipeline_for(self, batch: "list[GenerateRequest]") -> Any:
-        return self.pipe if batch[0].references else self.sibling_pipeline("QwenImagePipeline")
+    def pipeline_inputs(self, batch: "list[GenerateRequest]", generators: list[Any]) -> tuple[Any, dict[str, Any]]:
+        """txt2img without reference images runs on Qwen-Image's own pipeline (the edit pipelines require them)."""
+        first = batch[0]
+        if first.references or first.init_image is not None or first.controls:
+            return super().pipeline_inputs(batch, generators)
+        return self.text_pipeline(), {"width": first.width, "height": first.height}
 
     def generate(self, requests: "list[GenerateRequest]") -> "list[Image.Image]":
         """Requests with reference images one at a time (the edit pipelines take one prompt per call)."""

@@ -1,6 +1,6 @@
 """The SD 1.x architecture as data: what the registry, the config checks, sampling and the LoRA tools read."""
 
-from families.unet.spec import NOISE_SCHEDULERS, SAMPLERS, unet_naming
+from families.unet.spec import IP_ADAPTER, NOISE_SCHEDULERS, SAMPLERS, unet_controlnets, unet_naming
 from toolkit.registry import ArchSpec, LoraProfile, TinyModel
 
 _DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
@@ -30,4 +30,8 @@ SPEC = ArchSpec(
     ),
     tiny=TinyModel(builder="extensions.sd15.tiny:build", single_file="tiny_sd15.safetensors",
                    single_file_components=("unet", "vae", "text_encoder")),
+    legacy_default=True,
+    controlnet=unet_controlnets("StableDiffusionControlNetPipeline", "StableDiffusionControlNetImg2ImgPipeline",
+                                addition_embed_type=None),
+    ip_adapter=IP_ADAPTER,
 )

@@ -10,7 +10,8 @@ from extensions.sd15.adapter import SD15Adapter
 from toolkit.testing.adapter_suite import AdapterSuite
 from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
-from toolkit.models.loading import cache_dir, load_adapter
+from toolkit.models.loading import load_adapter
+from toolkit.models.tiny import cache_dir
 from families.unet.ldm import sd_pipeline_to_ldm
 
 

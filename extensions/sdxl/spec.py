@@ -1,6 +1,6 @@
 """The SDXL architecture as data: what the registry, the config checks, sampling and the LoRA tools read."""
 
-from families.unet.spec import NOISE_SCHEDULERS, SAMPLERS, unet_naming
+from families.unet.spec import IP_ADAPTER, NOISE_SCHEDULERS, SAMPLERS, unet_controlnets, unet_naming
 from toolkit.registry import ArchSpec, LoraProfile, TinyModel
 
 _DOWN = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
@@ -30,5 +30,14 @@ SPEC = ArchSpec(
                     r"input_blocks[._][4578][._]1[._]", r"(add_embedding|label_emb)[._]"),
     ),
     tiny=TinyModel(builder="extensions.sdxl.tiny:build"),
-    legacy_flags=("is_xl",),
+    legacy_flags=("is_xl", "is_ssd", "is_vega"),
+    controlnet=unet_controlnets(
+        "StableDiffusionXLControlNetPipeline", "StableDiffusionXLControlNetImg2ImgPipeline", addition_embed_type="text_time",
+        union_model="ControlNetUnionModel", union_txt2img="StableDiffusionXLControlNetUnionPipeline",
+        union_img2img="StableDiffusionXLControlNetUnionImg2ImgPipeline",
+        # xinsir's controlnet-union-sdxl-1.0 (and ProMax: tile 6, inpaint 7): the control type of each index
+        union_modes={"openpose": 0, "pose": 0, "depth": 1, "softedge": 2, "hed": 2, "scribble": 2, "canny": 3, "lineart": 3,
+                     "mlsd": 3, "normal": 4, "segment": 5, "tile": 6, "inpaint": 7},
+    ),
+    ip_adapter=IP_ADAPTER,
 )

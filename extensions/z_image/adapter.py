@@ -25,8 +25,9 @@ from toolkit.models.pipeline_adapter import PipelineAdapter, diffusers_class
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
-    from toolkit.models.base import Conditioning, GenerateRequest, ImageInfo
+    from toolkit.models.base import Conditioning, ControlInput, GenerateRequest, ImageInfo
 
 TRANSFORMER_TARGETS = ["attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0",
                        "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"]
@@ -44,6 +45,7 @@ class ZImageAdapter(PipelineAdapter):
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
     supports_assistant_lora: ClassVar[bool] = True
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
+    transformer_blocks = ("layers",)
     quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer", "adaLN_modulation")
     denoiser_file: ClassVar[str] = "ZImageTransformer2DModel"
     default_base: ClassVar[str] = DEFAULT_BASE
@@ -95,8 +97,8 @@ class ZImageAdapter(PipelineAdapter):
 
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         targets = {self.denoiser_name: list(TRANSFORMER_TARGETS)}
-        if train_text_encoder:
-            targets["text_encoder"] = list(QWEN_TARGETS)
+        for name in self.trained_text_encoders() if train_text_encoder else []:
+            targets[name] = list(QWEN_TARGETS)
         return targets
 
     def pipeline_guidance(self, guidance_scale: float) -> float:
@@ -107,6 +109,41 @@ class ZImageAdapter(PipelineAdapter):
 
     def call_kwargs(self, batch: "list[GenerateRequest]") -> dict[str, Any]:
         return {"max_sequence_length": self.max_sequence_length}
+
+    def control_inputs(self, pipe: Any, controls: "tuple[ControlInput, ...]", request: "GenerateRequest",
+                       inits: "list[Image.Image] | None", strength: float, generators: list[Any]) -> dict[str, Any]:
+        """``ZImageControlNetPipeline`` takes one ControlNet (its images through the VAE) and has no img2img form:
+        img2img starts it from the init images noised as ``ZImageImg2ImgPipeline`` does, on the rest of the steps."""
+        (control,) = controls
+        kwargs: dict[str, Any] = {"control_image": control.image, "controlnet_conditioning_scale": control.scale,
+                                  "width": request.width, "height": request.height}
+        if inits is not None:
+            kwargs.update(self._img2img_start(pipe, inits, request.steps, strength, generators))
+        return kwargs
+
+    def _img2img_start(self, pipe: Any, inits: "list[Image.Image]", steps: int, strength: float,
+                       generators: list[Any]) -> dict[str, Any]:
+        """The remaining sigmas and the noised init latents: ZImageImg2ImgPipeline's start (its latents sampled from
+        the VAE, then noise, from each image's generator), for a pipeline that takes ``sigmas`` and ``latents``."""
+        import torch
+        from diffusers.pipelines.z_image.pipeline_z_image_img2img import calculate_shift, retrieve_latents
+        from diffusers.utils.torch_utils import randn_tensor
+
+        from toolkit.sampling.samplers import make_scheduler
+
+        sigmas = torch.linspace(1.0, 1 / steps, steps).tolist()[int(max(steps - min(steps * strength, steps), 0)):]
+        pixels = pipe.image_processor.preprocess(inits).to(self.device, self.dtype)
+        vae = self.vae
+        latents = torch.cat([retrieve_latents(vae.encode(pixels[i:i + 1]), generator=generators[i]) for i in range(len(inits))])
+        latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+        noise = torch.cat([randn_tensor((1, *latents.shape[1:]), generator=g, device=self.device, dtype=self.dtype) for g in generators])
+        scheduler = make_scheduler(self.arch.spec.default_sampler, self.pipe.scheduler.config, **self.scheduler_overrides())
+        config = scheduler.config
+        mu = calculate_shift((latents.shape[-2] // 2) * (latents.shape[-1] // 2), config.get("base_image_seq_len", 256),
+                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=self.device)
+        sigma = scheduler.sigmas[0].to(self.dtype)
+        return {"sigmas": sigmas, "latents": sigma * noise + (1.0 - sigma) * latents}
 
     def generate(self, requests: "list[GenerateRequest]") -> list[Any]:
         """Images with the assistant adapter (if any) switched off: Turbo plus the user's LoRAs."""

@@ -1,6 +1,6 @@
 """The Z-Image architecture as data: what the registry, the config checks, sampling and the LoRA tools read."""
 
-from toolkit.registry import ArchSpec, LoraProfile, TinyModel
+from toolkit.registry import ArchSpec, ControlNetProfile, LoraProfile, TinyModel
 
 SPEC = ArchSpec(
     name="zimage",
@@ -32,4 +32,10 @@ SPEC = ArchSpec(
     ),
     tiny=TinyModel(builder="extensions.z_image.tiny:build", single_file="tiny_zimage_transformer.safetensors",
                    single_file_components=("transformer", "vae", "text_encoder")),
+    # the Fun ControlNet Union checkpoints read the kind of control from the image: no control mode
+    controlnet=ControlNetProfile(
+        model="ZImageControlNetModel", txt2img="ZImageControlNetPipeline", max_models=1, guidance_window=False,
+        shared_config=("dim", "n_heads", "n_kv_heads", "all_patch_size", "all_f_patch_size"),
+        tiny="extensions.z_image.tiny:build_controlnet",
+    ),
 )

@@ -81,6 +81,36 @@ class TestZImage(AdapterSuite):
         adapter = load_adapter(config, registry, device="cpu")
         assert adapter.noise_schedule().shift == 1.5 and adapter.scheduler_overrides() == {"shift": 1.5}
 
+    @pytest.mark.parametrize("base_is_folder", [False, True])
+    def test_single_file_keeps_to_the_cache_when_the_hub_cannot_be_reached(
+            self, registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_is_folder: bool) -> None:
+        """HF_HUB_OFFLINE unset but the connection probe failed: the transformer's config (a hub id) comes from the hub
+        cache only, as for every other loader (it used to look at HF_HUB_OFFLINE alone and try the network)."""
+        import diffusers
+        from huggingface_hub import constants
+
+        from toolkit.models import hub
+        from toolkit.models.loading import ModelSource
+
+        class Stop(Exception):
+            pass
+
+        seen: dict[str, Any] = {}
+
+        def from_single_file(*args: Any, **kwargs: Any) -> None:
+            seen.update(kwargs)
+            raise Stop
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(hub, "_unreachable", lambda: "huggingface.co:443 cannot be reached (test)")
+        monkeypatch.setattr(diffusers.ZImageTransformer2DModel, "from_single_file", from_single_file)
+        base = str(tmp_path) if base_is_folder else "Tongyi-MAI/Z-Image-Turbo"
+        source = ModelSource("file", str(tmp_path / "z_image_turbo.safetensors"), config=base)
+        arch = registry.arch("zimage:turbo")
+        with pytest.raises(Stop):
+            ZImageAdapter.load_pipeline(source, ModelConfig(name_or_path=source.path, arch=arch.name), arch, torch.float32, {})
+        assert seen["config"] == base and seen["local_files_only"] is not base_is_folder
+
 
 def _assistant_file(adapter: ZImageAdapter, path: Path, rank: int = 2) -> Path:
     """A LoRA in the layout of ostris' Z-Image Turbo training adapter (``diffusion_model.*.lora_A/B``)."""

@@ -125,3 +125,13 @@ def test_the_weight_memory_table_of_the_docs_is_the_computed_one() -> None:
     assert table in docs
     rows = table_rows(table)
     assert {row[0] for row in rows} >= {"FLUX.1 dev 12B transformer", "FLUX.2 dev 32B transformer", "T5-XXL encoder (FLUX.1)"}
+
+
+def test_structure_compares_plain_and_controlnet_img2img(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--arch", "sd15", "--strengths", "0.2,1", "--scales", "1", "--seeds", "1", "--steps", "4", "--size", "64"]
+    assert script("structure").main(argv) == 0
+    output = capsys.readouterr().out
+    light, heavy = [row for row in table_rows(output) if row[0] == "sd15"]
+    assert (light[1], heavy[1]) == ("0.2", "1") and all(0 <= float(value) <= 1 for value in light[2:] + heavy[2:])
+    assert float(light[2]) > float(heavy[2]), "plain img2img keeps less of the input at strength 1"
+    assert "rerun: python bench/structure.py " + " ".join(argv) in output

@@ -12,6 +12,7 @@ from tests.conftest import ROOT
 
 def all_models(registry) -> list[type[BaseModel]]:
     models = [JobFile, *docs._nested_models(JobFile)]
+    models += [load_object(job.body) for job in registry.jobs.values() if job.body]
     for spec in registry.processes.values():
         model = load_object(spec.config)
         models += [model, *docs._nested_models(model)]

@@ -66,6 +66,33 @@ def test_bucket_is_the_best_candidate(width, height, resolution, d):
             assert error <= abs(math.log(bw / bh / aspect)) + 1e-12
 
 
+@settings(max_examples=600, deadline=None)
+@given(width=SIDE, height=SIDE, resolution=RESOLUTION, d=DIVISIBILITY, limit=st.sampled_from([1.0, 1.5, 2.0, 4.0, 7.3]))
+def test_buckets_respect_the_aspect_limit(width, height, resolution, d, limit):
+    """Within the aspect limit every image with both sides >= d (and a resolution >= d) still gets a bucket that is
+    divisible, bounded and never upscaled, and an image within the limit keeps its unlimited bucket's aspect."""
+    bucket = choose_bucket(width, height, resolution, d, max_aspect=limit)
+    if width < d or height < d or resolution < d:
+        assert bucket is None
+        return
+    assert bucket is not None
+    bw, bh = bucket
+    assert bw % d == 0 and bh % d == 0 and bw >= d and bh >= d
+    assert max(bw / bh, bh / bw) <= limit + 1e-9
+    assert bw * bh <= resolution * resolution and bw <= width and bh <= height
+    if max(width / height, height / width) <= limit:
+        free = choose_bucket(width, height, resolution, d)
+        assert max(free[0] / free[1], free[1] / free[0]) > limit or bucket == free
+
+
+def test_an_extreme_image_is_cropped_to_the_limit_not_given_a_degenerate_bucket():
+    assert choose_bucket(20000, 20, 1024, 16) == (16000, 16)  # 1000 latent patches wide: past Z-Image's rope (512)
+    assert choose_bucket(20000, 20, 1024, 16, max_aspect=4.0) == (64, 16)
+    assert choose_bucket(20, 20000, 1024, 16, max_aspect=4.0) == (16, 64)
+    assert choose_bucket(3000, 600, 1024, 64, max_aspect=4.0) == (2048, 512)
+    assert choose_bucket(20000, 10, 1024, 16, max_aspect=4.0) is None
+
+
 def test_known_buckets():
     assert choose_bucket(1024, 1024, 1024, 64) == (1024, 1024)
     assert choose_bucket(3000, 2000, 1024, 64) == (1216, 832)
@@ -142,7 +169,7 @@ def test_every_image_lands_in_exactly_one_bucket_per_resolution(sizes, resolutio
     placed = {}
     for item, entry in enumerate(data.entries):
         record = data.scans[0].records[entry.record]
-        expected = choose_bucket(record.width, record.height, entry.resolution, d)
+        expected = choose_bucket(record.width, record.height, entry.resolution, d, max_aspect=data.datasets[0].max_aspect_ratio)
         assert entry.placement.bucket == expected
         assert item in data.groups[entry.group]
         placed.setdefault((entry.record, entry.resolution), []).append(entry.repeat)

@@ -104,7 +104,7 @@ def test_bad_files_are_counted_by_reason(tmp_path):
     scan = scan_dataset(dataset(tmp_path))
     assert [r.path.name for r in scan.records] == ["good.png"]
     assert scan.skipped == {"empty file": ["empty.jpg"], "not an image": ["text.png"], "truncated": ["cut.png"],
-                            "unsupported format (.gif)": ["anim.gif"], "unreadable": ["sub/gone.jpg"],
+                            "unsupported format (.gif)": ["anim.gif"], "broken symbolic link": ["sub/gone.jpg"],
                             "too large (decompression bomb?)": ["sub/bomb.png"]}
     assert "empty file 1 (empty.jpg)" in scan.skipped_summary()
 

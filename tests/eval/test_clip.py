@@ -57,8 +57,6 @@ def test_missing_clip_model_is_a_user_error(tmp_path):
         ClipEmbedder(str(tmp_path / "nowhere"), device=CPU, dtype=torch.float32)
 
 
-def test_a_model_that_is_not_clip_is_a_user_error(tmp_path):
-    from tests.tiny_transformers import build_tiny_blip
-
+def test_a_model_that_is_not_clip_is_a_user_error():
     with pytest.raises(EaselError, match="is a 'blip' model, not CLIP"):
-        ClipEmbedder(str(build_tiny_blip(tmp_path / "blip")), device=CPU, dtype=torch.float32)
+        ClipEmbedder("tiny:blip", device=CPU, dtype=torch.float32)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from toolkit.eval.grid import PAD, comparison_grid
-from toolkit.eval.report import EvalResults, ImageResult, VariantResult, markdown_table, write_results
+from toolkit.eval.report import EvalResults, ImageResult, VariantResult, degenerate_notes, markdown_table, write_results
 
 
 def _variant(name, clips, styles, loras=()):
@@ -40,15 +40,53 @@ def test_markdown_table_bolds_the_best_of_each_column(results):
     assert lines[4] == "| watercolor_anime_0.6_0.4 | 0.2950 | **0.7800** |"
 
 
-def test_ties_are_all_bold_and_percent_has_two_decimals():
-    tied = EvalResults("c", "percent", ["p"], [0], [_variant("a", [31.0], [0.5]), _variant("b", [31.0], [0.4])])
+def test_only_a_strict_best_is_bold_and_percent_has_two_decimals():
+    """A shared best (at the shown precision) is no best: nothing in that column is bold."""
+    tied = EvalResults("c", "percent", ["p"], [0], [_variant("a", [31.0], [0.5]), _variant("b", [31.001], [0.4]),
+                                                    _variant("c", [30.0], [0.3])])
     lines = markdown_table(tied).splitlines()
-    assert lines[2] == "| a | **31.00** | **0.5000** |" and lines[3] == "| b | **31.00** | 0.4000 |"
+    assert lines[2:] == ["| a | 31.00 | **0.5000** |", "| b | 31.00 | 0.4000 |", "| c | 30.00 | 0.3000 |"]
+    assert degenerate_notes(tied) == []
+
+
+def test_all_equal_scores_are_called_degenerate(tmp_path):
+    """A tiny CLIP gave every variant 0.00 (percent clamps negative cosines) and the report bolded them all as best."""
+    zero = EvalResults("tiny:clip", "percent", ["p"], [0], [_variant(name, [0.0], [0.25]) for name in ("base", "a", "a+b")])
+    assert "**" not in markdown_table(zero)
+    (clip_note, style_note) = degenerate_notes(zero)
+    assert clip_note.startswith("every variant scores 0.00 on CLIP Score, so it does not tell them apart")
+    assert "clip_score_scale cosine shows the raw values" in clip_note
+    assert style_note.startswith("every variant scores 0.2500 on Style Similarity") and "clip_score_scale" not in style_note
+    write_results(tmp_path, zero)
+    assert f"**Degenerate scores:** {clip_note}" in (tmp_path / "results.md").read_text()
+
+
+def _structured(name, structures):
+    images = [ImageResult(0, "p", seed, f"images/{name}/00_in_{seed}.png", 0.3 + seed / 100, None, kept, "in.png")
+              for seed, kept in enumerate(structures)]
+    return VariantResult(name, [], None, images)
+
+
+def test_structure_kept_column_follows_the_strict_best_and_degenerate_rules(tmp_path):
+    """The img2img column is bolded and called degenerate by the same rules as the CLIP columns, at its 4 decimals."""
+    distinct = EvalResults("c", "cosine", ["p"], [0, 1], [_structured("light", [0.8, 0.6]), _structured("heavy", [0.2, 0.3])])
+    lines = markdown_table(distinct).splitlines()
+    assert lines[0] == "| Model | CLIP Score | Style Similarity | Structure Kept |"
+    assert lines[2:] == ["| light | 0.3050 | - | **0.7000** |", "| heavy | 0.3050 | - | 0.2500 |"]
+    tied = EvalResults("c", "cosine", ["p"], [0, 1], [_structured("a", [0.5, 0.5]), _structured("b", [0.50001, 0.5]),
+                                                      _structured("c", [0.1, 0.1])])
+    assert markdown_table(tied).splitlines()[2].endswith("| 0.5000 |"), "a tie at the shown precision bolds nothing"
+    kept = EvalResults("c", "cosine", ["p"], [0], [_structured(name, [1.0]) for name in ("base", "lora")])
+    assert "**" not in markdown_table(kept)
+    clip_note, structure_note = degenerate_notes(kept)
+    assert structure_note.startswith("every variant scores 1.0000 on Structure Kept, so it does not tell them apart (their LoRAs, strengths")
+    write_results(tmp_path, kept)
+    assert f"**Degenerate scores:** {structure_note}" in (tmp_path / "results.md").read_text()
 
 
 def test_a_pipe_in_a_variant_name_does_not_split_the_row():
     table = markdown_table(EvalResults("c", "cosine", ["p"], [0], [_variant("wc|anime", [0.3], [None])]))
-    assert table.splitlines()[2] == "| wc\\|anime | **0.3000** | - |"
+    assert table.splitlines()[2] == "| wc\\|anime | 0.3000 | - |", "one variant has no best to bold"
 
 
 def test_written_files(results, tmp_path):

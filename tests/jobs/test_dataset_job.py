@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import ImageFilter
 
 from tests.prep_images import make_raw_dataset, scene
 from toolkit.data.metadata import read_metadata
@@ -157,3 +158,32 @@ def test_dry_run_plans_without_touching_anything(tmp_path, run_main, capfd):
     printed = capfd.readouterr().out
     assert "process 1: dedupe {'max_distance': 5, 'keep': 'largest'}" in printed and "(8 images)" in printed
     assert not (tmp_path / "out").exists()
+
+
+def test_a_step_that_drops_every_image_fails_naming_its_settings(tmp_path, run_main, messages):
+    """`kept 0 of 16 images` used to exit 0 with 'wrote ...': now exit 2, counts per reason, the setting and its line."""
+    raw, out = tmp_path / "raw", tmp_path / "clean"
+    raw.mkdir()
+    for i in range(3):
+        scene(i, (40, 40)).filter(ImageFilter.GaussianBlur(4)).save(raw / f"small{i}.png")
+    scene(5, (200, 40)).save(raw / "wide.png")
+    code = run_main(EXAMPLES / "dataset_prep.yaml", "--set", f"config.process.0.input_folder={raw}",
+                    "--set", f"config.process.3.output_folder={out}", "--set", "config.process.0.min_size=32")
+    assert code == 2 and not out.exists()
+    text = "\n".join(messages)
+    assert "line 14, col 7: config.process[0].max_aspect: filter (process 0) dropped all 4 images: 1 aspect " \
+           "(e.g. wide.png: width/height 5.000 > 2.0); change or remove max_aspect (now 2.0)" in text
+    assert "config.process[0].blur_threshold: filter (process 0) dropped all 4 images: 3 blurry (e.g. small0.png: " \
+           "Laplacian variance" in text and "change or remove blur_threshold (now 100.0)" in text
+    assert "Nothing was written." in text and "wrote" not in text
+
+
+def test_an_input_without_images_fails(tmp_path, run_main, messages):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "notes.txt").write_text("no images here")
+    config = _write_config(tmp_path / "tag.yaml", f"    - type: tag\n      input_folder: {raw}\n      text: x\n"
+                                                  f"      output_folder: {tmp_path / 'out'}\n")
+    assert run_main(config) == 2 and not (tmp_path / "out").exists()
+    assert f"line 6, col 7: config.process[0].input_folder: the input folder '{raw}' has no usable images: it holds no " \
+           ".jpg/.jpeg/.png/.webp/.bmp files" in "\n".join(messages)

@@ -13,6 +13,7 @@ import run
 from toolkit.config.job import load_job_config
 from toolkit.output import dump_yaml
 from toolkit.sampling.pngmeta import parse_parameters, read_parameters
+from toolkit.sampling.grid import read_grid_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config" / "examples").glob("generate_*.yaml"))
@@ -34,7 +35,7 @@ def test_examples_cover_every_architecture() -> None:
 
 @pytest.fixture(scope="module")
 def folders(registry: Any) -> dict[str, Path]:
-    from toolkit.models.loading import tiny_builder, tiny_folder
+    from toolkit.models.tiny import tiny_builder, tiny_folder
 
     return {name: tiny_folder(name, tiny_builder(registry.arch(name))) for name in ARCHS}
 
@@ -70,6 +71,8 @@ def test_generates_from_a_tiny_folder(name: str, folders: dict[str, Path], tmp_p
     assert third[1] == "" and third[2]["CFG scale"] == "1", "no negative prompt is recorded when guidance is off"
     assert (tmp_path / "gen" / "00002_40.txt").read_text(encoding="utf-8") == "a red house\n"
     assert Image.open(tmp_path / "gen" / "grid_00000.png").width > 128
+    assert read_grid_metadata(tmp_path / "gen" / "grid_00000.png") == \
+        {"labels": ["5: a photo of a cat", "6: a photo of a cat", "40: a red house", "41: a red house"]}
     assert "images: 100%" in capfd.readouterr().err
 
 

@@ -6,7 +6,8 @@ import torch
 from toolkit.config.blocks import ModelConfig
 from toolkit.lora_io import apply_loras, bake_loras, remove_loras
 from tests.lora_io.helpers import save_lora
-from toolkit.models.loading import cache_dir, load_adapter
+from toolkit.models.loading import load_adapter
+from toolkit.models.tiny import cache_dir
 
 from tests.lora_io.helpers import image, max_diff, random_lora
 
@@ -48,7 +49,7 @@ def test_sdxl_single_file_is_what_diffusers_single_file_conversion_reads(new_ada
     )
     from safetensors.torch import load_file
 
-    from jobs.convert import save_single_file
+    from toolkit.models.saving import save_single_file
 
     baked = new_adapter("sdxl")
     path = save_lora(random_lora(baked.components(), baked.lora_targets(True), seed=22), tmp_path / "l.safetensors", arch="sdxl")
@@ -75,7 +76,7 @@ def test_sdxl_single_file_is_what_diffusers_single_file_conversion_reads(new_ada
 def test_single_file_checkpoint_loads_back(arch, new_adapter, tmp_path, registry):
     """The baked model written in its original single-file layout (SD: LDM; Z-Image: its transformer) loads
     through diffusers' single-file loading and gives the same image."""
-    from jobs.convert import save_single_file
+    from toolkit.models.saving import save_single_file
 
     baked = new_adapter(arch)
     state = random_lora(baked.components(), {baked.denoiser_name: baked.lora_targets(False)[baked.denoiser_name]}, seed=21)

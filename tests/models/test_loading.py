@@ -1,4 +1,4 @@
-"""Resolving name_or_path: folders, files, hub ids offline, tiny models, pickle checkpoints; separate VAEs."""
+"""Resolving name_or_path: folders, files, tiny models, pickle checkpoints; separate VAEs (hub ids: test_hub.py)."""
 
 from pathlib import Path
 from typing import Any
@@ -8,7 +8,8 @@ import torch
 
 from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
-from toolkit.models.loading import cache_dir, checkpoint_file, load_adapter, read_pickle_state_dict, resolve_source, tiny_folder
+from toolkit.models.loading import checkpoint_file, load_adapter, read_pickle_state_dict, resolve_source
+from toolkit.models.tiny import cache_dir, tiny_folder
 
 
 def _source(name: str, registry: Any, **fields: Any):
@@ -19,16 +20,6 @@ def _source(name: str, registry: Any, **fields: Any):
 def test_folder_without_model_index_is_refused(tmp_path: Path, registry: Any) -> None:
     with pytest.raises(EaselError, match="model_index.json"):
         _source(str(tmp_path), registry)
-
-
-def test_hub_id_not_in_cache_offline_says_so(registry: Any) -> None:
-    with pytest.raises(EaselError, match="not in the local cache while HF_HUB_OFFLINE is set"):
-        _source("easel-test/not-a-model", registry)
-
-
-def test_neither_path_nor_hub_id(registry: Any) -> None:
-    with pytest.raises(EaselError, match="not a local folder or file"):
-        _source("no_such_model_file", registry)
 
 
 def test_unknown_checkpoint_suffix(tmp_path: Path) -> None:

@@ -290,3 +290,78 @@ def test_input_casting_off_under_autocast_gives_the_same_output_and_gradients() 
     assert torch.allclose(plain_out.float(), cast_out.float(), atol=1e-2)
     assert len(plain_grads) == len(cast_grads) == 2  # to_q's A and B
     assert all(torch.allclose(a, b, rtol=2e-2, atol=1e-3) for a, b in zip(plain_grads, cast_grads))
+
+
+@pytest.mark.parametrize("kind", ["lora", "loha"])
+def test_rank_dropout_is_random_while_training_unbiased_and_off_in_eval(kind: str) -> None:
+    denoiser = model()
+    network = build(denoiser, ATTENTION, type=kind, linear=8, linear_alpha=8, network_kwargs={"rank_dropout": 0.5})
+    randomize(network)
+    denoiser.eval()
+    layer = denoiser.get_submodule("blocks.0.attn.to_q")
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        evaluated = layer(x)
+        network.disable()
+        base = layer(x)
+        network.enable()
+        denoiser.train()
+        torch.manual_seed(0)
+        draws = torch.stack([layer(x) for _ in range(2000)])
+        denoiser.eval()
+        again = layer(x)
+    assert not torch.allclose(draws[0], draws[1]), "training passes drop different rank components"
+    assert torch.allclose(again, evaluated), "no dropout in eval"
+    error = (draws.mean(0) - evaluated).abs().max() / (evaluated - base).abs().max()
+    assert error < 0.1, f"kept components are scaled by 1 / (1 - p): the mean update is off by {error:.3f}"
+
+
+@pytest.mark.parametrize("kind", ["lora", "lokr"])
+def test_module_dropout_one_trains_nothing_and_eval_keeps_the_adapter(kind: str) -> None:
+    denoiser = model()
+    network = build(denoiser, ATTENTION, type=kind, linear=4, module_dropout=1.0)
+    randomize(network)
+    denoiser.eval()
+    x, t, context = inputs()
+    with torch.no_grad():
+        evaluated = denoiser(x, t, context)
+        network.disable()
+        base = denoiser(x, t, context)
+        network.enable()
+        denoiser.train()
+        trained = denoiser(x, t, context)
+        denoiser.eval()
+    assert torch.allclose(trained, base, atol=1e-6) and not torch.allclose(evaluated, base)
+
+
+def _layout(blocks: tuple[str, ...] = (), block_of=None):
+    from toolkit.network.targets import NetworkLayout
+
+    return NetworkLayout("transformer", blocks, block_of)
+
+
+def test_transformer_only_keeps_the_adapter_inside_the_named_blocks() -> None:
+    config = NetworkConfig(linear=4)
+    inside = Network.build({"transformer": model()}, {"transformer": ATTENTION}, config, layout=_layout(("blocks.1",)))
+    assert {key.split(".")[2] for key in inside.state_dict()} == {"1"}
+    everywhere = Network.build({"transformer": model()}, {"transformer": ATTENTION}, NetworkConfig(linear=4, transformer_only=False),
+                               layout=_layout(("blocks.1",)))
+    assert {key.split(".")[2] for key in everywhere.state_dict()} == {"0", "1"}
+    assert wrapped(Network.build({"transformer": model()}, {"transformer": ATTENTION}, config, layout=_layout())) == wrapped(everywhere)
+
+
+def test_block_dims_give_each_block_its_rank_and_alpha() -> None:
+    dims, alphas = [0] * 25, [1.0] * 25
+    dims[3], alphas[3], dims[7], alphas[7] = 2, 1.0, 6, 3.0
+    conv = [0] * 25
+    conv[7] = 4
+    config = NetworkConfig(linear=8, network_kwargs={"block_dims": ",".join(map(str, dims)), "block_alphas": alphas,
+                                                     "conv_block_dims": conv})
+    network = Network.build({"transformer": model()}, {"transformer": [*ATTENTION, "conv"]}, config,
+                            layout=_layout(block_of=lambda path: 3 if path.startswith("blocks.0") else 7))
+    state = network.state_dict()
+    assert state["transformer.blocks.0.attn.to_q.lora_A.weight"].shape[0] == 2 and float(state["transformer.blocks.0.attn.to_q.alpha"]) == 1.0
+    assert state["transformer.blocks.1.attn.to_q.lora_A.weight"].shape[0] == 6 and float(state["transformer.blocks.1.attn.to_q.alpha"]) == 3.0
+    assert state["transformer.blocks.1.conv.lora_A.weight"].shape[0] == 4 and "transformer.blocks.0.conv.lora_A.weight" not in state
+    with pytest.raises(ValueError, match="needs 25 values"):
+        NetworkConfig(block_dims=[4] * 12)

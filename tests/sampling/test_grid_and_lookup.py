@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from toolkit.errors import EaselError
-from toolkit.sampling.grid import make_grid
+from toolkit.sampling.grid import distinct_labels, label_lines, make_grid, read_grid_metadata, save_grid, wrap_text
 from toolkit.sampling.lookup import fit_aspect, index_loras, resolve_lora, round_to
 
 
@@ -28,6 +28,41 @@ def test_grid_labels_add_room_and_ink() -> None:
     assert strip.getextrema()[0] < 128
     with pytest.raises(ValueError):
         make_grid(images, labels=["one"])
+
+
+QUICKSTART = ["warmstyle a painting of a house", "warmstyle a painting of a boat", "warmstyle a painting of a tree",
+              "warmstyle a painting of a cat"]
+
+
+def test_labels_show_what_sets_the_prompts_apart() -> None:
+    """The quickstart's four 64 px previews were all labelled 'warmstyle / a / painting'."""
+    assert label_lines(QUICKSTART, 64) == [["... house"], ["... boat"], ["... tree"], ["... cat"]]
+    whole = label_lines(QUICKSTART, 64, abbreviate=False)
+    assert [" ".join(lines) for lines in whole] == QUICKSTART, "wrapped by pixels, nothing is cut"
+    assert distinct_labels(["a cat", "a cat in a hat"]) == ["... cat", "... cat in a hat"], "one word of each stays"
+    assert distinct_labels(["a cat", "a cat"]) == ["a cat", "a cat"] and distinct_labels(["a cat"]) == ["a cat"]
+    assert distinct_labels(["1: a cat", "2: a cat"]) == ["1: a cat", "2: a cat"]
+
+
+def test_wrapping_fits_the_cell_and_marks_what_is_cut() -> None:
+    from PIL import ImageFont
+
+    font = ImageFont.load_default()
+    lines = wrap_text("supercalifragilisticexpialidocious and a long tail of words that cannot fit", 64, font, 3)
+    assert len(lines) == 3 and lines[-1].endswith("...") and all(font.getlength(line) <= 64 for line in lines)
+    assert "".join(lines[:2]).startswith("supercalifragilistic")
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg", "webp"])
+def test_saved_grids_keep_the_full_labels(tmp_path: Path, suffix: str) -> None:
+    from toolkit.train.sampling import save_previews
+
+    images = [Image.new("RGB", (64, 64), (40 * i, 80, 90)) for i in range(4)]
+    save_previews(images, tmp_path, 7, "jpeg" if suffix == "jpg" else suffix, QUICKSTART)
+    assert read_grid_metadata(tmp_path / f"000000007_grid.{suffix}") == {"labels": QUICKSTART}
+    assert read_grid_metadata(tmp_path / f"000000007_00.{suffix}") is None
+    save_grid(make_grid(images), tmp_path / "ünïcode.png", {"labels": ["é 🎨"]})
+    assert read_grid_metadata(tmp_path / "ünïcode.png") == {"labels": ["é 🎨"]}
 
 
 def test_lora_index_and_resolution(tmp_path: Path) -> None:

@@ -71,19 +71,14 @@ def test_prune_keeps_the_newest_steps_with_their_states(tmp_path) -> None:
     assert SaveFiles(tmp_path, "run", keep=0).prune() == []
 
 
-def test_a_save_that_fails_midway_keeps_the_previous_file(tmp_path, monkeypatch) -> None:
-    import safetensors.torch
+def test_a_save_that_fills_the_disk_keeps_the_previous_file(tmp_path, monkeypatch) -> None:
+    from tests.faults.disk import Budget, fill_after
+    from toolkit.output import DiskFull
 
     path = tmp_path / "run.safetensors"
     save_lora(network(), path, arch=fake_arch(), format=None, metadata={"steps": 1}, dtype="fp32")
     before = path.read_bytes()
-
-    def half_written(tensors, filename, metadata=None):  # noqa: ANN001, ANN202 - a crash (disk full, kill) mid-write
-        with open(filename, "wb") as handle:
-            handle.write(b"\0" * 100)
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
-    with pytest.raises(OSError):
+    fill_after(monkeypatch, Budget(100))
+    with pytest.raises(DiskFull, match=f"no space left on device at {path}; the previous run.safetensors is intact"):
         save_lora(network(), path, arch=fake_arch(), format=None, metadata={"steps": 2}, dtype="fp32")
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["run.safetensors"]

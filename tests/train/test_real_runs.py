@@ -86,7 +86,7 @@ def rows(path: Path) -> list[tuple[str, str, str]]:
 def workspace(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("real_runs")
     make(folder / "demo", 8)
-    code, output = finish(start("-c", "import sys; sys.path.insert(0, '.'); from toolkit.models.loading import tiny_folder; "
+    code, output = finish(start("-c", "import sys; sys.path.insert(0, '.'); from toolkit.models.tiny import tiny_folder; "
                                       "from extensions.z_image.tiny import build; tiny_folder('zimage', build)"))
     assert code == 0, output  # the tiny model is built once, before processes race for it
     return folder

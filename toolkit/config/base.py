@@ -6,33 +6,48 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
 
+from toolkit.config.aitoolkit import Refused, accepted_unused, screen
+
 
 class Block(BaseModel):
     """A config block: unknown keys are errors; each field's docstring is its description.
 
-    ``ignored_keys`` are keys ai-toolkit writes that easel accepts but does not use (its web UI's
-    settings, features not built yet). They are dropped and reported in one warning line.
+    With ``aitoolkit = True`` the block reads ai-toolkit's keys as its table (``toolkit/config/aitoolkit_keys.py``,
+    by ``block_name``) says: those easel does not use are dropped and named in one warning line (some with a
+    warning of their own), and a value easel cannot honour is an error at its key. ``ignored_keys`` are the keys
+    dropped: the table's, plus any a block lists itself.
     """
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     block_name: ClassVar[str] = ""
+    aitoolkit: ClassVar[bool] = False
     ignored_keys: ClassVar[frozenset[str]] = frozenset()
     exclusive_keys: ClassVar[tuple[tuple[str, str], ...]] = ()
     """Pairs of keys a config sets at most one of; a ``--set`` of one replaces the other where the file set it."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.aitoolkit:
+            cls.ignored_keys = frozenset(cls.__dict__.get("ignored_keys", ())) | accepted_unused(cls.block_name)
 
     @model_validator(mode="before")
     @classmethod
     def _drop_ignored_keys(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict) or not cls.ignored_keys:
             return data
-        found = [key for key in data if key in cls.ignored_keys]
-        if not found:
-            return data
-        if info.context is not None:
+        if cls.aitoolkit:
+            data = screen(cls.block_name, data, info.context)
+        found = [key for key in data if key in cls.ignored_keys and not _refused(data[key])]
+        if info.context is not None and found:
             sink = info.context.setdefault("ignored", [])
             sink.extend(f"{cls.block_name}.{key}" if cls.block_name else key for key in found)
-        return {key: value for key, value in data.items() if key not in cls.ignored_keys}
+        return {key: value for key, value in data.items() if key not in cls.ignored_keys or _refused(value)}
+
+
+def _refused(value: Any) -> bool:
+    return isinstance(value, Refused)
 
 
 _PRECISION_ALIASES = {

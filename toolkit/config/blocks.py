@@ -1,4 +1,5 @@
-"""The config blocks shared by jobs: network, save, datasets, train, model, sample, logging, meta.
+"""The config blocks shared by jobs: save, datasets, train, model, sample, logging, meta; the network block is
+``toolkit.config.network`` (importable from here too).
 
 Key names follow ai-toolkit's so its configs run unchanged. Each field's docstring is the
 documentation shown in docs/config.md.
@@ -11,11 +12,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
+from toolkit.config.aitoolkit_keys import ARCH_FLAGS
 from toolkit.config.base import Block, CaptionExt, Precision, lowercase
+from toolkit.config.network import NetworkConfig, NetworkKwargs, NetworkType  # noqa: F401 - the blocks, in one place
+from toolkit.config.control import ControlNetConfig
 from toolkit.train.lr import SCHEDULERS
 from toolkit.train.optimizers import OPTIMIZERS
 
-NetworkType = lowercase(Literal["lora", "locon", "lokr", "loha", "dora"])
 OptimizerName = lowercase(Literal[OPTIMIZERS])  # type: ignore[valid-type]
 SchedulerName = lowercase(Literal[SCHEDULERS])  # type: ignore[valid-type]
 DEFAULT_STEPS = 1000
@@ -25,67 +28,11 @@ QuantType = lowercase(Literal["qfloat8", "qint8", "qint4", "float8", "int8", "nf
 LoraFormat = lowercase(Literal["kohya", "comfy", "diffusers", "peft"])
 
 
-class NetworkKwargs(Block):
-    """ai-toolkit's ``network_kwargs`` sub-block."""
-
-    block_name: ClassVar[str] = "network.network_kwargs"
-
-    ignore_if_contains: list[str] = []
-    """Skip modules whose name contains any of these strings."""
-    only_if_contains: list[str] = []
-    """If set, wrap only modules whose name contains one of these strings."""
-
-
-class NetworkConfig(Block):
-    """The adapter that is trained: its kind, rank and alpha, and which modules it wraps."""
-
-    block_name: ClassVar[str] = "network"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"normalize", "transformer_only", "lorm_config", "split_multistep"})
-
-    type: NetworkType = "lora"
-    """Adapter kind: lora, locon (LoRA on convolutions too), lokr, loha or dora."""
-    linear: int = Field(16, ge=1, validation_alias=AliasChoices("linear", "rank"))
-    """Rank of the adapter on linear layers (``rank`` is accepted too)."""
-    linear_alpha: float | None = Field(None, gt=0, validation_alias=AliasChoices("linear_alpha", "alpha"))
-    """Alpha of linear layers; the update is scaled by alpha/rank. Default: equal to the rank."""
-    conv: int | None = Field(None, ge=1)
-    """Rank on 3x3 convolutions (LoCon). Unset: they are not trained. 1x1 convolutions count as linear layers (as in kohya)."""
-    conv_alpha: float | None = Field(None, gt=0)
-    """Alpha of convolution layers. Default: equal to ``conv``."""
-    target_modules: list[str] | None = None
-    """Module names (or name suffixes) to wrap, overriding the architecture's defaults."""
-    ignore_if_contains: list[str] = []
-    """Skip modules whose name contains any of these strings."""
-    only_if_contains: list[str] = []
-    """If set, wrap only modules whose name contains one of these strings."""
-    network_kwargs: NetworkKwargs | None = None
-    """ai-toolkit spelling of ``ignore_if_contains`` / ``only_if_contains``; merged into them."""
-    dropout: float | None = Field(None, ge=0, le=1)
-    """Dropout in the adapter during training, 0 to 1 (LoRA/DoRA: on its input; LoHa/LoKr: on its output)."""
-    lokr_factor: int = -1
-    """LoKr: the Kronecker factor; -1 picks the most balanced factorisation."""
-    lokr_full_rank: bool = False
-    """LoKr: train the second Kronecker factor at full rank."""
-    pretrained_lora_path: str | None = None
-    """Start from this existing LoRA file instead of a fresh adapter."""
-
-    @model_validator(mode="after")
-    def _fill_defaults(self) -> "NetworkConfig":
-        if self.network_kwargs is not None:
-            self.ignore_if_contains = [*self.ignore_if_contains, *self.network_kwargs.ignore_if_contains]
-            self.only_if_contains = [*self.only_if_contains, *self.network_kwargs.only_if_contains]
-        if self.linear_alpha is None:
-            self.linear_alpha = float(self.linear)
-        if self.conv is not None and self.conv_alpha is None:
-            self.conv_alpha = float(self.conv)
-        return self
-
-
 class SaveConfig(Block):
     """When and how the trained adapter is written."""
 
     block_name: ClassVar[str] = "save"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"save_format", "push_to_hub", "hf_repo_id", "hf_private"})
+    aitoolkit: ClassVar[bool] = True
 
     dtype: Precision = Field("fp16", validation_alias=AliasChoices("dtype", "save_dtype"))
     """Precision of the saved weights: fp16, bf16 or fp32."""
@@ -95,20 +42,21 @@ class SaveConfig(Block):
     """Keep only the newest N numbered checkpoints; 0 keeps all."""
     format: LoraFormat | None = None
     """Key layout of the file: kohya, comfy, diffusers or peft. Default: the architecture's."""
+    save_format: lowercase(Literal["safetensors", "diffusers"]) = "safetensors"  # type: ignore[valid-type]
+    """With ``train.merge_network_on_save``: the merged model as one .safetensors checkpoint or a diffusers folder
+    (a LoRA is one .safetensors file either way)."""
 
 
 class DatasetConfig(Block):
     """One folder of images with captions, and how it is read."""
 
     block_name: ClassVar[str] = "datasets[]"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({
-        "mask_path", "mask_min_value", "controls", "shrink_video_to_frames", "num_frames",
-        "do_i2v", "alpha_mask", "poi", "augments", "augmentations", "shuffle_augmentations", "buckets",
-        "bucket_tolerance", "scale", "random_scale", "network_weight", "random_triggers", "type",
-    })
+    aitoolkit: ClassVar[bool] = True
 
     folder_path: str
-    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns)."""
+    """Folder of images (subfolders included, hidden ones not) with same-stem caption files, or a metadata.jsonl/.csv (``file_name``/``image`` and ``text`` columns): in a folder it is read with the rest, given as the path itself it is the whole listing (its folder is the dataset folder)."""
+    allow_outside_files: bool = False
+    """Let a metadata.jsonl/.csv list images outside the dataset folder (``../x.png``, absolute paths); refused by default."""
     caption_ext: CaptionExt = Field("txt", validation_alias=AliasChoices("caption_ext", "caption_type"))
     """Extension of caption files next to the images (``txt`` or ``.txt``)."""
     default_caption: str = ""
@@ -126,11 +74,13 @@ class DatasetConfig(Block):
     cache_latents: bool = False
     """Encode every image once (per bucket and flip) and keep the latents in memory."""
     cache_latents_to_disk: bool = False
-    """Encode every image once and keep the latents on disk, keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
+    """Encode every image once and keep the latents on disk (under ``cache_dir``; the start of the log names the folder), keyed by image content, bucket, crop, flip and VAE (re-encoded only when one changes)."""
     cache_dir: str | None = None
-    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache``. ``output/[name]/cache`` keeps them in the run folder; entries are keyed by content, so datasets may share one."""
+    """Where disk caches (latents, text embeddings) live; default ``<folder_path>/_latent_cache`` (inside the dataset folder, as ai-toolkit does), or ``<training_folder>/<name>/cache`` when the dataset folder cannot be written (the log says so). ``output/[name]/cache`` keeps them in the run folder always; entries are keyed by content, so datasets may share one."""
     resolution: list[int] = [512]
     """Training resolution(s); several values make multi-resolution aspect buckets. Smaller images are not upscaled: they get smaller buckets."""
+    max_aspect_ratio: float = Field(4.0, ge=1)
+    """Most elongated bucket (long side / short side); a more elongated image is cropped to it (centered, or at random with ``random_crop``). A side must also hold one latent patch (the architecture's bucket divisibility: 16 px for Z-Image, 64 for SD/SDXL), else the image is skipped."""
     random_crop: bool = False
     """Crop at a random place (new each epoch) instead of the center; not with cached latents."""
     num_repeats: int = Field(1, ge=1)
@@ -141,6 +91,33 @@ class DatasetConfig(Block):
     """Randomly mirror images vertically (with cached latents both orientations are encoded)."""
     is_reg: bool = False
     """A regularization set: the trigger word is not added to its captions."""
+    random_triggers: list[str] | str = []
+    """Words (or a text file with one per line) of which ``random_triggers_max`` are added to each caption at random,
+    after the trigger word."""
+    random_triggers_max: int = Field(1, ge=0)
+    """1: add one of ``random_triggers`` to every caption; N > 1: add between 0 and N of them."""
+    square_crop: bool = False
+    """Train every image as a ``resolution`` square: scaled so its short side fits (small images are upscaled),
+    then cropped."""
+    buckets: bool = True
+    """Aspect-ratio buckets; false trains every image as a square, as ``square_crop`` does."""
+    scale: float = Field(1.0, gt=0, le=1)
+    """Treat every image as this much smaller when choosing its bucket (0.5: a 1024px image gets a 512px bucket)."""
+    random_scale: bool = False
+    """ai-toolkit's switch that crops at a random place (as ``random_crop``)."""
+    mask_path: str | None = None
+    """Folder of loss masks named like the images (white: full loss, black: ``mask_min_value``); an image without
+    one keeps the full loss."""
+    alpha_mask: bool = False
+    """Use each image's alpha channel as its loss mask (transparent: ``mask_min_value``)."""
+    mask_min_value: float = Field(0.0, ge=0, le=1)
+    """Loss weight where a mask is black (0: that region teaches nothing)."""
+    invert_mask: bool = False
+    """Invert the masks (black: full loss)."""
+    network_weight: float = 1.0
+    """Weight of the adapter while training on this dataset (its batches are kept apart from other weights')."""
+    loss_multiplier: float = Field(1.0, ge=0)
+    """Weight of this dataset's loss."""
     control_path: list[str] = []
     """Edit pairs (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit): a folder, or a list of folders, of reference images paired
     with the targets by file name (target ``cat.jpg`` -> ``<folder>/cat.<any image extension>``); the model learns to
@@ -186,6 +163,9 @@ class DatasetConfig(Block):
 
     @model_validator(mode="after")
     def _crop_fits_cache(self) -> "DatasetConfig":
+        self.random_crop = self.random_crop or self.random_scale
+        if self.alpha_mask and self.mask_path:
+            raise ValueError("set either alpha_mask or mask_path, not both")
         if self.random_crop and (self.cache_latents or self.cache_latents_to_disk):
             raise ValueError("random_crop cannot be used with cache_latents / cache_latents_to_disk (a cached latent "
                              "holds one crop); turn one of them off")
@@ -196,6 +176,7 @@ class EMAConfig(Block):
     """Exponential moving average of the adapter weights."""
 
     block_name: ClassVar[str] = "train.ema_config"
+    aitoolkit: ClassVar[bool] = True
 
     use_ema: bool = False
     """Keep an EMA copy of the adapter; samples and saves use it."""
@@ -207,14 +188,7 @@ class TrainConfig(Block):
     """The optimisation: steps, batch, optimizer, schedule, precision and the loss."""
 
     block_name: ClassVar[str] = "train"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({
-        "auto_scale_batch_size", "bypass_guidance_embedding", "force_first_sample", "diff_output_preservation",
-        "diff_output_preservation_multiplier", "diff_output_preservation_class", "switch_boundary_every",
-        "xformers", "sdp", "weight_jitter", "merge_network_on_save", "free_u", "linear_timesteps",
-        "linear_timesteps2", "do_cfg", "cfg_scale", "blank_prompt_preservation", "inverted_mask_prior",
-        "short_and_long_captions", "single_item_batching", "loss_target", "target_noise_multiplier",
-        "do_paired_slider", "do_guidance_loss", "embedding_lr", "adapter_lr", "img_multiplier", "noise_multiplier",
-    })
+    aitoolkit: ClassVar[bool] = True
 
     batch_size: int = Field(1, ge=1)
     """Images per step (per device)."""
@@ -275,6 +249,30 @@ class TrainConfig(Block):
     """Add this much per-channel offset noise (helps very dark/bright images)."""
     ema_config: EMAConfig = EMAConfig()
     """EMA of the adapter weights."""
+    force_first_sample: bool = False
+    """Make the previews before the first step also when a run continues from a saved state."""
+    diff_output_preservation: bool = False
+    """Prior preservation (DOP): each caption with the trigger word replaced by ``diff_output_preservation_class``
+    must keep the base model's prediction on the same noisy latents; needs a trigger word."""
+    diff_output_preservation_multiplier: float = Field(1.0, ge=0)
+    """Weight of the DOP loss."""
+    diff_output_preservation_class: str = ""
+    """The class word for DOP, e.g. ``woman`` (the trigger word is replaced by it)."""
+    blank_prompt_preservation: bool = False
+    """Prior preservation of the empty prompt: with it the adapter must keep the base model's prediction."""
+    blank_prompt_preservation_multiplier: float = Field(1.0, ge=0)
+    """Weight of that loss."""
+    inverted_mask_prior: bool = False
+    """Outside a dataset's loss mask, pull the prediction towards the base model's for the same caption."""
+    inverted_mask_prior_multiplier: float = Field(0.5, ge=0)
+    """Weight of that loss."""
+    reg_weight: float = Field(1.0, ge=0)
+    """Loss weight of regularization datasets (``is_reg``)."""
+    merge_network_on_save: bool = False
+    """Save the base model with the adapter merged in (``save.save_format``) instead of the LoRA: a fresh copy of the
+    base is loaded on the CPU at each save; training goes on with the same adapter (the state files keep it)."""
+    merge_network_on_save_strength: float = 1.0
+    """Weight of the adapter merged on save."""
     skip_first_sample: bool = False
     """Do not sample before the first step."""
     disable_sampling: bool = False
@@ -315,10 +313,7 @@ class ModelConfig(Block):
     """The base model: where it comes from, its architecture, precision and memory options."""
 
     block_name: ClassVar[str] = "model"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({
-        "use_text_encoder_1", "use_text_encoder_2", "experimental_xl", "quantize_kwargs", "text_encoder_bits",
-        "unet_path", "refiner_name_or_path", "split_model_over_gpus", "attn_masking", "lora_path", "inference_lora_path",
-    })
+    aitoolkit: ClassVar[bool] = True
 
     name_or_path: str
     """A hub id, a local diffusers folder, a single .safetensors checkpoint, or ``tiny:<arch>`` (a tiny built-in model)."""
@@ -328,6 +323,19 @@ class ModelConfig(Block):
     """Precision the base weights are loaded in; default: ``train.dtype`` (or bf16 when generating)."""
     vae_path: str | None = None
     """A separate VAE (hub id, folder or file), e.g. the fp16-fix SDXL VAE."""
+    vae_dtype: Precision | None = None
+    """Precision of the VAE; default: ``dtype``'s (e.g. fp32 for an SDXL VAE that overflows in fp16)."""
+    te_dtype: Precision | None = None
+    """Precision of the text encoders; default: ``dtype``'s."""
+    unet_path: str | None = None
+    """Load the denoiser (UNet or transformer) from this diffusers folder, hub id or single file instead of the one
+    in ``name_or_path`` (e.g. a fine-tuned UNet with the base model's text encoders and VAE)."""
+    lora_path: str | None = None
+    """A LoRA merged into the base weights before training (or generating): training then starts from base + LoRA."""
+    use_text_encoder_1: bool = True
+    """With ``train.train_text_encoder``: put the adapter on the first text encoder."""
+    use_text_encoder_2: bool = True
+    """With ``train.train_text_encoder``: put the adapter on the second text encoder (SDXL)."""
     prediction_type: lowercase(Literal["epsilon", "v_prediction"]) | None = None  # type: ignore[valid-type]
     """SD models: what the UNet predicts; default: read from the model's scheduler config."""
     allow_pickle: bool = False
@@ -344,12 +352,17 @@ class ModelConfig(Block):
     """Text encoder quantization type; same choices as ``qtype``."""
     low_vram: bool = False
     """Load and quantize block by block, and keep the denoiser off the GPU until it is used."""
-    layer_offloading: bool = False
+    layer_offloading: bool = Field(False, validation_alias=AliasChoices("layer_offloading", "auto_memory"))
     """Keep part of the denoiser's blocks in CPU memory and stream them to the GPU when used."""
     layer_offloading_fraction: float = Field(1.0, ge=0, le=1, validation_alias=AliasChoices("layer_offloading_fraction", "layer_offloading_transformer_percent"))
     """With ``layer_offloading``: the fraction of denoiser blocks kept in CPU memory."""
+    extras_name_or_path: str | None = None
+    """With a single-file checkpoint that holds only the denoiser (a Z-Image transformer file): the diffusers folder or
+    hub id the other parts (text encoder, tokenizer, VAE, configs) come from; same as ``model_kwargs.config``."""
     assistant_lora_path: str | None = None
     """Z-Image Turbo training adapter: merged for training, switched off for preview samples."""
+    inference_lora_path: str | None = None
+    """A LoRA applied only when generating (previews, the generate job), never trained through."""
     model_kwargs: dict[str, Any] = {}
     """Extra arguments for the architecture's loader."""
 
@@ -364,9 +377,16 @@ class ModelConfig(Block):
             data["prediction_type"] = "v_prediction"
         registry = (info.context or {}).get("registry")
         flags = registry.legacy_arch_flags() if registry is not None else {}
+        flagged = any(key in data for key in ARCH_FLAGS)
         chosen = [flags[key] for key in list(data) if key in flags and data.pop(key)]
         if chosen and "arch" not in data:
             data["arch"] = chosen[0]
+        default = registry.legacy_default_arch() if registry is not None else None
+        if flagged and "arch" not in data and default and not any(data.get(key) for key in ARCH_FLAGS):
+            data["arch"] = default
+            info.context.setdefault("warnings", []).append(
+                f"model.arch: not set, and every ai-toolkit is_* flag is false, which ai-toolkit reads as {default}; "
+                f"training {default} (write arch: {default} to say so)")
         return data
 
     @field_validator("arch")
@@ -385,7 +405,7 @@ class SampleItem(Block):
     """One preview prompt in ai-toolkit's ``samples:`` list form."""
 
     block_name: ClassVar[str] = "sample.samples[]"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"ctrl_idx", "num_frames", "fps", "do_cfg_norm"})
+    aitoolkit: ClassVar[bool] = True
 
     prompt: str
     """The prompt; ``[trigger]`` is replaced by the trigger word; inline flags (--n, --seed, ...) work."""
@@ -404,30 +424,43 @@ class SampleItem(Block):
     network_multiplier: float | None = None
     """Adapter weight for this sample; default ``sample.network_multiplier``."""
     ctrl_img: str | None = None
-    """Edit models: the reference image file this preview edits, as ai-toolkit names it (the same as ``ctrl_img_1``)."""
+    """ai-toolkit's image of this preview, whose meaning the architecture sets: for one that takes reference images (edit
+    models, e.g. flux_kontext, flux2) the reference this preview edits (as ``ctrl_img_1``); for any other the control
+    image ``sample.controlnets[ctrl_idx]`` reads (preprocessed as that entry says), e.g. a fixed photo whose structure
+    previews of a style LoRA keep. With neither (no reference images, no such ControlNet) a config error at its line."""
+    ctrl_idx: int = Field(0, ge=0)
+    """Which of ``sample.controlnets`` reads ``ctrl_img`` (ai-toolkit's control index); default the first. Unused by edit models."""
     ctrl_img_1: str | None = None
-    """Edit models: the first reference image; with ``ctrl_img_2`` / ``_3`` several are used together (FLUX.2,
+    """Edit models only: the first reference image; with ``ctrl_img_2`` / ``_3`` several are used together (FLUX.2,
     Qwen-Image-Edit-Plus)."""
     ctrl_img_2: str | None = None
-    """Edit models: the second reference image."""
+    """Edit models only: the second reference image."""
     ctrl_img_3: str | None = None
-    """Edit models: the third reference image."""
+    """Edit models only: the third reference image."""
 
     def references(self) -> list[str]:
-        """This preview's reference image files, in order (``ctrl_img_1``, else ``ctrl_img``, then ``_2``, ``_3``)."""
-        return [path for path in (self.ctrl_img_1 or self.ctrl_img, self.ctrl_img_2, self.ctrl_img_3) if path]
+        """This preview's reference image files for an edit model, in order (``ctrl_img_1``, else ``ctrl_img``, then
+        ``_2``, ``_3``)."""
+        return [path for _, path in self.reference_keys()]
+
+    def reference_keys(self) -> list[tuple[str, str]]:
+        """(key, file) of each of ``references()``, for errors at their line."""
+        first = ("ctrl_img_1", self.ctrl_img_1) if self.ctrl_img_1 else ("ctrl_img", self.ctrl_img)
+        return [(key, path) for key, path in (first, ("ctrl_img_2", self.ctrl_img_2), ("ctrl_img_3", self.ctrl_img_3)) if path]
 
 
 class SampleConfig(Block):
     """Preview images made during training."""
 
     block_name: ClassVar[str] = "sample"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"num_frames", "fps", "refiner_start_at", "adapter_conditioning_scale"})
+    aitoolkit: ClassVar[bool] = True
 
     sampler: str | None = None
     """Sampler: flowmatch for Z-Image; euler, euler_a, ddim, dpm++ or ddpm for SD. Default: the architecture's."""
     sample_every: int = Field(250, ge=1)
     """Make previews every N steps (also before training, unless skipped, and at the end)."""
+    sample_start_step: int = Field(0, ge=0)
+    """Make the every-N-steps previews only from this step on (those before training and at the end are made anyway)."""
     width: int = Field(512, ge=8)
     """Preview width in pixels."""
     height: int = Field(512, ge=8)
@@ -451,7 +484,48 @@ class SampleConfig(Block):
     guidance_rescale: float = Field(0.0, ge=0, le=1)
     """SD: rescale guided noise to reduce over-exposure (0 disables)."""
     format: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = Field("png", validation_alias=AliasChoices("format", "ext"))  # type: ignore[valid-type]
-    """Image file format of previews."""
+    """Image file format of previews (and of each step's grid ``<step>_grid.<format>``, whose metadata holds the full prompts)."""
+    controlnets: list[ControlNetConfig] = []
+    """ControlNets for the previews (e.g. a style LoRA's previews on the structure of a fixed image): each reads its
+    ``image``, or a prompt's ``ctrl_img`` (not with an edit model, whose ``ctrl_img`` is a reference image); a preview
+    with a control image takes its aspect ratio at width x height."""
+
+    def control_images(self, item: SampleItem, references: bool) -> list[str]:
+        """The control image each of ``controlnets`` reads for the preview ``item``. ``references``: the architecture
+        takes reference images, so ``ctrl_img`` is one of those and every ControlNet reads its own ``image``."""
+        own = None if references else item.ctrl_img
+        return [own if own is not None and item.ctrl_idx == index else str(control.image)
+                for index, control in enumerate(self.controlnets)]
+
+    def control_problems(self, references: bool) -> list[tuple[tuple, str]]:
+        """``check`` results (paths under ``sample``) for control images; ``references`` as in ``control_images``.
+
+        Without reference images a ``ctrl_img`` needs ``controlnets[ctrl_idx]`` to read it, and a ControlNet without
+        an ``image`` needs every prompt's ``ctrl_img``.
+        """
+        items = [(("prompts", n), SampleItem(prompt=p)) for n, p in enumerate(self.prompts)]
+        items += [(("samples", n), item) for n, item in enumerate(self.samples)]
+        problems: list[tuple[tuple, str]] = []
+        for number, (where, item) in enumerate(items):
+            if not references and item.ctrl_img is not None and item.ctrl_idx >= len(self.controlnets):
+                problems.append(((*where, "ctrl_img"), f"prompt {number} ('{item.prompt[:40]}') has ctrl_img but "
+                                 f"sample.controlnets has no entry {item.ctrl_idx} to read it, and the architecture takes no "
+                                 "reference images; add the ControlNet under sample.controlnets, or use an edit model"))
+        for index, control in enumerate(self.controlnets):
+            if control.image is not None:
+                continue
+            if references:
+                problems.append((("controlnets", index), f"sample.controlnets[{index}] has no image, and ctrl_img is a "
+                                 "reference image for this architecture, not a control image; set its image"))
+                continue
+            unread = [(number, item) for number, (_, item) in enumerate(items)
+                      if item.ctrl_img is None or item.ctrl_idx != index]
+            if unread:
+                number, item = unread[0]
+                problems.append((("controlnets", index), f"sample.controlnets[{index}] has no image and prompt {number} "
+                                 f"('{item.prompt[:40]}') gives it no ctrl_img; set its image, or ctrl_img (with "
+                                 f"ctrl_idx: {index}) on every prompt"))
+        return problems
 
     def all_prompts(self) -> list[SampleItem]:
         """``prompts`` and ``samples`` together, as items."""
@@ -521,7 +595,7 @@ class LoggingConfig(Block):
     """Progress output and experiment trackers."""
 
     block_name: ClassVar[str] = "logging"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"use_ui_logger"})
+    aitoolkit: ClassVar[bool] = True
 
     log_every: int = Field(1, ge=1)
     """Write to TensorBoard / wandb every N steps (loss.csv gets every step)."""
@@ -554,6 +628,25 @@ class MetaConfig(Block):
     """License of the trained weights."""
     tags: list[str] = []
     """Free-form tags."""
+    extra: dict[str, Any] = {}
+    """Any other facts, kept as given (ai-toolkit's examples write trigger_words, creator, ...); a key spelt very close
+    to one above (``versio``) is still a typo error."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _free_form(cls, data: Any) -> Any:
+        """Keys that are no field and no near-miss of one go to ``extra``."""
+        import difflib
+
+        if not isinstance(data, dict):
+            return data
+        fields = [name for name in cls.model_fields if name != "extra"]
+        free = {key: value for key, value in data.items() if key not in cls.model_fields
+                and not difflib.get_close_matches(str(key), fields, n=1, cutoff=0.8)}
+        if not free:
+            return data
+        kept = {key: value for key, value in data.items() if key not in free}
+        return {**kept, "extra": {**dict(kept.get("extra") or {}), **free}}
 
     @field_validator("version", mode="before")
     @classmethod

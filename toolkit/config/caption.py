@@ -20,7 +20,7 @@ class CaptionProcessConfig(Block):
     folder_path: str
     """Folder of images, listed as training lists it (subfolders included; hidden files and folders and ``_latent_cache`` skipped); captions are written next to the images."""
     model: str = Field(validation_alias=AliasChoices("model", "model_name_or_path", "name_or_path"))
-    """A hub id or local folder of a transformers image-to-text model: BLIP (Salesforce/blip-image-captioning-large), BLIP-2 (Salesforce/blip2-opt-2.7b), Florence-2 (florence-community/Florence-2-large), or another model that AutoModelForImageTextToText loads."""
+    """A hub id or local folder of a transformers image-to-text model: BLIP (Salesforce/blip-image-captioning-large), BLIP-2 (Salesforce/blip2-opt-2.7b), Florence-2 (florence-community/Florence-2-large), or another model that AutoModelForImageTextToText loads; ``tiny:blip``, ``tiny:blip2``, ``tiny:florence2`` are tiny random ones built in code (offline; random words)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) of the model."""
     trust_remote_code: bool = False

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from toolkit.config.aitoolkit import accepted_unused, render_markdown
 from toolkit.config.job import JobFile
 from toolkit.config.messages import _aliases
 from toolkit.registry import Registry, load_object
@@ -75,10 +76,19 @@ def model_section(model: type[BaseModel]) -> list[str]:
         key = f"`{name}`" + (f" (also {', '.join(f'`{a}`' for a in also)})" if also else "")
         description = (info.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {key} | {_type_name(info.annotation)} | {_default(info)} | {description} |")
-    ignored = sorted(getattr(model, "ignored_keys", ()))
-    if ignored:
-        lines += ["", "Accepted from ai-toolkit and ignored (named in one warning line): " + ", ".join(f"`{k}`" for k in ignored) + "."]
+    own = sorted(set(getattr(model, "ignored_keys", ())) - accepted_unused(model.block_name)) if getattr(model, "aitoolkit", False) \
+        else sorted(getattr(model, "ignored_keys", ()))
+    if getattr(model, "aitoolkit", False):
+        lines += ["", f"ai-toolkit's keys of this block, and what easel does with each: [aitoolkit_keys.md](aitoolkit_keys.md#"
+                      f"{_anchor(model.block_name)})."]
+    if own:
+        lines += ["", "Accepted and ignored (named in one warning line): " + ", ".join(f"`{k}`" for k in own) + "."]
     return lines + [""]
+
+
+def _anchor(title: str) -> str:
+    """GitHub's anchor of a markdown heading."""
+    return "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_")
 
 
 def render(registry: Registry) -> str:
@@ -100,6 +110,10 @@ def render(registry: Registry) -> str:
         lines.append(f"| `{spec.name}`{alias} | {names} | {', '.join(spec.samplers)} | {spec.bucket_divisibility} | {spec.default_lora_format} | {spec.description} |")
     lines += ["", "## Blocks", ""]
     models: list[type[BaseModel]] = [JobFile, *_nested_models(JobFile)]
+    for job in sorted(registry.jobs.values(), key=lambda j: j.name):
+        if job.body:
+            body = load_object(job.body)
+            models += [m for m in (body, *_nested_models(body)) if m not in models]
     for spec in sorted(set(registry.processes.values()), key=lambda p: (p.job, p.name)):
         model = load_object(spec.config)
         for candidate in (model, *_nested_models(model)):
@@ -115,7 +129,9 @@ def main() -> int:
     target = ROOT / "docs" / "config.md"
     target.parent.mkdir(exist_ok=True)
     target.write_text(render(registry), encoding="utf-8")
-    print(f"wrote {target}")
+    keys = ROOT / "docs" / "aitoolkit_keys.md"
+    keys.write_text(render_markdown(), encoding="utf-8")
+    print(f"wrote {target} and {keys}")
     return 0
 
 

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from toolkit.config.base import Block, lowercase
 from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, sampler_problems
+from toolkit.config.control import ControlNetConfig
 
 
 class VariantConfig(Block):
@@ -21,6 +22,10 @@ class VariantConfig(Block):
     """LoRAs applied with their weights (none: the base model alone)."""
     reference_images: str | None = None
     """Style reference folder for this variant (e.g. its own training images); default: the process's ``reference_images``."""
+    strength: float | None = Field(None, ge=0, le=1)
+    """img2img strength of this variant (with the process's ``init_images``); default: the process's ``strength``."""
+    controlnets: list[ControlNetConfig] = []
+    """ControlNets of this variant; one without an image reads each input (``init_images``) through its preprocessor."""
 
 
 class EvaluateProcessConfig(Block):
@@ -50,8 +55,13 @@ class EvaluateProcessConfig(Block):
     """Generation settings."""
     reference_images: str | None = None
     """Folder of style reference images for the style similarity (a variant may name its own); unset: not measured."""
+    init_images: str | None = None
+    """img2img inputs (a file or a folder): every prompt is generated from each, and "structure kept" (edge agreement
+    between input and output) is measured; unset: txt2img, not measured."""
+    strength: float = Field(0.6, ge=0, le=1)
+    """img2img strength of the variants that set none."""
     clip_model: str = "openai/clip-vit-large-patch14"
-    """CLIP model (hub id or local folder) for both metrics."""
+    """CLIP model (hub id or local folder) for both metrics; ``tiny:clip`` is a tiny random one built in code (offline; the scores mean nothing)."""
     clip_score_scale: lowercase(Literal["percent", "cosine"]) = "percent"  # type: ignore[valid-type]
     """percent: 100 * max(cos, 0), the usual CLIP score (about 30 for a good match); cosine: the raw cosine (about 0.3)."""
     clip_batch_size: int = Field(16, ge=1)
@@ -83,4 +93,15 @@ class EvaluateProcessConfig(Block):
         return [self.seed + i for i in range(self.images_per_prompt or 1)]
 
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
-        return sampler_problems(registry, self.model.arch, self.generate.sampler, ("generate", "sampler"))
+        from toolkit.control.inputs import controlnet_problems
+
+        spec = registry.arch(self.model.arch).spec
+        problems = sampler_problems(registry, self.model.arch, self.generate.sampler, ("generate", "sampler"))
+        for index, variant in enumerate(self.variants):
+            problems += [(("variants", index, "controlnets", *where), message) for where, message
+                         in controlnet_problems(variant.controlnets, spec, registry.archs.values(), self.model)]
+            if self.init_images is None:
+                problems += [(("variants", index, "controlnets", n, "image"), "no control image: set image, or the process's "
+                              "init_images (a ControlNet without an image reads each input)")
+                             for n, control in enumerate(variant.controlnets) if control.image is None]
+        return problems

@@ -1,4 +1,5 @@
-"""Config of the generate job's ``to_folder`` process (ai-toolkit's schema plus LoRA stacks and img2img)."""
+"""Config of the generate job's ``to_folder`` process (ai-toolkit's schema plus LoRA stacks, img2img, ControlNets and
+IP-Adapters)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pydantic import AliasChoices, Field, field_validator
 
 from toolkit.config.base import Block, lowercase
 from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, reference_problems, sampler_problems
+from toolkit.config.control import ControlNetConfig, IPAdapterConfig
 
 
 class GenerateConfig(ImageSettings):
@@ -37,7 +39,12 @@ class GenerateConfig(ImageSettings):
     """Edit models (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit): an image file or a list of files every prompt edits
     together (several for FLUX.2 / Qwen-Image-Edit-Plus), or a folder: each image in it is edited by each prompt."""
     grid: bool = False
-    """Also write a contact sheet of all images."""
+    """Also write a contact sheet of all images; its labels show where the prompts differ, its metadata (PNG text ``easel_grid``) holds them whole."""
+    controlnets: list[ControlNetConfig] = []
+    """ControlNets that keep the structure of a control image (several where the architecture takes several); each
+    image's control images are written beside it (``<image>_control<i>.png``)."""
+    ip_adapter: IPAdapterConfig | None = None
+    """An IP-Adapter: reference images that steer the look, next to the prompt (architectures that take them)."""
 
     @field_validator("ext", mode="before")
     @classmethod
@@ -62,12 +69,18 @@ class GenerateProcessConfig(Block):
     """The base model."""
 
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
-        problems = sampler_problems(registry, self.model.arch, self.generate.sampler, ("generate", "sampler"))
-        references = self.generate.reference_images
-        if references:
-            count = len(references) if isinstance(references, list) else 1
+        from toolkit.control.inputs import controlnet_problems, ip_adapter_problems
+
+        spec = registry.arch(self.model.arch).spec
+        gen = self.generate
+        problems = sampler_problems(registry, self.model.arch, gen.sampler, ("generate", "sampler"))
+        problems += [(("generate", "controlnets", *where), message)
+                     for where, message in controlnet_problems(gen.controlnets, spec, registry.archs.values(), self.model)]
+        problems += [(("generate", "ip_adapter", *where), message) for where, message in ip_adapter_problems(gen.ip_adapter, spec)]
+        if gen.reference_images:
+            count = len(gen.reference_images) if isinstance(gen.reference_images, list) else 1
             problems += reference_problems(registry, self.model.arch, count, ("generate", "reference_images"))
-            if self.generate.init_images:
+            if gen.init_images:
                 problems.append((("generate", "reference_images"), "reference images and init_images (img2img) cannot be "
                                  "used together; remove one of them"))
         return problems

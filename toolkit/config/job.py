@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 from toolkit.config.base import Block
 from toolkit.config.blocks import MetaConfig
@@ -15,6 +16,7 @@ from toolkit.config.messages import issues_from, suggest
 from toolkit.config.substitute import apply_overrides, expand_env, replace_exclusive, substitute_tags
 from toolkit.config.yaml_io import Locations, read_file
 from toolkit.errors import ConfigError, ConfigIssue, EaselError
+from toolkit.paths import segment_problem
 from toolkit.registry import JobSpec, ProcessSpec, Registry, RegistryError, load_object
 
 
@@ -24,9 +26,18 @@ class JobBody(Block):
     block_name: ClassVar[str] = "config"
 
     name: str = Field(min_length=1)
-    """Name of the run: the output folder and the saved files are named after it."""
+    """Name of the run: the output folder and the saved files are named after it, so it is one plain name (no ``/``, not ``.`` or ``..``)."""
     process: list[dict[str, Any]] = Field(min_length=1)
     """The steps of the job, run in order; each one's ``type`` picks its schema."""
+
+    @field_validator("name")
+    @classmethod
+    def _one_segment(cls, value: str) -> str:
+        problem = segment_problem(value)
+        if problem:
+            raise ValueError(f"'{value}' {problem}; the run's folder and saved files are named after it, so it must be "
+                             "one plain name, such as my_lora")
+        return value
 
 
 class JobFile(Block):
@@ -53,10 +64,14 @@ class LoadedJob:
     resolved: dict[str, Any]
     """The config after substitutions and overrides (written to the run folder as config.yaml)."""
     ignored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """ai-toolkit settings read with a caveat, or ignored although set: one line each."""
     notes: list[str] = field(default_factory=list)
     """What loading changed beyond the plain overrides (a ``--set`` of steps replacing the file's epochs)."""
     locations: Locations | None = None
     """Where each key sits in the file, for errors found after validation (a missing folder, ...)."""
+    body: BaseModel | None = None
+    """The validated ``config:`` block (a JobBody, or the job kind's own schema)."""
 
 
 def load_job_config(path: FsPath, registry: Registry, *, name: str | None = None, overrides: list[str] = ()) -> LoadedJob:
@@ -95,21 +110,22 @@ def _merge(early: list[ConfigIssue], late: list[ConfigIssue]) -> list[ConfigIssu
 
 def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPath) -> LoadedJob:
     """Validate the top level and each process against its registered type; report all problems together."""
-    context: dict[str, Any] = {"registry": registry, "ignored": [], "notes": []}
+    context: dict[str, Any] = {"registry": registry, "ignored": [], "warnings": [], "notes": []}
     if not isinstance(data, dict):
         raise ConfigError(locations.source, [locations.issue((), "the file must be a block of keys (job:, config:, ...)")])
     issues: list[ConfigIssue] = []
-    top = None
-    try:
-        top = JobFile.model_validate(data, context=context)
-    except ValidationError as err:
-        issues += issues_from(err, JobFile, (), locations)
     spec = None
     if isinstance(data.get("job"), str):
         try:
             spec = registry.job(data["job"])
         except RegistryError as err:
             issues.append(locations.issue(("job",), str(err)))
+    top = None
+    model = job_file_model(spec.body if spec is not None else "")
+    try:
+        top = model.model_validate(data, context=context)
+    except ValidationError as err:
+        issues = issues_from(err, model, (), locations) + issues
     raw_processes = data.get("config", {}).get("process") if isinstance(data.get("config"), dict) else None
     processes: list[BaseModel] = []
     specs: list[ProcessSpec] = []
@@ -124,7 +140,16 @@ def validate_job(data: Any, locations: Locations, registry: Registry, path: FsPa
     if issues or top is None or spec is None:
         raise ConfigError(locations.source, issues)
     return LoadedJob(path, top.config.name, spec, processes, specs, top.meta, copy.deepcopy(data), sorted(set(context["ignored"])),
-                     context["notes"], locations)
+                     list(dict.fromkeys(context["warnings"])), context["notes"], locations, top.config)
+
+
+@functools.lru_cache(maxsize=None)
+def job_file_model(body: str) -> type[JobFile]:
+    """The whole-file schema of a job kind whose ``config:`` block has its own schema (``JobSpec.body``)."""
+    if not body:
+        return JobFile
+    body_class = load_object(body)
+    return create_model(f"{body_class.__name__}File", __base__=JobFile, config=(body_class, ...))
 
 
 def _validate_process(raw: dict[str, Any], job: str, registry: Registry, context: dict[str, Any],

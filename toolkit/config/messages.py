@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ValidationError
 
+from toolkit.config.aitoolkit import Refused
 from toolkit.config.yaml_io import Locations
 from toolkit.errors import ConfigIssue, Path
 
@@ -92,6 +93,8 @@ def suggest(word: str, choices: list[str]) -> str:
 
 def _message(error: dict[str, Any], model: type[BaseModel], loc: Path) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "extra_forbidden" and isinstance(value, Refused):
+        return value.message
     if kind == "extra_forbidden":
         # With two spellings of one key written, Pydantic reads one and calls the other unknown.
         others = _other_spellings(model, loc[:-1], str(loc[-1]))

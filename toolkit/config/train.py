@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from toolkit.config.aitoolkit import apply_moves
 from toolkit.config.base import Block
 from toolkit.config.blocks import (DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SampleConfig, SaveConfig, TrainConfig,
                                    reference_problems, sampler_problems)
@@ -15,7 +16,7 @@ class LoraTrainerConfig(Block):
     """Train a LoRA (or LyCORIS) adapter on a diffusion model."""
 
     block_name: ClassVar[str] = "process[]"
-    ignored_keys: ClassVar[frozenset[str]] = frozenset({"sqlite_db_path", "performance_log_every", "monitoring"})
+    aitoolkit: ClassVar[bool] = True
 
     type: Literal["lora_trainer"]
     """Process type; ``sd_trainer`` and ``diffusion_trainer`` are accepted too."""
@@ -39,6 +40,19 @@ class LoraTrainerConfig(Block):
     """Preview images during training; leave out to make none."""
     logging: LoggingConfig = LoggingConfig()
     """Progress output and trackers."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ai_toolkit_places(cls, data: Any) -> Any:
+        """ai-toolkit keys that easel reads in another block (``model.compile`` is ``train.compile``)."""
+        return apply_moves(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _peft_files(self) -> "LoraTrainerConfig":
+        """``network_kwargs.peft_format`` writes diffusers/PEFT keys unless ``save.format`` says otherwise."""
+        if self.network.network_kwargs is not None and self.network.network_kwargs.peft_format and self.save.format is None:
+            self.save.format = "diffusers"
+        return self
 
     def _preview_prompt_problems(self) -> list[tuple[tuple, str]]:
         """Inline flags are checked now (not after the model loaded); previews cannot load other LoRAs."""
@@ -71,14 +85,44 @@ class LoraTrainerConfig(Block):
                 for option, reason in INCOMPATIBLE.items() if getattr(self.model, option)]
 
     def _reference_problems(self, registry: Any) -> list[tuple[tuple, str]]:
-        """Edit pairs (``control_path``) and preview references (``ctrl_img``) must fit the architecture."""
+        """Edit pairs (``control_path``) and preview references must fit the architecture; a preview's ``ctrl_img``
+        is a reference image where the architecture takes them, else the image of ``sample.controlnets[ctrl_idx]``."""
         problems: list[tuple[tuple, str]] = []
         for i, dataset in enumerate(self.datasets):
             if dataset.control_path:
                 problems += reference_problems(registry, self.model.arch, len(dataset.control_path), ("datasets", i, "control_path"))
-        for i, item in enumerate(self.sample.samples if self.sample is not None else []):
-            if item.references():
-                problems += reference_problems(registry, self.model.arch, len(item.references()), ("sample", "samples", i, "ctrl_img"))
+        if self.sample is None:
+            return problems
+        references = registry.arch(self.model.arch).spec.references is not None
+        for i, item in enumerate(self.sample.samples):
+            keys = [key for key, _ in item.reference_keys() if references or key != "ctrl_img"]
+            if keys:
+                problems += reference_problems(registry, self.model.arch, len(keys), ("sample", "samples", i, keys[0]))
+        problems += [(("sample", *where), message) for where, message in self.sample.control_problems(references)]
+        return problems
+
+    def _preservation_problems(self) -> list[tuple[tuple, str]]:
+        """Prior preservation needs what ai-toolkit needs: a trigger word (DOP), a frozen text encoder, a mask."""
+        train, problems = self.train, []
+        if train.diff_output_preservation and not (self.trigger_word or any(d.trigger_word for d in self.datasets)):
+            problems.append((("train", "diff_output_preservation"), "needs a trigger_word: it is what the class word "
+                             "replaces; set trigger_word, or turn diff_output_preservation off"))
+        if train.diff_output_preservation and train.blank_prompt_preservation:
+            problems.append((("train", "blank_prompt_preservation"), "set either diff_output_preservation or "
+                             "blank_prompt_preservation, not both (each is the preservation target)"))
+        for key in ("diff_output_preservation", "blank_prompt_preservation"):
+            if getattr(train, key) and train.train_text_encoder:
+                problems.append((("train", key), "cannot be used with train_text_encoder (the base model's prediction "
+                                 "needs the text encoder unchanged); set one of them false"))
+            if getattr(train, key) and train.unload_text_encoder:
+                problems.append((("train", key), "encodes its prompts each step, so the text encoder must stay: set "
+                                 "train.unload_text_encoder false"))
+        if train.inverted_mask_prior and not any(d.mask_path or d.alpha_mask for d in self.datasets):
+            problems.append((("train", "inverted_mask_prior"), "needs a dataset with mask_path or alpha_mask (it "
+                             "acts outside the masks)"))
+        if train.merge_network_on_save and self.model.quantize:
+            problems.append((("train", "merge_network_on_save"), "cannot merge the adapter into quantized weights; "
+                             "set model.quantize false or save the LoRA"))
         return problems
 
     def check(self, registry: Any) -> list[tuple[tuple, str]]:
@@ -86,7 +130,11 @@ class LoraTrainerConfig(Block):
         problems: list[tuple[tuple, str]] = []
         arch = registry.arch(self.model.arch).spec
         if self.sample is not None:
+            from toolkit.control.inputs import controlnet_problems
+
             problems += sampler_problems(registry, self.model.arch, self.sample.sampler, ("sample", "sampler"))
+            problems += [(("sample", "controlnets", *where), message) for where, message
+                         in controlnet_problems(self.sample.controlnets, arch, registry.archs.values(), self.model)]
         scheduler = self.train.noise_scheduler
         if scheduler is not None and scheduler not in arch.noise_schedulers:
             problems.append((("train", "noise_scheduler"), f"noise_scheduler '{scheduler}' does not fit architecture '{arch.name}'. "
@@ -103,13 +151,14 @@ class LoraTrainerConfig(Block):
             problems.append((("train", "cache_text_embeddings"), "cannot cache text embeddings while training the text encoder; set one of them false"))
         if self.train.cache_text_embeddings:
             for i, dataset in enumerate(self.datasets):
-                for key, on in (("shuffle_tokens", dataset.shuffle_tokens), ("token_dropout_rate", dataset.token_dropout_rate > 0)):
+                for key, on in (("shuffle_tokens", dataset.shuffle_tokens), ("token_dropout_rate", dataset.token_dropout_rate > 0),
+                                ("random_triggers", bool(dataset.random_triggers))):
                     if on:
                         problems.append((("datasets", i, key), f"{key} makes a new caption every step, which "
                                          "train.cache_text_embeddings cannot cache; turn one of them off "
                                          "(caption_dropout_rate works with the cache)"))
         problems += self._sharding_problems()
-        problems += self._preview_prompt_problems()
+        problems += self._preview_prompt_problems() + self._preservation_problems()
         problems += self._reference_problems(registry)
         if not (self.train.train_unet or self.train.train_text_encoder):
             problems.append((("train", "train_unet"), "nothing to train: set train_unet or train_text_encoder to true"))

@@ -3,6 +3,10 @@
 We compose the node tree with ruamel.yaml's safe loader and build plain Python values ourselves,
 so no tag can ever construct a Python object, duplicate keys are caught, and each value's
 position is recorded in a ``Locations`` map for error messages.
+
+Hostile files fail fast with one clear error: a file over ``MAX_BYTES``, an alias that contains
+itself, nesting deeper than ``MAX_DEPTH``, and aliases that expand to more than ``MAX_VALUES``
+values (the "billion laughs": each alias repeating the one before).
 """
 
 from __future__ import annotations
@@ -16,6 +20,20 @@ from toolkit.errors import ConfigError, ConfigIssue, Path
 _STD = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_STD + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
 _MERGE = _STD + "merge"
+MAX_BYTES = 4 * 2 ** 20
+"""Largest config file read; real configs are a few kilobytes (long prompt lists belong in a prompts file)."""
+MAX_VALUES = 100_000
+"""Most values a config may expand to, aliases counted once per use."""
+MAX_DEPTH = 100
+"""Deepest nesting of blocks and lists."""
+
+
+class _Hostile(Exception):
+    """A file that would not finish building (expansion, recursion); ``message`` says which."""
+
+    def __init__(self, node: Any, message: str):
+        super().__init__(message)
+        self.node = node
 
 
 @dataclass
@@ -56,6 +74,9 @@ class _Builder:
         self.constructor = yaml.constructor
         self.locations = locations
         self.issues: list[ConfigIssue] = []
+        self.values = 0
+        self.open: list[int] = []
+        """Ids of the nodes being built (the path from the root): an alias back to one of them is a loop."""
 
     def mark(self, path: Path, node: Any) -> None:
         self.locations.points.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
@@ -63,20 +84,34 @@ class _Builder:
     def build(self, node: Any, path: Path) -> Any:
         from ruamel.yaml.nodes import MappingNode, SequenceNode
 
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _Hostile(node, f"the file expands to more than {MAX_VALUES:,} values: aliases (*name) repeat blocks that "
+                                 "repeat others (a 'billion laughs'); write the values out")
         tag = _tag(node)
-        if isinstance(node, MappingNode):
-            if tag != _STD + "map":
-                return self.refuse(node, path, tag)
-            return self.build_map(node, path)
-        if isinstance(node, SequenceNode):
-            if tag != _STD + "seq":
-                return self.refuse(node, path, tag)
-            return [self.build_item(item, path + (i,)) for i, item in enumerate(node.value)]
+        if isinstance(node, (MappingNode, SequenceNode)):
+            if id(node) in self.open:
+                raise _Hostile(node, "an alias (*name) refers to a block that contains it, so the value would never end; "
+                                     "remove the alias")
+            if len(self.open) >= MAX_DEPTH:
+                raise _Hostile(node, f"blocks and lists are nested more than {MAX_DEPTH} deep")
+            self.open.append(id(node))
+            try:
+                return self.build_collection(node, path, tag, isinstance(node, MappingNode))
+            finally:
+                self.open.pop()
         if tag not in _SCALAR_TAGS:
             return self.refuse(node, path, tag)
         if tag == _STD + "timestamp":
             return str(node.value)
         return self.constructor.construct_object(node, deep=True)
+
+    def build_collection(self, node: Any, path: Path, tag: str, mapping: bool) -> Any:
+        if tag != _STD + ("map" if mapping else "seq"):
+            return self.refuse(node, path, tag)
+        if mapping:
+            return self.build_map(node, path)
+        return [self.build_item(item, path + (i,)) for i, item in enumerate(node.value)]
 
     def build_item(self, node: Any, path: Path) -> Any:
         self.mark(path, node)
@@ -136,7 +171,10 @@ def read_text(text: str, source: str) -> tuple[Any, Locations, list[ConfigIssue]
 
     yaml = YAML(typ="safe", pure=True)
     locations = Locations(source)
+    if len(text) > MAX_BYTES:
+        raise _too_large(source, len(text))
     try:
+        _check_depth(YAML(typ="safe", pure=True), text, source)
         node = yaml.compose(text)
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -150,12 +188,39 @@ def read_text(text: str, source: str) -> tuple[Any, Locations, list[ConfigIssue]
         raise ConfigError(source, [ConfigIssue((), "the file is empty")], "Write a config (see config/examples/) and run again.")
     builder = _Builder(yaml, locations)
     builder.mark((), node)
-    data = builder.build(node, ())
+    try:
+        data = builder.build(node, ())
+    except _Hostile as err:
+        raise ConfigError(source, [_Builder.at(err.node, (), str(err))], "Fix that part of the file and run again.") from None
     return data, locations, builder.issues
+
+
+def _check_depth(yaml: Any, text: str, source: str) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` from the event stream, before the (recursive) composer meets it."""
+    from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+
+    depth = 0
+    for event in yaml.parse(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise ConfigError(source, [ConfigIssue((), f"blocks and lists are nested more than {MAX_DEPTH} deep",
+                                                       mark.line + 1, mark.column + 1)])
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
+def _too_large(source: str, size: int) -> ConfigError:
+    return ConfigError(source, [ConfigIssue((), f"the file holds {size:,} bytes; a config may hold at most {MAX_BYTES:,}")],
+                       "Move long lists (prompts) into a file the config names, and run again.")
 
 
 def read_file(path: FsPath) -> tuple[Any, Locations, list[ConfigIssue]]:
     """``read_text`` on a config file; the file name in messages is the path as given."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise _too_large(str(path), size)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -5,6 +5,12 @@ bucket ``(bw, bh)`` with both sides multiples of ``d``, ``bw * bh <= min(r * r, 
 ``bw <= w`` and ``bh <= h`` (never upscaling: a small image gets a smaller bucket), and the aspect
 ratio closest to ``w / h`` among the largest bucket of each width. The image is scaled to cover
 the bucket and cropped (centered, or at a random place).
+
+Two limits keep buckets from degenerating (a 20000x20 image would otherwise get a bucket one latent
+patch high and a thousand wide, past what a model's position embeddings reach): both sides are at
+least one step of the divisibility (a latent patch; a thinner image gets no bucket and is skipped),
+and with ``max_aspect`` the long side is at most that many times the short one (a more elongated
+image is cropped to it).
 """
 
 from __future__ import annotations
@@ -32,8 +38,29 @@ def _aspect_error(bucket: Size, aspect: float) -> float:
     return abs(math.log(bucket[0] / bucket[1] / aspect))
 
 
-def choose_bucket(width: int, height: int, resolution: int, divisibility: int) -> Size | None:
+def choose_bucket(width: int, height: int, resolution: int, divisibility: int, *,
+                  max_aspect: float | None = None) -> Size | None:
     """The bucket of a ``width x height`` image at ``resolution``; None when a side is below ``divisibility``.
+
+    With ``max_aspect`` the image is first taken as cropped to that aspect ratio, and the bucket's long side
+    is cut to at most ``max_aspect`` times its short side (the rounding to ``divisibility`` may overshoot).
+    """
+    if max_aspect is None:
+        return _closest_bucket(width, height, resolution, divisibility)
+    long_side, short_side = max(width, height), min(width, height)
+    cropped = min(long_side, int(short_side * max_aspect))
+    size = (cropped, short_side) if width >= height else (short_side, cropped)
+    bucket = _closest_bucket(*size, resolution, divisibility)
+    if bucket is None:
+        return None
+    wide, tall = bucket
+    if wide >= tall:
+        return min(wide, int(tall * max_aspect) // divisibility * divisibility), tall
+    return wide, min(tall, int(wide * max_aspect) // divisibility * divisibility)
+
+
+def _closest_bucket(width: int, height: int, resolution: int, divisibility: int) -> Size | None:
+    """The bucket closest in aspect to ``width x height`` (see ``choose_bucket``).
 
     Candidates are, for each bucket width ``k * d``, the tallest fitting height. Their aspect
     ratio grows strictly with the width, so a binary search finds the two candidates around the
@@ -60,6 +87,12 @@ def choose_bucket(width: int, height: int, resolution: int, divisibility: int) -
             low = mid + 1
     options = [candidate(k) for k in (low - 1, low) if k >= 1]
     return min(options, key=lambda size: (_aspect_error(size, aspect), -size[0] * size[1]))
+
+
+def square_bucket(resolution: int, divisibility: int) -> Size:
+    """The ``resolution`` square (sides rounded down to ``divisibility``): ``square_crop`` / ``buckets: false``."""
+    side = max(divisibility, resolution // divisibility * divisibility)
+    return side, side
 
 
 def cover_size(width: int, height: int, bucket: Size) -> Size:

@@ -2,9 +2,9 @@
 
 Order of application (``CaptionRules.apply``): caption dropout (the whole caption becomes empty,
 trigger included), then the comma-separated parts: shuffle after the first ``keep_tokens``, and
-token dropout after the first ``keep_tokens``; last the trigger word (``[trigger]`` / ``[name]``
-replaced, prepended when absent unless the set is a regularization set). Randomness comes only
-from the ``random.Random`` passed in.
+token dropout after the first ``keep_tokens``; then the trigger word (``[trigger]`` / ``[name]``
+replaced, prepended when absent unless the set is a regularization set); last ``random_triggers`` appended
+(ai-toolkit's count rule). Randomness comes only from the ``random.Random`` passed in.
 """
 
 from __future__ import annotations
@@ -79,6 +79,21 @@ def apply_trigger(caption: str, trigger: str | None, *, add_if_missing: bool = T
     return caption
 
 
+def random_trigger_words(config: DatasetConfig) -> tuple[str, ...]:
+    """``random_triggers`` as words: the list, or the non-empty lines of the file it names."""
+    from pathlib import Path
+
+    from toolkit.errors import EaselError
+
+    if not isinstance(config.random_triggers, str):
+        return tuple(word.strip() for word in config.random_triggers if word.strip())
+    path = Path(config.random_triggers).expanduser()
+    if not path.is_file():
+        raise EaselError(f"dataset '{config.folder_path}': random_triggers '{config.random_triggers}' is no file; give a "
+                         "list of words or a text file with one per line.")
+    return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
 @dataclass(frozen=True)
 class CaptionRules:
     """The caption settings of one dataset."""
@@ -90,6 +105,8 @@ class CaptionRules:
     shuffle: bool = False
     keep_tokens: int = 0
     token_dropout_rate: float = 0.0
+    random_triggers: tuple[str, ...] = ()
+    random_triggers_max: int = 1
 
     @classmethod
     def from_config(cls, config: DatasetConfig, trigger_word: str | None) -> "CaptionRules":
@@ -97,27 +114,33 @@ class CaptionRules:
         trigger = config.trigger_word if config.trigger_word is not None else trigger_word
         return cls(trigger=trigger or None, add_trigger=not config.is_reg, dropout_rate=config.caption_dropout_rate,
                    shuffle=config.shuffle_tokens, keep_tokens=config.keep_tokens,
-                   token_dropout_rate=config.token_dropout_rate)
+                   token_dropout_rate=config.token_dropout_rate, random_triggers=random_trigger_words(config),
+                   random_triggers_max=config.random_triggers_max)
 
     @property
     def varies_text(self) -> bool:
         """Whether the rules can produce more than two texts per caption (full text and empty)."""
-        return self.shuffle or self.token_dropout_rate > 0
+        return self.shuffle or self.token_dropout_rate > 0 or bool(self.random_triggers)
 
-    def _finish(self, caption: str) -> str:
-        return apply_trigger(caption, self.trigger, add_if_missing=self.add_trigger)
+    def _finish(self, caption: str, rng: random.Random | None = None) -> str:
+        caption = apply_trigger(caption, self.trigger, add_if_missing=self.add_trigger)
+        if rng is None or not self.random_triggers:
+            return caption
+        count = self.random_triggers_max if self.random_triggers_max <= 1 else rng.randint(0, self.random_triggers_max)
+        extra = rng.sample(self.random_triggers, min(count, len(self.random_triggers)))
+        return join_tokens([part for part in (caption, *extra) if part])
 
     def apply(self, caption: str, rng: random.Random) -> str:
         """The caption that is trained on, drawn with ``rng``."""
         if drops_caption(self.dropout_rate, rng):
             return ""
-        if self.varies_text:
+        if self.shuffle or self.token_dropout_rate > 0:
             tokens = split_tokens(caption)
             if self.shuffle:
                 tokens = shuffle_tokens(tokens, self.keep_tokens, rng)
             tokens = drop_tokens(tokens, self.token_dropout_rate, self.keep_tokens, rng)
             caption = join_tokens(tokens)
-        return self._finish(caption)
+        return self._finish(caption, rng)
 
     def possible(self, caption: str) -> set[str] | None:
         """Every text ``apply`` can return for ``caption``; None when shuffling/token dropout make too many."""

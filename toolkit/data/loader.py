@@ -27,25 +27,24 @@ a batch. Where the text encoder reads the references, cached text rows are keyed
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import random
 from collections import Counter, defaultdict
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
-from toolkit.data.buckets import Placement, choose_bucket, place
+from toolkit.data.buckets import Placement, Size, choose_bucket, place, square_bucket
 from toolkit.data.cache import (LatentJob, TensorCache, TextJob, encode_latents, encode_texts, file_digest, latent_key,
                                 stack_rows, text_key)
 from toolkit.data.captions import CaptionRules
+from toolkit.data.entries import Draw, Entry, LoaderPosition, TrainBatch, reference_placements, rng_for
 from toolkit.data.images import BadImage
-from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, scan_dataset
+from toolkit.data.masks import MaskRule, render_mask
+from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, dataset_location, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
-from toolkit.models.base import ImageInfo
+from toolkit.output import can_write, clean_stale_temps
 
 if TYPE_CHECKING:
     import torch
@@ -55,80 +54,10 @@ if TYPE_CHECKING:
     from toolkit.registry import ReferenceImages
 
 
+STALE_TEMP_SECONDS = 3600
+"""A cache's temp file this old is left by a killed run (a live one writes a cache entry in well under a second)."""
 TEXT_MEMORY_BUDGET = 2 ** 30
 """Bytes of cached text rows per dataset kept in memory once read (the rest is read from disk each time)."""
-
-
-@dataclass
-class LoaderPosition:
-    """Where the loader stands: an epoch and the global batches of it already consumed."""
-
-    epoch: int = 0
-    index: int = 0
-    """Global batches of this epoch already consumed."""
-
-
-@dataclass
-class TrainBatch:
-    """One rank's share of one global batch; every row has the same bucket size."""
-
-    pixels: "torch.Tensor | None"
-    """(B, 3, H, W) float32 in [-1, 1] on the CPU when latents are not cached."""
-    latents: "torch.Tensor | None"
-    """(B, C, h, w) scaled latents when cached, on the CPU in the dtype the VAE produced."""
-    captions: list[str]
-    """Final captions after the caption rules."""
-    cond: "dict[str, torch.Tensor] | None"
-    """Cached text conditioning, batch-first on the CPU, when ``prepare(cache_text=True)`` ran."""
-    image_info: list[ImageInfo]
-    paths: list[Path]
-    reference_latents: "list[torch.Tensor] | None" = None
-    """Edit pairs with cached latents: one (B, C, h, w) tensor per reference slot (``control_path`` folder)."""
-    reference_pixels: "list[torch.Tensor] | None" = None
-    """Edit pairs: one (B, 3, H, W) tensor in [-1, 1] per reference slot, when latents are not cached or the
-    text encoder reads the references and text is not cached."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One image at one resolution, one repeat: the unit the epoch order shuffles."""
-
-    dataset: int
-    record: int
-    resolution: int
-    repeat: int
-    placement: Placement
-    """Centered placement (random crops are drawn per epoch from it)."""
-    cached: bool
-    """Whether its latents come from a cache."""
-    references: tuple[Placement, ...] = ()
-    """Centered placements of its reference images (edit pairs), one per reference slot."""
-
-    @property
-    def group(self) -> tuple:
-        """Entries of one group may share a batch (same bucket, caching and reference sizes)."""
-        key = self.placement.bucket[0], self.placement.bucket[1], self.cached
-        return (*key, tuple(p.bucket for p in self.references)) if self.references else key
-
-
-@dataclass(frozen=True)
-class Draw:
-    """The random choices made for one entry in one epoch."""
-
-    entry: Entry
-    record: ImageRecord
-    placement: Placement
-    flip_x: bool
-    flip_y: bool
-    caption: str
-    references: tuple[Placement, ...] = ()
-    """Placements of its references this epoch (a reference fitted like its target shares the target's crop)."""
-
-
-def rng_for(seed: int, *parts: object) -> random.Random:
-    """A generator that depends only on ``seed`` and ``parts`` (not on Python's hash seed)."""
-    digest = hashlib.blake2b(repr((seed, *parts)).encode("utf-8"), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "little"))
 
 
 class EmptyDataset(EaselError):
@@ -146,13 +75,19 @@ class EmptyDataset(EaselError):
         super().__init__(f"dataset '{scan.folder}' (datasets[{index}].folder_path) has no usable images{why} {self.hint}")
 
 
-def reference_placements(record: ImageRecord, bucket: tuple[int, int], spec: "ReferenceImages | None") -> tuple[Placement, ...]:
-    """Centered placements of ``record``'s references for a target in ``bucket``, sized as ``spec`` says."""
-    if not record.references:
-        return ()
-    if spec is None:
-        raise EaselError(f"{record.path} has reference images (datasets[].control_path), but this architecture takes none.")
-    return tuple(place((ref.width, ref.height), spec.fitted_size((ref.width, ref.height), bucket)) for ref in record.references)
+def mask_rule(index: int, config: DatasetConfig) -> MaskRule:
+    """Where dataset ``index``'s loss masks come from; its ``mask_path`` must be a folder."""
+    folder = Path(config.mask_path).expanduser() if config.mask_path else None
+    if folder is not None and not folder.is_dir():
+        raise EaselError(f"datasets[{index}].mask_path '{config.mask_path}' is not a folder; point it at the folder of "
+                         "masks named like the images (or remove it).")
+    return MaskRule(folder=folder, alpha=config.alpha_mask, invert=config.invert_mask, min_value=config.mask_min_value)
+
+
+def _on_disk(caches: "list[TensorCache | None]") -> str:
+    """`` (on disk in A, B)`` for the caches that have a folder; empty when none does."""
+    folders = list(dict.fromkeys(str(cache.folder) for cache in caches if cache is not None and cache.folder is not None))
+    return f" (on disk in {', '.join(folders)})" if folders else ""
 
 
 def _flips(enabled: bool) -> tuple[bool, ...]:
@@ -164,8 +99,11 @@ class TrainData:
 
     def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
                  bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None,
-                 references: "ReferenceImages | None" = None):
-        """``references``: how the architecture takes reference images (its ArchSpec's); None refuses edit pairs."""
+                 references: "ReferenceImages | None" = None, fallback_cache: Path | None = None,
+                 reg_weight: float = 1.0):
+        """``references``: how the architecture takes reference images (its ArchSpec's); None refuses edit pairs.
+        ``fallback_cache``: where disk caches go when a dataset folder cannot be written (see ``cache_root``).
+        ``reg_weight``: the loss weight of regularization datasets (``train.reg_weight``)."""
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
             raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"bucket_divisibility={bucket_divisibility}")
@@ -175,10 +113,12 @@ class TrainData:
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.reference_spec = references
         self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
+        self.masks = [mask_rule(index, config) for index, config in enumerate(self.datasets)]
+        self.loss_weights = [config.loss_multiplier * (reg_weight if config.is_reg else 1.0) for config in self.datasets]
         self.scans: list[DatasetScan] = [scan_dataset(config) for config in self.datasets]
-        self.latent_caches = [self._latent_cache(config) for config in self.datasets]
-        self.text_caches = [TensorCache(cache_root(config) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
-                            for config in self.datasets]
+        self.fallback_cache = fallback_cache
+        self._roots: dict[int, Path] = {}
+        self.latent_caches = [self._latent_cache(index) for index in range(len(self.datasets))]
         self._digests: dict[Path, str] = {}
         self._vae_identity: str | None = None
         self._text_identity: str | None = None
@@ -188,19 +128,52 @@ class TrainData:
             self._drop_small(index, scan)
         self._build()
 
-    @staticmethod
-    def _latent_cache(config: DatasetConfig) -> TensorCache | None:
+    def cache_root(self, index: int) -> Path:
+        """Where dataset ``index`` keeps its disk caches, decided once: ``cache_dir``, else ``<folder_path>/_latent_cache``;
+        when that cannot be written and a ``fallback_cache`` (the run folder's) is given, that one, said in one log line."""
+        if index not in self._roots:
+            config = self.datasets[index]
+            root = cache_root(config)
+            if not config.cache_dir and self.fallback_cache is not None and not can_write(root):
+                if self.rank == 0:
+                    log.info(f"dataset '{config.folder_path}' is not writable: its disk cache goes to {self.fallback_cache} "
+                             f"instead of {root} (datasets[].cache_dir chooses another place)")
+                root = self.fallback_cache
+            self._roots[index] = root
+        return self._roots[index]
+
+    @functools.cached_property
+    def text_caches(self) -> list[TensorCache]:
+        """The text-embedding cache of each dataset (made on first use: only ``prepare(cache_text=True)`` needs them)."""
+        return [TensorCache(self.cache_root(index) / "text", memory=False, memory_budget=TEXT_MEMORY_BUDGET)
+                for index in range(len(self.datasets))]
+
+    def _latent_cache(self, index: int) -> TensorCache | None:
+        config = self.datasets[index]
         if config.cache_latents_to_disk:
-            return TensorCache(cache_root(config) / "latents", memory=config.cache_latents)
+            return TensorCache(self.cache_root(index) / "latents", memory=config.cache_latents)
         return TensorCache(None, memory=True) if config.cache_latents else None
 
+    def _bucket(self, index: int, record: ImageRecord, resolution: int) -> Size | None:
+        """The record's bucket at ``resolution``: its aspect bucket (within the dataset's aspect limit) of the size
+        ``scale`` makes it, or the square with ``square_crop`` / ``buckets: false``; None when it is too small."""
+        config = self.datasets[index]
+        if config.square_crop or not config.buckets:
+            return square_bucket(resolution, self.divisibility)
+        width, height = int(record.width * config.scale), int(record.height * config.scale)
+        return choose_bucket(width, height, resolution, self.divisibility, max_aspect=config.max_aspect_ratio)
+
     def _drop_small(self, index: int, scan: DatasetScan) -> None:
+        """Skip the images no bucket fits (too thin); note those cropped to the aspect limit."""
         keep = []
+        limit = self.datasets[index].max_aspect_ratio
         for record in scan.records:
-            if any(choose_bucket(record.width, record.height, r, self.divisibility) for r in self.datasets[index].resolution):
-                keep.append(record)
-            else:
+            if not any(self._bucket(index, record, r) for r in self.datasets[index].resolution):
                 scan.skip(record.path, f"smaller than {self.divisibility}px on a side")
+                continue
+            keep.append(record)
+            if max(record.width / record.height, record.height / record.width) > limit:
+                scan.note(record.path, f"cropped to the maximum aspect ratio {limit:g}:1", f"({record.width}x{record.height})")
         scan.records = keep
 
     def _build(self) -> None:
@@ -213,7 +186,7 @@ class TrainData:
             cached = self.latent_caches[index] is not None
             for number, record in enumerate(scan.records):
                 for resolution in config.resolution:
-                    bucket = choose_bucket(record.width, record.height, resolution, self.divisibility)
+                    bucket = self._bucket(index, record, resolution)
                     if bucket is None:
                         continue
                     placement = place((record.width, record.height), bucket)
@@ -222,7 +195,8 @@ class TrainData:
                                         for repeat in range(config.num_repeats))
         groups: dict[tuple, list[int]] = defaultdict(list)
         for item, entry in enumerate(self.entries):
-            groups[entry.group].append(item)
+            weight = self.datasets[entry.dataset].network_weight
+            groups[entry.group if weight == 1.0 else (*entry.group, weight)].append(item)
         self.groups = dict(sorted(groups.items()))
         self._plans.clear()
 
@@ -352,7 +326,7 @@ class TrainData:
 
         missing = self._run_shared(jobs, encode, lambda job: not job.cache.has(job.key),
                                    lambda job: job.cache.folder is not None, barrier)
-        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded")
+        log.info(f"latent cache: {missing} of {len(jobs)} image variants encoded{_on_disk(self.latent_caches)}")
         if failed:
             self._forget(failed)
 
@@ -396,7 +370,7 @@ class TrainData:
         wanted = self._text_jobs()
         missing = self._run_shared(wanted, lambda batch: encode_texts(batch, adapter, self.batch_size),
                                    lambda job: not job.cache.has(job.key), lambda job: True, barrier)
-        log.info(f"text cache: {missing} of {len(wanted)} captions encoded")
+        log.info(f"text cache: {missing} of {len(wanted)} captions encoded{_on_disk(self.text_caches)}")
 
     def prepare(self, adapter: "ModelAdapter", *, cache_text: bool = False, unload_text_encoder: bool = False,
                 barrier: Callable[[], None] | None = None) -> None:
@@ -411,6 +385,9 @@ class TrainData:
         """
         if unload_text_encoder and not cache_text:
             raise ValueError("unload_text_encoder needs cache_text")
+        for cache in [*self.latent_caches, *self.text_caches]:
+            if cache is not None and cache.folder is not None:  # caches may be shared: only old temp files are stale
+                clean_stale_temps(cache.folder, older_than=STALE_TEMP_SECONDS)
         self._prepare_latents(adapter, barrier)
         if cache_text:
             self._prepare_text(adapter, barrier)
@@ -485,9 +462,21 @@ class TrainData:
         if not cached or (self.text_sees_references and self._text_identity is None):
             ref_pixels = [self._rendered(draws, slot, pool) for slot in slots] or None
         cond = stack_rows([self._text_row(draw) for draw in draws]) if self._text_identity is not None else None
+        masks = None
+        if any(self.masks[draw.entry.dataset].active for draw in draws):
+            masks = torch.stack(list(pool.map(self._mask, draws)) if pool is not None else [self._mask(d) for d in draws])
+        weights = [self.loss_weights[draw.entry.dataset] for draw in draws]
         return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
                           image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],
-                          paths=[draw.record.path for draw in draws], reference_latents=ref_latents, reference_pixels=ref_pixels)
+                          paths=[draw.record.path for draw in draws], reference_latents=ref_latents, reference_pixels=ref_pixels,
+                          masks=masks, loss_weights=torch.tensor(weights) if any(w != 1.0 for w in weights) else None,
+                          network_weight=self.datasets[draws[0].entry.dataset].network_weight)
+
+    def _mask(self, draw: Draw) -> "torch.Tensor":
+        try:
+            return render_mask(self.masks[draw.entry.dataset], draw.record.path, draw.placement, draw.flip_x, draw.flip_y)
+        except BadImage as err:
+            raise EaselError(f"the loss mask of {draw.record.path} ({err.path}): {err.reason}. Fix or remove it.") from None
 
     def position(self, saved: Mapping[str, int] | None = None) -> LoaderPosition:
         """The position to start from: the first batch, or the one a training state saved."""
@@ -550,7 +539,7 @@ class TrainData:
     def _cache_line(self, index: int) -> str:
         config = self.datasets[index]
         if config.cache_latents_to_disk:
-            return f"latents: cached on disk in {cache_root(config) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
+            return f"latents: cached on disk in {self.cache_root(index) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
         return "latents: cached in memory" if config.cache_latents else "latents: not cached (images decoded every step)"
 
     def _reference_line(self, index: int) -> str:
@@ -563,7 +552,7 @@ class TrainData:
         """Raw captions of the images trained on, per dataset folder name (for the saved metadata)."""
         found: dict[str, list[str]] = {}
         for config, scan in zip(self.datasets, self.scans):
-            found.setdefault(Path(config.folder_path).name, []).extend(record.caption for record in scan.records)
+            found.setdefault(dataset_location(config.folder_path)[0].name, []).extend(record.caption for record in scan.records)
         return found
 
     def report(self) -> list[str]:
@@ -575,6 +564,7 @@ class TrainData:
             lines += [f"- {scan.folder}: {len(scan.records)} images",
                       f"    {self._caption_line(index)}",
                       f"    skipped {skipped}" + (f": {scan.skipped_summary()}" if skipped else ""),
+                      *([f"    notes: {scan.notes_summary()}"] if scan.notes else []),
                       f"    resolution {', '.join(map(str, config.resolution))} x repeats {config.num_repeats} "
                       f"-> {entries} items per epoch",
                       f"    {self._bucket_line(index)}",

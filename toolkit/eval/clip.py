@@ -21,36 +21,43 @@ def _features(output: Any) -> "torch.Tensor":
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def _load_error(name_or_path: str, err: Exception) -> EaselError:
-    return EaselError(f"cannot load the CLIP model '{name_or_path}' (clip_model): {str(err).splitlines()[0]} A hub id needs "
-                      "internet access or a cached copy; a local path must be a folder saved with save_pretrained.")
+LABEL = "the CLIP model"
 
 
-def check_clip_model(name_or_path: str) -> None:
-    """Fail early (before any image is generated) unless ``name_or_path`` names a reachable CLIP model."""
+def check_clip_model(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    """Fail early (before any image is generated) unless ``name_or_path`` names a loadable CLIP model.
+
+    Returns what ``from_pretrained`` loads and its options (``toolkit.models.hub.pretrained_location``).
+    """
     from transformers import AutoConfig, CLIPConfig
 
+    from toolkit.models.hub import load_error, pretrained_location
+
+    source, options = pretrained_location(name_or_path, "clip_model", LABEL, tiny="tiny:clip")
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(source, **options)
     except (OSError, ValueError) as err:
-        raise _load_error(name_or_path, err) from None
+        raise load_error("clip_model", LABEL, name_or_path, source, err, tiny="tiny:clip") from None
     if not isinstance(config, CLIPConfig):
         raise EaselError(f"clip_model '{name_or_path}' is a '{config.model_type}' model, not CLIP; both metrics need a "
-                         "transformers CLIPModel, e.g. openai/clip-vit-large-patch14 or a folder saved from one.")
+                         "transformers CLIPModel, e.g. openai/clip-vit-large-patch14, tiny:clip or a folder saved from one.")
+    return source, options
 
 
 class ClipEmbedder:
-    """A CLIP model from a hub id or a local folder, giving unit-length embeddings as numpy arrays."""
+    """A CLIP model from a hub id, a local folder or ``tiny:clip``, giving unit-length embeddings as numpy arrays."""
 
     def __init__(self, name_or_path: str, *, device: "torch.device", dtype: "torch.dtype", batch_size: int = 16):
         from transformers import AutoProcessor, CLIPModel
 
-        check_clip_model(name_or_path)
+        from toolkit.models.hub import load_error
+
+        source, options = check_clip_model(name_or_path)
         try:
-            self.model = CLIPModel.from_pretrained(name_or_path).to(device=device, dtype=dtype).eval()
-            self.processor = AutoProcessor.from_pretrained(name_or_path)
+            self.model = CLIPModel.from_pretrained(source, **options).to(device=device, dtype=dtype).eval()
+            self.processor = AutoProcessor.from_pretrained(source, **options)
         except (OSError, ValueError) as err:
-            raise _load_error(name_or_path, err) from None
+            raise load_error("clip_model", LABEL, name_or_path, source, err, tiny="tiny:clip") from None
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
 

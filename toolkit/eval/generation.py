@@ -1,4 +1,5 @@
-"""Image generation for evaluations, through the generate job's code (model adapters + LoRA stacks).
+"""Image generation for evaluations, through the generate job's code (model adapters + LoRA stacks; img2img inputs
+and ControlNets for the structure-kept comparison).
 
 ``generate_images`` is the only place the evaluate job touches a diffusion model. The base model is
 loaded once (kept until ``release_models``); each call applies its LoRAs, generates, and removes
@@ -11,10 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PIL import Image
 
-    from toolkit.config.blocks import ModelConfig
-    from toolkit.config.blocks import LoraRef
+    from toolkit.config.blocks import LoraRef, ModelConfig
+    from toolkit.config.control import ControlNetConfig
+    from toolkit.models.base import GenerateRequest
     from toolkit.registry import Registry
 
 _LOADED: dict[str, Any] = {}
@@ -50,16 +54,16 @@ def _adapter(model_cfg: "ModelConfig", settings: GenerationSettings) -> Any:
 
 
 def generate_images(model_cfg: "ModelConfig", loras: "list[LoraRef]", prompts: list[str], seeds: list[int],
-                    settings: GenerationSettings) -> "list[Image.Image]":
-    """One image per (prompt, seed), prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
-    from toolkit.models.base import GenerateRequest
+                    settings: GenerationSettings, *, inputs: "list[Path] | None" = None, strength: float = 0.6,
+                    controlnets: "list[ControlNetConfig] | None" = None) -> "list[Image.Image]":
+    """One image per (prompt, input, seed), prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...] (inputs between prompts and
+    seeds). ``inputs`` are img2img init images (at ``strength``), shaped as each at the settings' area; ControlNets
+    without an image of their own read the input."""
     from toolkit.lora_io import apply_loras, remove_loras
 
     adapter = _adapter(model_cfg, settings)
-    requests = [GenerateRequest(prompt=prompt, width=settings.width, height=settings.height, steps=settings.steps,
-                                guidance_scale=settings.guidance_scale, seed=seed, sampler=settings.sampler,
-                                negative_prompt=settings.negative_prompt, guidance_rescale=settings.guidance_rescale)
-                for prompt in prompts for seed in seeds]
+    requests = [request for prompt in prompts for init in (inputs or [None])
+                for request in _requests(adapter, prompt, init, seeds, settings, strength, controlnets or [])]
     if loras:
         apply_loras(adapter, [(lora.path, lora.weight) for lora in loras])
     try:
@@ -70,6 +74,29 @@ def generate_images(model_cfg: "ModelConfig", loras: "list[LoraRef]", prompts: l
         if loras:
             remove_loras(adapter)
     return images
+
+
+def _requests(adapter: Any, prompt: str, init: "Path | None", seeds: list[int], settings: GenerationSettings,
+              strength: float, controlnets: "list[ControlNetConfig]") -> "list[GenerateRequest]":
+    """The requests of one prompt and input, one per seed."""
+    from toolkit.control.inputs import controls_for
+    from toolkit.data.images import displayed_size, load_image
+    from toolkit.models.base import GenerateRequest
+    from toolkit.sampling.lookup import fit_aspect
+
+    spec = adapter.arch.spec
+    size = (settings.width, settings.height)
+    if init is not None:
+        size = fit_aspect(displayed_size(init), size[0] * size[1], spec.bucket_divisibility)
+    controls: tuple = ()
+    if controlnets:
+        images = [control.image or str(init) for control in controlnets]
+        controls, size = controls_for(controlnets, images, size, spec, reference=init)
+    init_image = load_image(init) if init is not None else None
+    return [GenerateRequest(prompt=prompt, width=size[0], height=size[1], steps=settings.steps, seed=seed,
+                            guidance_scale=settings.guidance_scale, sampler=settings.sampler,
+                            negative_prompt=settings.negative_prompt, guidance_rescale=settings.guidance_rescale,
+                            init_image=init_image, strength=strength, controls=controls) for seed in seeds]
 
 
 def release_models() -> None:

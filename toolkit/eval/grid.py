@@ -1,8 +1,14 @@
-"""A labelled comparison grid: one row per variant, one column per prompt (PIL only)."""
+"""A labelled comparison grid: one row per variant, one column per prompt (PIL only).
+
+Column headers show each prompt from where the prompts start to differ (``toolkit.sampling.grid``);
+save the grid with ``save_grid`` to keep the full prompts in the file.
+"""
 
 from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFont
+
+from toolkit.sampling.grid import distinct_labels, wrap_text
 
 PAD = 6
 BACKGROUND = (255, 255, 255)
@@ -18,20 +24,6 @@ def _fit(image: Image.Image, cell: int) -> Image.Image:
     return box
 
 
-def _wrap(text: str, width: float, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_lines: int) -> list[str]:
-    """Greedy word wrap to ``width`` pixels; overflow ends with an ellipsis."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] = lines[-1].rstrip(".") + "..."
-    return lines
-
-
 def comparison_grid(rows: list[str], columns: list[str], cells: list[list[list[Image.Image]]], cell: int = 256) -> Image.Image:
     """``cells[r][c]`` holds the images of variant ``rows[r]`` for prompt ``columns[c]`` (side by side, e.g. one per seed)."""
     font = ImageFont.load_default()
@@ -39,7 +31,7 @@ def comparison_grid(rows: list[str], columns: list[str], cells: list[list[list[I
     per_column = max((len(images) for row in cells for images in row), default=1)
     column_width = per_column * cell + (per_column - 1) * PAD
     label_width = int(max((font.getlength(name) for name in rows), default=0)) + 2 * PAD
-    header_lines = [_wrap(text, column_width, font, 3) for text in columns]
+    header_lines = [wrap_text(text, column_width, font, 3) for text in distinct_labels(columns)]
     header_height = max((len(lines) for lines in header_lines), default=1) * line_height + 2 * PAD
     width = label_width + len(columns) * (column_width + PAD) + PAD
     height = header_height + len(rows) * (cell + PAD) + PAD

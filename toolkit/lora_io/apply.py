@@ -44,7 +44,7 @@ def _as_file(source: Path | LoraFile, adapter: "ModelAdapter") -> LoraFile:
     if isinstance(source, LoraFile):
         check_fits(source.modules, adapter, source.label)
         return source
-    if not source.is_file():
+    if not (source.is_file() or source.is_dir()):
         raise EaselError(f"LoRA file '{source}' does not exist.")
     return load_lora(source, adapter=adapter)
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from toolkit.errors import EaselError
 from toolkit.log import log
-from toolkit.lora_io.formats import ADAPTER_METADATA_KEY, FORMATS, detect_format, write
-from toolkit.lora_io.keys import LoraModule, flat_state_dict, group_modules, summary
+from toolkit.lora_io.formats import ADAPTER_METADATA_KEY, FORMATS, PEFT_CONFIG_KEY, detect_format, write
+from toolkit.lora_io.keys import LoraModule, describe_names, flat_state_dict, group_modules, non_finite, summary
 from toolkit.lora_io.metadata import addnet_hashes, build_header
 from toolkit.lora_io.namer import Namer
 from toolkit.lora_io.profiles import guess_arch, profile_of
@@ -85,9 +85,32 @@ def _cast(tensors: "dict[str, torch.Tensor]", dtype: "torch.dtype | None") -> "d
     return out
 
 
+class NonFiniteLora(EaselError):
+    """A LoRA whose tensors hold inf or NaN in the dtype it is (or would be) stored in."""
+
+
+def _refuse_non_finite(source: "dict[str, torch.Tensor]", stored: "dict[str, torch.Tensor]", target: Path) -> None:
+    """Refuse a save whose tensors are not all finite as stored; ``source`` (before the cast) tells overflow from NaN."""
+    import torch
+
+    bad = non_finite(stored)
+    if not bad:
+        return
+    dtype = stored[bad[0]].dtype
+    if non_finite({key: source[key] for key in bad}):
+        reason = "the weights themselves hold inf or NaN (training diverged)"
+    else:
+        largest = max(float(source[key].abs().max()) for key in bad)
+        reason = (f"the weights grew past what {str(dtype).removeprefix('torch.')} holds (largest |value| {largest:.4g}, "
+                  f"its limit {torch.finfo(dtype).max:.6g}): save in bf16 or fp32 (save.dtype), or lower the learning rate")
+    raise NonFiniteLora(f"refused to write {target}: {len(bad)} of {len(stored)} tensors are not finite as stored "
+                        f"({describe_names(bad)}); {reason}. Nothing was written or replaced.")
+
+
 def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | Path, *, arch: "ArchRef | ArchSpec | str",
               format: str | None = None, metadata: Mapping[str, Any] | None = None,
-              dtype: "str | torch.dtype | None" = None, registry: "Registry | None" = None) -> Path:
+              dtype: "str | torch.dtype | None" = None, registry: "Registry | None" = None,
+              adapter: "ModelAdapter | None" = None) -> Path:
     """Write a LoRA given in easel's canonical layout to ``path`` (atomically) in ``format``.
 
     ``format``: kohya, comfy, diffusers or peft; default: the architecture's. ``metadata``: plain
@@ -95,10 +118,16 @@ def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | P
     tag_frequency, base_model, prediction_type, network_type, config, ...) become kohya ``ss_*``
     and ``modelspec.*`` fields; ``ss_*`` / ``modelspec.*`` / ``easel.*`` entries are kept as given.
     ``dtype``: fp16, bf16, fp32 or None (as given). ``registry``: where an ``arch`` given by name is looked up.
-    """
-    from safetensors.torch import save_file
+    ``adapter``: the model the LoRA was made for; the denoiser's file names (SGM names for a UNet) then follow its
+    own layout (e.g. fewer layers per block than the architecture's usual one), as ComfyUI and AUTOMATIC1111 map them.
 
-    from toolkit.output import atomic_path
+    Raises:
+        NonFiniteLora: a tensor is inf or NaN as stored (fp16 overflow included); nothing is written.
+        DiskFull: the disk filled up; a file already at ``path`` is intact.
+    """
+    from safetensors.torch import save
+
+    from toolkit.output import atomic_write
 
     ref = resolve_arch(arch, registry)
     fmt = (format or ref.spec.default_lora_format).lower()
@@ -108,28 +137,50 @@ def save_lora(state_dict: "Mapping[str, torch.Tensor] | LoraFile", path: str | P
     if not modules:
         raise EaselError("save_lora: the state dict holds no LoRA modules.")
     profile = profile_of(ref.spec)
-    tensors, extra = write(modules, fmt, Namer.of(ref.spec))
-    tensors = _cast(tensors, _dtype(dtype))
+    written, extra = write(modules, fmt, Namer.of(ref.spec, adapter=adapter))
+    tensors = _cast(written, _dtype(dtype))
+    target = Path(path)
+    _refuse_non_finite(written, tensors, target)
     head = build_header(dict(metadata or {}), summary(modules), arch=ref.name, profile=profile, defaults=ref.defaults, fmt=fmt)
     head.update(extra)
     head["sshs_model_hash"], head["sshs_legacy_hash"] = addnet_hashes(tensors, head)
-    target = Path(path)
-    with atomic_path(target) as temp:
-        save_file(tensors, str(temp), metadata=head)
+    data = save(tensors, metadata=head)
+    with atomic_write(target) as handle:
+        handle.write(data)
     return target
 
 
 def read_file(path: Path) -> "tuple[dict[str, torch.Tensor], dict[str, str]]":
-    """Tensors and header metadata of a .safetensors file."""
+    """Tensors and header metadata of a .safetensors file (with peft's adapter_config.json beside it, its text too)."""
     from safetensors import SafetensorError, safe_open
 
     if path.suffix.lower() not in (".safetensors", ".sft"):
         raise EaselError(f"'{path}' is not a .safetensors file; easel reads LoRAs only in that format (pickle files can run code).")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+            tensors, meta = {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
     except (SafetensorError, OSError) as err:
         raise EaselError(f"'{path}' could not be read as a .safetensors file: {err}") from err
+    sidecar = path.with_name("adapter_config.json")
+    if path.name == "adapter_model.safetensors" and sidecar.is_file():
+        meta[PEFT_CONFIG_KEY] = sidecar.read_text(encoding="utf-8")
+    return tensors, meta
+
+
+LORA_FILE_NAMES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")
+"""The file a LoRA folder holds: diffusers' ``save_lora_weights``, peft's ``save_pretrained``."""
+
+
+def _file_in(folder: Path) -> Path:
+    """The LoRA file of a folder diffusers or peft saved (or its only .safetensors file)."""
+    for name in LORA_FILE_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(folder.glob("*.safetensors"))
+    if len(found) == 1:
+        return found[0]
+    raise EaselError(f"LoRA folder '{folder}' holds {len(found)} .safetensors files and none of "
+                     f"{', '.join(LORA_FILE_NAMES)}; give the file's path.")
 
 
 def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = None, adapter: "ModelAdapter | None" = None,
@@ -145,12 +196,19 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
     from toolkit.models.loading import resolve_file
 
     local = Path(source).expanduser()
+    if local.is_dir():
+        source = local = _file_in(local)
     if not local.is_file() and (local.is_absolute() or str(source).startswith(".") or len(local.parts) < 3):
         raise EaselError(f"LoRA file '{source}' does not exist.")
     path = resolve_file(str(source), "LoRA")
     raw, meta = read_file(path)
     if not raw:
         raise EaselError(f"'{path}' holds no tensors.")
+    bad = non_finite(raw)
+    if bad:
+        raise NonFiniteLora(f"'{path}' holds inf or NaN values in {len(bad)} of {len(raw)} tensors ({describe_names(bad)}); "
+                            "applied, it would make black or broken images. It was saved from a run that diverged, or in "
+                            "fp16 past its range: use an earlier save, or train again with a lower learning rate.")
     fmt = detect_format(list(raw))
     arch_name, spec = _arch_of(arch, adapter, list(raw), meta, registry)
     namer = Namer.of(spec, arch_name, adapter, lenient=not require_arch)
@@ -164,7 +222,7 @@ def load_lora(source: str | Path, *, arch: "ArchRef | ArchSpec | str | None" = N
         log.info(f"{path}: read with diffusers' {pipeline} converter ({str(err).splitlines()[0][:160]})")
         lora = converted
     if adapter is not None:
-        lora = _fit_to_model(lora, adapter, pipeline)
+        lora = _fit_to_model(lora, adapter, pipeline, raw, namer)
     return lora
 
 
@@ -183,10 +241,21 @@ def _arch_of(arch: Any, adapter: "ModelAdapter | None", keys: list[str], meta: d
     return name, registry.archs.get(name.partition(":")[0]) if name else None
 
 
-def _fit_to_model(lora: LoraFile, adapter: "ModelAdapter", pipeline: str) -> LoraFile:
-    """Check the modules against the model; when some do not fit, try diffusers' converter (``pipeline``'s)."""
+def _fit_to_model(lora: LoraFile, adapter: "ModelAdapter", pipeline: str, raw: "dict[str, torch.Tensor]",
+                  namer: Namer) -> LoraFile:
+    """Check the modules against the model; when some do not fit, read the denoiser names with the profile's layout
+    (what easel wrote before it followed the model's own), then try diffusers' converter (``pipeline``'s)."""
+    from dataclasses import replace
+
     from toolkit.lora_io.model import check_fits, mismatches
 
+    if mismatches(lora.modules, adapter) and namer.profile.denoiser_layout and "via diffusers" not in lora.format:
+        try:
+            modules = read(raw, lora.metadata, lora.format, replace(namer, profile_layout=True, _indexes={}), lora.label)
+        except EaselError:
+            modules = {}
+        if modules and not mismatches(modules, adapter):
+            return LoraFile(modules, lora.metadata, lora.format, lora.arch, lora.path)
     if mismatches(lora.modules, adapter) and lora.path is not None and "via diffusers" not in lora.format:
         converted = _via_diffusers(lora.path, lora.metadata, lora.format, lora.arch, pipeline)
         if converted is not None and not mismatches(converted.modules, adapter):
@@ -215,4 +284,4 @@ def _via_diffusers(path: Path, meta: dict[str, str], fmt: str, arch: str | None,
 def convert_header(lora: LoraFile) -> dict[str, str]:
     """A source file's metadata to carry into a converted file (its format-specific entries and hashes dropped)."""
     return {key: value for key, value in lora.metadata.items()
-            if key != ADAPTER_METADATA_KEY and not key.startswith("sshs_") and key not in ("easel.format", "format")}
+            if key not in (ADAPTER_METADATA_KEY, PEFT_CONFIG_KEY) and not key.startswith("sshs_") and key not in ("easel.format", "format")}

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 FORMATS = ("kohya", "comfy", "diffusers", "peft")
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"
+PEFT_CONFIG_KEY = "easel.peft_adapter_config"
+"""Where the text of peft's adapter_config.json (r, lora_alpha, patterns) is kept while reading its file."""
 TO_KOHYA = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 FROM_EXTERNAL = {"lora_down.weight": "lora_A.weight", "lora_up.weight": "lora_B.weight",
                  "lora_A.weight": "lora_A.weight", "lora_B.weight": "lora_B.weight",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from toolkit.errors import EaselError
 
@@ -165,3 +165,16 @@ def summary(modules: "dict[str, LoraModule]") -> dict[str, object]:
             info[f"{prefix}rank"] = Counter(m.rank for m in group).most_common(1)[0][0]
             info[f"{prefix}alpha"] = Counter(m.alpha for m in group).most_common(1)[0][0]
     return info
+
+
+def non_finite(tensors: "Mapping[str, torch.Tensor]") -> list[str]:
+    """Names of the floating-point tensors holding inf or NaN, in their own dtype (so fp16 overflow counts)."""
+    import torch
+
+    return [key for key, value in tensors.items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def describe_names(names: list[str], shown: int = 5) -> str:
+    """``a, b, c (+4 more)`` for messages."""
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")

@@ -36,6 +36,9 @@ class Namer:
     """Without an architecture, read the denoiser's keys as ``unet`` instead of failing (for inspecting)."""
     denoiser_component: str = "unet"
     """The denoiser's component name (the ArchSpec's ``denoiser``) when no model is given."""
+    profile_layout: bool = False
+    """Read the denoiser names with the profile's layout even with a model (files easel wrote before it followed the
+    model's own layout)."""
     _indexes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
@@ -56,7 +59,7 @@ class Namer:
         None when the architecture's files use diffusers' own names."""
         if self.profile.denoiser_names is None:
             return None
-        loaded = getattr(self.adapter.denoiser, "config", None) if self.adapter is not None else None
+        loaded = getattr(self.adapter.denoiser, "config", None) if self.adapter is not None and not self.profile_layout else None
         return loaded if loaded is not None else (self.profile.denoiser_layout or None)
 
     def components(self) -> "dict[str, torch.nn.Module]":

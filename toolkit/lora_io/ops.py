@@ -24,12 +24,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RankRule:
-    """How many singular values to keep: at most ``rank``, those >= max / ``sv_ratio``, enough for ``energy``."""
+    """How many singular values to keep: at most ``rank``, those >= max / ``sv_ratio``, enough for ``energy``,
+    those above ``threshold``, and (ai-toolkit's quantile) those whose running sum stays under ``quantile`` of the sum."""
 
     rank: int | None = None
     sv_ratio: float | None = None
     energy: float | None = None
     """Fraction of the update's energy (sum of squared singular values) to keep, 0 < energy <= 1."""
+    threshold: float | None = None
+    """Keep singular values above this (absolute)."""
+    quantile: float | None = None
+    """Keep the singular values whose running sum is below this fraction of their sum (at least one)."""
 
     def choose(self, singular: "torch.Tensor") -> int:
         """The number of singular values (at least 1) this rule keeps."""
@@ -42,6 +47,11 @@ class RankRule:
             power = singular.double() ** 2
             share = torch.cumsum(power, 0) / power.sum().clamp_min(1e-30)
             count = min(count, int((share < self.energy - 1e-12).sum().item()) + 1)
+        if self.threshold is not None:
+            count = min(count, int((singular > self.threshold).sum().item()) or 1)
+        if self.quantile is not None:
+            running = torch.cumsum(singular.double(), 0)
+            count = min(count, int((running < self.quantile * running[-1]).sum().item()) or 1)
         if self.rank is not None:
             count = min(count, self.rank)
         return max(1, count)
@@ -193,3 +203,35 @@ def resize_lora(lora: "LoraFile", rule: RankRule, shapes: "dict[str, tuple[int, 
         resized[key].source = module.source
         report.modules.append(entry)
     return resized, report
+
+
+def extract_module(key: str, delta: "torch.Tensor", rule: RankRule) -> tuple[LoraModule, ModuleReport]:
+    """A weight change (``[out, in]`` or ``[out, in, k, k]``) as the LoRA of the rank ``rule`` picks (truncated SVD)."""
+    return _truncate(key, *_dense_svd(delta), tuple(delta.shape[1:]), rule, min(delta.shape[0], delta[0].numel()))
+
+
+def scale_module(module: LoraModule, factor: float, target: str) -> LoraModule:
+    """The module with its update multiplied by ``factor``: through its factors (``up_down``) or its alpha (``alpha``).
+
+    LoRA factors are both scaled by sqrt(|factor|) (the sign on the up factor), LoHa's and LoKr's first factor by
+    ``factor``; DoRA only through alpha would not scale its update, so it is refused.
+    """
+    import math
+
+    import torch
+
+    if module.dora:
+        raise EaselError(f"module '{module.key}' is DoRA: its update is not linear in its factors, so it cannot be rescaled.")
+    tensors = dict(module.tensors)
+    full_lokr = module.kind == "lokr" and "lokr_w1_a" not in tensors and "lokr_w2_a" not in tensors
+    if target == "alpha" and not full_lokr:  # LoKr with two whole factors has scale 1 whatever its alpha
+        tensors["alpha"] = torch.tensor(float(module.alpha) * factor)
+    elif module.kind == "lora":
+        root = math.sqrt(abs(factor))
+        tensors["lora_A.weight"] = tensors["lora_A.weight"] * root
+        tensors["lora_B.weight"] = tensors["lora_B.weight"] * (root if factor >= 0 else -root)
+    else:
+        first = {"loha": ("hada_w1_a",), "lokr": ("lokr_w1", "lokr_w1_a")}[module.kind]
+        name = next(n for n in first if n in tensors)
+        tensors[name] = tensors[name] * factor
+    return LoraModule(module.component, module.name, tensors, module.source)

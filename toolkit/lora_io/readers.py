@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import EaselError
-from toolkit.lora_io.formats import ADAPTER_METADATA_KEY, FROM_EXTERNAL, Tensors
+from toolkit.lora_io.formats import ADAPTER_METADATA_KEY, FROM_EXTERNAL, PEFT_CONFIG_KEY, Tensors
 from toolkit.lora_io.keys import LoraModule
 from toolkit.lora_io.namer import KOHYA_PREFIXES, Namer
 
@@ -112,6 +112,16 @@ def _component_configs(metadata: dict[str, str]) -> dict[str, dict[str, Any]]:
     return configs
 
 
+def _with_peft_config(metadata: dict[str, str], component: str) -> dict[str, str]:
+    """peft's adapter_config.json (kept by ``files.read_file``) as the component's entry of ``lora_adapter_metadata``."""
+    text = metadata.get(PEFT_CONFIG_KEY)
+    if not text or ADAPTER_METADATA_KEY in metadata:
+        return metadata
+    config = json.loads(text)
+    fields = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "target_modules", "use_dora")
+    return {**metadata, ADAPTER_METADATA_KEY: json.dumps({f"{component}.{k}": config[k] for k in fields if k in config})}
+
+
 def read_diffusers(raw: Tensors, metadata: dict[str, str], what: str) -> dict[str, LoraModule]:
     """``<component>.<module>.lora_A.weight`` keys; alphas from ``.alpha`` tensors or the PEFT config in the header."""
     import torch
@@ -137,8 +147,10 @@ def read_diffusers(raw: Tensors, metadata: dict[str, str], what: str) -> dict[st
     return finish_modules(modules)
 
 
-def old_diffusers_to_peft(raw: Tensors) -> Tensors:
-    """Older diffusers spellings (``processor.to_q_lora.down``, ``lora_linear_layer``) -> PEFT names, by diffusers."""
+def old_diffusers_to_peft(raw: Tensors, what: str = "LoRA") -> Tensors:
+    """Older diffusers spellings -> PEFT names, by diffusers' own converters: attention processors
+    (``processor.to_q_lora.down``), ``lora_linear_layer`` text encoders, and the ``.lora.down`` / ``.lora.up`` names
+    ``convert_state_dict_to_diffusers`` writes (diffusers' example trainers save their LoRAs that way)."""
     from diffusers.utils.state_dict_utils import (
         convert_state_dict_to_diffusers,
         convert_state_dict_to_peft,
@@ -151,10 +163,12 @@ def old_diffusers_to_peft(raw: Tensors) -> Tensors:
         groups.setdefault(component, {})[rest] = value
     out: Tensors = {}
     for component, tensors in groups.items():
-        if any(".processor." in k for k in tensors):
-            converted = convert_unet_state_dict_to_peft(tensors)
-        else:
-            converted = convert_state_dict_to_peft(convert_state_dict_to_diffusers(tensors))
+        if any("lora_linear_layer" in k or "to_out_lora" in k for k in tensors) and not any(".processor." in k for k in tensors):
+            try:
+                tensors = convert_state_dict_to_peft(convert_state_dict_to_diffusers(tensors))
+            except ValueError:
+                raise unknown_keys_error([f"{component}.{k}" for k in tensors], what) from None
+        converted = convert_unet_state_dict_to_peft(tensors)
         out.update({f"{component}.{key}": value for key, value in converted.items()})
     return out
 
@@ -168,8 +182,9 @@ def read(raw: Tensors, metadata: dict[str, str], fmt: str, namer: Namer, what: s
     if fmt == "peft":
         prefix = "base_model.model."
         raw = {f"{namer.denoiser}.{k[len(prefix):]}" if k.startswith(prefix) else k: v for k, v in raw.items()}
+        metadata = _with_peft_config(metadata, namer.denoiser)
     if fmt == "diffusers-old":
-        raw = old_diffusers_to_peft(raw)
+        raw = old_diffusers_to_peft(raw, what)
     renamed = [LoraModule(m.component, namer.internal_name(m.component, m.name), m.tensors, m.source)
                for m in read_diffusers(raw, metadata, what).values()]
     return {module.key: module for module in renamed}

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
     from toolkit.config.blocks import ModelConfig
+    from toolkit.network.targets import NetworkLayout
     from toolkit.registry import ArchRef
 
 Conditioning = dict[str, "torch.Tensor"]
@@ -96,9 +97,55 @@ class ImageInfo:
     """(height, width) trained at."""
 
 
+@dataclass(frozen=True)
+class ControlNetSource:
+    """Where a ControlNet comes from: what an adapter loads (once) for a ``ControlInput``."""
+
+    path: str
+    """A hub id, a diffusers folder, or a single file (local or a hub file ``owner/repo/file.safetensors``)."""
+    config: str | None = None
+    """Single files: a folder or hub id with the ControlNet's config.json (None: diffusers' guess)."""
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """One ControlNet's part in an image: the model, its control image and how strongly and when it steers."""
+
+    source: ControlNetSource
+    image: "Image.Image" = field(compare=False)
+    """The control image, already preprocessed, at the request's size."""
+    image_key: str
+    """What the control image is (its file and preprocessing), so requests that share it can share a batch."""
+    scale: float = 1.0
+    """diffusers' ``controlnet_conditioning_scale``."""
+    start: float = 0.0
+    """Fraction of the steps after which it acts."""
+    end: float = 1.0
+    """Fraction of the steps after which it stops."""
+    mode: int | None = None
+    """Union ControlNets: the control mode's index; None: plain ControlNets, or the mode ``kind`` names."""
+    kind: str = "none"
+    """The preprocessor that made the control image (union ControlNets' default mode)."""
+
+
+@dataclass(frozen=True)
+class IPAdapterInput:
+    """An IP-Adapter and the reference images it reads for an image."""
+
+    path: str
+    """The weights file (local, or a hub file ``owner/repo/sub/file.safetensors``)."""
+    image_encoder: str | None
+    """Its CLIP image encoder (folder, hub id or ``owner/repo/subfolder``); None: ``image_encoder/`` beside the file."""
+    images: "tuple[Image.Image, ...]" = field(compare=False)
+    images_key: str = ""
+    """What the reference images are (their files), so requests that share them can share a batch."""
+    scale: float = 0.6
+
+
 @dataclass
 class GenerateRequest:
-    """One image to make: txt2img, or img2img when ``init_image`` is set."""
+    """One image to make: txt2img, img2img when ``init_image`` is set, or (edit models) an edit of ``references``;
+    ``controls`` (ControlNets) and ``ip_adapter`` steer any of them where the architecture takes them."""
 
     prompt: str
     width: int
@@ -116,6 +163,10 @@ class GenerateRequest:
     sizes them as its pipeline does. Not together with ``init_image``."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Architecture-specific options (e.g. a second prompt for SDXL)."""
+    controls: tuple[ControlInput, ...] = ()
+    """ControlNets and their control images (several where the architecture takes several)."""
+    ip_adapter: IPAdapterInput | None = None
+    """An IP-Adapter with its reference images."""
 
 
 class ModelAdapter(ABC):
@@ -168,9 +219,31 @@ class ModelAdapter(ABC):
     def lora_targets(self, train_text_encoder: bool) -> dict[str, list[str]]:
         """Default LoRA target module names (suffixes) per component name."""
 
+    transformer_blocks: ClassVar[tuple[str, ...]] = ()
+    """Paths of the denoiser's main transformer blocks (``network.transformer_only`` keeps the adapter inside them);
+    empty: the option changes nothing (UNets)."""
+
+    def lora_block(self, path: str) -> int | None:
+        """kohya's block index (0-24: IN00-IN11, MID, OUT00-OUT11) of a denoiser layer, for ``network.block_dims``;
+        None: the architecture has no such blocks (the network's rank applies)."""
+        return None
+
+    def network_layout(self) -> "NetworkLayout":
+        """What the network needs to know about the denoiser's blocks."""
+        from toolkit.network.targets import NetworkLayout
+
+        return NetworkLayout(self.denoiser_name, self.transformer_blocks, self.lora_block)
+
+    def trained_text_encoders(self) -> list[str]:
+        """The text encoders an adapter goes on when they are trained: all but those ``model.use_text_encoder_1`` /
+        ``use_text_encoder_2`` switch off (the first and second, in order)."""
+        switches = (self.config.use_text_encoder_1, self.config.use_text_encoder_2)
+        return [name for index, name in enumerate(self.text_encoders) if index >= len(switches) or switches[index]]
+
     @abstractmethod
     def generate(self, requests: list[GenerateRequest]) -> "list[Image.Image]":
-        """Make images (txt2img or img2img) with the components as they are now (adapters included)."""
+        """Make images (txt2img or img2img, with ControlNets and IP-Adapters where asked) with the components as they
+        are now (adapters included)."""
 
     @abstractmethod
     def pipeline(self) -> Any:

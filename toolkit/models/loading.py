@@ -3,24 +3,23 @@
 ``model.name_or_path`` may be a hub id (``owner/name``), a local diffusers folder, a single-file
 checkpoint (``.safetensors``; a pickle ``.ckpt``/``.pt``/``.bin`` only with ``allow_pickle``), a
 hub file (``owner/name/file.safetensors``) or ``tiny:<arch>``, a tiny random model built in code by the
-architecture's ``ArchSpec.tiny`` builder and cached under ``output/.tiny/<arch>/``. Nothing here knows an architecture: adapters call
+architecture's ``ArchSpec.tiny`` builder (``toolkit.models.tiny``). Nothing here knows an architecture: adapters call
 ``resolve_source`` and ``load_pipeline`` with their own pipeline classes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from toolkit.errors import EaselError
 from toolkit.log import log
+from toolkit.models.hub import in_hub_cache, library_message, local_files_only, model_not_found, offline_reason
+from toolkit.models.tiny import TINY_PREFIX, arch_tiny_folder, cache_dir, tiny_name
 
 if TYPE_CHECKING:
     import torch
@@ -31,8 +30,8 @@ if TYPE_CHECKING:
 
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-TINY_PREFIX = "tiny:"
-TINY_SEED = 1234
+LOCAL_MODEL = "diffusers folder or .safetensors checkpoint"
+"""What a local ``name_or_path`` must be (for error messages)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,13 @@ def load_adapter(config: "ModelConfig", registry: "Registry", *, device: "str | 
     return load_model(config, registry.arch(config.arch), device=torch_device, dtype=torch_dtype)
 
 
+def diffusers_class(name: str) -> Any:
+    """A class exported by diffusers, by name (architectures name their pipelines and models as data)."""
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
 def load_model(config: "ModelConfig", arch: "ArchRef", *, device: "torch.device", dtype: "torch.dtype") -> "ModelAdapter":
     """Load ``config`` into ``arch``'s adapter class (imported only now); the trainer's model loader."""
     from toolkit.models.memory import check_applied
@@ -71,108 +77,14 @@ def load_model(config: "ModelConfig", arch: "ArchRef", *, device: "torch.device"
     return adapter
 
 
-def cache_dir(kind: str) -> Path:
-    """``$EASEL_CACHE_DIR/.<kind>`` (default ``output/.<kind>``): tiny models, converted checkpoints."""
-    return Path(os.environ.get("EASEL_CACHE_DIR", "output")) / f".{kind}"
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub must not be contacted (HF_HUB_OFFLINE)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _tiny_stamp(builder: Callable[[Path, int], None]) -> dict[str, Any]:
-    """What a cached tiny model was built by: the builder and a hash of its folder (the architecture's) and of
-    toolkit/testing (the shared pieces and fitted weights). Any change to either rebuilds the cache."""
-    import sys
-
-    import toolkit.testing
-
-    digest = hashlib.sha1()
-    module_file = getattr(sys.modules.get(builder.__module__), "__file__", None)
-    packages = [Path(toolkit.testing.__file__).parent] + ([Path(module_file).parent] if module_file else [])
-    for package in packages:
-        for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
-    return {"builder": f"{builder.__module__}:{builder.__qualname__}", "source": digest.hexdigest()[:16], "seed": TINY_SEED}
-
-
-def tiny_folder(name: str, builder: Callable[[Path, int], None]) -> Path:
-    """The cached tiny model ``name``; built (atomically, from a fixed seed) when missing or out of date.
-
-    A lock file serialises builders, so several processes can ask at once. Under torch.distributed only rank 0 builds
-    and the others wait for it: transformers' ``save_pretrained`` writes its files on rank 0 only.
-    """
-    folder = cache_dir("tiny") / name
-    marker, stamp = folder / "easel_tiny.json", _tiny_stamp(builder)
-    if _fresh(marker, stamp):
-        return folder
-    if _distributed_rank() > 0:
-        return _wait_until_fresh(folder, marker, stamp)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(folder.parent / f".{name}.lock"):
-        if _fresh(marker, stamp):
-            return folder
-        temp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-        try:
-            builder(temp, TINY_SEED)
-            (temp / "easel_tiny.json").write_text(json.dumps(stamp), encoding="utf-8")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(temp, folder)
-        finally:
-            shutil.rmtree(temp, ignore_errors=True)
-    log.info(f"Built the tiny '{name}' model in {folder}")
-    return folder
-
-
-def _fresh(marker: Path, stamp: dict[str, Any]) -> bool:
-    return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == stamp
-
-
-def _distributed_rank() -> int:
-    """This process's rank in an initialised torch.distributed group; 0 without one."""
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _wait_until_fresh(folder: Path, marker: Path, stamp: dict[str, Any], timeout: float = 1800.0) -> Path:
-    """Wait for rank 0 to build the tiny model (the folder swap is atomic, so a fresh marker means a whole folder)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not _fresh(marker, stamp):
-        if time.monotonic() > deadline:
-            raise EaselError(f"waited {timeout:.0f} s for rank 0 to build the tiny model in {folder}; it did not finish.")
-        time.sleep(0.2)
-    return folder
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (POSIX flock; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: one process at a time is the user's business
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def resolve_source(config: "ModelConfig", arch: "ArchRef") -> ModelSource:
     """Turn ``name_or_path`` into a folder, hub id or single file; raise EaselError when it cannot be used."""
     name = config.name_or_path.strip()
     extra = dict(config.model_kwargs)
-    if name.lower().startswith(TINY_PREFIX):
-        return ModelSource("folder", str(_tiny_source(name[len(TINY_PREFIX):], arch)))
+    extra.setdefault("config", config.extras_name_or_path)
+    tiny = tiny_name(name)
+    if tiny is not None:
+        return ModelSource("folder", str(arch_tiny_folder(tiny, arch)))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -187,37 +99,15 @@ def resolve_source(config: "ModelConfig", arch: "ArchRef") -> ModelSource:
         local = resolve_file(name, "model.name_or_path", config.revision)
         return ModelSource("file", str(checkpoint_file(local, config.allow_pickle)), config.revision, extra.get("config"))
     if name.count("/") == 1 and not name.lower().endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES):
-        _check_hub_cached(name, config.revision)
+        _check_hub_cached("model.name_or_path", name, config.revision, tiny=f"{TINY_PREFIX}{arch.spec.name}")
         return ModelSource("hub", name, config.revision)
-    raise EaselError(f"model.name_or_path: '{name}' is not a local folder or file, nor a hub id like 'owner/name'.")
+    raise model_not_found("model.name_or_path", name, local_kind=LOCAL_MODEL, tiny=f"{TINY_PREFIX}{arch.spec.name}")
 
 
-def _tiny_source(name: str, arch: "ArchRef") -> Path:
-    wanted = name.strip().lower().partition(":")[0]
-    if wanted not in (arch.spec.name, *arch.spec.aliases):
-        raise EaselError(f"model.name_or_path: 'tiny:{name}' is a tiny '{wanted}' model but model.arch is '{arch.name}'; "
-                         f"use 'tiny:{arch.spec.name}'.")
-    return tiny_folder(arch.spec.name, tiny_builder(arch))
-
-
-def tiny_builder(arch: "ArchRef") -> Callable[[Path, int], None]:
-    """The function that writes ``arch``'s tiny model (its ``ArchSpec.tiny``), imported only now."""
-    from toolkit.registry import load_object
-
-    if arch.spec.tiny is None:
-        raise EaselError(f"architecture '{arch.spec.name}' has no tiny built-in model.")
-    return load_object(arch.spec.tiny.builder)
-
-
-def _check_hub_cached(repo_id: str, revision: str | None, filename: str = "model_index.json") -> None:
-    if not hub_offline():
-        return
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str):
-        raise EaselError(f"'{repo_id}' is not a local path, and as a Hugging Face hub id it is not in the local cache while "
-                         "HF_HUB_OFFLINE is set (no downloads). Download it first (`hf download "
-                         f"{repo_id}`) or point name_or_path at a local folder or .safetensors file.")
+def _check_hub_cached(what: str, repo_id: str, revision: str | None, filename: str = "model_index.json", tiny: str = "") -> None:
+    """Offline, a hub id that is not in the local cache stops here, before any library tries (and retries) the network."""
+    if offline_reason() is not None and not in_hub_cache(repo_id, filename, revision):
+        raise model_not_found(what, repo_id, local_kind=LOCAL_MODEL, tiny=tiny)
 
 
 def resolve_file(name: str, what: str, revision: str | None = None) -> Path:
@@ -232,12 +122,16 @@ def resolve_file(name: str, what: str, revision: str | None = None) -> Path:
 
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     with hub_errors(what, name):
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=local_files_only(None)))
 
 
 @contextmanager
 def hub_errors(what: str, name: str) -> Iterator[None]:
-    """Turn hub / file-not-found errors from diffusers and huggingface_hub into one clear EaselError."""
+    """Turn hub / file-not-found errors from diffusers and huggingface_hub into one clear EaselError.
+
+    A local path that exists but does not load is named with the library's reason; any other name gets
+    ``model_not_found``'s paragraph (what was tried, whether the machine is offline, how to get the model).
+    """
     from huggingface_hub.errors import HFValidationError
 
     try:
@@ -246,9 +140,10 @@ def hub_errors(what: str, name: str) -> Iterator[None]:
         text = str(err).lower()
         if not isinstance(err, (OSError, HFValidationError)) and not any(w in text for w in ("offline", "not found", "repo id")):
             raise
-        offline = " HF_HUB_OFFLINE is set, so nothing is downloaded;" if hub_offline() else ""
-        raise EaselError(f"{what}: could not load '{name}':{offline} {str(err).splitlines()[0]} "
-                         "Check the path or hub id, or download it first.") from err
+        if Path(name).expanduser().exists():
+            raise EaselError(f"{what}: could not load '{name}': {library_message(err)} "
+                             f"Check that it is a complete {LOCAL_MODEL}.") from err
+        raise model_not_found(what, name, local_kind=LOCAL_MODEL, cause=err, hub_files=True) from err
 
 
 def checkpoint_file(path: Path, allow_pickle: bool) -> Path:
@@ -304,8 +199,9 @@ def load_pipeline(pipeline_class: Any, source: ModelSource, dtype: "torch.dtype"
     with hub_errors("model.name_or_path", source.path):
         if source.kind == "file":
             return pipeline_class.from_single_file(source.path, config=source.config, dtype=dtype,
-                                                   local_files_only=hub_offline(), **components)
-        return pipeline_class.from_pretrained(source.path, dtype=dtype, revision=source.revision, **components)
+                                                   local_files_only=local_files_only(source.config), **components)
+        return pipeline_class.from_pretrained(source.path, dtype=dtype, revision=source.revision,
+                                              local_files_only=local_files_only(source.path), **components)
 
 
 def load_denoiser_file_pipeline(pipeline_class: Any, denoiser_class: Any, denoiser: str, source: ModelSource, dtype: "torch.dtype",
@@ -315,7 +211,7 @@ def load_denoiser_file_pipeline(pipeline_class: Any, denoiser_class: Any, denois
     base = source.config or default_base
     with hub_errors("model.name_or_path", source.path):
         model = denoiser_class.from_single_file(source.path, config=base, subfolder=denoiser, dtype=dtype,
-                                                local_files_only=hub_offline())
+                                                local_files_only=local_files_only(base))
     base_source = ModelSource("folder" if Path(base).is_dir() else "hub", base, source.revision)
     return load_pipeline(pipeline_class, base_source, dtype, **{denoiser: model}, **components)
 
@@ -335,6 +231,23 @@ def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: s
             file = resolve_file(vae_path, "model.vae_path", revision)
             config = base.path if base.kind != "file" else base.config
             return vae_type.from_single_file(str(file), config=config, subfolder="vae" if config else None,
-                                                  dtype=dtype, local_files_only=hub_offline())
-        _check_hub_cached(vae_path, revision, "config.json")
-        return vae_type.from_pretrained(vae_path, dtype=dtype, revision=revision)
+                                             dtype=dtype, local_files_only=local_files_only(config))
+        _check_hub_cached("model.vae_path", vae_path, revision, "config.json")
+        return vae_type.from_pretrained(vae_path, dtype=dtype, revision=revision, local_files_only=local_files_only(vae_path))
+
+
+def load_denoiser(name: str, model_class: Any, subfolder: str, base: ModelSource, dtype: "torch.dtype") -> Any:
+    """``model.unet_path``: a denoiser folder (or a pipeline folder with it in ``subfolder``), a hub id or a single file
+    (its config from the base model)."""
+    path = Path(name).expanduser()
+    with hub_errors("model.unet_path", name):
+        if path.is_dir():
+            sub = None if (path / "config.json").is_file() else subfolder
+            return model_class.from_pretrained(str(path), subfolder=sub, dtype=dtype)
+        if path.is_file() or name.count("/") >= 2:
+            file = resolve_file(name, "model.unet_path")
+            config = base.path if base.kind != "file" else base.config
+            return model_class.from_single_file(str(file), config=config, subfolder=subfolder if config else None,
+                                                dtype=dtype, local_files_only=local_files_only(config))
+        _check_hub_cached("model.unet_path", name, None, f"{subfolder}/config.json")
+        return model_class.from_pretrained(name, subfolder=subfolder, dtype=dtype, local_files_only=local_files_only(name))

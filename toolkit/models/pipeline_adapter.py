@@ -1,8 +1,9 @@
-"""A ModelAdapter built around one diffusers pipeline: loading, VAE, sampling, txt2img and img2img.
+"""A ModelAdapter built around one diffusers pipeline: loading, VAE, sampling, txt2img and img2img, with ControlNets
+and IP-Adapters (``toolkit.models.attachments``).
 
-Architectures subclass ``PipelineAdapter`` (their ArchSpec names the diffusers pipeline class) and implement
-the math that differs (prompt encoding, the denoiser call, the noise schedule, LoRA targets). Nothing
-here knows an architecture.
+Architectures subclass ``PipelineAdapter`` (their ArchSpec names the diffusers pipeline classes) and implement
+the math that differs (prompt encoding, the denoiser call, the noise schedule, LoRA targets, how their ControlNet
+pipelines take control images). Nothing here knows an architecture.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.config.messages import suggest
+from toolkit.devices import resolve_dtype
 from toolkit.errors import EaselError
 from toolkit.models import memory
-from toolkit.models.base import GenerateRequest, ModelAdapter, NoiseSchedule
-from toolkit.models.loading import ModelSource, load_denoiser_file_pipeline, load_pipeline, load_vae, resolve_source
+from toolkit.models.attachments import Attachments
+from toolkit.models.base import ControlInput, GenerateRequest, ModelAdapter, NoiseSchedule
+from toolkit.models.loading import (ModelSource, diffusers_class, load_denoiser, load_denoiser_file_pipeline, load_pipeline,
+                                    load_vae, resolve_file, resolve_source)
 
 if TYPE_CHECKING:
     import torch
@@ -21,13 +25,6 @@ if TYPE_CHECKING:
 
     from toolkit.config.blocks import ModelConfig
     from toolkit.registry import ArchRef
-
-
-def diffusers_class(name: str) -> Any:
-    """A class exported by diffusers, by name."""
-    import diffusers
-
-    return getattr(diffusers, name)
 
 
 def pil_to_pixels(images: "list[Image.Image]") -> "torch.Tensor":
@@ -94,7 +91,7 @@ class PipelineAdapter(ModelAdapter):
         self.denoiser = getattr(pipe, self.denoiser_name)
         self.text_encoders = {name: getattr(pipe, name) for name in self.text_encoder_names}
         self.vae = pipe.vae
-        self._siblings: dict[str, Any] = {}
+        self.attachments = Attachments(self)
         for module in [*self.components().values(), self.vae]:
             module.requires_grad_(False)
             module.eval()
@@ -113,7 +110,14 @@ class PipelineAdapter(ModelAdapter):
         components: dict[str, Any] = {}
         if config.vae_path:
             components["vae"] = load_vae(config.vae_path, dtype, source, config.revision, cls.vae_class)
-        return cls.from_pipe(cls.load_pipeline(source, config, arch, dtype, components), config, arch, device=device, dtype=dtype)
+        pipe = cls.load_pipeline(source, config, arch, dtype, components)
+        if config.unet_path:
+            name = arch.spec.denoiser
+            setattr(pipe, name, load_denoiser(config.unet_path, type(getattr(pipe, name)), name, source, dtype))
+        for names, precision in (((("vae",)), config.vae_dtype), (cls.text_encoder_names, config.te_dtype)):
+            for name in names if precision else ():
+                getattr(pipe, name).to(dtype=resolve_dtype(precision))
+        return cls.from_pipe(pipe, config, arch, device=device, dtype=dtype)
 
     @classmethod
     def from_pipe(cls, pipe: Any, config: "ModelConfig", arch: "ArchRef", *, device: "torch.device",
@@ -122,6 +126,10 @@ class PipelineAdapter(ModelAdapter):
         adapter = cls(pipe, config, arch, device, dtype)
         memory.stage(adapter)
         adapter.after_load()
+        if config.lora_path:
+            from toolkit.lora_io.apply import bake_loras
+
+            bake_loras(adapter, [(resolve_file(config.lora_path, "model.lora_path"), 1.0)])
         memory.settle(adapter)
         return adapter
 
@@ -189,6 +197,7 @@ class PipelineAdapter(ModelAdapter):
         first = batch[0]
         if first.init_image is not None and first.strength <= 0:
             return self._round_trip([r.init_image for r in batch], first.width, first.height)  # type: ignore[misc]
+        self.attachments.set_ip_adapter(first.ip_adapter)
         scheduler = make_scheduler(first.sampler, self.pipe.scheduler.config, **self.scheduler_overrides())
         kwargs: dict[str, Any] = {
             "prompt": [r.prompt for r in batch], "num_inference_steps": first.steps,
@@ -197,11 +206,10 @@ class PipelineAdapter(ModelAdapter):
             **({"negative_prompt": [r.negative_prompt for r in batch]} if self.takes_negative_prompt else {}),
             **self.call_kwargs(batch),
         }
-        if first.init_image is None:
-            pipe = self.pipeline_for(batch)
-            kwargs.update(width=first.width, height=first.height)
-        else:
-            pipe = self.img2img_call(batch, kwargs)
+        if first.ip_adapter is not None:
+            kwargs["ip_adapter_image"] = [list(first.ip_adapter.images)]
+        pipe, inputs = self.pipeline_inputs(batch, kwargs["generator"])
+        kwargs = _accepted(pipe, {**kwargs, **inputs})
         original = pipe.scheduler
         pipe.scheduler = scheduler
         pipe.set_progress_bar_config(disable=True)
@@ -214,38 +222,37 @@ class PipelineAdapter(ModelAdapter):
         finally:
             pipe.scheduler = original
 
-    def pipeline_for(self, batch: list[GenerateRequest]) -> Any:
-        """The pipeline a txt2img batch runs on: the architecture's own (an edit model whose pipeline needs reference
-        images picks another for requests without)."""
-        return self.pipe
-
-    def img2img_call(self, batch: list[GenerateRequest], kwargs: dict[str, Any]) -> Any:
-        """The pipeline an img2img batch runs on, with ``kwargs`` completed for it (the init images, the strength):
-        the ``img2img_class`` pipeline; architectures without one in diffusers override this."""
+    def pipeline_inputs(self, batch: list[GenerateRequest], generators: list[Any]) -> tuple[Any, dict[str, Any]]:
+        """The pipeline for ``batch`` and what it takes besides prompts and sampling settings: the size, or the init
+        images and strength; for ControlNets the architecture's ``control_inputs``. Architectures whose img2img has no
+        diffusers pipeline override this."""
         first = batch[0]
-        size = (first.width, first.height)
-        kwargs.update(strength=_at_least_one_step(first.strength, first.steps), image=[_fit(r.init_image, size) for r in batch])  # type: ignore[arg-type]
-        return self.img2img_pipeline()
+        inits = None if first.init_image is None else [_fit(r.init_image, (first.width, first.height)) for r in batch]  # type: ignore[arg-type]
+        strength = _at_least_one_step(first.strength, first.steps)
+        if first.controls:
+            profile = self.attachments.profile
+            nets = tuple(self.attachments.controlnet(control.source) for control in first.controls)
+            controls = _checked_controls(first.controls, nets, profile, self.arch.spec.name)
+            if controlnets_union(nets, profile):
+                names = (profile.union_txt2img, profile.union_img2img or profile.union_txt2img)
+            else:
+                names = (profile.txt2img, profile.img2img or profile.txt2img)
+            pipe = self.attachments.pipeline(names[inits is not None], nets)
+            return pipe, self.control_inputs(pipe, controls, first, inits, strength, generators)
+        if inits is None:
+            return self.pipe, {"width": first.width, "height": first.height}
+        return self.img2img_pipeline(), {"strength": strength, "image": inits}
+
+    def control_inputs(self, pipe: Any, controls: tuple[ControlInput, ...], request: GenerateRequest,
+                       inits: "list[Image.Image] | None", strength: float, generators: list[Any]) -> dict[str, Any]:
+        """What ``pipe`` (a ControlNet pipeline the architecture names; its img2img one, else its txt2img one, when
+        ``inits`` are given) takes for a batch's ``controls`` (union ones with their mode resolved): control images,
+        scales, modes, and the size (the batch's first ``request``'s) or the init images with the strength."""
+        raise EaselError(f"architecture '{self.arch.spec.name}' takes no ControlNets.")
 
     def img2img_pipeline(self) -> Any:
         """The img2img pipeline, sharing this adapter's components (made once)."""
-        return self.sibling_pipeline(self.img2img_class)
-
-    def sibling_pipeline(self, class_name: str) -> Any:
-        """A diffusers pipeline of class ``class_name`` sharing this adapter's components (``from_pipe``, made once)."""
-        found = self._siblings.get(class_name)
-        if found is None:
-            from diffusers.utils import logging as diffusers_logging
-
-            level = diffusers_logging.get_verbosity()
-            diffusers_logging.set_verbosity_error()
-            try:
-                found = diffusers_class(class_name).from_pipe(self.pipe, dtype=self.dtype)
-            finally:
-                diffusers_logging.set_verbosity(level)
-            found.set_progress_bar_config(disable=True)
-            self._siblings[class_name] = found
-        return found
+        return self.attachments.pipeline(self.img2img_class)
 
     def _round_trip(self, images: "list[Image.Image]", width: int, height: int) -> "list[Image.Image]":
         """img2img at strength 0: the input through the VAE and back."""
@@ -293,10 +300,24 @@ def check_references(request: GenerateRequest, arch: "ArchRef") -> None:
         raise EaselError("reference images and an init image (img2img) cannot be used together; give one of them.")
 
 
+def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` without the settings ``pipe`` has no parameter for (some ControlNet pipelines lack
+    ``guidance_rescale``), which must then be off; an unsupported setting that is on is an error."""
+    import inspect
+
+    parameters = inspect.signature(type(pipe).__call__).parameters
+    unknown = [key for key in kwargs if key not in parameters]
+    used = [key for key in unknown if kwargs[key] not in (None, 0, 0.0, False)]
+    if used:
+        raise EaselError(f"{', '.join(used)} cannot be used with {type(pipe).__name__} (diffusers' pipeline for this kind of "
+                         "generation); remove it for these images.")
+    return {key: value for key, value in kwargs.items() if key not in unknown}
+
+
 def _batch_key(request: GenerateRequest) -> tuple:
     return (request.width, request.height, request.steps, request.guidance_scale, request.sampler, request.guidance_rescale,
             request.init_image is None, request.strength, tuple(sorted((k, repr(v)) for k, v in request.extras.items())),
-            tuple(id(image) for image in request.references))
+            request.controls, request.ip_adapter, tuple(id(image) for image in request.references))
 
 
 def _batches(requests: list[GenerateRequest]) -> list[list[GenerateRequest]]:
@@ -308,3 +329,41 @@ def _batches(requests: list[GenerateRequest]) -> list[list[GenerateRequest]]:
         else:
             batches.append([request])
     return batches
+
+
+def controlnets_union(nets: tuple[Any, ...], profile: Any) -> bool:
+    """Whether ``nets`` are union ControlNets; mixing them with plain ones is an error (no pipeline takes both)."""
+    from toolkit.models.controlnets import is_union
+
+    kinds = {is_union(net, profile) for net in nets}
+    if len(kinds) > 1:
+        raise EaselError(f"controlnets: union ControlNets ({profile.union_model}) and plain ones ({profile.model}) cannot "
+                         "be used together; use only union ones, or only plain ones.")
+    return kinds == {True}
+
+
+def _checked_controls(controls: tuple[ControlInput, ...], nets: tuple[Any, ...], profile: Any,
+                      arch: str) -> tuple[ControlInput, ...]:
+    """The controls with union ControlNets' modes resolved (default: the one of the control image's preprocessor),
+    or a clear error for what the architecture's pipelines cannot take (the jobs check these before loading)."""
+    from dataclasses import replace
+
+    from toolkit.models.controlnets import is_union
+
+    if profile.max_models and len(controls) > profile.max_models:
+        raise EaselError(f"controlnets: '{arch}' takes at most {profile.max_models} ControlNet(s) per image, got {len(controls)}.")
+    if not profile.guidance_window and any((c.start, c.end) != (0.0, 1.0) for c in controls):
+        raise EaselError(f"controlnets: '{arch}' ControlNets act on every step; start and end cannot be set.")
+    resolved = []
+    for control, net in zip(controls, nets):
+        if not is_union(net, profile):
+            if control.mode is not None:
+                raise EaselError(f"controlnets: '{control.source.path}' is not a union ControlNet; it takes no mode.")
+            resolved.append(control)
+            continue
+        mode = control.mode if control.mode is not None else profile.union_modes.get(control.kind)
+        if mode is None:
+            raise EaselError(f"controlnets: '{control.source.path}' is a union ControlNet and preprocess '{control.kind}' "
+                             f"names no control mode; set mode ({', '.join(profile.union_modes)}).")
+        resolved.append(replace(control, mode=mode))
+    return tuple(resolved)

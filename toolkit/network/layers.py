@@ -67,10 +67,34 @@ def _set_active(layer: Any, names: list[str]) -> None:
         param.requires_grad_(flag)
 
 
+class Dropouts:
+    """kohya's rank and module dropout on a LoRA's down projection output (training only).
+
+    Rank dropout zeroes each (sample, rank) entry with probability ``rank`` and scales the rest by 1 / (1 - rank);
+    module dropout zeroes the whole output, so the layer gives its base output for that forward pass.
+    """
+
+    def __init__(self, owner: nn.Module, rank: float, module: float):
+        self.owner, self.rank, self.module = owner, rank, module
+
+    def __call__(self, down: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        if not self.owner.training:
+            return None
+        if self.module and float(torch.rand(())) < self.module:
+            return out * 0
+        if not self.rank:
+            return None
+        middle = [1] * (out.dim() - 2)
+        shape = (out.shape[0], out.shape[1], *middle) if isinstance(down, nn.Conv2d) else (out.shape[0], *middle, out.shape[-1])
+        keep = (torch.rand(shape, device=out.device) >= self.rank).to(out.dtype)
+        return out * keep / (1.0 - self.rank)
+
+
 class PeftLayer(AdapterLayer):
     """A LoRA or DoRA adapter named ``name`` inside a peft layer."""
 
-    def __init__(self, target: Target, layer: Any, root: nn.Module, name: str, dora: bool):
+    def __init__(self, target: Target, layer: Any, root: nn.Module, name: str, dora: bool,
+                 dropouts: tuple[float, float] = (0.0, 0.0)):
         super().__init__(target)
         self.name = name
         self.lora_A = layer.lora_A[name]
@@ -79,6 +103,7 @@ class PeftLayer(AdapterLayer):
         self._refs = (layer, root)
         self._multiplier = 1.0
         self._hook = layer.register_forward_hook(self._interpolate) if dora else None
+        self._drop = self.lora_A.register_forward_hook(Dropouts(layer, *dropouts)) if any(dropouts) else None
 
     @property
     def layer(self) -> Any:
@@ -119,8 +144,9 @@ class PeftLayer(AdapterLayer):
 
     def remove(self) -> None:
         layer, root = self._refs
-        if self._hook is not None:
-            self._hook.remove()
+        for hook in (self._hook, self._drop):
+            if hook is not None:
+                hook.remove()
         layer.delete_adapter(self.name)
         if not layer.r:
             root.set_submodule(self.target.path, layer.get_base_layer())
@@ -152,7 +178,8 @@ def wrap_peft(root: nn.Module, targets: list[Target], config: "NetworkConfig", n
     for target in targets:
         layer = root.get_submodule(target.path)
         _set_active(layer, before.get(target.path, []) + [name])
-        layers.append(PeftLayer(target, layer, root, name, config.type == "dora"))
+        dropouts = (float(config.rank_dropout or 0.0), float(config.module_dropout or 0.0))
+        layers.append(PeftLayer(target, layer, root, name, config.type == "dora", dropouts))
     return layers
 
 
@@ -166,7 +193,9 @@ class LycorisLayer(AdapterLayer):
 
         dropout = float(config.dropout or 0.0)
         # bypass mode (base(x) + delta(x)) also where the base weight is quantized: it cannot be added to
-        options: dict[str, Any] = {"dropout": dropout, "bypass_mode": dropout > 0 or is_quantized(base_layer(target.layer).weight)}
+        options: dict[str, Any] = {"dropout": dropout, "bypass_mode": dropout > 0 or is_quantized(base_layer(target.layer).weight),
+                                   "rank_dropout": float(config.rank_dropout or 0.0), "rank_dropout_scale": True,
+                                   "module_dropout": float(config.module_dropout or 0.0)}
         if config.type == "lokr":
             options.update(factor=config.lokr_factor, full_matrix=config.lokr_full_rank)
         module_class = LokrModule if config.type == "lokr" else LohaModule

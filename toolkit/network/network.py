@@ -28,7 +28,7 @@ from torch import nn
 
 from toolkit.errors import EaselError
 from toolkit.network.layers import AdapterLayer, LycorisLayer, wrap_peft
-from toolkit.network.targets import select_targets
+from toolkit.network.targets import NetworkLayout, select_targets
 
 if TYPE_CHECKING:
     from toolkit.config.blocks import NetworkConfig
@@ -52,14 +52,14 @@ class Network(nn.Module):
 
     @classmethod
     def build(cls, components: dict[str, nn.Module], targets: dict[str, list[str]], config: "NetworkConfig",
-              *, name: str = "easel") -> "Network":
+              *, name: str = "easel", layout: "NetworkLayout | None" = None) -> "Network":
         """Wrap the ``targets`` (target names per component, see ``toolkit.network.targets``) with adapters.
 
         Raises:
             EaselError: a target name matches nothing, nothing is left to wrap, or an adapter named
                 ``name`` is already on one of the layers.
         """
-        selected = select_targets(components, targets, config)
+        selected = select_targets(components, targets, config, layout)
         taken = [t.key for t in selected if name in getattr(t.layer, "r", {})]
         if taken:
             raise EaselError(f"an adapter named '{name}' is already on {', '.join(taken[:5])}; give the new one another name.")

@@ -11,13 +11,16 @@ Rules (kohya's and ai-toolkit's, so their configs train the same layers):
   with ``conv`` set;
 - ``ignore_if_contains`` / ``only_if_contains`` test the name ``"{component}.{path}"``, so a component
   can be filtered as a whole (e.g. ``ignore_if_contains: [text_encoder_2]``);
-- other layer kinds (norms, embeddings, Conv1d/3d) are never wrapped.
+- other layer kinds (norms, embeddings, Conv1d/3d) are never wrapped;
+- with the architecture's ``NetworkLayout``: ``transformer_only`` keeps the denoiser's layers inside its named
+  transformer blocks, and kohya's ``block_dims`` / ``conv_block_dims`` (25 values: IN00-IN11, MID, OUT00-OUT11) give
+  each UNet block its own rank and alpha (0: not wrapped; convolutions are then wrapped even without ``conv``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from toolkit.errors import EaselError
 
@@ -25,6 +28,17 @@ if TYPE_CHECKING:
     from torch import nn
 
     from toolkit.config.blocks import NetworkConfig
+
+
+@dataclass(frozen=True)
+class NetworkLayout:
+    """What the architecture tells the network about its denoiser (``ModelAdapter.network_layout``)."""
+
+    denoiser: str
+    transformer_blocks: tuple[str, ...] = ()
+    """Paths of its main transformer blocks (``network.transformer_only``); empty: no restriction."""
+    block_of: "Callable[[str], int | None] | None" = None
+    """kohya's block index (0-24) of a denoiser layer path, for ``block_dims``; None outside the blocks."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,8 @@ def _layers_under(path: str, module: "nn.Module") -> Iterator[tuple[str, "nn.Mod
             yield sub_path, sub
 
 
-def select_targets(components: dict[str, "nn.Module"], names: dict[str, list[str]], config: "NetworkConfig") -> list[Target]:
+def select_targets(components: dict[str, "nn.Module"], names: dict[str, list[str]], config: "NetworkConfig",
+                   layout: NetworkLayout | None = None) -> list[Target]:
     """The layers to wrap in each component, by target name, kind and the config's filters.
 
     Raises:
@@ -105,7 +120,7 @@ def select_targets(components: dict[str, "nn.Module"], names: dict[str, list[str
                 continue
             unmatched.difference_update(hits)
             for layer_path, layer in _layers_under(path, module):
-                target = _target(component, layer_path, layer, config)
+                target = _target(component, layer_path, layer, config, layout)
                 if target is not None:
                     targets.setdefault(target.key, target)
     if unmatched:
@@ -118,16 +133,35 @@ def select_targets(components: dict[str, "nn.Module"], names: dict[str, list[str
     return list(targets.values())
 
 
-def _target(component: str, path: str, layer: "nn.Module", config: "NetworkConfig") -> Target | None:
+def _target(component: str, path: str, layer: "nn.Module", config: "NetworkConfig",
+            layout: NetworkLayout | None) -> Target | None:
     key = f"{component}.{path}"
     if any(word in key for word in config.ignore_if_contains):
         return None
     if config.only_if_contains and not any(word in key for word in config.only_if_contains):
         return None
     kind = layer_kind(layer)
-    # the alphas are never unset here: NetworkConfig's validator sets each one that the config leaves out
+    denoiser = layout is not None and component == layout.denoiser
+    if denoiser and config.transformer_only and layout.transformer_blocks and not any(
+            path == block or path.startswith(block + ".") for block in layout.transformer_blocks):
+        return None
+    rank_alpha = _rank_alpha(kind, config, layout.block_of(path) if denoiser and layout.block_of else None)
+    if kind is None or rank_alpha is None:
+        return None
+    return Target(component, path, layer, kind, *rank_alpha)
+
+
+def _rank_alpha(kind: str | None, config: "NetworkConfig", block: int | None) -> tuple[int, float] | None:
+    """(rank, alpha) of a layer: kohya's per-block values when given for its block, else the network's; None: not wrapped."""
     if kind == "linear":
-        return Target(component, path, layer, kind, config.linear, float(config.linear_alpha))
-    if kind == "conv" and config.conv is not None:
-        return Target(component, path, layer, kind, config.conv, float(config.conv_alpha))
-    return None
+        ranks, alphas, rank, alpha = config.block_dims, config.block_alphas, config.linear, config.linear_alpha
+    elif kind == "conv":
+        ranks, alphas, rank, alpha = config.conv_block_dims, config.conv_block_alphas, config.conv, config.conv_alpha
+    else:
+        return None
+    if ranks is not None and block is not None:
+        rank = int(ranks[block])
+        alpha = alphas[block] if alphas is not None else (alpha if kind == "linear" or config.conv else rank)
+    if not rank:
+        return None
+    return int(rank), float(alpha or rank)

@@ -88,14 +88,16 @@ def load_captioning_model(name_or_path: str, *, device: "torch.device", dtype: "
     """(model, processor) from a hub id or a local folder, on ``device`` in ``dtype``, in eval mode."""
     from transformers import AutoConfig
 
-    options: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    from toolkit.models.hub import load_error, pretrained_location
+
+    source, extra = pretrained_location(name_or_path, "model", "the captioning model", revision, tiny="tiny:blip")
+    options: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code, **extra}
     try:
-        config = AutoConfig.from_pretrained(name_or_path, **options)
-        model = _model_class(config, trust_remote_code).from_pretrained(name_or_path, config=config, **_dtype_option(dtype), **options)
-        processor = _load_processor(name_or_path, options)
+        config = AutoConfig.from_pretrained(source, **options)
+        model = _model_class(config, trust_remote_code).from_pretrained(source, config=config, **_dtype_option(dtype), **options)
+        processor = _load_processor(source, options)
     except (OSError, ValueError) as err:
-        raise EaselError(f"cannot load the captioning model '{name_or_path}': {str(err).splitlines()[0]} A hub id needs "
-                         "internet access or a cached copy; a local path must be a folder saved with save_pretrained.") from None
+        raise load_error("model", "the captioning model", name_or_path, source, err, tiny="tiny:blip") from None
     return model.to(device).eval(), processor
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from toolkit.data.scan import caption_file
 from toolkit.output import write_text_atomic
+from toolkit.paths import under
 
 METADATA_FILES = {"jsonl": "metadata.jsonl", "csv": "metadata.csv"}
 
@@ -26,7 +27,7 @@ def write_sidecars(folder: Path, captions: dict[str, str | None], caption_ext: s
     """Write ``<stem>.<caption_ext>`` beside each image named (relative to ``folder``) that has a caption."""
     for name, caption in captions.items():
         if caption is not None:
-            write_text_atomic(caption_file(folder / name, caption_ext), caption + "\n")
+            write_text_atomic(caption_file(under(folder, name, what="image name"), caption_ext), caption + "\n")
 
 
 def metadata_text(captions: dict[str, str | None], kind: str) -> str:

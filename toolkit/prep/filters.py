@@ -37,10 +37,11 @@ def laplacian_variance(image: Image.Image) -> float:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Why an image fails a check (``reason``: a short label; ``detail``: the numbers)."""
+    """Why an image fails a check (``reason``: a short label; ``detail``: the numbers; ``option``: the setting it failed)."""
 
     reason: str
     detail: str
+    option: str
 
 
 def check_image(image: Image.Image, *, blur_threshold: float | None = None, min_size: int | None = None,
@@ -50,14 +51,14 @@ def check_image(image: Image.Image, *, blur_threshold: float | None = None, min_
     aspect = width / height
     measures: dict[str, float] = {"width": width, "height": height, "aspect": round(aspect, 4)}
     if min_size is not None and min(width, height) < min_size:
-        return Verdict("too small", f"{width}x{height}, shorter side < {min_size}"), measures
+        return Verdict("too small", f"{width}x{height}, shorter side < {min_size}", "min_size"), measures
     if min_aspect is not None and aspect < min_aspect:
-        return Verdict("aspect", f"width/height {aspect:.3f} < {min_aspect}"), measures
+        return Verdict("aspect", f"width/height {aspect:.3f} < {min_aspect}", "min_aspect"), measures
     if max_aspect is not None and aspect > max_aspect:
-        return Verdict("aspect", f"width/height {aspect:.3f} > {max_aspect}"), measures
+        return Verdict("aspect", f"width/height {aspect:.3f} > {max_aspect}", "max_aspect"), measures
     if blur_threshold is not None:
         sharpness = laplacian_variance(image)
         measures["laplacian_variance"] = round(sharpness, 3)
         if sharpness < blur_threshold:
-            return Verdict("blurry", f"Laplacian variance {sharpness:.1f} < {blur_threshold:g}"), measures
+            return Verdict("blurry", f"Laplacian variance {sharpness:.1f} < {blur_threshold:g}", "blur_threshold"), measures
     return None, measures

@@ -21,8 +21,9 @@ from typing import Any
 from PIL import Image
 
 from toolkit.data.images import BadImage, load_image
-from toolkit.data.scan import DatasetListing, caption_file, list_dataset, read_caption
+from toolkit.data.scan import LINK_PROBLEMS, DatasetListing, caption_file, list_dataset, read_caption, warn_bad_encoding
 from toolkit.errors import EaselError
+from toolkit.paths import under
 from toolkit.prep.captions import METADATA_FILES, write_captions
 
 REPORT_FILE = "report.json"
@@ -50,6 +51,8 @@ class Dropped:
     step: str
     reason: str
     detail: str = ""
+    option: str | None = None
+    """The step's setting that dropped it (``min_size``, ``max_distance``, ...), when one did."""
 
 
 @dataclass
@@ -63,8 +66,8 @@ class DatasetState:
     dropped: list[Dropped] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
 
-    def drop(self, item: Item, step: str, reason: str, detail: str = "") -> None:
-        self.dropped.append(Dropped(item, step, reason, detail))
+    def drop(self, item: Item, step: str, reason: str, detail: str = "", option: str | None = None) -> None:
+        self.dropped.append(Dropped(item, step, reason, detail, option))
 
     def open(self, item: Item, step: str) -> Image.Image | None:
         """Decode ``item``; an unreadable file is dropped (reason ``unreadable``) and None returned."""
@@ -103,10 +106,11 @@ def read_dataset(folder: Path, caption_ext: str, work_dir: Path) -> DatasetState
     """
     if not folder.is_dir():
         raise EaselError(f"input folder '{folder}' does not exist (input_folder of the first process).")
-    listing = list_dataset(folder)
+    listing = list_dataset(folder, allow_outside=True)  # such rows are dropped below, with their reason reported
     state = DatasetState(folder, [], _formats(listing, caption_ext), work_dir)
+    bad_encoding: list[tuple[Path, int]] = []
     for path in listing.images:
-        found = read_caption(path, caption_ext, listing.metadata)
+        found = read_caption(path, caption_ext, listing.metadata, bad_encoding)
         name = _name(path, folder)
         item = Item(name or Path(os.path.relpath(path, folder.resolve())).as_posix(), path, found[0] if found else None)
         if name is None:
@@ -115,6 +119,10 @@ def read_dataset(folder: Path, caption_ext: str, work_dir: Path) -> DatasetState
             state.drop(item, "read", "unreadable", "missing file (broken link?)")
         else:
             state.items.append(item)
+    for path, reason in listing.skipped:
+        if reason in LINK_PROBLEMS:
+            state.drop(Item(path.relative_to(folder).as_posix(), path, None), "read", "unreadable", reason)
+    warn_bad_encoding(bad_encoding)
     return state
 
 
@@ -163,7 +171,7 @@ def write_dataset(state: DatasetState, folder: Path, caption_ext: str) -> dict[s
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     for item in state.items:
-        target = staging / item.name
+        target = under(staging, item.name, what="image name")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(item.path, target)
     formats = state.caption_formats or (["txt"] if any(item.caption is not None for item in state.items) else [])

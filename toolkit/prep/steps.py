@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
+from toolkit.paths import under
 from toolkit.prep.dedupe import find_duplicates, phash
 from toolkit.prep.filters import check_image
 from toolkit.prep.pipeline import DatasetState, Item
@@ -33,7 +34,7 @@ def run_filter(state: DatasetState, config: "FilterConfig", step: str) -> None:
         if verdict is None:
             kept.append(item)
         else:
-            state.drop(item, step, verdict.reason, verdict.detail)
+            state.drop(item, step, verdict.reason, verdict.detail, verdict.option)
     state.items = kept
 
 
@@ -76,7 +77,7 @@ def run_resize(state: DatasetState, config: "ResizeConfig", step: str) -> None:
         kept.append(item)
         if resized.size == image.size:
             continue  # already the right size: the file is kept as it is (re-encoding a JPEG would only lose quality)
-        target = folder / item.name
+        target = under(folder, item.name, what="image name")
         target.parent.mkdir(parents=True, exist_ok=True)
         resized.save(target, quality=config.quality)
         item.path = target

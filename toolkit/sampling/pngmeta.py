@@ -40,6 +40,12 @@ def unquote(text: str) -> str:
     return text
 
 
+def model_label(name_or_path: str) -> str:
+    """How the metadata names a model: a file's stem, else the last part of a folder or hub id."""
+    name = name_or_path.rstrip("/")
+    return Path(name).stem if Path(name).suffix else name.split("/")[-1]
+
+
 def format_parameters(prompt: str, negative: str, params: dict[str, Any]) -> str:
     """The parameters text: prompt, ``Negative prompt:`` line (when there is one), then ``Key: value, ...``."""
     line = ", ".join(f"{key}: {quote(value)}" for key, value in params.items() if value is not None)

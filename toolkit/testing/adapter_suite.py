@@ -24,8 +24,9 @@ import torch
 from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
 from toolkit.models.base import GenerateRequest, ModelAdapter
-from toolkit.models.loading import cache_dir, load_adapter, resolve_source
+from toolkit.models.loading import load_adapter, resolve_source
 from toolkit.models.pipeline_adapter import pil_to_pixels, pixels_to_pil
+from toolkit.models.tiny import cache_dir
 
 
 def _pixels(width: int, height: int, seed: int = 0) -> torch.Tensor:

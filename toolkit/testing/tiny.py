@@ -211,3 +211,15 @@ def save_random_lora(pipe: "DiffusionPipeline", path: Path, targets: dict[str, l
     path.parent.mkdir(parents=True, exist_ok=True)
     type(pipe).save_lora_weights(str(path.parent), weight_name=path.name, **layers)
     return path
+
+
+def randomize_zero_layers(module: Any, seed: int, scale: float = 0.3) -> None:
+    """Give the zero-initialised layers (a fresh ControlNet's output convolutions) random weights, so a tiny
+    random ControlNet changes the image it steers."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)

@@ -8,11 +8,14 @@ it resumes from, then appends, so the file always reads like one uninterrupted r
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import EaselError
 from toolkit.log import log
+from toolkit.output import append_text, write_text_atomic
+from toolkit.paths import safe_child
 
 if TYPE_CHECKING:
     from toolkit.config.blocks import LoggingConfig
@@ -28,14 +31,17 @@ def read_losses(path: Path) -> list[dict[str, float]]:
         return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
+def _csv_line(*values: object) -> str:
+    stream = io.StringIO()
+    csv.writer(stream).writerow(values)
+    return stream.getvalue()
+
+
 def _cut_csv(path: Path, step: int) -> None:
-    """Keep the header and the rows up to ``step`` (a resumed run rewrites what follows)."""
+    """Keep the header and the rows up to ``step`` (a resumed run rewrites what follows), in one atomic write."""
     rows = [row for row in read_losses(path) if row["step"] <= step] if path.is_file() else []
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for row in rows:
-            writer.writerow([int(row["step"]), repr(row["loss"]), repr(row["lr"]), f"{row['seconds']:.3f}"])
+    write_text_atomic(path, _csv_line(*HEADER) + "".join(
+        _csv_line(int(row["step"]), repr(row["loss"]), repr(row["lr"]), f"{row['seconds']:.3f}") for row in rows))
 
 
 class TrainLog:
@@ -60,7 +66,8 @@ class TrainLog:
         if config.log_dir:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tensorboard = SummaryWriter(log_dir=str(Path(config.log_dir) / run_name), purge_step=start_step + 1)
+            self._tensorboard = SummaryWriter(log_dir=str(safe_child(config.log_dir, run_name, "config.name")),
+                                              purge_step=start_step + 1)
         if config.use_wandb:
             self._wandb = _start_wandb(config, run_name, folder)
 
@@ -69,8 +76,7 @@ class TrainLog:
         if not self.enabled:
             return
         self.smoothed = loss if self.smoothed is None else 0.9 * self.smoothed + 0.1 * loss
-        with self.csv_path.open("a", newline="", encoding="utf-8") as handle:
-            csv.writer(handle).writerow([step, repr(loss), repr(lr), f"{seconds:.3f}"])
+        append_text(self.csv_path, _csv_line(step, repr(loss), repr(lr), f"{seconds:.3f}"))
         self._bar.set_postfix(loss=f"{self.smoothed:.4f}", lr=f"{lr:.2e}", refresh=False)
         self._bar.update(1)
         if step % self.config.log_every == 0:

@@ -23,11 +23,15 @@ def elementwise_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str, h
 
 
 def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str, *, huber_c: float = 0.1,
-                   weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over each sample, times its weight (if any), then the mean over the batch."""
-    if weights is None and loss_type == "mse":  # the same number, in one fused op (samples are equally sized)
+                   weights: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over each sample (each element weighted by ``mask``, (B, 1, h, w), if any), times the sample's weight
+    (if any), then the mean over the batch."""
+    if weights is None and mask is None and loss_type == "mse":  # the same number, in one fused op
         return torch.nn.functional.mse_loss(pred.float(), target.float())
-    per_sample = elementwise_loss(pred, target, loss_type, huber_c).flatten(1).mean(dim=1)
+    elements = elementwise_loss(pred, target, loss_type, huber_c)
+    if mask is not None:
+        elements = elements * mask.to(elements)
+    per_sample = elements.flatten(1).mean(dim=1)
     if weights is not None:
         per_sample = per_sample * weights.to(per_sample)
     return per_sample.mean()

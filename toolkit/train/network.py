@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from toolkit.errors import EaselError
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 def network_targets(config: "LoraTrainerConfig", adapter: "ModelAdapter") -> dict[str, list[str]]:
     """Target names per trained component: ``network.target_modules`` or the architecture's defaults."""
     train, network = config.train, config.network
-    trained = ([adapter.denoiser_name] if train.train_unet else []) + (list(adapter.text_encoders) if train.train_text_encoder else [])
+    trained = ([adapter.denoiser_name] if train.train_unet else []) + (adapter.trained_text_encoders() if train.train_text_encoder else [])
     if network.target_modules:
         return {component: list(network.target_modules) for component in trained}
     defaults = adapter.lora_targets(train.train_text_encoder)
@@ -35,7 +36,10 @@ def build_network(config: "LoraTrainerConfig", adapter: "ModelAdapter") -> "Netw
     """Wrap the trained components, in float32, starting from ``pretrained_lora_path`` if set."""
     from toolkit.network.network import Network
 
-    network = Network.build(adapter.components(), network_targets(config, adapter), config.network)
+    layout = adapter.network_layout()
+    if config.network.target_modules:  # the layers asked for by name are taken as given
+        layout = replace(layout, transformer_blocks=())
+    network = Network.build(adapter.components(), network_targets(config, adapter), config.network, layout=layout)
     network.float()
     start_path = config.network.pretrained_lora_path
     if start_path:

@@ -10,7 +10,8 @@ in that order. The collaborators come in through the constructor: a ``ModelLoade
 Each optimizer step draws ``gradient_accumulation`` batches; each batch goes through ``DiffusionStep``
 (encode, noise, denoise, score) and its gradient is added. Then the gradient is clipped, the optimizer and
 the lr schedule step, the EMA follows, and the step is logged. Saves and previews happen between steps; a
-stop signal finishes the current step, saves and exits.
+stop signal finishes the current step, saves and exits. A save refused (not finite as stored) or cut short
+(a full disk) stops the run with the last good save named (``SaveFiles.guard``).
 
 Under ``accelerate launch`` / ``torchrun`` each process trains on its own share of every batch; only the
 small ``DiffusionStep`` (whose only parameters are the adapter's) is wrapped in DistributedDataParallel,
@@ -28,14 +29,15 @@ import os
 import signal
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 import torch
 
+from toolkit.train.requests import Requests
 from toolkit.errors import EaselError, Interrupted
 from toolkit.log import log
-from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, tag_frequency
+from toolkit.output import run_folder_path
+from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, save_merged, tag_frequency
 from toolkit.train.logs import TrainLog
 from toolkit.train.signals import StopSignals
 from toolkit.train.state import capture_rng, latest_state, load_state, restore_rng, save_state, state_path
@@ -122,7 +124,7 @@ class LoraTrainingRecipe:
         self.job = job
         self.arch = arch
         self.name = job.name
-        self.folder = Path(config.training_folder) / job.name
+        self.folder = run_folder_path(config.training_folder, job.name)
         self.saves = SaveFiles(self.folder, self.name, config.save.max_step_saves_to_keep)
         self._load_model = load_model
         self._make_data = data
@@ -139,7 +141,8 @@ class LoraTrainingRecipe:
         """The whole run: setup, train, cleanup (the error that ends a run goes into its log.txt)."""
         try:
             self.setup()
-            self.train()
+            with self.saves.guard():  # a refused save or a full disk stops the run, naming the last good save
+                self.train()
         except BaseException as error:
             self.cleanup(error)
             raise
@@ -184,11 +187,12 @@ class LoraTrainingRecipe:
         self.load_checkpoint()
 
     def _open_run_folder(self) -> None:
-        """config.yaml and log.txt in the run folder (main process only)."""
+        """Lock the run folder (a second run of it exits 2), remove the temp files of a write a kill cut short,
+        write config.yaml and start log.txt (main process only)."""
         from toolkit.output import RunFolder
 
         if self.accelerator.is_main_process:
-            self.run_folder = RunFolder(Path(self.config.training_folder), self.name)
+            self.run_folder = RunFolder(self.config.training_folder, self.name)
             self.run_folder.open(self.job.resolved)
 
     def _check_precision(self) -> None:
@@ -272,6 +276,7 @@ class LoraTrainingRecipe:
         from toolkit.train.network import learning_rates
         from toolkit.train.noise import objective_for
         from toolkit.train.optimizers import build_optimizer
+        from toolkit.train.preservation import preservation_for
         from toolkit.train.step import DiffusionStep
         from toolkit.train.working import working_copies_for
 
@@ -280,7 +285,8 @@ class LoraTrainingRecipe:
         self.generator = torch.Generator().manual_seed((train.seed + 1_000_003 * (rank + 1)) % 2 ** 63)
         step_module = DiffusionStep(adapter, self.network, objective_for(adapter.noise_schedule(), train),
                                     loss_type=train.loss_type, huber_c=train.huber_c,
-                                    train_text_encoder=train.train_text_encoder, generator=self.generator)
+                                    train_text_encoder=train.train_text_encoder, generator=self.generator,
+                                    preservation=preservation_for(train, self.config.trigger_word))
         optimizer = build_optimizer(train.optimizer, self.network.param_groups(learning_rates(self.config, adapter), train.lr),
                                     train.lr, dict(train.optimizer_params))
         self.total_steps = train.total_steps(self.data.steps_per_epoch())
@@ -334,9 +340,10 @@ class LoraTrainingRecipe:
             return
         self._start_log()
         self._train_mode()
-        if self.step == 0 and self.previews and not cfg.train.skip_first_sample:
+        if (self.step == 0 or cfg.train.force_first_sample) and self.previews and not cfg.train.skip_first_sample:
             self.sample()
         batches = self.data.batches(self.position)
+        requests = Requests(self.folder, enabled=self.accelerator.is_main_process)  # "save now" / "sample now" (toolkit.train.requests)
         with self.stop:
             while self.step < self.total_steps:
                 started = time.perf_counter()
@@ -346,11 +353,15 @@ class LoraTrainingRecipe:
                 self.log.step(self.step, loss, lr, time.perf_counter() - started)
                 stopping = self._agree(self.stop.signum is not None)
                 last = self.step == self.total_steps
-                if not last and (stopping or self._due(cfg.save.save_every)):
+                asked = requests.take()
+                if not last and (stopping or self._due(cfg.save.save_every) or self._agree("save" in asked)):
                     self.save_checkpoint(final=False)
                 if stopping and not last:
                     self._interrupted()
-                if not last and self.previews and self._due(cfg.sample.sample_every if cfg.sample else 0):
+                if not last and self.previews and (
+                    (self._due(cfg.sample.sample_every) and self.step >= cfg.sample.sample_start_step)
+                    or self._agree("sample" in asked)
+                ):
                     self.sample()
         self._check_processes_agree()
         self.save_checkpoint(final=True)
@@ -416,10 +427,8 @@ class LoraTrainingRecipe:
         """Stop before a non-finite loss reaches the weights."""
         if math.isfinite(loss):
             return
-        kept = self.saves.step_loras()
-        where = f"the last good save is {kept[-1][1]}" if kept else "nothing was saved yet"
         raise EaselError(f"the loss became {loss} at step {self.step + 1}: training diverged, so it stopped "
-                         f"({where}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
+                         f"({self.saves.last_good()}). Lower train.lr, use train.max_grad_norm (e.g. 1.0), or train in bf16/fp32 instead of fp16.")
 
     def _check_gradients(self) -> None:
         """After the first backward pass: every trained component's adapter must have received a gradient."""
@@ -469,7 +478,8 @@ class LoraTrainingRecipe:
 
         main = self.accelerator.is_main_process
         if main or self.sharded:  # a sharded denoiser runs only with every process taking part
-            images = make_previews(self.adapter, self.network, self.ema, self.previews, self.offloaded)
+            images = make_previews(self.adapter, self.network, self.ema, self.previews, self.offloaded,
+                                   self.config.model.inference_lora_path)
         if main:
             sample = self.config.sample
             labels = [preview.request.prompt for preview in self.previews]
@@ -488,8 +498,12 @@ class LoraTrainingRecipe:
             path = self.saves.final_lora if final else self.saves.step_lora(self.step)
             metadata = lora_metadata(step=self.step, **self.header)
             with self.ema.swapped() if self.ema is not None else nullcontext():
-                save_lora(self.network, path, arch=self.adapter.arch, format=self.config.save.format, metadata=metadata,
-                          dtype=self.config.save.dtype)
+                if self.config.train.merge_network_on_save:
+                    path = save_merged(self._load_model, self.config.model, self.arch, self.network, path,
+                                       self.config.save, self.config.train.merge_network_on_save_strength)
+                else:
+                    save_lora(self.network, path, arch=self.adapter.arch, format=self.config.save.format,
+                              metadata=metadata, dtype=self.config.save.dtype, adapter=self.adapter)
             self.log.write(f"step {self.step}: saved {path}")
             save_state(state_path(self.folder, self.name, self.step), self._state(rngs))
             for removed in self.saves.prune():

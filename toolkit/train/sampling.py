@@ -38,26 +38,32 @@ def preview_requests(sample: "SampleConfig", arch: "ArchRef") -> list[Preview]:
     """The previews of a ``sample:`` block, defaults from the architecture variant.
 
     This is the one place where a preview prompt becomes a request: ``[trigger]`` is already replaced by
-    the config loader, inline prompt flags (--n, --w, --h, --seed, ...) are parsed here, and an item's reference
-    images (``ctrl_img``, edit models) are read.
+    the config loader, and inline prompt flags (--n, --w, --h, --seed, ...) are parsed here. An item's ``ctrl_img``
+    (``_1..3``) are the reference images of an architecture that takes them (edit models), read here; otherwise, with
+    ``sample.controlnets``, ``ctrl_img`` is the control image of ``ctrl_idx``. Control images are preprocessed.
     """
+    from toolkit.control.inputs import controls_for
     from toolkit.sampling.prompts import parse_prompt
 
     defaults = arch.defaults
     sampler = sample.sampler or arch.spec.default_sampler
+    references = arch.spec.references is not None  # then ctrl_img is a reference image, not a control image
     previews = []
     for index, item in enumerate(sample.all_prompts()):
         flags = parse_prompt(item.prompt)  # inline flags beat the item's fields, which beat the block's
         seed = first(flags.seed, item.seed, sample.seed + (index if sample.walk_seed else 0))
         guidance = first(flags.guidance_scale, item.guidance_scale, sample.guidance_scale, defaults.get("guidance_scale"), 1.0)
+        size = (first(flags.width, item.width, sample.width), first(flags.height, item.height, sample.height))
+        controls: tuple = ()
+        if sample.controlnets:
+            controls, size = controls_for(sample.controlnets, sample.control_images(item, references), size, arch.spec)
         request = GenerateRequest(
-            prompt=flags.prompt, width=first(flags.width, item.width, sample.width),
-            height=first(flags.height, item.height, sample.height),
+            prompt=flags.prompt, width=size[0], height=size[1], controls=controls,
             steps=first(flags.steps, item.sample_steps, sample.sample_steps, int(defaults.get("sample_steps", 20))),
             guidance_scale=float(guidance), seed=seed, sampler=sampler,
             negative_prompt=first(flags.negative, item.neg, sample.neg),
             guidance_rescale=first(flags.guidance_rescale, sample.guidance_rescale), extras=dict(flags.extras),
-            references=[_reference(path) for path in item.references()])
+            references=[_reference(path) for path in item.references()] if references else [])
         multiplier = item.network_multiplier if item.network_multiplier is not None else sample.network_multiplier
         previews.append(Preview(request, multiplier))
     return previews
@@ -80,30 +86,35 @@ def first(*values):  # noqa: ANN001, ANN201 - the first value that is set
 
 def save_previews(images: "list[Image.Image]", folder: Path, step: int, image_format: str,
                   labels: list[str] | None = None) -> list[Path]:
-    """Write one step's previews and, when there are several, their grid ``<step>_grid.<format>``."""
+    """Write one step's previews and, when there are several, their grid ``<step>_grid.<format>`` (full labels in its metadata)."""
     from toolkit.output import atomic_path
-    from toolkit.sampling.grid import make_grid
+    from toolkit.sampling.grid import make_grid, save_grid
 
     folder.mkdir(parents=True, exist_ok=True)
     suffix = "jpg" if image_format == "jpeg" else image_format
-    named = [(f"{step:09d}_{index:02d}.{suffix}", image) for index, image in enumerate(images)]
-    if len(images) > 1:
-        named.append((f"{step:09d}_grid.{suffix}", make_grid(images, labels)))
+    kind = "JPEG" if suffix == "jpg" else suffix.upper()
     paths = []
-    for name, image in named:
-        with atomic_path(folder / name) as temp:
-            image.save(temp, format="JPEG" if suffix == "jpg" else suffix.upper())
-        paths.append(folder / name)
-    return paths[: len(images)]
+    for index, image in enumerate(images):
+        paths.append(folder / f"{step:09d}_{index:02d}.{suffix}")
+        with atomic_path(paths[-1]) as temp:
+            image.save(temp, format=kind)
+    if len(images) > 1:
+        with atomic_path(folder / f"{step:09d}_grid.{suffix}") as temp:
+            save_grid(make_grid(images, labels), temp, {"labels": labels}, kind)
+    return paths
 
 
 def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None", previews: list[Preview],
-                  offloaded: list[str]) -> "list[Image.Image]":
+                  offloaded: list[str], inference_lora: str | None = None) -> "list[Image.Image]":
     """Generate the previews with the network (EMA weights if any) at each preview's multiplier.
 
-    ``offloaded`` names components moved off the device during training (brought back meanwhile).
+    ``offloaded`` names components moved off the device during training (brought back meanwhile);
+    ``inference_lora`` (``model.inference_lora_path``) is applied for the previews only.
     """
     import torch
+
+    from toolkit.lora_io.apply import apply_loras, remove_loras
+    from toolkit.models.loading import resolve_file
 
     modules = [adapter.denoiser, *adapter.text_encoders.values()]
     modes = [module.training for module in modules]
@@ -117,6 +128,9 @@ def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None"
         for module in modules:
             module.eval()
         casting = network.cast_inputs(True)  # previews run without autocast
+        if inference_lora:
+            apply_loras(adapter, [(resolve_file(inference_lora, "model.inference_lora_path"), 1.0)])
+            stack.callback(remove_loras, adapter)
         try:
             for preview in previews:
                 with network.scaled(preview.multiplier):

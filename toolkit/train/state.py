@@ -3,7 +3,8 @@
 A state file ``<name>_<step:09d>.state.pt`` holds: the step, the data position, the adapter's weights in
 full precision, the optimizer, the lr schedule, the EMA, the fp16 loss scaler, and the random number
 generators of every process (python, numpy, torch CPU and CUDA, and the trainer's noise generator).
-It is written with ``torch.save`` through ``atomic_path`` and read with ``weights_only=True``.
+It is written with ``torch.save`` through ``atomic_write`` (refused when the adapter's weights are not finite)
+and read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any, Iterator
 import torch
 
 from toolkit.errors import EaselError
-from toolkit.output import atomic_path
+from toolkit.lora_io.keys import describe_names, non_finite
+from toolkit.output import atomic_write
+from toolkit.paths import safe_child
 
 STATE_SUFFIX = ".state.pt"
 
 
 def state_path(folder: Path, name: str, step: int) -> Path:
-    return folder / f"{name}_{step:09d}{STATE_SUFFIX}"
+    return safe_child(folder, f"{name}_{step:09d}{STATE_SUFFIX}", "save file name")
 
 
 def list_states(folder: Path, name: str) -> list[tuple[int, Path]]:
@@ -86,9 +89,17 @@ def preserved_rng() -> Iterator[None]:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Write a state file atomically."""
-    with atomic_path(path) as temp:
-        torch.save(state, temp)
+    """Write a state file atomically.
+
+    Raises:
+        EaselError: the adapter's weights hold inf or NaN (nothing is written); DiskFull: the disk filled up.
+    """
+    bad = non_finite(state.get("network", {}))
+    if bad:
+        raise EaselError(f"refused to write {path}: the adapter's weights hold inf or NaN ({describe_names(bad)}), "
+                         "so training diverged. Nothing was written or replaced.")
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
 
 
 def load_state(path: Path) -> dict[str, Any]:

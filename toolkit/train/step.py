@@ -8,26 +8,30 @@ adapter's parameters, never the frozen base model.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from toolkit.data.masks import latent_mask, normalised
 from toolkit.train.loss import diffusion_loss
 
 if TYPE_CHECKING:
     from toolkit.models.base import ModelAdapter
     from toolkit.network.network import Network
     from toolkit.train.noise import Objective
+    from toolkit.train.preservation import Preservation
 
 
 class DiffusionStep(nn.Module):
     """``forward(batch) -> loss``. Only the network is a submodule, so DDP wraps just the adapter's parameters."""
 
     def __init__(self, adapter: "ModelAdapter", network: "Network", objective: "Objective", *, loss_type: str,
-                 huber_c: float, train_text_encoder: bool, generator: torch.Generator, cast_inputs: bool | None = None):
+                 huber_c: float, train_text_encoder: bool, generator: torch.Generator, cast_inputs: bool | None = None,
+                 preservation: "Preservation | None" = None):
         """``cast_inputs``: whether the LoRA layers cast their inputs to the adapter dtype; None decides on the first
-        call (not under autocast, see ``Network.cast_inputs``)."""
+        call (not under autocast, see ``Network.cast_inputs``). ``preservation``: prior preservation terms."""
         super().__init__()
         self.network = network
         self.adapter = adapter
@@ -37,6 +41,7 @@ class DiffusionStep(nn.Module):
         self.train_text_encoder = train_text_encoder
         self.generator = generator
         self._cast_inputs = cast_inputs
+        self.preservation = preservation
         if cast_inputs is not None:
             network.cast_inputs(cast_inputs)
 
@@ -61,8 +66,27 @@ class DiffusionStep(nn.Module):
         if references:
             cond = adapter.with_references(cond, references)
         noised = self.objective.apply(latents, self.generator)
-        prediction = adapter.predict(noised.noisy, noised.timesteps, cond, list(batch.image_info))
-        return diffusion_loss(prediction, noised.target, self.loss_type, huber_c=self.huber_c, weights=noised.weights)
+        info = list(batch.image_info)
+        weight = getattr(batch, "network_weight", 1.0)
+        with self.network.scaled(weight) if weight != 1.0 else nullcontext():
+            prediction = adapter.predict(noised.noisy, noised.timesteps, cond, info)
+            masks = getattr(batch, "masks", None)
+            mask = latent_mask(masks.to(device), tuple(prediction.shape[-2:])) if masks is not None else None
+            loss = diffusion_loss(prediction, noised.target, self.loss_type, huber_c=self.huber_c,
+                                  weights=sample_weights(noised.weights, getattr(batch, "loss_weights", None)),
+                                  mask=normalised(mask) if mask is not None else None)
+            if self.preservation is not None:
+                loss = loss + self.preservation.loss(adapter, self.network, noised.noisy, noised.timesteps,
+                                                     list(batch.captions), cond, info, prediction, mask)
+        return loss
+
+
+def sample_weights(schedule: torch.Tensor | None, dataset: torch.Tensor | None) -> torch.Tensor | None:
+    """The timestep weighting and the datasets' loss weights of each sample, multiplied (None: neither)."""
+    if dataset is None:
+        return schedule
+    dataset = dataset.to(schedule.device if schedule is not None else dataset.device)
+    return dataset if schedule is None else schedule * dataset.to(schedule)
 
 
 def _reference_latents(adapter: "ModelAdapter", batch: Any) -> list[torch.Tensor]:
