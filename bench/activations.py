@@ -3,6 +3,7 @@ without a GPU: the models run on PyTorch's ``meta`` device (shapes only, no numb
 
 Run:  python bench/activations.py                      # Z-Image (1024, rank 32) and SDXL (1024, rank 16)
       python bench/activations.py --only zimage --resolution 512 --intervals 1,2,4,0
+      python bench/activations.py --only flux                # also flux2_klein_4b, flux2_klein_9b, flux2
 
 What is counted: every tensor autograd saves for the backward pass during the forward (``saved_tensors_hooks``),
 one count per storage, leaving out parameters (weights are not activations). A checkpointed block saves nothing
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fullsize import default_rank, lora_network, markdown_table  # noqa: E402
+from fullsize import DENOISERS, default_rank, lora_network, markdown_table  # noqa: E402
 from gpu_train import conditioning, denoiser  # noqa: E402
 
 GIB = 2 ** 30
@@ -95,7 +96,7 @@ def measure(arch: str, args: argparse.Namespace, interval: int) -> tuple[float, 
 
     fx_config.meta_nonzero_assume_all_nonzero = True  # caption masks are all ones: boolean indexing keeps everything
     model, adapter_class = denoiser(arch, False, "meta", torch.bfloat16)
-    adapter, network = lora_network(adapter_class, model, args.rank or default_rank(arch))
+    adapter, network = lora_network(adapter_class, model, args.rank or default_rank(arch), arch)
     network.to(device="meta", dtype=torch.bfloat16)
     network.cast_inputs(False)
     model.train()
@@ -119,7 +120,7 @@ def measure(arch: str, args: argparse.Namespace, interval: int) -> tuple[float, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["zimage", "sdxl"])
+    parser.add_argument("--only", choices=list(DENOISERS), help="one architecture (default: zimage and sdxl)")
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--rank", type=int)
     parser.add_argument("--batch", type=int, default=1)
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         for interval in (int(value) for value in args.intervals.split(",")):
             saved, peak, share = measure(arch, args, interval)
             label = "none" if interval == 0 else f"1 in {interval}"
-            rows.append([{"zimage": "Z-Image 6B", "sdxl": "SDXL UNet"}[arch], str(args.resolution), label,
+            rows.append([DENOISERS[arch][0], str(args.resolution), label,
                          f"{share:.0%}", f"{saved:.2f}", f"{peak:.2f}"])
             print(" | ".join(rows[-1]), flush=True)
     print()

@@ -14,6 +14,16 @@ Sources of the configs (checked 2026-11; no weights are read):
 - SDXL UNet: ``stabilityai/stable-diffusion-xl-base-1.0/unet/config.json``: blocks (320, 640, 1280),
   transformer depth (1, 2, 10), head dims (5, 10, 20), cross-attention 2048, text_time embedding
   (256, 2816), linear projections. 2.57B parameters.
+- FLUX.1 [dev] transformer (``black-forest-labs/FLUX.1-dev/transformer/config.json``): 19 double and 38 single
+  blocks, 24 heads of 128, T5 width 4096, pooled CLIP 768, guidance embedding, RoPE axes (16, 56, 56); schnell is
+  the same without the guidance embedding. Its T5-XXL encoder (``text_encoder_2``): d_model 4096, 24 layers, 64
+  heads of 64, gated-GELU MLP 10240, vocabulary 32128.
+- FLUX.2 transformers (diffusers' Flux2Transformer2DModel defaults are [dev]; the Klein sizes are ai-toolkit's
+  ``Klein4BParams`` / ``Klein9BParams``, from BFL's code): [dev] 8 double + 48 single blocks, 48 heads of 128,
+  context 15360 (3 x Mistral's 5120), guidance embedding; Klein 4B 5 + 20 blocks, 24 heads, context 7680 (3 x 2560);
+  Klein 9B 8 + 24 blocks, 32 heads, context 12288 (3 x 4096); all MLP ratio 3, RoPE axes (32, 32, 32, 32), 128 input
+  channels (the 32-channel VAE in 2x2 patches). Klein's text encoders: Qwen3-4B (above) and Qwen3-8B (hidden 4096, 36
+  layers, 32 heads, 8 KV heads, MLP 12288).
 """
 
 from __future__ import annotations
@@ -54,7 +64,37 @@ SDXL_UNET = {
 SDXL_UNET_TINY = {**SDXL_UNET, "block_out_channels": (8, 16, 32), "transformer_layers_per_block": (1, 1, 2),
                   "attention_head_dim": (2, 2, 4), "cross_attention_dim": 64, "addition_time_embed_dim": 8,
                   "projection_class_embeddings_input_dim": 6 * 8 + 32, "norm_num_groups": 8}
+FLUX_TRANSFORMER = {"patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
+                    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768,
+                    "guidance_embeds": True, "axes_dims_rope": (16, 56, 56)}
+FLUX_TRANSFORMER_TINY = {**FLUX_TRANSFORMER, "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 16,
+                         "num_attention_heads": 2, "joint_attention_dim": 32, "pooled_projection_dim": 32, "axes_dims_rope": (4, 6, 6)}
+FLUX2_TRANSFORMER = {"in_channels": 128, "num_layers": 8, "num_single_layers": 48, "attention_head_dim": 128,
+                     "num_attention_heads": 48, "joint_attention_dim": 15360, "timestep_guidance_channels": 256,
+                     "mlp_ratio": 3.0, "axes_dims_rope": (32, 32, 32, 32), "guidance_embeds": True}
+KLEIN_4B_TRANSFORMER = {**FLUX2_TRANSFORMER, "num_layers": 5, "num_single_layers": 20, "num_attention_heads": 24,
+                        "joint_attention_dim": 7680, "guidance_embeds": False}
+KLEIN_9B_TRANSFORMER = {**FLUX2_TRANSFORMER, "num_layers": 8, "num_single_layers": 24, "num_attention_heads": 32,
+                        "joint_attention_dim": 12288, "guidance_embeds": False}
+FLUX2_TRANSFORMER_TINY = {**FLUX2_TRANSFORMER, "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 16,
+                          "num_attention_heads": 2, "joint_attention_dim": 96, "timestep_guidance_channels": 32,
+                          "axes_dims_rope": (4, 4, 4, 4)}
+T5_XXL = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
+          "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 32}
+QWEN3_8B = {**QWEN3_4B, "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "tie_word_embeddings": False}
 SDXL_POOLED_TINY = 32
+DENOISERS = {
+    "zimage": ("Z-Image 6B", "ZImageTransformer2DModel", ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, "extensions.z_image.adapter:ZImageAdapter"),
+    "sdxl": ("SDXL UNet", "UNet2DConditionModel", SDXL_UNET, SDXL_UNET_TINY, "extensions.sdxl.adapter:SDXLAdapter"),
+    "flux": ("FLUX.1 dev 12B", "FluxTransformer2DModel", FLUX_TRANSFORMER, FLUX_TRANSFORMER_TINY, "extensions.flux.adapter:FluxAdapter"),
+    "flux2_klein_4b": ("FLUX.2 klein 4B", "Flux2Transformer2DModel", KLEIN_4B_TRANSFORMER, {**FLUX2_TRANSFORMER_TINY, "guidance_embeds": False},
+                       "extensions.flux2.adapter:Flux2Adapter"),
+    "flux2_klein_9b": ("FLUX.2 klein 9B", "Flux2Transformer2DModel", KLEIN_9B_TRANSFORMER, {**FLUX2_TRANSFORMER_TINY, "guidance_embeds": False},
+                       "extensions.flux2.adapter:Flux2Adapter"),
+    "flux2": ("FLUX.2 dev 32B", "Flux2Transformer2DModel", FLUX2_TRANSFORMER, FLUX2_TRANSFORMER_TINY, "extensions.flux2.adapter:Flux2Adapter"),
+}
+"""Architecture -> (label, diffusers class, full-size config, tiny config, adapter): what the GPU benchmarks build."""
 """Pooled text width of the tiny SDXL (the real one is 1280)."""
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
@@ -130,30 +170,34 @@ def build(cls: Any, config: dict[str, Any], device: Any, dtype: Any, seed: int =
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def bare_adapter(adapter_class: Any, denoiser: Any) -> Any:
-    """An architecture's adapter holding only its denoiser and its ArchSpec (found in the registry by the adapter's
-    import path; the adapter reads its facts there): ``predict`` is then the exact call training makes."""
+def bare_adapter(adapter_class: Any, denoiser: Any, arch: str | None = None) -> Any:
+    """An architecture's adapter holding only its denoiser and its ArchSpec (``arch``, else the one registered with the
+    adapter's import path; the adapter reads its facts there): ``predict`` is then the exact call training makes."""
     from toolkit.registry import ArchRef, Registry
 
     path = f"{adapter_class.__module__}:{adapter_class.__qualname__}"
-    spec = next(s for s in Registry.discover(("jobs",), ROOT / "extensions").archs.values() if s.adapter == path)
+    archs = Registry.discover(("jobs",), ROOT / "extensions").archs
+    spec = archs[arch] if arch is not None else next(s for s in archs.values() if s.adapter == path)
+    from toolkit.config.blocks import ModelConfig
+
     adapter = object.__new__(adapter_class)
     adapter.denoiser = denoiser
     adapter.arch = ArchRef(spec, spec.default_variant)
+    adapter.config = ModelConfig(name_or_path="bench", arch=spec.name)  # the variant's defaults and no model_kwargs
     return adapter
 
 
 def default_rank(arch: str) -> int:
-    """The LoRA rank the issue's goals name: 32 for Z-Image, 16 for SDXL."""
+    """The LoRA rank the issues' goals name: 32 for Z-Image, 16 for SDXL and the FLUX models."""
     return 32 if arch == "zimage" else 16
 
 
-def lora_network(adapter_class: Any, denoiser: Any, rank: int) -> tuple[Any, Any]:
+def lora_network(adapter_class: Any, denoiser: Any, rank: int, arch: str | None = None) -> tuple[Any, Any]:
     """The bare adapter and a LoRA (rank = alpha) on the architecture's default targets, as the trainer builds it."""
     from toolkit.config.blocks import NetworkConfig
     from toolkit.network.network import Network
 
-    adapter = bare_adapter(adapter_class, denoiser)
+    adapter = bare_adapter(adapter_class, denoiser, arch)
     name = adapter.denoiser_name
     targets = adapter_class.lora_targets(adapter, False)[name]
     return adapter, Network.build({name: denoiser}, {name: targets}, NetworkConfig(type="lora", linear=rank, linear_alpha=rank))

@@ -1,8 +1,9 @@
-"""LoRA training speed and memory of the full-size Z-Image (6B) and SDXL denoisers (random weights, no download).
+"""LoRA training speed and memory of the full-size Z-Image (6B), SDXL, FLUX.1 and FLUX.2 denoisers (random weights, no download).
 
 Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32 and SDXL rank 16 at 1024px, bf16 and 8-bit base
             python bench/gpu_train.py --only zimage --resolution 512 --quantize qint8,int8,float8
             python bench/gpu_train.py --only sdxl --optimizer adamw8bit
+            python bench/gpu_train.py --only flux             # also flux2_klein_4b, flux2_klein_9b, flux2 (32B: 8-bit only on <80 GB)
             python bench/gpu_train.py --offload 0.5            # also: 8-bit base with half the blocks streamed from CPU memory
             python bench/gpu_train.py --only zimage --quantize none --variants default,autocast,ckpt=2,ckpt=0,compile
                                                                # trainer options side by side on one model
@@ -40,8 +41,8 @@ from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
-    SDXL_POOLED_TINY, SDXL_UNET, SDXL_UNET_TINY, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, build, default_rank,
-    device_text, lora_network, markdown_table, peak_gib, peak_tflops, reset_memory, synchronize)
+    DENOISERS, SDXL_POOLED_TINY, build, default_rank, device_text, lora_network, markdown_table, peak_gib, peak_tflops,
+    reset_memory, synchronize)
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,9 @@ class Result:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["zimage", "sdxl"], help="one architecture (default: both)")
+    parser.add_argument("--only", choices=list(DENOISERS), help="one architecture (default: zimage and sdxl)")
     parser.add_argument("--resolution", type=int, help="image side in pixels (default 1024; 64 with --tiny)")
-    parser.add_argument("--rank", type=int, help="LoRA rank (default: 32 for Z-Image, 16 for SDXL)")
+    parser.add_argument("--rank", type=int, help="LoRA rank (default: 32 for Z-Image, 16 for SDXL and FLUX)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--quantize", default="qint8", help="8-bit base type(s), comma-separated (qint8, int8, float8, qfloat8, ...); 'none' skips")
     parser.add_argument("--no-bf16", action="store_true", help="only the 8-bit bases (no MFU: the FLOPs are counted on bf16)")
@@ -148,24 +149,24 @@ def cases(args: argparse.Namespace) -> list[Case]:
 
 
 def denoiser(arch: str, tiny: bool, device: Any, dtype: Any) -> tuple[Any, Any]:
-    """The random-weight denoiser and its adapter class."""
-    if arch == "zimage":
-        from diffusers import ZImageTransformer2DModel
+    """The random-weight denoiser and its adapter class (``fullsize.DENOISERS``)."""
+    import diffusers
 
-        from extensions.z_image.adapter import ZImageAdapter
-        return build(ZImageTransformer2DModel, ZIMAGE_TRANSFORMER_TINY if tiny else ZIMAGE_TRANSFORMER, device, dtype), ZImageAdapter
-    from diffusers import UNet2DConditionModel
+    from toolkit.registry import load_object
 
-    from extensions.sdxl.adapter import SDXLAdapter
-    return build(UNet2DConditionModel, SDXL_UNET_TINY if tiny else SDXL_UNET, device, dtype), SDXLAdapter
+    _, class_name, config, tiny_config, adapter = DENOISERS[arch]
+    return build(getattr(diffusers, class_name), tiny_config if tiny else config, device, dtype), load_object(adapter)
 
 
 def schedule(arch: str) -> Any:
-    """The training noise schedule: Z-Image's flow matching (shift 3), SDXL's scaled-linear DDPM (epsilon)."""
-    from toolkit.models.base import NoiseSchedule
+    """The training noise schedule: Z-Image's flow matching (shift 3), FLUX's with its resolution-dependent shift,
+    SDXL's scaled-linear DDPM (epsilon)."""
+    from toolkit.models.base import NoiseSchedule, ResolutionShift
 
     if arch == "zimage":
         return NoiseSchedule("flowmatch", "flow", 1000, shift=3.0)
+    if arch.startswith("flux"):
+        return NoiseSchedule("flowmatch", "flow", 1000, shift=3.0, resolution_shift=ResolutionShift())
     from toolkit.models.pipeline_adapter import ddpm_schedule
 
     config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -182,15 +183,21 @@ def conditioning(arch: str, args: argparse.Namespace, device: Any, dtype: Any) -
     g = torch.Generator().manual_seed(1)
     side = args.resolution // 8
     size = (args.resolution, args.resolution)
+    config = DENOISERS[arch][3 if args.tiny else 2]
     if arch == "zimage":
-        width = ZIMAGE_TRANSFORMER_TINY["cap_feat_dim"] if args.tiny else ZIMAGE_TRANSFORMER["cap_feat_dim"]
         latents = torch.randn(args.batch, 16, side, side, generator=g)
-        cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, width, generator=g),
+        cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, config["cap_feat_dim"], generator=g),
                 "prompt_mask": torch.ones(args.batch, args.text_tokens, dtype=torch.bool)}
+    elif arch == "flux":
+        latents = torch.randn(args.batch, 16, side, side, generator=g)
+        cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, config["joint_attention_dim"], generator=g),
+                "pooled_prompt_embeds": torch.randn(args.batch, config["pooled_projection_dim"], generator=g)}
+    elif arch.startswith("flux2"):
+        latents = torch.randn(args.batch, 32, side, side, generator=g)
+        cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, config["joint_attention_dim"], generator=g)}
     else:
-        width = SDXL_UNET_TINY["cross_attention_dim"] if args.tiny else SDXL_UNET["cross_attention_dim"]
         latents = torch.randn(args.batch, 4, side, side, generator=g)
-        cond = {"prompt_embeds": torch.randn(args.batch, 77, width, generator=g),
+        cond = {"prompt_embeds": torch.randn(args.batch, 77, config["cross_attention_dim"], generator=g),
                 "pooled_prompt_embeds": torch.randn(args.batch, SDXL_POOLED_TINY if args.tiny else 1280, generator=g)}
     info = [ImageInfo(size, (0, 0), size)] * args.batch
     cond = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in cond.items()}
@@ -234,7 +241,7 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
     if case.qtype:
         quantize_by_units(model, case.qtype, adapter_class.quantize_exclusions, device, park="cpu" if case.offload else None)
     model.train()
-    adapter, network = lora_network(adapter_class, model, args.rank or default_rank(case.arch))
+    adapter, network = lora_network(adapter_class, model, args.rank or default_rank(case.arch), case.arch)
     adapter.device = device
     network.float() if args.adapter_dtype == "fp32" else network.to(dtype)
     streamed, note = [], ""
@@ -280,7 +287,8 @@ def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any
     autocast = compute_dtype(args) == torch.bfloat16
     working = setup.working if working_copies else None
     latents, cond, info = conditioning(arch, args, device, compute_dtype(args))
-    batch = SimpleNamespace(latents=latents, pixels=None, cond=cond, captions=[], image_info=info)
+    batch = SimpleNamespace(latents=latents, pixels=None, cond=cond, captions=[], image_info=info, reference_latents=None,
+                            reference_pixels=None)
     diffusion = DiffusionStep(setup.adapter, setup.network, Objective(schedule(arch), timestep_type="sigmoid"), loss_type="mse",
                               huber_c=0.1, train_text_encoder=False, generator=torch.Generator().manual_seed(2),
                               cast_inputs=not autocast or args.cast_inputs)
@@ -423,7 +431,8 @@ def describe(variant: Variant, args: argparse.Namespace) -> str:
 
 def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[str]:
     case = result.case
-    name = {"zimage": "Z-Image 6B" if not args.tiny else "Z-Image (tiny)", "sdxl": "SDXL UNet" if not args.tiny else "SDXL (tiny)"}[case.arch]
+    label = DENOISERS[case.arch][0]
+    name = label if not args.tiny else f"{label.rsplit(' ', 1)[0]} (tiny)"
     rank = args.rank or default_rank(case.arch)
     gib = (lambda v: f"{v:.2f}" if v is not None else "n/a")
     tflop = f"{result.flops / 1e12:.3g}" if result.flops else "n/a"

@@ -96,6 +96,8 @@ class PlannedImage:
     lora_tags: tuple[tuple[str, float], ...]
     """The LoRAs as A1111 tags would name them (file stem, weight), for the metadata."""
     init_image: Path | None = None
+    references: tuple[Path, ...] = ()
+    """Edit models: the reference images edited together."""
     controls: tuple[Path, ...] = ()
     """The control image file of each of ``generate.controlnets``, in order."""
 
@@ -138,6 +140,25 @@ class ToFolderProcess(Process):
                 return found
             raise self.config_error(("generate", "init_images"), f"the folder '{source}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
         raise self.config_error(("generate", "init_images"), f"'{source}' is not an image file or a folder.")
+
+    def _reference_sets(self) -> list[tuple[Path, ...]]:
+        """Edit models: the reference images of each edit (a folder: one edit per image; files: one edit of them all)."""
+        from toolkit.control.inputs import image_files
+
+        source = self.config.generate.reference_images
+        if not source:
+            return [()]
+        files = [Path(p).expanduser() for p in ([source] if isinstance(source, str) else source)]
+        if len(files) == 1 and files[0].is_dir():
+            try:
+                return [(path,) for path in image_files(str(files[0]))]
+            except ValueError as err:
+                raise self.config_error(("generate", "reference_images"), f"{err}.") from None
+        for number, path in enumerate(files):
+            if not path.is_file():
+                where = ("generate", "reference_images", number) if isinstance(source, list) else ("generate", "reference_images")
+                raise self.config_error(where, f"'{path}' is not an image file" + (" (a folder works only alone)." if path.is_dir() else "."))
+        return [tuple(files)]
 
     def _size(self, spec: PromptSpec, init_size: tuple[int, int] | None) -> tuple[int, int]:
         """txt2img: the requested size; img2img (or a control image): the input's aspect ratio (after EXIF rotation) at
@@ -196,13 +217,15 @@ class ToFolderProcess(Process):
         if self.base_seed is None:
             self.base_seed = gen.seed if gen.seed != -1 else random.SystemRandom().randrange(2**32)
         inputs = self._inputs()
-        sizes = {path: displayed_size(path) for init, controls in inputs for path in (init, *controls) if path}  # read once
+        edits = self._reference_sets()
+        shown = [path for init, controls in inputs for path in (init, *controls) if path]
+        sizes = {path: displayed_size(path) for path in [*shown, *(refs[0] for refs in edits if refs)]}  # read once
         self._check_aspects(inputs, sizes)
         planned: list[PlannedImage] = []
         for spec, loras in specs:
             tags = tuple((path.stem, weight) for path, weight in loras)
-            for init, controls in inputs:
-                shape = init or next(iter(controls), None)
+            for (init, controls), refs in ((item, refs) for item in inputs for refs in edits):
+                shape = init or next(iter(controls), None) or next(iter(refs), None)
                 width, height = self._size(spec, sizes.get(shape) if shape else None)
                 for repeat in range(gen.images_per_prompt):
                     seed = spec.seed + repeat if spec.seed is not None else self.base_seed + len(planned)
@@ -212,7 +235,7 @@ class ToFolderProcess(Process):
                         steps=spec.steps or self._default(gen.sample_steps, "sample_steps", 25),
                         guidance_scale=spec.guidance_scale if spec.guidance_scale is not None else self._default(gen.guidance_scale, "guidance_scale", 7.0),
                         guidance_rescale=spec.guidance_rescale if spec.guidance_rescale is not None else gen.guidance_rescale,
-                        loras=loras, lora_tags=tags, init_image=init, controls=controls))
+                        loras=loras, lora_tags=tags, init_image=init, controls=controls, references=refs))
         return planned
 
     def _check_control_files(self) -> None:
@@ -282,6 +305,9 @@ class ToFolderProcess(Process):
                  f"-> {len(images)} images, batch {gen.batch_size}, first seed {seeds}"]
         if gen.init_images:
             lines.append(f"  img2img: {len(self._init_images())} init images from {gen.init_images}, strength {gen.strength:g}")
+        if gen.reference_images:
+            edits = self._reference_sets()
+            lines.append(f"  edits: {len(edits)} x {len(edits[0])} reference images from {gen.reference_images}")
         for index, control in enumerate(gen.controlnets):
             window = f", steps {control.start:g}-{control.end:g}" if (control.start, control.end) != (0, 1) else ""
             mode = f", mode {control.mode}" if control.mode is not None else ""
@@ -296,6 +322,7 @@ class ToFolderProcess(Process):
             loras = "".join(f" <lora:{name}:{weight:g}>" for name, weight in image.lora_tags)
             source = f" from {image.init_image.name}" if image.init_image else ""
             source += "".join(f" +{path.name}" for path in image.controls if path != image.init_image)
+            source += f" editing {', '.join(path.name for path in image.references)}" if image.references else ""
             lines.append(f"    {image.index:4d}: {image.width}x{image.height}, {image.steps} steps, cfg {image.guidance_scale:g}, "
                          f"seed {image.seed}{source}: {image.spec.prompt[:60]!r}{loras}")
         if len(images) > 20:
@@ -364,7 +391,7 @@ class ToFolderProcess(Process):
             guidance_scale=image.guidance_scale, seed=image.seed, sampler=self.sampler, negative_prompt=image.negative,
             guidance_rescale=image.guidance_rescale, strength=gen.strength, extras=dict(image.spec.extras),
             init_image=load_image(image.init_image) if image.init_image is not None else None,
-            controls=controls, ip_adapter=self._ip_adapter)
+            controls=controls, ip_adapter=self._ip_adapter, references=[load_image(path) for path in image.references])
 
     def _next_index(self) -> int:
         found = [int(m.group(1)) for p in self.output.iterdir() if (m := _INDEXED.match(p.name))] if self.output.is_dir() else []

@@ -38,6 +38,10 @@ class LoraTrainerProcess(Process):
         """Files the config names must exist (checked at --dry-run and before any model loads)."""
         errors = [self.config_error(("datasets", index, "folder_path"), problem) for index, dataset in enumerate(self.config.datasets)
                   if (problem := dataset_problem(dataset.folder_path))]
+        errors += [self.config_error(("datasets", index, "control_path"), f"the control folder '{folder}' does not exist; "
+                                     "point control_path at the folder of reference images, named like their targets.")
+                   for index, dataset in enumerate(self.config.datasets) for folder in dataset.control_path
+                   if not Path(folder).is_dir()]
         errors += [self.config_error(("datasets", index, "mask_path"), f"the mask folder '{dataset.mask_path}' does not "
                                      "exist; point mask_path at a folder of masks named like the images.")
                    for index, dataset in enumerate(self.config.datasets)
@@ -45,26 +49,37 @@ class LoraTrainerProcess(Process):
         pretrained = self.config.network.pretrained_lora_path
         if pretrained and _looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
             errors.append(self.config_error(("network", "pretrained_lora_path"), f"the LoRA file '{pretrained}' does not exist."))
-        sample = self.config.sample
-        if sample is not None:
-            images = [(("sample", "samples", n, "ctrl_img"), item.ctrl_img) for n, item in enumerate(sample.samples)]
-            images += [(("sample", "controlnets", n, "image"), control.image) for n, control in enumerate(sample.controlnets)]
-            errors += [self.config_error(where, f"the control image '{image}' does not exist.")
-                       for where, image in images if image and not Path(image).expanduser().is_file()]
+        if self.config.sample is not None:
+            errors += self._preview_image_problems()
             errors += self._control_problems()
         self.raise_together(errors)
+
+    def _preview_image_problems(self) -> list:
+        """Preview image files that do not exist: ``ctrl_img`` (..3) as reference images of an edit model, else
+        ``ctrl_img`` as a ControlNet's control image (see ``SampleItem.ctrl_img``), and the ControlNets' own."""
+        sample = self.config.sample
+        if self.arch.spec.references is not None:
+            images = [(("sample", "samples", n, key), path, "reference") for n, item in enumerate(sample.samples)
+                      for key, path in item.reference_keys()]
+        else:
+            images = [(("sample", "samples", n, "ctrl_img"), item.ctrl_img, "control") for n, item in enumerate(sample.samples)]
+        images += [(("sample", "controlnets", n, "image"), control.image, "control") for n, control in enumerate(sample.controlnets)]
+        return [self.config_error(where, f"the {kind} image '{image}' does not exist.")
+                for where, image, kind in images if image and not Path(image).expanduser().is_file()]
 
     def _control_problems(self) -> list:
         """Preview control images of another shape than their preview's, and depth / pose models not to be had."""
         from toolkit.control.inputs import mismatch, preprocessor_problems
 
-        sample = self.config.sample
+        sample, references = self.config.sample, self.arch.spec.references is not None
         errors = [self.config_error(("sample", "controlnets", *where), f"{message}.")
                   for where, message in preprocessor_problems(sample.controlnets)]
         items = [(("sample", "controlnets"), item) for item in sample.all_prompts()[:len(sample.prompts)]]
         items += [(("sample", "samples", number, "ctrl_img"), item) for number, item in enumerate(sample.samples)]
+        if references:  # ctrl_img is a reference image, so every preview reads the ControlNets' own images
+            items = [(("sample", "controlnets"), item) for _, item in items[:1]]
         for where, item in items if sample.controlnets and not errors else []:
-            files = [Path(image).expanduser() for image in sample.control_images(item)]
+            files = [Path(image).expanduser() for image in sample.control_images(item, references)]
             problem = mismatch(files) if all(file.is_file() for file in files) else None  # missing ones are reported apart
             if problem:
                 errors.append(self.config_error(where, f"{problem}."))
@@ -90,7 +105,7 @@ class LoraTrainerProcess(Process):
                  f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
                  + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
                  "  datasets:"]
-        data = self.read_data(TrainData, bucket_divisibility=arch.spec.bucket_divisibility)
+        data = self.read_data(TrainData, bucket_divisibility=arch.spec.bucket_divisibility, references=arch.spec.references)
         lines += [f"    {line}" for line in data.report()]
         batches = data.steps_per_epoch()
         lines.append(f"  training: {train.total_steps(batches)} steps ({batches / train.gradient_accumulation:g} per epoch), "

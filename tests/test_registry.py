@@ -34,7 +34,7 @@ def test_real_registry_has_the_built_ins():
     assert registry.process("extension", "diffusion_trainer").name == "lora_trainer"
     assert registry.arch("zimage:turbo").name == "zimage:turbo"
     assert registry.arch("sd1").spec.name == "sd15"
-    assert registry.legacy_arch_flags() == {"is_xl": "sdxl", "is_ssd": "sdxl", "is_vega": "sdxl"}
+    assert registry.legacy_arch_flags() == {"is_xl": "sdxl", "is_ssd": "sdxl", "is_vega": "sdxl", "is_flux": "flux"}
     assert registry.legacy_default_arch() == "sd15"
     assert not registry.broken
 

@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 from toolkit.errors import EaselError
 
@@ -102,6 +102,39 @@ class TinyModel:
 
 
 @dataclass(frozen=True)
+class ReferenceImages:
+    """How an architecture takes reference images: edit pairs in training (``datasets[].control_path``) and
+    ``GenerateRequest.references`` in sampling (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit)."""
+
+    count: int = 1
+    """The most reference images one target takes."""
+    size: Literal["target", "own"] = "target"
+    """``target``: each reference is fitted to its target's bucket (scaled to cover, centre-cropped), as Kontext is
+    trained; ``own``: it keeps its aspect ratio at ``area`` pixels (None: its own size) and at most ``max_area``."""
+    area: int | None = None
+    """``own``: the pixel area each reference is scaled to (up or down); None: its own size, down to ``max_area``."""
+    max_area: int | None = None
+    """``own``: the most pixels a reference keeps (scaled down beyond it)."""
+    multiple: int = 16
+    """``own``: both sides are rounded down to multiples of this."""
+    text_encoder_sees: bool = False
+    """The text encoder reads the references too (Qwen-Image-Edit's vision-language encoder): ``encode_prompts`` is
+    given them, and cached text rows are keyed by them as well as by the caption."""
+
+    def fitted_size(self, source: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) a reference of size ``source`` is fitted to, for a target bucket of size ``target``."""
+        if self.size == "target":
+            return target
+        width, height = source
+        area = self.area if self.area is not None else width * height
+        if self.max_area is not None:
+            area = min(area, self.max_area)
+        scale = (area / (width * height)) ** 0.5
+        step = self.multiple
+        return max(step, int(width * scale) // step * step), max(step, int(height * scale) // step * step)
+
+
+@dataclass(frozen=True)
 class ControlNetProfile:
     """How an architecture takes ControlNets: diffusers' classes for them and their pipelines, and what a fitting
     ControlNet's config says (read by the generate job's checks and ``PipelineAdapter``)."""
@@ -168,6 +201,8 @@ class ArchSpec:
     """Its tiny built-in model; None: ``tiny:<arch>`` is an error."""
     legacy_flags: tuple[str, ...] = ()
     """ai-toolkit booleans in ``model:`` that select this architecture (e.g. one for SDXL)."""
+    references: ReferenceImages | None = None
+    """Reference images it takes (edit models); None: none (``control_path`` and sample references are refused)."""
     legacy_default: bool = False
     """ai-toolkit's architecture when a model block sets its ``is_*`` flags but none of them true (SD 1.x)."""
     controlnet: ControlNetProfile | None = None

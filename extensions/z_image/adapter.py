@@ -14,15 +14,13 @@ Conventions of diffusers' ZImagePipeline / ZImageTransformer2DModel that this ad
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from extensions.z_image.original import zimage_to_original
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import NoiseSchedule
-from toolkit.models.hub import local_files_only
-from toolkit.models.loading import ModelSource, hub_errors, load_pipeline, resolve_file
+from toolkit.models.loading import ModelSource, load_denoiser_file_pipeline, load_pipeline, resolve_file
 from toolkit.models.pipeline_adapter import PipelineAdapter, diffusers_class
 
 if TYPE_CHECKING:
@@ -62,12 +60,8 @@ class ZImageAdapter(PipelineAdapter):
         pipeline_class = diffusers_class(arch.spec.pipeline)
         if source.kind != "file":
             return load_pipeline(pipeline_class, source, dtype, **components)
-        base = source.config or DEFAULT_BASE
-        with hub_errors("model.name_or_path", source.path):
-            transformer = diffusers_class("ZImageTransformer2DModel").from_single_file(
-                source.path, config=base, subfolder="transformer", dtype=dtype, local_files_only=local_files_only(base))
-        base_source = ModelSource("folder" if Path(base).is_dir() else "hub", base, source.revision)
-        return load_pipeline(pipeline_class, base_source, dtype, transformer=transformer, **components)
+        return load_denoiser_file_pipeline(pipeline_class, diffusers_class("ZImageTransformer2DModel"), "transformer", source,
+                                           dtype, DEFAULT_BASE, **components)
 
     @property
     def max_sequence_length(self) -> int:

@@ -102,6 +102,23 @@ def test_activations_fall_with_more_checkpointing(capsys: pytest.CaptureFixture[
     assert "rerun: python bench/activations.py " + " ".join(argv) in output
 
 
+@pytest.mark.parametrize("arch", ["flux", "flux2_klein_4b"])
+def test_gpu_train_knows_the_flux_models(arch: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert script("gpu_train").main(["--tiny", "--steps", "1", "--warmup", "0", "--quantize", "none", "--only", arch]) == 0
+    (row,) = table_rows(capsys.readouterr().out)
+    assert row[0].endswith("(tiny)") and row[0].startswith("FLUX") and float(row[5]) > 0 and "error" not in row[10]
+
+
+@pytest.mark.slow
+def test_the_weight_memory_table_of_the_docs_is_the_computed_one() -> None:
+    """docs/PERFORMANCE.md's "Expected weight memory" rows are bench/weights.py's output, not typed figures."""
+    table = script("weights").table()
+    docs = (BENCH.parent / "docs" / "PERFORMANCE.md").read_text(encoding="utf-8")
+    assert table in docs
+    rows = table_rows(table)
+    assert {row[0] for row in rows} >= {"FLUX.1 dev 12B transformer", "FLUX.2 dev 32B transformer", "T5-XXL encoder (FLUX.1)"}
+
+
 def test_structure_compares_plain_and_controlnet_img2img(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--arch", "sd15", "--strengths", "0.2,1", "--scales", "1", "--seeds", "1", "--steps", "4", "--size", "64"]
     assert script("structure").main(argv) == 0

@@ -186,6 +186,8 @@ def test_the_table_and_the_schema_agree(block, registry):
         elif key.easel and "." in key.easel and not key.easel.startswith("model.prediction"):
             head, _, leaf = key.easel.rpartition(".")
             assert leaf in keys_at(LoraTrainerConfig, (head,)), f"{block}.{key.name} moves to {key.easel}, not an easel key"
+        elif key.easel and "." not in key.easel:
+            assert key.easel in fields, f"{block}.{key.name} is another spelling of {key.easel}, not an easel key"
         elif key.name != "is_v_pred":
             assert key.name in fields, f"{block}.{key.name} is marked implemented but is no key of {model.__name__}"
     assert set(model.ignored_keys) <= set(aitoolkit.table(block)), "ignored keys the table does not list"
@@ -228,8 +230,8 @@ def test_false_ai_toolkit_arch_flags_mean_sd15_and_a_typo_still_suggests(registr
     loaded = load_job_config(write_job(tmp_path, process), registry)
     assert loaded.processes[0].model.arch == "sd15"
     assert any(line.startswith("model.arch: not set") for line in loaded.warnings)
-    model["is_fluxx"] = True
-    with pytest.raises(ConfigError, match=r"unknown key 'is_fluxx'; did you mean 'is_flux'\?"):
+    model["is_lumina22"] = True
+    with pytest.raises(ConfigError, match=r"unknown key 'is_lumina22'; did you mean 'is_lumina2'\?"):
         load_job_config(write_job(tmp_path, process), registry)
 
 

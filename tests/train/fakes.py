@@ -212,6 +212,8 @@ class FakeBatch:
     cond: dict[str, torch.Tensor] | None
     image_info: list[ImageInfo]
     paths: list[Path]
+    reference_latents: list[torch.Tensor] | None = None
+    reference_pixels: list[torch.Tensor] | None = None
     masks: torch.Tensor | None = None
     loss_weights: torch.Tensor | None = None
     network_weight: float = 1.0
@@ -223,8 +225,8 @@ class FakeData:
     size = 16
 
     def __init__(self, datasets: list[Any], *, trigger_word: str | None, batch_size: int, seed: int,
-                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, fallback_cache: Path | None = None,
-                 reg_weight: float = 1.0):
+                 bucket_divisibility: int, rank: int = 0, world_size: int = 1, references: Any = None,
+                 fallback_cache: Path | None = None, reg_weight: float = 1.0):
         self.paths = sorted(p for d in datasets for p in Path(d.folder_path).iterdir() if p.suffix == ".png")
         self.cache_latents = any(d.cache_latents or d.cache_latents_to_disk for d in datasets)
         self.flip = any(d.flip_x for d in datasets)

@@ -141,3 +141,19 @@ def test_noise_offset_shifts_whole_channels() -> None:
     offset = Objective(schedule, noise_offset=1.0).apply(latents, gen(5)).target
     assert plain.mean(dim=(2, 3)).std().item() < 0.15  # about 1/16
     assert offset.mean(dim=(2, 3)).std().item() > 0.8
+
+
+def test_resolution_shift_follows_the_latent_size_as_diffusers_mu_does() -> None:
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    from toolkit.models.base import ResolutionShift
+
+    by_size = ResolutionShift()
+    for side in (64, 128):  # latents of 512 and 1024 px images
+        assert by_size.shift(side, side) == pytest.approx(math.exp(calculate_shift((side // 2) ** 2)))
+    schedule = NoiseSchedule("flowmatch", "flow", 1000, shift=1.0, resolution_shift=by_size)
+    objective = Objective(schedule, timestep_type="shift")
+    small, large = (objective.apply(torch.zeros(256, 4, side, side), gen(3)).timesteps for side in (16, 128))
+    fixed = Objective(NoiseSchedule("flowmatch", "flow", 1000, shift=by_size.shift(128, 128)), timestep_type="shift")
+    assert torch.allclose(large, fixed.apply(torch.zeros(256, 4, 128, 128), gen(3)).timesteps)
+    assert small.mean() < large.mean(), "larger images train at noisier timesteps"

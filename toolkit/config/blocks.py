@@ -118,6 +118,34 @@ class DatasetConfig(Block):
     """Weight of the adapter while training on this dataset (its batches are kept apart from other weights')."""
     loss_multiplier: float = Field(1.0, ge=0)
     """Weight of this dataset's loss."""
+    control_path: list[str] = []
+    """Edit pairs (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit): a folder, or a list of folders, of reference images paired
+    with the targets by file name (target ``cat.jpg`` -> ``<folder>/cat.<any image extension>``); the model learns to
+    make the target from its references. ``control_path_1`` .. ``_3`` (ai-toolkit's UI keys) add folders in order.
+    Targets missing a reference are skipped and counted."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbered_control_paths(cls, data: Any) -> Any:
+        """ai-toolkit's ``control_path_1`` .. ``control_path_3`` are more ``control_path`` folders, in order."""
+        if not isinstance(data, dict) or not any(f"control_path_{n}" in data for n in (1, 2, 3)):
+            return data
+        data = dict(data)
+        folders = data.get("control_path") or []
+        folders = [folders] if isinstance(folders, str) else list(folders)
+        for n in (1, 2, 3):
+            folder = data.pop(f"control_path_{n}", None)
+            if folder:
+                folders.append(folder)
+        data["control_path"] = folders
+        return data
+
+    @field_validator("control_path", mode="before")
+    @classmethod
+    def _control_path_list(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return []
+        return [value] if isinstance(value, str) else value
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -392,10 +420,29 @@ class SampleItem(Block):
     network_multiplier: float | None = None
     """Adapter weight for this sample; default ``sample.network_multiplier``."""
     ctrl_img: str | None = None
-    """ai-toolkit's control image of this preview: the image ``sample.controlnets[ctrl_idx]`` reads (preprocessed as that
-    entry says), e.g. a fixed photo whose structure previews of a style LoRA keep."""
+    """ai-toolkit's image of this preview, whose meaning the architecture sets: for one that takes reference images (edit
+    models, e.g. flux_kontext, flux2) the reference this preview edits (as ``ctrl_img_1``); for any other the control
+    image ``sample.controlnets[ctrl_idx]`` reads (preprocessed as that entry says), e.g. a fixed photo whose structure
+    previews of a style LoRA keep. With neither (no reference images, no such ControlNet) a config error at its line."""
     ctrl_idx: int = Field(0, ge=0)
-    """Which of ``sample.controlnets`` reads ``ctrl_img`` (ai-toolkit's control index); default the first."""
+    """Which of ``sample.controlnets`` reads ``ctrl_img`` (ai-toolkit's control index); default the first. Unused by edit models."""
+    ctrl_img_1: str | None = None
+    """Edit models only: the first reference image; with ``ctrl_img_2`` / ``_3`` several are used together (FLUX.2,
+    Qwen-Image-Edit-Plus)."""
+    ctrl_img_2: str | None = None
+    """Edit models only: the second reference image."""
+    ctrl_img_3: str | None = None
+    """Edit models only: the third reference image."""
+
+    def references(self) -> list[str]:
+        """This preview's reference image files for an edit model, in order (``ctrl_img_1``, else ``ctrl_img``, then
+        ``_2``, ``_3``)."""
+        return [path for _, path in self.reference_keys()]
+
+    def reference_keys(self) -> list[tuple[str, str]]:
+        """(key, file) of each of ``references()``, for errors at their line."""
+        first = ("ctrl_img_1", self.ctrl_img_1) if self.ctrl_img_1 else ("ctrl_img", self.ctrl_img)
+        return [(key, path) for key, path in (first, ("ctrl_img_2", self.ctrl_img_2), ("ctrl_img_3", self.ctrl_img_3)) if path]
 
 
 class SampleConfig(Block):
@@ -436,24 +483,45 @@ class SampleConfig(Block):
     """Image file format of previews (and of each step's grid ``<step>_grid.<format>``, whose metadata holds the full prompts)."""
     controlnets: list[ControlNetConfig] = []
     """ControlNets for the previews (e.g. a style LoRA's previews on the structure of a fixed image): each reads its
-    ``image``, or a prompt's ``ctrl_img``; a preview with a control image takes its aspect ratio at width x height."""
+    ``image``, or a prompt's ``ctrl_img`` (not with an edit model, whose ``ctrl_img`` is a reference image); a preview
+    with a control image takes its aspect ratio at width x height."""
 
-    @model_validator(mode="after")
-    def _control_images(self) -> "SampleConfig":
-        for number, item in enumerate(self.all_prompts()):
-            if item.ctrl_img is not None and item.ctrl_idx >= len(self.controlnets):
-                raise ValueError(f"prompt {number} ('{item.prompt[:40]}') has ctrl_img but sample.controlnets has no entry "
-                                 f"{item.ctrl_idx} to read it; add the ControlNet under sample.controlnets")
-            for index, control in enumerate(self.controlnets):
-                if control.image is None and not (item.ctrl_img and item.ctrl_idx == index):
-                    raise ValueError(f"sample.controlnets[{index}] has no image and prompt {number} ('{item.prompt[:40]}') "
-                                     f"gives it no ctrl_img; set its image, or ctrl_img (with ctrl_idx: {index}) on every prompt")
-        return self
-
-    def control_images(self, item: SampleItem) -> list[str]:
-        """The control image each of ``controlnets`` reads for the preview ``item``."""
-        return [item.ctrl_img if item.ctrl_img is not None and item.ctrl_idx == index else str(control.image)
+    def control_images(self, item: SampleItem, references: bool) -> list[str]:
+        """The control image each of ``controlnets`` reads for the preview ``item``. ``references``: the architecture
+        takes reference images, so ``ctrl_img`` is one of those and every ControlNet reads its own ``image``."""
+        own = None if references else item.ctrl_img
+        return [own if own is not None and item.ctrl_idx == index else str(control.image)
                 for index, control in enumerate(self.controlnets)]
+
+    def control_problems(self, references: bool) -> list[tuple[tuple, str]]:
+        """``check`` results (paths under ``sample``) for control images; ``references`` as in ``control_images``.
+
+        Without reference images a ``ctrl_img`` needs ``controlnets[ctrl_idx]`` to read it, and a ControlNet without
+        an ``image`` needs every prompt's ``ctrl_img``.
+        """
+        items = [(("prompts", n), SampleItem(prompt=p)) for n, p in enumerate(self.prompts)]
+        items += [(("samples", n), item) for n, item in enumerate(self.samples)]
+        problems: list[tuple[tuple, str]] = []
+        for number, (where, item) in enumerate(items):
+            if not references and item.ctrl_img is not None and item.ctrl_idx >= len(self.controlnets):
+                problems.append(((*where, "ctrl_img"), f"prompt {number} ('{item.prompt[:40]}') has ctrl_img but "
+                                 f"sample.controlnets has no entry {item.ctrl_idx} to read it, and the architecture takes no "
+                                 "reference images; add the ControlNet under sample.controlnets, or use an edit model"))
+        for index, control in enumerate(self.controlnets):
+            if control.image is not None:
+                continue
+            if references:
+                problems.append((("controlnets", index), f"sample.controlnets[{index}] has no image, and ctrl_img is a "
+                                 "reference image for this architecture, not a control image; set its image"))
+                continue
+            unread = [(number, item) for number, (_, item) in enumerate(items)
+                      if item.ctrl_img is None or item.ctrl_idx != index]
+            if unread:
+                number, item = unread[0]
+                problems.append((("controlnets", index), f"sample.controlnets[{index}] has no image and prompt {number} "
+                                 f"('{item.prompt[:40]}') gives it no ctrl_img; set its image, or ctrl_img (with "
+                                 f"ctrl_idx: {index}) on every prompt"))
+        return problems
 
     def all_prompts(self) -> list[SampleItem]:
         """``prompts`` and ``samples`` together, as items."""
@@ -506,6 +574,17 @@ def sampler_problems(registry: Any, arch: str, sampler: str | None, where: tuple
         return []
     return [(where, f"sampler '{sampler}' does not fit architecture '{spec.name}'"
                     f"{suggest(sampler, list(spec.samplers)) or '.'} Valid: {', '.join(spec.samplers)}.")]
+
+
+def reference_problems(registry: Any, arch: str, count: int, where: tuple) -> list[tuple[tuple, str]]:
+    """A ``check`` result when ``count`` reference images (edit pairs, sample or generate references) do not fit ``arch``."""
+    spec = registry.arch(arch).spec
+    if spec.references is None:
+        return [(where, f"architecture '{spec.name}' takes no reference images; edit models do (e.g. flux_kontext, "
+                        "flux2, qwen_image_edit). Remove the reference images or change model.arch.")]
+    if count > spec.references.count:
+        return [(where, f"{count} reference images, but architecture '{spec.name}' takes at most {spec.references.count}.")]
+    return []
 
 
 class LoggingConfig(Block):

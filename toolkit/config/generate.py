@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, field_validator
 
 from toolkit.config.base import Block, lowercase
-from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, sampler_problems
+from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, reference_problems, sampler_problems
 from toolkit.config.control import ControlNetConfig, IPAdapterConfig
 
 
@@ -35,6 +35,9 @@ class GenerateConfig(ImageSettings):
     """img2img: an image file or a folder of images; each prompt is applied to each image."""
     strength: float = Field(0.6, ge=0, le=1)
     """img2img: how much of the input is re-noised (0 keeps it, 1 ignores it)."""
+    reference_images: list[str] | str | None = None
+    """Edit models (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit): an image file or a list of files every prompt edits
+    together (several for FLUX.2 / Qwen-Image-Edit-Plus), or a folder: each image in it is edited by each prompt."""
     grid: bool = False
     """Also write a contact sheet of all images; its labels show where the prompts differ, its metadata (PNG text ``easel_grid``) holds them whole."""
     controlnets: list[ControlNetConfig] = []
@@ -74,4 +77,10 @@ class GenerateProcessConfig(Block):
         problems += [(("generate", "controlnets", *where), message)
                      for where, message in controlnet_problems(gen.controlnets, spec, registry.archs.values(), self.model)]
         problems += [(("generate", "ip_adapter", *where), message) for where, message in ip_adapter_problems(gen.ip_adapter, spec)]
+        if gen.reference_images:
+            count = len(gen.reference_images) if isinstance(gen.reference_images, list) else 1
+            problems += reference_problems(registry, self.model.arch, count, ("generate", "reference_images"))
+            if gen.init_images:
+                problems.append((("generate", "reference_images"), "reference images and init_images (img2img) cannot be "
+                                 "used together; remove one of them"))
         return problems

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from toolkit.config.aitoolkit import apply_moves
 from toolkit.config.base import Block
 from toolkit.config.blocks import (DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SampleConfig, SaveConfig, TrainConfig,
-                                   sampler_problems)
+                                   reference_problems, sampler_problems)
 
 
 class LoraTrainerConfig(Block):
@@ -75,6 +75,23 @@ class LoraTrainerConfig(Block):
                                         "always applied at sample.network_multiplier. Remove the tag."))
         return problems
 
+    def _reference_problems(self, registry: Any) -> list[tuple[tuple, str]]:
+        """Edit pairs (``control_path``) and preview references must fit the architecture; a preview's ``ctrl_img``
+        is a reference image where the architecture takes them, else the image of ``sample.controlnets[ctrl_idx]``."""
+        problems: list[tuple[tuple, str]] = []
+        for i, dataset in enumerate(self.datasets):
+            if dataset.control_path:
+                problems += reference_problems(registry, self.model.arch, len(dataset.control_path), ("datasets", i, "control_path"))
+        if self.sample is None:
+            return problems
+        references = registry.arch(self.model.arch).spec.references is not None
+        for i, item in enumerate(self.sample.samples):
+            keys = [key for key, _ in item.reference_keys() if references or key != "ctrl_img"]
+            if keys:
+                problems += reference_problems(registry, self.model.arch, len(keys), ("sample", "samples", i, keys[0]))
+        problems += [(("sample", *where), message) for where, message in self.sample.control_problems(references)]
+        return problems
+
     def _preservation_problems(self) -> list[tuple[tuple, str]]:
         """Prior preservation needs what ai-toolkit needs: a trigger word (DOP), a frozen text encoder, a mask."""
         train, problems = self.train, []
@@ -132,6 +149,7 @@ class LoraTrainerConfig(Block):
                                          "train.cache_text_embeddings cannot cache; turn one of them off "
                                          "(caption_dropout_rate works with the cache)"))
         problems += self._preview_prompt_problems() + self._preservation_problems()
+        problems += self._reference_problems(registry)
         if not (self.train.train_unet or self.train.train_text_encoder):
             problems.append((("train", "train_unet"), "nothing to train: set train_unet or train_text_encoder to true"))
         return problems

@@ -140,6 +140,17 @@ class LatentJob:
     cache: TensorCache
 
 
+@dataclass(frozen=True)
+class TextJob:
+    """One caption row to encode."""
+
+    caption: str
+    cache: TensorCache
+    key: str
+    references: tuple[tuple[Path, Placement, bool, bool], ...] = ()
+    """For a text encoder that reads the references: (path, placement, flip_x, flip_y) of each, in slot order."""
+
+
 def _progress(total: int, desc: str, unit: str):  # noqa: ANN202 - tqdm type
     from tqdm import tqdm
 
@@ -196,18 +207,35 @@ def encode_latents(jobs: list[LatentJob], adapter: "ModelAdapter", batch_size: i
     return failed
 
 
-def encode_texts(captions: list[tuple[str, TensorCache]], adapter: "ModelAdapter", batch_size: int) -> None:
-    """Encode captions (batched, with a progress bar) into their caches; one row per caption."""
+def _reference_pixels(job: TextJob) -> "list[torch.Tensor]":
+    """The job's reference images as (3, H, W) pixels, each fitted and flipped like its target."""
+    pixels = []
+    for path, placement, flip_x, flip_y in job.references:
+        try:
+            pixels.append(to_pixels([render(path, placement, flip_x, flip_y)])[0])
+        except BadImage as err:
+            raise EaselError(f"{path}: {err.reason} when read for the text cache, although the scan accepted it. "
+                             "Remove or fix it and run again.") from None
+    return pixels
+
+
+def encode_texts(jobs: list[TextJob], adapter: "ModelAdapter", batch_size: int) -> None:
+    """Encode captions (batched, with a progress bar) into their caches; one row per job (its references given to an
+    encoder that reads them)."""
     import torch
 
     identity = adapter.identity("text_encoder")
-    with _progress(len(captions), "caching text embeddings", "caption") as bar, torch.no_grad():
-        for start in range(0, len(captions), batch_size):
-            chunk = captions[start:start + batch_size]
-            cond = adapter.encode_prompts([caption for caption, _ in chunk])
-            for row, (caption, cache) in enumerate(chunk):
-                cache.put(text_key(caption, identity), {name: value[row] for name, value in cond.items()},
-                          {"caption": caption, "text_encoder": identity})
+    with _progress(len(jobs), "caching text embeddings", "caption") as bar, torch.no_grad():
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            captions = [job.caption for job in chunk]
+            if any(job.references for job in chunk):
+                cond = adapter.encode_prompts(captions, references=[_reference_pixels(job) for job in chunk])
+            else:
+                cond = adapter.encode_prompts(captions)
+            for row, job in enumerate(chunk):
+                job.cache.put(job.key, {name: value[row] for name, value in cond.items()},
+                              {"caption": job.caption, "text_encoder": identity})
             bar.update(len(chunk))
 
 

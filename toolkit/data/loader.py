@@ -17,31 +17,33 @@ Caches. Latents (``cache_latents`` / ``cache_latents_to_disk``) and text rows
 (``prepare(cache_text=True)``) are filled by ``prepare``; see ``toolkit.data.cache``. Text caching
 needs captions that can only be themselves or empty: ``shuffle_tokens`` and
 ``token_dropout_rate`` are refused with it (see ``LoraTrainerConfig.check``).
+
+Edit pairs. An image's references (``control_path``) are fitted as the architecture's ``ReferenceImages``
+says (to the target's bucket, or at their own aspect), flipped with the target, and cached with the same
+keys as targets (the latent cache holds both); entries whose references have different sizes never share
+a batch. Where the text encoder reads the references, cached text rows are keyed by them too.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import random
 from collections import Counter, defaultdict
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from toolkit.config.blocks import DatasetConfig
 from toolkit.data.buckets import Placement, Size, choose_bucket, place, square_bucket
-from toolkit.data.cache import (LatentJob, TensorCache, encode_latents, encode_texts, file_digest, latent_key, stack_rows,
-                                text_key)
+from toolkit.data.cache import (LatentJob, TensorCache, TextJob, encode_latents, encode_texts, file_digest, latent_key,
+                                stack_rows, text_key)
 from toolkit.data.captions import CaptionRules
+from toolkit.data.entries import Draw, Entry, LoaderPosition, TrainBatch, reference_placements, rng_for
 from toolkit.data.images import BadImage
 from toolkit.data.masks import MaskRule, render_mask
 from toolkit.data.scan import DatasetScan, ImageRecord, cache_root, dataset_location, scan_dataset
 from toolkit.errors import EaselError
 from toolkit.log import log
-from toolkit.models.base import ImageInfo
 from toolkit.output import can_write, clean_stale_temps
 
 if TYPE_CHECKING:
@@ -49,80 +51,13 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from toolkit.models.base import ModelAdapter
+    from toolkit.registry import ReferenceImages
 
 
 STALE_TEMP_SECONDS = 3600
 """A cache's temp file this old is left by a killed run (a live one writes a cache entry in well under a second)."""
 TEXT_MEMORY_BUDGET = 2 ** 30
 """Bytes of cached text rows per dataset kept in memory once read (the rest is read from disk each time)."""
-
-
-@dataclass
-class LoaderPosition:
-    """Where the loader stands: an epoch and the global batches of it already consumed."""
-
-    epoch: int = 0
-    index: int = 0
-    """Global batches of this epoch already consumed."""
-
-
-@dataclass
-class TrainBatch:
-    """One rank's share of one global batch; every row has the same bucket size."""
-
-    pixels: "torch.Tensor | None"
-    """(B, 3, H, W) float32 in [-1, 1] on the CPU when latents are not cached."""
-    latents: "torch.Tensor | None"
-    """(B, C, h, w) scaled latents when cached, on the CPU in the dtype the VAE produced."""
-    captions: list[str]
-    """Final captions after the caption rules."""
-    cond: "dict[str, torch.Tensor] | None"
-    """Cached text conditioning, batch-first on the CPU, when ``prepare(cache_text=True)`` ran."""
-    image_info: list[ImageInfo]
-    paths: list[Path]
-    masks: "torch.Tensor | None" = None
-    """(B, 1, H, W) loss masks in [mask_min_value, 1] when a dataset of the batch has masks (ones for the others)."""
-    loss_weights: "torch.Tensor | None" = None
-    """(B,) loss weight of each row (``loss_multiplier``, ``train.reg_weight``) when one is not 1."""
-    network_weight: float = 1.0
-    """The adapter's weight for this batch (``network_weight``: a batch holds one dataset's weight)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One image at one resolution, one repeat: the unit the epoch order shuffles."""
-
-    dataset: int
-    record: int
-    resolution: int
-    repeat: int
-    placement: Placement
-    """Centered placement (random crops are drawn per epoch from it)."""
-    cached: bool
-    """Whether its latents come from a cache."""
-
-    @property
-    def group(self) -> tuple[int, int, bool]:
-        """Entries of one group may share a batch."""
-        return self.placement.bucket[0], self.placement.bucket[1], self.cached
-
-
-@dataclass(frozen=True)
-class Draw:
-    """The random choices made for one entry in one epoch."""
-
-    entry: Entry
-    record: ImageRecord
-    placement: Placement
-    flip_x: bool
-    flip_y: bool
-    caption: str
-
-
-def rng_for(seed: int, *parts: object) -> random.Random:
-    """A generator that depends only on ``seed`` and ``parts`` (not on Python's hash seed)."""
-    digest = hashlib.blake2b(repr((seed, *parts)).encode("utf-8"), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "little"))
 
 
 class EmptyDataset(EaselError):
@@ -164,7 +99,11 @@ class TrainData:
 
     def __init__(self, datasets: list[DatasetConfig], *, trigger_word: str | None, batch_size: int, seed: int,
                  bucket_divisibility: int, rank: int = 0, world_size: int = 1, workers: int | None = None,
-                 fallback_cache: Path | None = None, reg_weight: float = 1.0):
+                 references: "ReferenceImages | None" = None, fallback_cache: Path | None = None,
+                 reg_weight: float = 1.0):
+        """``references``: how the architecture takes reference images (its ArchSpec's); None refuses edit pairs.
+        ``fallback_cache``: where disk caches go when a dataset folder cannot be written (see ``cache_root``).
+        ``reg_weight``: the loss weight of regularization datasets (``train.reg_weight``)."""
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or bucket_divisibility < 1:
             raise ValueError(f"bad loader settings: batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"bucket_divisibility={bucket_divisibility}")
@@ -172,6 +111,7 @@ class TrainData:
         self.batch_size, self.seed, self.divisibility = batch_size, seed, bucket_divisibility
         self.rank, self.world_size = rank, world_size
         self.workers = workers or min(4, os.cpu_count() or 1)
+        self.reference_spec = references
         self.rules = [CaptionRules.from_config(config, trigger_word) for config in self.datasets]
         self.masks = [mask_rule(index, config) for index, config in enumerate(self.datasets)]
         self.loss_weights = [config.loss_multiplier * (reg_weight if config.is_reg else 1.0) for config in self.datasets]
@@ -250,7 +190,8 @@ class TrainData:
                     if bucket is None:
                         continue
                     placement = place((record.width, record.height), bucket)
-                    self.entries.extend(Entry(index, number, resolution, repeat, placement, cached)
+                    refs = reference_placements(record, bucket, self.reference_spec)
+                    self.entries.extend(Entry(index, number, resolution, repeat, placement, cached, refs)
                                         for repeat in range(config.num_repeats))
         groups: dict[tuple, list[int]] = defaultdict(list)
         for item, entry in enumerate(self.entries):
@@ -303,15 +244,22 @@ class TrainData:
         if config.random_crop and not entry.cached:
             placement = place(placement.source, placement.bucket, rng_for(self.seed, "crop", epoch, item))
         caption = self.rules[entry.dataset].apply(record.caption, rng_for(self.seed, "caption", epoch, item))
-        return Draw(entry, record, placement, flip_x, flip_y, caption)
+        refs = tuple(placement if (ref.source, ref.bucket) == (placement.source, placement.bucket) else ref
+                     for ref in entry.references)
+        return Draw(entry, record, placement, flip_x, flip_y, caption, refs)
 
     def _forget(self, failed: dict[Path, BadImage]) -> None:
-        """Drop images that failed to decode during caching, and rebuild the entries."""
+        """Drop images that failed to decode during caching (or whose reference did), and rebuild the entries."""
         for scan in self.scans:
+            kept = []
             for record in scan.records:
-                if record.path in failed:
-                    scan.skip(record.path, failed[record.path].reason)
-            scan.records = [record for record in scan.records if record.path not in failed]
+                bad = [(path, failed[path]) for path in (record.path, *(ref.path for ref in record.references)) if path in failed]
+                if not bad:
+                    kept.append(record)
+                    continue
+                path, error = bad[0]
+                scan.skip(record.path, error.reason if path == record.path else f"reference image {error.reason}")
+            scan.records = kept
         self._build()
 
     def _run_shared(self, wanted: list, encode: Callable[[list], None], missing: Callable[[object], bool],
@@ -344,16 +292,18 @@ class TrainData:
                 continue
             record = self.scans[entry.dataset].records[entry.record]
             try:
-                digest = self._digest(record.path)
+                for path in (record.path, *(ref.path for ref in record.references)):
+                    self._digest(path)
             except OSError as err:
                 failed[record.path] = BadImage(record.path, "unreadable", str(err))
                 continue
             config = self.datasets[entry.dataset]
+            images = [(record.path, entry.placement), *((ref.path, placed) for ref, placed in zip(record.references, entry.references))]
             for flip_x in _flips(config.flip_x):
                 for flip_y in _flips(config.flip_y):
-                    key = latent_key(digest, entry.placement, flip_x, flip_y, self._vae_identity)
-                    if key not in jobs:
-                        jobs[key] = LatentJob(key, record.path, entry.placement, flip_x, flip_y, cache)
+                    for path, placement in images:
+                        key = latent_key(self._digest(path), placement, flip_x, flip_y, self._vae_identity)
+                        jobs.setdefault(key, LatentJob(key, path, placement, flip_x, flip_y, cache))
         if failed:
             self._forget(failed)
             return self._latent_jobs()
@@ -380,28 +330,46 @@ class TrainData:
         if failed:
             self._forget(failed)
 
-    def _text_jobs(self) -> list[tuple[str, TensorCache]]:
+    @property
+    def text_sees_references(self) -> bool:
+        """Whether the architecture's text encoder reads the reference images (text rows are then keyed by them)."""
+        return self.reference_spec is not None and self.reference_spec.text_encoder_sees
+
+    def _seen(self, record: ImageRecord, placements: tuple[Placement, ...], flip_x: bool, flip_y: bool) -> tuple:
+        """What a reading text encoder sees of ``record``'s references: (path, placement, flip_x, flip_y) per slot."""
+        if not self.text_sees_references:
+            return ()
+        return tuple((ref.path, placement, flip_x, flip_y) for ref, placement in zip(record.references, placements))
+
+    def _text_cache_key(self, caption: str, seen: tuple) -> str:
         assert self._text_identity is not None
-        todo: dict[tuple[Path | None, str], tuple[str, TensorCache]] = {}
+        identity = self._text_identity + "".join(f"|{latent_key(self._digest(path), placement, fx, fy, 'reference')}"
+                                                 for path, placement, fx, fy in seen)
+        return text_key(caption, identity)
+
+    def _text_jobs(self) -> list[TextJob]:
+        todo: dict[tuple[Path | None, str], TextJob] = {}
         for entry in self.entries:
-            rules, cache = self.rules[entry.dataset], self.text_caches[entry.dataset]
-            texts = rules.possible(self.scans[entry.dataset].records[entry.record].caption)
-            if texts is None:
-                folder = self.datasets[entry.dataset].folder_path
-                raise EaselError(f"dataset '{folder}': cached text embeddings cannot follow shuffle_tokens or "
-                                 "token_dropout_rate (every step would need a new caption); turn those off or set "
-                                 "train.cache_text_embeddings: false")
+            rules, cache, config = self.rules[entry.dataset], self.text_caches[entry.dataset], self.datasets[entry.dataset]
+            record = self.scans[entry.dataset].records[entry.record]
+            texts = rules.possible(record.caption)
+            if texts is None or (config.random_crop and self._seen(record, entry.references, False, False)):
+                why = ("shuffle_tokens or token_dropout_rate (every step would need a new caption)" if texts is None else
+                       "random_crop with an encoder that reads the reference images (every step would see a new crop)")
+                raise EaselError(f"dataset '{config.folder_path}': cached text embeddings cannot follow {why}; turn those "
+                                 "off or set train.cache_text_embeddings: false")
+            variants = {self._seen(record, entry.references, fx, fy) for fx in _flips(config.flip_x) for fy in _flips(config.flip_y)}
             for text in sorted(texts):
-                key = text_key(text, self._text_identity)
-                todo.setdefault((cache.folder, key), (text, cache))
+                for seen in sorted(variants, key=repr):
+                    key = self._text_cache_key(text, seen)
+                    todo.setdefault((cache.folder, key), TextJob(text, cache, key, seen))
         return list(todo.values())
 
     def _prepare_text(self, adapter: "ModelAdapter", barrier: Callable[[], None] | None) -> None:
         self._text_identity = adapter.identity("text_encoder")
         wanted = self._text_jobs()
-        identity = self._text_identity
         missing = self._run_shared(wanted, lambda batch: encode_texts(batch, adapter, self.batch_size),
-                                   lambda job: not job[1].has(text_key(job[0], identity)), lambda job: True, barrier)
+                                   lambda job: not job.cache.has(job.key), lambda job: True, barrier)
         log.info(f"text cache: {missing} of {len(wanted)} captions encoded{_on_disk(self.text_caches)}")
 
     def prepare(self, adapter: "ModelAdapter", *, cache_text: bool = False, unload_text_encoder: bool = False,
@@ -437,47 +405,62 @@ class TrainData:
                 yield epoch, self.share(chunks[number]), after
             epoch, index = epoch + 1, 0
 
-    def _render(self, draw: Draw) -> "Image.Image":
+    def _render(self, draw: Draw, slot: int | None = None) -> "Image.Image":
+        """The draw's image fitted to its bucket, or (``slot``) its reference image of that slot."""
         from toolkit.data.render import render
 
+        path, placement = self._image(draw, slot)
         try:
-            return render(draw.record.path, draw.placement, draw.flip_x, draw.flip_y)
+            return render(path, placement, draw.flip_x, draw.flip_y)
         except BadImage as err:
-            raise EaselError(f"{draw.record.path}: {err.reason} when loaded for training, although the scan accepted it "
+            raise EaselError(f"{path}: {err.reason} when loaded for training, although the scan accepted it "
                              "(changed since, or damaged inside its compressed data). Remove or fix it and run again.") from None
 
-    def _latent(self, draw: Draw) -> "torch.Tensor":
+    @staticmethod
+    def _image(draw: Draw, slot: int | None) -> tuple[Path, Placement]:
+        if slot is None:
+            return draw.record.path, draw.placement
+        return draw.record.references[slot].path, draw.references[slot]
+
+    def _latent(self, draw: Draw, slot: int | None = None) -> "torch.Tensor":
         cache = self.latent_caches[draw.entry.dataset]
         assert cache is not None and self._vae_identity is not None
-        key = latent_key(self._digest(draw.record.path), draw.placement, draw.flip_x, draw.flip_y, self._vae_identity)
+        path, placement = self._image(draw, slot)
+        key = latent_key(self._digest(path), placement, draw.flip_x, draw.flip_y, self._vae_identity)
         try:
             return cache.get(key)["latent"]
         except KeyError:
-            raise EaselError(f"the cached latent of {draw.record.path} is missing or damaged (cache {cache.folder}); "
+            raise EaselError(f"the cached latent of {path} is missing or damaged (cache {cache.folder}); "
                              "run again to re-encode it.") from None
 
     def _text_row(self, draw: Draw) -> "dict[str, torch.Tensor]":
-        assert self._text_identity is not None
         cache = self.text_caches[draw.entry.dataset]
         try:
-            return cache.get(text_key(draw.caption, self._text_identity))
+            return cache.get(self._text_cache_key(draw.caption, self._seen(draw.record, draw.references, draw.flip_x, draw.flip_y)))
         except KeyError:
             raise EaselError(f"the cached text embedding of caption {draw.caption!r} is missing or damaged "
                              f"(cache {cache.folder}); run again to re-encode it.") from None
+
+    def _rendered(self, draws: list[Draw], slot: int | None, pool: Executor | None) -> "torch.Tensor":
+        from toolkit.data.render import to_pixels
+
+        render = functools.partial(self._render, slot=slot)
+        return to_pixels(list(pool.map(render, draws)) if pool is not None else [render(draw) for draw in draws])
 
     def make_batch(self, items: list[int], epoch: int, pool: Executor | None = None) -> TrainBatch:
         """The batch of entries ``items`` in ``epoch`` (images rendered on ``pool`` when given)."""
         import torch
 
-        from toolkit.data.render import to_pixels
-
         draws = [self.draw(item, epoch) for item in items]
-        pixels = latents = None
-        if draws[0].entry.cached:
+        cached, slots = draws[0].entry.cached, range(len(draws[0].entry.references))
+        pixels = latents = ref_latents = ref_pixels = None
+        if cached:
             latents = torch.stack([self._latent(draw) for draw in draws])
+            ref_latents = [torch.stack([self._latent(draw, slot) for draw in draws]) for slot in slots] or None
         else:
-            images = list(pool.map(self._render, draws)) if pool is not None else [self._render(draw) for draw in draws]
-            pixels = to_pixels(images)
+            pixels = self._rendered(draws, None, pool)
+        if not cached or (self.text_sees_references and self._text_identity is None):
+            ref_pixels = [self._rendered(draws, slot, pool) for slot in slots] or None
         cond = stack_rows([self._text_row(draw) for draw in draws]) if self._text_identity is not None else None
         masks = None
         if any(self.masks[draw.entry.dataset].active for draw in draws):
@@ -485,8 +468,8 @@ class TrainData:
         weights = [self.loss_weights[draw.entry.dataset] for draw in draws]
         return TrainBatch(pixels=pixels, latents=latents, captions=[draw.caption for draw in draws], cond=cond,
                           image_info=[draw.placement.image_info(draw.flip_x, draw.flip_y) for draw in draws],
-                          paths=[draw.record.path for draw in draws], masks=masks,
-                          loss_weights=torch.tensor(weights) if any(w != 1.0 for w in weights) else None,
+                          paths=[draw.record.path for draw in draws], reference_latents=ref_latents, reference_pixels=ref_pixels,
+                          masks=masks, loss_weights=torch.tensor(weights) if any(w != 1.0 for w in weights) else None,
                           network_weight=self.datasets[draws[0].entry.dataset].network_weight)
 
     def _mask(self, draw: Draw) -> "torch.Tensor":
@@ -559,6 +542,12 @@ class TrainData:
             return f"latents: cached on disk in {self.cache_root(index) / 'latents'}" + (" (and in memory)" if config.cache_latents else "")
         return "latents: cached in memory" if config.cache_latents else "latents: not cached (images decoded every step)"
 
+    def _reference_line(self, index: int) -> str:
+        spec = self.reference_spec
+        how = "fitted to each target's bucket" if spec is None or spec.size == "target" else "at their own aspect ratio"
+        seen = "; the text encoder reads them too" if self.text_sees_references else ""
+        return f"references: {len(self.datasets[index].control_path)} per image from {', '.join(self.datasets[index].control_path)}, {how}{seen}"
+
     def dataset_captions(self) -> dict[str, list[str]]:
         """Raw captions of the images trained on, per dataset folder name (for the saved metadata)."""
         found: dict[str, list[str]] = {}
@@ -579,7 +568,8 @@ class TrainData:
                       f"    resolution {', '.join(map(str, config.resolution))} x repeats {config.num_repeats} "
                       f"-> {entries} items per epoch",
                       f"    {self._bucket_line(index)}",
-                      f"    {self._cache_line(index)}"]
+                      f"    {self._cache_line(index)}",
+                      *([f"    {self._reference_line(index)}"] if config.control_path else [])]
         ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
         lines.append(f"steps per epoch: {self.steps_per_epoch()} (batch {self.batch_size}{ranks}, "
                      f"{len(self.groups)} bucket groups, one bucket per batch)")

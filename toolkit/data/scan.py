@@ -18,6 +18,11 @@ warning naming it and the offset of its first bad byte.
 
 ``list_dataset`` and ``read_caption`` are the listing and caption rules themselves; the dataset
 preparation jobs use them too, so they see the images and captions training sees.
+
+Edit pairs (``control_path``): each image gets the image of the same stem (any image extension, the first of
+``IMAGE_EXTENSIONS`` when several) from every control folder, in order, as ai-toolkit pairs them; an image
+missing one, or whose reference cannot be read, is skipped and counted. Control folders inside the dataset
+folder are not read as targets.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import errno
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +60,17 @@ class ImageRecord:
     caption: str
     caption_source: str
     """Where the caption came from: ``file``, ``metadata`` or ``default``."""
+    references: tuple["Reference", ...] = ()
+    """Its reference images (edit pairs), one per ``control_path`` folder, in order."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference image of an edit pair, with its EXIF-oriented size."""
+
+    path: Path
+    width: int
+    height: int
 
 
 @dataclass
@@ -293,28 +309,66 @@ def _probe(path: Path) -> ImageHeader | BadImage:
         return err
 
 
+def control_images(folder: Path) -> dict[str, Path]:
+    """Stem -> reference image of a control folder (top level only; the first of IMAGE_EXTENSIONS for a stem)."""
+    if not folder.is_dir():
+        raise EaselError(f"control folder '{folder}' does not exist (datasets[].control_path). Point control_path at the "
+                         "folder of reference images, named like their targets.")
+    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+    found: dict[str, Path] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in rank and not p.name.startswith(".")):
+        known = found.get(path.stem)
+        if known is None or rank[path.suffix.lower()] < rank[known.suffix.lower()]:
+            found[path.stem] = path
+    return found
+
+
+def _pair(scan: DatasetScan, path: Path, controls: list[tuple[Path, dict[str, Path]]],
+          probe: Callable[[Path], ImageHeader | BadImage]) -> tuple[Reference, ...] | None:
+    """The references of target ``path``, one per control folder; None (and the target skipped) when one is missing."""
+    references = []
+    for folder, images in controls:
+        found = images.get(path.stem)
+        if found is None:
+            scan.skip(path, f"no reference image in {folder}")
+            return None
+        header = probe(found)
+        if isinstance(header, BadImage):
+            scan.skip(path, f"reference image {header.reason}")
+            return None
+        references.append(Reference(found, header.width, header.height))
+    return tuple(references)
+
+
 def scan_dataset(config: DatasetConfig, *, workers: int | None = None) -> DatasetScan:
-    """List the usable images of a dataset with their sizes and raw captions; count what was dropped."""
+    """List the usable images of a dataset with their sizes, raw captions and references; count what was dropped."""
     problem = dataset_problem(config.folder_path)
     if problem:
         raise EaselError(f"{problem} (datasets[].folder_path)")
     folder, metadata_file = dataset_location(config.folder_path)
     scan = DatasetScan(folder)
-    listing = list_dataset(folder, [cache_root(config)], metadata_file=metadata_file, allow_outside=config.allow_outside_files)
+    controls = [(Path(c), control_images(Path(c))) for c in config.control_path]
+    listing = list_dataset(folder, [cache_root(config), *(c for c, _ in controls)], metadata_file=metadata_file,
+                           allow_outside=config.allow_outside_files)
     for path, reason in listing.skipped:
         scan.skip(path, reason)
     images, metadata = listing.images, listing.metadata
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(_probe, images))
+        wanted = sorted({found[p.stem] for _, found in controls for p in images if p.stem in found})
+        probed = dict(zip(wanted, pool.map(_probe, wanted)))
     bad_encoding: list[tuple[Path, int]] = []
     for path, result in zip(images, results):
         if isinstance(result, BadImage):
             scan.skip(path, result.reason)
             continue
+        references = _pair(scan, path, controls, probed.__getitem__)
+        if references is None:
+            continue
         found = read_caption(path, config.caption_ext, metadata, bad_encoding)
         caption, source = found or (_clean(config.default_caption), "default")
-        scan.records.append(ImageRecord(path, result.width, result.height, caption, source))
+        scan.records.append(ImageRecord(path, result.width, result.height, caption, source, references))
     for caption_path, offset in bad_encoding:
         scan.note(caption_path, "caption not valid UTF-8 (read with U+FFFD)", f"at byte {offset}")
     warn_bad_encoding(bad_encoding)

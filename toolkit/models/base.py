@@ -15,6 +15,13 @@ Conventions shared by every adapter:
   for ``flowmatch`` ``sigma * num_train_timesteps`` (float) with x_t = (1 - sigma) x0 + sigma noise;
 - ``predict`` returns what the schedule's ``prediction_type`` names: epsilon, v (SD), or
   ``noise - x0`` for flow matching.
+
+Reference images (edit models; the ArchSpec's ``references`` says how many and how they are sized): in training
+the data layer pairs each target with its references (``datasets[].control_path``), encodes them with
+``encode_images`` (cached like the targets' latents) and hands them to ``with_references``, which adds them to the
+conditioning under the keys ``predict`` reads; ``predict``'s signature stays the same. Where the text encoder
+reads them too (``ReferenceImages.text_encoder_sees``), ``encode_prompts`` gets their pixels. In sampling they
+arrive as ``GenerateRequest.references`` (PIL images), which the adapter gives its pipeline.
 """
 
 from __future__ import annotations
@@ -45,6 +52,37 @@ class NoiseSchedule:
     """ddpm: cumulative product of alphas, one per training timestep."""
     shift: float = 1.0
     """flowmatch: timestep shift, sigma' = shift * s / (1 + (shift - 1) * s)."""
+    resolution_shift: "ResolutionShift | None" = None
+    """flowmatch: a shift that grows with the image's token count instead of ``shift`` (FLUX, Qwen-Image)."""
+
+
+@dataclass(frozen=True)
+class ResolutionShift:
+    """A resolution-dependent timestep shift (diffusers' ``use_dynamic_shifting``): ``shift = exp(mu)``, mu linear in
+    the image's token count, from ``base_shift`` at ``base_seq_len`` tokens to ``max_shift`` at ``max_seq_len``."""
+
+    base_seq_len: int = 256
+    max_seq_len: int = 4096
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    patch_size: int = 2
+    """Latent pixels per token side (tokens = (h / patch) * (w / patch))."""
+
+    @classmethod
+    def from_scheduler_config(cls, config: Any, patch_size: int = 2) -> "ResolutionShift | None":
+        """The shift a diffusers FlowMatchEulerDiscreteScheduler config describes; None without dynamic shifting."""
+        if not config.get("use_dynamic_shifting"):
+            return None
+        return cls(int(config.get("base_image_seq_len", 256)), int(config.get("max_image_seq_len", 4096)),
+                   float(config.get("base_shift", 0.5)), float(config.get("max_shift", 1.15)), patch_size)
+
+    def shift(self, latent_height: int, latent_width: int) -> float:
+        """The shift for latents of this size (what the scheduler's ``mu`` gives the sampling pipeline)."""
+        import math
+
+        tokens = (latent_height // self.patch_size) * (latent_width // self.patch_size)
+        slope = (self.max_shift - self.base_shift) / (self.max_seq_len - self.base_seq_len)
+        return math.exp(self.base_shift + slope * (tokens - self.base_seq_len))
 
 
 @dataclass(frozen=True)
@@ -106,8 +144,8 @@ class IPAdapterInput:
 
 @dataclass
 class GenerateRequest:
-    """One image to make: txt2img, or img2img when ``init_image`` is set; ``controls`` (ControlNets) and
-    ``ip_adapter`` steer either."""
+    """One image to make: txt2img, img2img when ``init_image`` is set, or (edit models) an edit of ``references``;
+    ``controls`` (ControlNets) and ``ip_adapter`` steer any of them where the architecture takes them."""
 
     prompt: str
     width: int
@@ -120,6 +158,9 @@ class GenerateRequest:
     guidance_rescale: float = 0.0
     init_image: "Image.Image | None" = None
     strength: float = 1.0
+    references: "list[Image.Image]" = field(default_factory=list)
+    """Reference images to edit from (architectures whose ArchSpec has ``references``), as they were read; the adapter
+    sizes them as its pipeline does. Not together with ``init_image``."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Architecture-specific options (e.g. a second prompt for SDXL)."""
     controls: tuple[ControlInput, ...] = ()
@@ -150,8 +191,12 @@ class ModelAdapter(ABC):
         """Load from a hub id, a diffusers folder, a single-file checkpoint or ``tiny:<arch>``."""
 
     @abstractmethod
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """Text -> conditioning tensors (batch-first, on ``self.device``)."""
+    def encode_prompts(self, prompts: list[str], references: "list[list[torch.Tensor]] | None" = None) -> Conditioning:
+        """Text -> conditioning tensors (batch-first, on ``self.device``).
+
+        ``references``: per prompt, its reference images as pixels (3, H, W) in [-1, 1], fitted as the ArchSpec's
+        ``references`` says; given only to architectures whose text encoder reads them (``text_encoder_sees``).
+        """
 
     @abstractmethod
     def encode_images(self, pixels: "torch.Tensor") -> "torch.Tensor":
@@ -203,6 +248,16 @@ class ModelAdapter(ABC):
     @abstractmethod
     def pipeline(self) -> Any:
         """A diffusers pipeline sharing this adapter's components (for saving, interop, sampling)."""
+
+    def with_references(self, cond: Conditioning, references: "list[torch.Tensor]") -> Conditioning:
+        """``cond`` plus reference latents for ``predict``, in training: ``references`` holds one (B, C, h, w) tensor per
+        reference slot (slot i = the i-th ``control_path`` folder), scaled like ``encode_images``' output, on the device.
+
+        Architectures with ``ArchSpec.references`` override this (the config check refuses references for the others).
+        """
+        from toolkit.errors import EaselError
+
+        raise EaselError(f"architecture '{self.arch.name}' takes no reference images (datasets[].control_path).")
 
     def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
         """The model in its original single-file layout (what ComfyUI / A1111 load), for merged checkpoints."""

@@ -204,6 +204,18 @@ def load_pipeline(pipeline_class: Any, source: ModelSource, dtype: "torch.dtype"
                                               local_files_only=local_files_only(source.path), **components)
 
 
+def load_denoiser_file_pipeline(pipeline_class: Any, denoiser_class: Any, denoiser: str, source: ModelSource, dtype: "torch.dtype",
+                                default_base: str, **components: Any) -> Any:
+    """A pipeline whose single-file checkpoints hold only the denoiser (FLUX, Z-Image, ...): the denoiser from the file
+    (``from_single_file``, configs from ``model_kwargs.config`` or ``default_base``), the other parts from there too."""
+    base = source.config or default_base
+    with hub_errors("model.name_or_path", source.path):
+        model = denoiser_class.from_single_file(source.path, config=base, subfolder=denoiser, dtype=dtype,
+                                                local_files_only=local_files_only(base))
+    base_source = ModelSource("folder" if Path(base).is_dir() else "hub", base, source.revision)
+    return load_pipeline(pipeline_class, base_source, dtype, **{denoiser: model}, **components)
+
+
 def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: str | None = None) -> Any:
     """A separate AutoencoderKL: a diffusers folder (or one with ``vae/``), a hub id, or a single file."""
     from diffusers import AutoencoderKL

@@ -70,6 +70,9 @@ class PipelineAdapter(ModelAdapter):
     """Whether ``model.assistant_lora_path`` (a training adapter merged at load) means anything here."""
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config",)
     """Keys this architecture reads from ``model.model_kwargs`` (``config``: where a single file's configs come from)."""
+    takes_negative_prompt: ClassVar[bool] = True
+    """Whether the pipeline has a ``negative_prompt`` argument (else the architecture's ``call_kwargs`` passes
+    negative embeddings itself)."""
 
     def __init__(self, pipe: Any, config: "ModelConfig", arch: "ArchRef", device: "torch.device", dtype: "torch.dtype"):
         self.pipe = pipe
@@ -164,6 +167,7 @@ class PipelineAdapter(ModelAdapter):
         images: list[Image.Image] = []
         for batch in _batches(requests):
             check_sampler(batch[0].sampler, self.arch.spec.samplers, self.arch.spec.name)
+            check_references(batch[0], self.arch)
             with torch.no_grad():
                 images += self._generate_batch(batch)
         return images
@@ -179,9 +183,10 @@ class PipelineAdapter(ModelAdapter):
         self.attachments.set_ip_adapter(first.ip_adapter)
         scheduler = make_scheduler(first.sampler, self.pipe.scheduler.config, **self.scheduler_overrides())
         kwargs: dict[str, Any] = {
-            "prompt": [r.prompt for r in batch], "negative_prompt": [r.negative_prompt for r in batch],
-            "num_inference_steps": first.steps, "guidance_scale": self.pipeline_guidance(first.guidance_scale),
+            "prompt": [r.prompt for r in batch], "num_inference_steps": first.steps,
+            "guidance_scale": self.pipeline_guidance(first.guidance_scale),
             "generator": [torch.Generator("cpu").manual_seed(r.seed) for r in batch], "output_type": "pil",
+            **({"negative_prompt": [r.negative_prompt for r in batch]} if self.takes_negative_prompt else {}),
             **self.call_kwargs(batch),
         }
         if first.ip_adapter is not None:
@@ -202,7 +207,8 @@ class PipelineAdapter(ModelAdapter):
 
     def pipeline_inputs(self, batch: list[GenerateRequest], generators: list[Any]) -> tuple[Any, dict[str, Any]]:
         """The pipeline for ``batch`` and what it takes besides prompts and sampling settings: the size, or the init
-        images and strength; for ControlNets the architecture's ``control_inputs``."""
+        images and strength; for ControlNets the architecture's ``control_inputs``. Architectures whose img2img has no
+        diffusers pipeline override this."""
         first = batch[0]
         inits = None if first.init_image is None else [_fit(r.init_image, (first.width, first.height)) for r in batch]  # type: ignore[arg-type]
         strength = _at_least_one_step(first.strength, first.steps)
@@ -264,6 +270,19 @@ def _at_least_one_step(strength: float, steps: int) -> float:
     return least
 
 
+def check_references(request: GenerateRequest, arch: "ArchRef") -> None:
+    """Raise EaselError when the request's reference images do not fit the architecture (or come with an init image)."""
+    if not request.references:
+        return
+    spec = arch.spec.references
+    if spec is None:
+        raise EaselError(f"architecture '{arch.name}' takes no reference images; edit models do (e.g. flux_kontext, flux2).")
+    if len(request.references) > spec.count:
+        raise EaselError(f"{len(request.references)} reference images, but architecture '{arch.name}' takes at most {spec.count}.")
+    if request.init_image is not None:
+        raise EaselError("reference images and an init image (img2img) cannot be used together; give one of them.")
+
+
 def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` without the settings ``pipe`` has no parameter for (some ControlNet pipelines lack
     ``guidance_rescale``), which must then be off; an unsupported setting that is on is an error."""
@@ -281,11 +300,11 @@ def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
 def _batch_key(request: GenerateRequest) -> tuple:
     return (request.width, request.height, request.steps, request.guidance_scale, request.sampler, request.guidance_rescale,
             request.init_image is None, request.strength, tuple(sorted((k, repr(v)) for k, v in request.extras.items())),
-            request.controls, request.ip_adapter)
+            request.controls, request.ip_adapter, tuple(id(image) for image in request.references))
 
 
 def _batches(requests: list[GenerateRequest]) -> list[list[GenerateRequest]]:
-    """Consecutive requests that can share one pipeline call."""
+    """Consecutive requests that can share one pipeline call (reference images included: the same ones)."""
     batches: list[list[GenerateRequest]] = []
     for request in requests:
         if batches and _batch_key(batches[-1][0]) == _batch_key(request):

@@ -14,7 +14,8 @@ Timesteps are drawn as a position ``q`` in [0, 1) along the schedule ordered fro
   logit-normal density, then the shifted schedule); ``shift``: the uniform draw followed by the shift
   (ai-toolkit's ``shift``); ``weighted``: uniform, with the loss weighted by ai-toolkit's bell curve over
   the schedule (``exp(-2 (q - 1/2)^2)``, shifted to 0 at the ends and scaled to mean 1).
-  The shift is sigma' = shift * sigma / (1 + (shift - 1) * sigma).
+  The shift is sigma' = shift * sigma / (1 + (shift - 1) * sigma); a schedule with a ``resolution_shift``
+  (FLUX, Qwen-Image) takes it from the batch's latent size (exp(mu), as its sampling pipeline does).
 - DDPM models (SD 1.5, SDXL) draw integer timesteps uniformly along the schedule (position q maps to
   t = N - 1 - floor(q N)), as ai-toolkit and kohya do; ``content_or_style`` and ``weighted`` apply, the
   other timestep types are flow-matching shapes and are not used.
@@ -127,7 +128,9 @@ class Objective:
         shape = (-1, *[1] * (latents.dim() - 1))
         weights = bell_weights(q).float() if self.timestep_type == "weighted" else None
         if schedule.kind == "flowmatch":
-            sigmas = flow_sigmas(q, self.timestep_type, schedule.shift, schedule.num_train_timesteps).float()
+            by_size = schedule.resolution_shift
+            shift = by_size.shift(latents.shape[-2], latents.shape[-1]) if by_size is not None else schedule.shift
+            sigmas = flow_sigmas(q, self.timestep_type, shift, schedule.num_train_timesteps).float()
             s = sigmas.to(latents.device).view(shape)
             noisy = (1 - s) * x0 + s * noise
             timesteps = (sigmas * schedule.num_train_timesteps).to(latents.device)

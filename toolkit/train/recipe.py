@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from toolkit.models.base import ModelAdapter
     from toolkit.network.network import Network
     from toolkit.output import RunFolder
-    from toolkit.registry import ArchRef
+    from toolkit.registry import ArchRef, ReferenceImages
     from toolkit.train.ema import EMA
     from toolkit.train.sampling import Preview
     from toolkit.train.working import WorkingCopies
@@ -86,7 +86,8 @@ class TrainingData(Protocol):
 class DataFactory(Protocol):
     """Makes the run's data for one process's share (``jobs/train.py``: ``TrainData`` over the config's datasets)."""
 
-    def __call__(self, *, bucket_divisibility: int, rank: int, world_size: int) -> TrainingData:
+    def __call__(self, *, bucket_divisibility: int, rank: int, world_size: int,
+                 references: "ReferenceImages | None") -> TrainingData:
         ...
 
 
@@ -200,7 +201,7 @@ class LoraTrainingRecipe:
         accelerator = self.accelerator
         world = accelerator.num_processes
         self.data = self._make_data(bucket_divisibility=self.adapter.bucket_divisibility, rank=accelerator.process_index,
-                                    world_size=world)
+                                    world_size=world, references=self.adapter.arch.spec.references)
         for line in self.data.report() if accelerator.is_main_process else []:
             log.info(line)
         # With several ranks the disk caches are filled together, each rank encoding its share.

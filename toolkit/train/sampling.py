@@ -38,14 +38,16 @@ def preview_requests(sample: "SampleConfig", arch: "ArchRef") -> list[Preview]:
     """The previews of a ``sample:`` block, defaults from the architecture variant.
 
     This is the one place where a preview prompt becomes a request: ``[trigger]`` is already replaced by
-    the config loader, and inline prompt flags (--n, --w, --h, --seed, ...) are parsed here. With
-    ``sample.controlnets`` each preview gets its control images (its ``ctrl_img`` for ``ctrl_idx``), preprocessed.
+    the config loader, and inline prompt flags (--n, --w, --h, --seed, ...) are parsed here. An item's ``ctrl_img``
+    (``_1..3``) are the reference images of an architecture that takes them (edit models), read here; otherwise, with
+    ``sample.controlnets``, ``ctrl_img`` is the control image of ``ctrl_idx``. Control images are preprocessed.
     """
     from toolkit.control.inputs import controls_for
     from toolkit.sampling.prompts import parse_prompt
 
     defaults = arch.defaults
     sampler = sample.sampler or arch.spec.default_sampler
+    references = arch.spec.references is not None  # then ctrl_img is a reference image, not a control image
     previews = []
     for index, item in enumerate(sample.all_prompts()):
         flags = parse_prompt(item.prompt)  # inline flags beat the item's fields, which beat the block's
@@ -54,16 +56,28 @@ def preview_requests(sample: "SampleConfig", arch: "ArchRef") -> list[Preview]:
         size = (first(flags.width, item.width, sample.width), first(flags.height, item.height, sample.height))
         controls: tuple = ()
         if sample.controlnets:
-            controls, size = controls_for(sample.controlnets, sample.control_images(item), size, arch.spec)
+            controls, size = controls_for(sample.controlnets, sample.control_images(item, references), size, arch.spec)
         request = GenerateRequest(
             prompt=flags.prompt, width=size[0], height=size[1], controls=controls,
             steps=first(flags.steps, item.sample_steps, sample.sample_steps, int(defaults.get("sample_steps", 20))),
             guidance_scale=float(guidance), seed=seed, sampler=sampler,
             negative_prompt=first(flags.negative, item.neg, sample.neg),
-            guidance_rescale=first(flags.guidance_rescale, sample.guidance_rescale), extras=dict(flags.extras))
+            guidance_rescale=first(flags.guidance_rescale, sample.guidance_rescale), extras=dict(flags.extras),
+            references=[_reference(path) for path in item.references()] if references else [])
         multiplier = item.network_multiplier if item.network_multiplier is not None else sample.network_multiplier
         previews.append(Preview(request, multiplier))
     return previews
+
+
+def _reference(path: str) -> "Image.Image":
+    """A preview's reference image (``ctrl_img``), read once."""
+    from toolkit.data.images import BadImage, load_image
+    from toolkit.errors import EaselError
+
+    try:
+        return load_image(Path(path).expanduser())
+    except BadImage as err:
+        raise EaselError(f"sample reference image '{path}' (ctrl_img): {err.reason}; fix or replace it.") from None
 
 
 def first(*values):  # noqa: ANN001, ANN201 - the first value that is set

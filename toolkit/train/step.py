@@ -1,7 +1,9 @@
 """``DiffusionStep``: one training batch's forward pass, ``batch -> loss``.
 
-The batch is encoded (or taken from the caches), noised, denoised and scored. Only the adapter network is
-a submodule, so under data parallelism DDP wraps just the adapter's parameters, never the frozen base model.
+The batch is encoded (or taken from the caches), noised, denoised and scored. Edit pairs' reference images are
+encoded like the targets (or taken from the latent cache) and added to the conditioning by the adapter's
+``with_references``. Only the adapter network is a submodule, so under data parallelism DDP wraps just the
+adapter's parameters, never the frozen base model.
 """
 
 from __future__ import annotations
@@ -54,11 +56,15 @@ class DiffusionStep(nn.Module):
                 latents = batch.latents.to(device)
             else:
                 latents = adapter.encode_images(batch.pixels.to(device))
+            references = _reference_latents(adapter, batch)
         if batch.cond is not None:
             cond = {key: value.to(device) for key, value in batch.cond.items()}
         else:
+            seen = _seen_references(adapter, batch)
             with torch.set_grad_enabled(self.train_text_encoder):
-                cond = adapter.encode_prompts(list(batch.captions))
+                cond = adapter.encode_prompts(list(batch.captions), references=seen) if seen else adapter.encode_prompts(list(batch.captions))
+        if references:
+            cond = adapter.with_references(cond, references)
         noised = self.objective.apply(latents, self.generator)
         info = list(batch.image_info)
         weight = getattr(batch, "network_weight", 1.0)
@@ -81,3 +87,19 @@ def sample_weights(schedule: torch.Tensor | None, dataset: torch.Tensor | None) 
         return schedule
     dataset = dataset.to(schedule.device if schedule is not None else dataset.device)
     return dataset if schedule is None else schedule * dataset.to(schedule)
+
+
+def _reference_latents(adapter: "ModelAdapter", batch: Any) -> list[torch.Tensor]:
+    """The batch's reference latents on the device, one tensor per slot (cached, or encoded now); [] without any."""
+    if batch.reference_latents:
+        return [latents.to(adapter.device) for latents in batch.reference_latents]
+    return [adapter.encode_images(pixels.to(adapter.device)) for pixels in batch.reference_pixels or []]
+
+
+def _seen_references(adapter: "ModelAdapter", batch: Any) -> "list[list[torch.Tensor]] | None":
+    """Per row, its reference pixels, for an architecture whose text encoder reads them; else None."""
+    spec = adapter.arch.spec.references
+    pixels = batch.reference_pixels
+    if spec is None or not spec.text_encoder_sees or not pixels:
+        return None
+    return [[slot[row].to(adapter.device) for slot in pixels] for row in range(len(batch.captions))]
