@@ -4,6 +4,7 @@ without a GPU: the models run on PyTorch's ``meta`` device (shapes only, no numb
 Run:  python bench/activations.py                      # Z-Image (1024, rank 32) and SDXL (1024, rank 16)
       python bench/activations.py --only zimage --resolution 512 --intervals 1,2,4,0
       python bench/activations.py --only flux                # also flux2_klein_4b, flux2_klein_9b, flux2
+      python bench/activations.py --only qwen_image          # also qwen_image_edit_plus (one megapixel reference)
 
 What is counted: every tensor autograd saves for the backward pass during the forward (``saved_tensors_hooks``),
 one count per storage, leaving out parameters (weights are not activations). A checkpointed block saves nothing

@@ -24,6 +24,14 @@ Sources of the configs (checked 2026-11; no weights are read):
   Klein 9B 8 + 24 blocks, 32 heads, context 12288 (3 x 4096); all MLP ratio 3, RoPE axes (32, 32, 32, 32), 128 input
   channels (the 32-channel VAE in 2x2 patches). Klein's text encoders: Qwen3-4B (above) and Qwen3-8B (hidden 4096, 36
   layers, 32 heads, 8 KV heads, MLP 12288).
+- Qwen-Image transformer: ``Qwen/Qwen-Image/transformer/config.json``: 60 dual-stream blocks, 24 heads of 128
+  (inner 3072), patch 2 over 16 latent channels (in 64), joint_attention_dim 3584 (Qwen2.5-VL-7B's width), RoPE
+  axes (16, 56, 56), no guidance embedding; these are also ``QwenImageTransformer2DModel``'s defaults in diffusers
+  0.42. 20.43B parameters. Qwen-Image-Edit(-2509) has the same transformer; Edit-2511 adds ``zero_cond_t``.
+- Qwen-Image's text encoder, Qwen2.5-VL-7B-Instruct (``text_encoder/config.json``): hidden 3584, 28 layers, 28 heads,
+  4 KV heads, MLP 18944, vocabulary 152064 (untied LM head), M-RoPE sections (16, 24, 24), rope_theta 1e6; its
+  vision tower: depth 32, width 1280, MLP 3420, 16 heads, patch 14, out width 3584. 8.29B parameters (7.07B
+  in the language model). Qwen-Image reads the last hidden states.
 """
 
 from __future__ import annotations
@@ -83,6 +91,20 @@ T5_XXL = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_
           "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 32}
 QWEN3_8B = {**QWEN3_4B, "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
             "num_key_value_heads": 8, "tie_word_embeddings": False}
+QWEN_IMAGE_TRANSFORMER = {"patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 60, "attention_head_dim": 128,
+                          "num_attention_heads": 24, "joint_attention_dim": 3584, "guidance_embeds": False,
+                          "axes_dims_rope": (16, 56, 56)}
+QWEN_IMAGE_TRANSFORMER_TINY = {**QWEN_IMAGE_TRANSFORMER, "num_layers": 2, "attention_head_dim": 16, "num_attention_heads": 2,
+                               "joint_attention_dim": 32, "axes_dims_rope": (4, 6, 6)}
+QWEN25_VL_7B = {
+    "text_config": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+                    "max_position_embeddings": 128000, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}},
+    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+                      "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+                      "fullatt_block_indexes": [7, 15, 23, 31]},
+    "tie_word_embeddings": False,
+}
 SDXL_POOLED_TINY = 32
 DENOISERS = {
     "zimage": ("Z-Image 6B", "ZImageTransformer2DModel", ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, "extensions.z_image.adapter:ZImageAdapter"),
@@ -93,6 +115,10 @@ DENOISERS = {
     "flux2_klein_9b": ("FLUX.2 klein 9B", "Flux2Transformer2DModel", KLEIN_9B_TRANSFORMER, {**FLUX2_TRANSFORMER_TINY, "guidance_embeds": False},
                        "extensions.flux2.adapter:Flux2Adapter"),
     "flux2": ("FLUX.2 dev 32B", "Flux2Transformer2DModel", FLUX2_TRANSFORMER, FLUX2_TRANSFORMER_TINY, "extensions.flux2.adapter:Flux2Adapter"),
+    "qwen_image": ("Qwen-Image 20B", "QwenImageTransformer2DModel", QWEN_IMAGE_TRANSFORMER, QWEN_IMAGE_TRANSFORMER_TINY,
+                   "extensions.qwen_image.adapter:QwenImageAdapter"),
+    "qwen_image_edit_plus": ("Qwen-Image-Edit-Plus 20B", "QwenImageTransformer2DModel", QWEN_IMAGE_TRANSFORMER,
+                             QWEN_IMAGE_TRANSFORMER_TINY, "extensions.qwen_image.edit:QwenImageEditPlusAdapter"),
 }
 """Architecture -> (label, diffusers class, full-size config, tiny config, adapter): what the GPU benchmarks build."""
 """Pooled text width of the tiny SDXL (the real one is 1280)."""
@@ -188,7 +214,7 @@ def bare_adapter(adapter_class: Any, denoiser: Any, arch: str | None = None) -> 
 
 
 def default_rank(arch: str) -> int:
-    """The LoRA rank the issues' goals name: 32 for Z-Image, 16 for SDXL and the FLUX models."""
+    """The LoRA rank the issues' goals name: 32 for Z-Image, 16 for SDXL, the FLUX models and Qwen-Image."""
     return 32 if arch == "zimage" else 16
 
 

@@ -4,6 +4,7 @@ Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32
             python bench/gpu_train.py --only zimage --resolution 512 --quantize qint8,int8,float8
             python bench/gpu_train.py --only sdxl --optimizer adamw8bit
             python bench/gpu_train.py --only flux             # also flux2_klein_4b, flux2_klein_9b, flux2 (32B: 8-bit only on <80 GB)
+            python bench/gpu_train.py --only qwen_image       # also qwen_image_edit_plus (with one megapixel reference)
             python bench/gpu_train.py --offload 0.5            # also: 8-bit base with half the blocks streamed from CPU memory
             python bench/gpu_train.py --only zimage --quantize none --variants default,autocast,ckpt=2,ckpt=0,compile
                                                                # trainer options side by side on one model
@@ -159,14 +160,18 @@ def denoiser(arch: str, tiny: bool, device: Any, dtype: Any) -> tuple[Any, Any]:
 
 
 def schedule(arch: str) -> Any:
-    """The training noise schedule: Z-Image's flow matching (shift 3), FLUX's with its resolution-dependent shift,
-    SDXL's scaled-linear DDPM (epsilon)."""
+    """The training noise schedule: Z-Image's flow matching (shift 3), FLUX's and Qwen-Image's with their
+    resolution-dependent shift, SDXL's scaled-linear DDPM (epsilon)."""
     from toolkit.models.base import NoiseSchedule, ResolutionShift
 
     if arch == "zimage":
         return NoiseSchedule("flowmatch", "flow", 1000, shift=3.0)
     if arch.startswith("flux"):
         return NoiseSchedule("flowmatch", "flow", 1000, shift=3.0, resolution_shift=ResolutionShift())
+    if arch.startswith("qwen_image"):
+        from extensions.qwen_image.tiny import SCHEDULER
+
+        return NoiseSchedule("flowmatch", "flow", 1000, resolution_shift=ResolutionShift.from_scheduler_config(SCHEDULER))
     from toolkit.models.pipeline_adapter import ddpm_schedule
 
     config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -195,6 +200,13 @@ def conditioning(arch: str, args: argparse.Namespace, device: Any, dtype: Any) -
     elif arch.startswith("flux2"):
         latents = torch.randn(args.batch, 32, side, side, generator=g)
         cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, config["joint_attention_dim"], generator=g)}
+    elif arch.startswith("qwen_image"):
+        latents = torch.randn(args.batch, 16, side, side, generator=g)
+        cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, config["joint_attention_dim"], generator=g),
+                "prompt_mask": torch.ones(args.batch, args.text_tokens, dtype=torch.bool)}
+        if arch == "qwen_image_edit_plus":  # one reference at the pipeline's megapixel (the target's size with --tiny)
+            reference = side if args.tiny else 128
+            cond["reference_latents_0"] = torch.randn(args.batch, 16, reference, reference, generator=g)
     else:
         latents = torch.randn(args.batch, 4, side, side, generator=g)
         cond = {"prompt_embeds": torch.randn(args.batch, 77, config["cross_attention_dim"], generator=g),

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fullsize import DENOISERS, QWEN3_4B, QWEN3_8B, T5_XXL, markdown_table  # noqa: E402
+from fullsize import DENOISERS, QWEN3_4B, QWEN3_8B, QWEN25_VL_7B, T5_XXL, markdown_table  # noqa: E402
 
 GIB = 2 ** 30
 TEXT_ENCODERS = {"Qwen3-4B text encoder (Z-Image, FLUX.2 klein 4B)": ("Qwen3Model", "Qwen3Config", {**QWEN3_4B, "vocab_size": 151936}),
                  "Qwen3-8B text encoder (FLUX.2 klein 9B)": ("Qwen3ForCausalLM", "Qwen3Config", {**QWEN3_8B, "vocab_size": 151936}),
-                 "T5-XXL encoder (FLUX.1)": ("T5EncoderModel", "T5Config", T5_XXL)}
-ROWS = ("zimage", "sdxl", "flux", "flux2_klein_4b", "flux2_klein_9b", "flux2")
+                 "T5-XXL encoder (FLUX.1)": ("T5EncoderModel", "T5Config", T5_XXL),
+                 "Qwen2.5-VL-7B text encoder (Qwen-Image; vision tower included)": (
+                     "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLConfig", QWEN25_VL_7B)}
+ROWS = ("zimage", "sdxl", "flux", "flux2_klein_4b", "flux2_klein_9b", "flux2", "qwen_image")
 
 
 def on_meta(build: Any) -> Any:

@@ -102,6 +102,8 @@ class LoraTrainerProcess(Process):
         lines = [f"process {self.index}: lora_trainer",
                  f"  architecture: {arch.name} from {cfg.model.name_or_path} ({cfg.model.dtype or train.dtype})",
                  *([f"  memory: {memory_line}"] if memory_line else []),
+                 *(["  distributed: fsdp (with several processes the frozen denoiser is sharded across them)"]
+                   if train.distributed == "fsdp" else []),
                  f"  network: {net.type} rank {net.linear} alpha {net.linear_alpha:g}"
                  + (f", conv rank {net.conv} alpha {net.conv_alpha:g}" if net.conv else ""),
                  "  datasets:"]

@@ -20,23 +20,22 @@ from extensions.z_image.original import zimage_to_original
 from toolkit.errors import EaselError
 from toolkit.log import log
 from toolkit.models.base import NoiseSchedule
-from toolkit.models.loading import ModelSource, load_denoiser_file_pipeline, load_pipeline, resolve_file
+from toolkit.models.loading import resolve_file
 from toolkit.models.pipeline_adapter import PipelineAdapter, diffusers_class
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from toolkit.config.blocks import ModelConfig
     from toolkit.models.base import Conditioning, ControlInput, GenerateRequest, ImageInfo
-    from toolkit.registry import ArchRef
 
 TRANSFORMER_TARGETS = ["attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0",
                        "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"]
 """Attention and feed-forward layers of every transformer block (refiners included)."""
 QWEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_BASE = "Tongyi-MAI/Z-Image-Turbo"
-"""Where text encoder, tokenizer and VAE come from when name_or_path is a transformer-only single file."""
+"""Where text encoder, tokenizer and VAE come from when name_or_path is a transformer-only single file (Z-Image is
+distributed as one)."""
 
 
 class ZImageAdapter(PipelineAdapter):
@@ -48,20 +47,12 @@ class ZImageAdapter(PipelineAdapter):
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "flow_shift", "max_sequence_length")
     transformer_blocks = ("layers",)
     quantize_exclusions = ("t_embedder", "cap_embedder", "all_x_embedder", "all_final_layer", "adaLN_modulation")
+    denoiser_file: ClassVar[str] = "ZImageTransformer2DModel"
+    default_base: ClassVar[str] = DEFAULT_BASE
 
     def single_file_state_dict(self) -> "dict[str, torch.Tensor]":
         """The transformer in the original layout (Z-Image is distributed as a transformer-only file)."""
         return zimage_to_original(self.denoiser.state_dict())
-
-    @classmethod
-    def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
-                      components: dict[str, Any]) -> Any:
-        """Single files hold only the transformer; the other parts come from ``model_kwargs.config``."""
-        pipeline_class = diffusers_class(arch.spec.pipeline)
-        if source.kind != "file":
-            return load_pipeline(pipeline_class, source, dtype, **components)
-        return load_denoiser_file_pipeline(pipeline_class, diffusers_class("ZImageTransformer2DModel"), "transformer", source,
-                                           dtype, DEFAULT_BASE, **components)
 
     @property
     def max_sequence_length(self) -> int:

@@ -40,6 +40,14 @@ def test_gpu_train_runs_every_configuration_at_tiny_size(capsys: pytest.CaptureF
     assert "rerun: python bench/gpu_train.py " + " ".join(argv) in output
 
 
+def test_gpu_train_knows_qwen_image(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--tiny", "--only", "qwen_image", "--steps", "1", "--warmup", "0", "--quantize", "qint8"]
+    assert script("gpu_train").main(argv) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert [(row[0], row[1], row[4]) for row in rows] == [("Qwen-Image (tiny)", "bf16", "16"), ("Qwen-Image (tiny)", "qint8 base", "16")]
+    assert all(float(row[5]) > 0 and float(row[8]) > 0 and row[10] == "" for row in rows)
+
+
 def test_gpu_train_compares_trainer_variants_on_one_model(capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from toolkit.models import memory

@@ -17,7 +17,7 @@ from toolkit.sampling.grid import read_grid_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config" / "examples").glob("generate_*.yaml"))
-ARCHS = {"sd15": "sd15", "sdxl": "sdxl", "zimage": "zimage:turbo"}
+ARCHS = {"sd15": "sd15", "sdxl": "sdxl", "zimage": "zimage:turbo", "qwen_image": "qwen_image"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -30,7 +30,7 @@ def test_examples_validate(path: Path, registry: Any) -> None:
 
 
 def test_examples_cover_every_architecture() -> None:
-    assert {p.stem for p in EXAMPLES} >= {"generate_sd15", "generate_sdxl", "generate_zimage_turbo"}
+    assert {p.stem for p in EXAMPLES} >= {"generate_sd15", "generate_sdxl", "generate_zimage_turbo", "generate_qwen_image"}
 
 
 @pytest.fixture(scope="module")

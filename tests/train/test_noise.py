@@ -157,3 +157,23 @@ def test_resolution_shift_follows_the_latent_size_as_diffusers_mu_does() -> None
     fixed = Objective(NoiseSchedule("flowmatch", "flow", 1000, shift=by_size.shift(128, 128)), timestep_type="shift")
     assert torch.allclose(large, fixed.apply(torch.zeros(256, 4, 128, 128), gen(3)).timesteps)
     assert small.mean() < large.mean(), "larger images train at noisier timesteps"
+
+
+def test_qwen_images_scheduler_config_shifts_training_as_its_sigmas() -> None:
+    """Qwen-Image's dynamic-shifting config: the training shift for a latent size is the one its scheduler samples that
+    size with (the pipeline computes mu from the packed token count and passes it to set_timesteps)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from toolkit.models.base import ResolutionShift
+
+    config = {"use_dynamic_shifting": True, "base_image_seq_len": 256, "max_image_seq_len": 8192, "base_shift": 0.5,
+              "max_shift": 0.9, "time_shift_type": "exponential", "shift": 1.0, "num_train_timesteps": 1000}
+    by_size = ResolutionShift.from_scheduler_config(config)
+    assert by_size is not None and by_size.shift(166, 166) == pytest.approx(2.30, abs=0.01)  # 1328 px: 6889 tokens
+    for side in (64, 166):
+        mu = 0.5 + (0.9 - 0.5) / (8192 - 256) * ((side // 2) ** 2 - 256)
+        scheduler = FlowMatchEulerDiscreteScheduler(**config)
+        linear = [1.0 - i / 10 for i in range(10)]
+        scheduler.set_timesteps(sigmas=linear, mu=mu)
+        expected = shift_sigmas(torch.tensor(linear, dtype=torch.float64), by_size.shift(side, side))
+        assert torch.allclose(scheduler.sigmas[:-1].double(), expected, atol=1e-6)

@@ -77,6 +77,8 @@ def other(name: str, default: Any, meaning: str, arch: str) -> Key:
 
 _PREVIEW = "it changes previews only, not the LoRA"
 _VIDEO = "video models"
+_CFG_NORM = ("Qwen-Image previews run diffusers' pipeline, which always normalises guided predictions (as the "
+             "official code does); other architectures never do; it changes previews only")
 
 PROCESS = (
     impl("type", None, "process kind; sd_trainer and diffusion_trainer mean easel's lora_trainer"),
@@ -196,7 +198,8 @@ SAMPLE = (
     ign("fps", 16, "frames per second of video previews"),
     impl("prompts", [], "preview prompts (older spelling of samples)"),
     impl("samples", None, "preview prompts, each with its own settings"),
-    other("do_cfg_norm", False, "normalise guided predictions in previews", "Qwen-Image-Edit 2509"),
+    warn("do_cfg_norm", False, "normalise guided predictions in previews",
+         _CFG_NORM),
 )
 
 SAMPLE_ITEM = (
@@ -215,7 +218,8 @@ SAMPLE_ITEM = (
     impl("ctrl_img_2", None, "second control image (multi-control models; easel: edit models' second reference image)"),
     impl("ctrl_img_3", None, "third control image (multi-control models; easel: edit models' third reference image)"),
     impl("network_multiplier", Same("sample.network_multiplier"), "adapter weight in this preview"),
-    other("do_cfg_norm", False, "normalise guided predictions in this preview", "Qwen-Image-Edit 2509"),
+    warn("do_cfg_norm", False, "normalise guided predictions in this preview",
+         _CFG_NORM),
 )
 
 EMA = (
@@ -406,7 +410,9 @@ MODEL = (
     ign("only_if_contains", None, "train only these parameters in full fine-tuning (not used by LoRA training)"),
     warn("quantize_kwargs", {}, "extra quantization arguments (e.g. modules to exclude)",
          "easel keeps each architecture's sensitive layers unquantized by itself"),
-    warn("split_model_over_gpus", False, "split the model over several GPUs", "easel keeps the model on one GPU per process; use model.low_vram or model.layer_offloading"),
+    warn("split_model_over_gpus", False, "split the model over several GPUs",
+         "easel keeps a model whole on each GPU, or shards it over all of them with train.distributed: fsdp; use that, "
+         "model.low_vram or model.layer_offloading"),
     ign("split_model_other_module_param_count_scale", 0.3, "how that split is balanced (only with split_model_over_gpus)"),
     refuse("te_name_or_path", None, "load the text encoder from elsewhere"),
     impl("arch", None, "architecture name (a :tag after it is ai-toolkit's variant tag)"),

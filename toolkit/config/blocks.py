@@ -229,6 +229,10 @@ class TrainConfig(Block):
     """Clip the gradient norm to this; 0 disables clipping."""
     seed: int = 42
     """Seed of every random choice in training (data order, noise, timesteps)."""
+    distributed: lowercase(Literal["ddp", "fsdp"]) = "ddp"  # type: ignore[valid-type]
+    """With several processes (``accelerate launch``, ``torchrun``): ``ddp`` gives each device the whole model;
+    ``fsdp`` shards the frozen denoiser across them (each holds 1/N of its weights; for bases that do not fit one
+    GPU). The adapter is whole on every device either way. Ignored with one process."""
     dtype: Precision = "fp32"
     """Compute precision: bf16, fp16 (with loss scaling) or fp32."""
     timestep_type: TimestepType = "sigmoid"

@@ -75,6 +75,15 @@ class LoraTrainerConfig(Block):
                                         "always applied at sample.network_multiplier. Remove the tag."))
         return problems
 
+    def _sharding_problems(self) -> list[tuple[tuple, str]]:
+        """``train.distributed: fsdp`` refuses the model options it cannot shard."""
+        from toolkit.train.sharding import INCOMPATIBLE
+
+        if self.train.distributed != "fsdp":
+            return []
+        return [(("model", option), f"cannot be used with train.distributed: fsdp: {reason}. Turn one of them off.")
+                for option, reason in INCOMPATIBLE.items() if getattr(self.model, option)]
+
     def _reference_problems(self, registry: Any) -> list[tuple[tuple, str]]:
         """Edit pairs (``control_path``) and preview references must fit the architecture; a preview's ``ctrl_img``
         is a reference image where the architecture takes them, else the image of ``sample.controlnets[ctrl_idx]``."""
@@ -148,6 +157,7 @@ class LoraTrainerConfig(Block):
                         problems.append((("datasets", i, key), f"{key} makes a new caption every step, which "
                                          "train.cache_text_embeddings cannot cache; turn one of them off "
                                          "(caption_dropout_rate works with the cache)"))
+        problems += self._sharding_problems()
         problems += self._preview_prompt_problems() + self._preservation_problems()
         problems += self._reference_problems(registry)
         if not (self.train.train_unet or self.train.train_text_encoder):

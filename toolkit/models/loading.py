@@ -216,22 +216,24 @@ def load_denoiser_file_pipeline(pipeline_class: Any, denoiser_class: Any, denois
     return load_pipeline(pipeline_class, base_source, dtype, **{denoiser: model}, **components)
 
 
-def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: str | None = None) -> Any:
-    """A separate AutoencoderKL: a diffusers folder (or one with ``vae/``), a hub id, or a single file."""
-    from diffusers import AutoencoderKL
+def load_vae(vae_path: str, dtype: "torch.dtype", base: ModelSource, revision: str | None = None,
+             vae_class: str = "AutoencoderKL") -> Any:
+    """A separate VAE (``vae_class``, a diffusers class): a diffusers folder (or one with ``vae/``), a hub id, or a single file."""
+    import diffusers
 
+    vae_type = getattr(diffusers, vae_class)
     path = Path(vae_path).expanduser()
     with hub_errors("model.vae_path", vae_path):
         if path.is_dir():
             sub = None if (path / "config.json").is_file() else "vae"
-            return AutoencoderKL.from_pretrained(str(path), subfolder=sub, dtype=dtype)
+            return vae_type.from_pretrained(str(path), subfolder=sub, dtype=dtype)
         if path.is_file() or vae_path.count("/") >= 2:
             file = resolve_file(vae_path, "model.vae_path", revision)
             config = base.path if base.kind != "file" else base.config
-            return AutoencoderKL.from_single_file(str(file), config=config, subfolder="vae" if config else None,
-                                                  dtype=dtype, local_files_only=local_files_only(config))
+            return vae_type.from_single_file(str(file), config=config, subfolder="vae" if config else None,
+                                             dtype=dtype, local_files_only=local_files_only(config))
         _check_hub_cached("model.vae_path", vae_path, revision, "config.json")
-        return AutoencoderKL.from_pretrained(vae_path, dtype=dtype, revision=revision, local_files_only=local_files_only(vae_path))
+        return vae_type.from_pretrained(vae_path, dtype=dtype, revision=revision, local_files_only=local_files_only(vae_path))
 
 
 def load_denoiser(name: str, model_class: Any, subfolder: str, base: ModelSource, dtype: "torch.dtype") -> Any:

@@ -178,6 +178,14 @@ def place_denoiser(adapter: "ModelAdapter") -> None:
              f"{adapter.denoiser_name} blocks stay in CPU memory and are streamed to {state.device} when used")
 
 
+def unpark(adapter: "ModelAdapter") -> None:
+    """Take a parked denoiser out of this module's placement, left where it is (in CPU memory): its new owner places
+    it (``toolkit.train.sharding`` shards it onto the devices). Nothing if it is not parked."""
+    state = _DEFERRED.pop(adapter.denoiser, None)
+    if state is not None and state.hook is not None:
+        state.hook.remove()
+
+
 def offload_blocks(module: "nn.Module", device: "torch.device", fraction: float) -> "BlockOffloader":
     """Offload ``fraction`` of the blocks of ``module`` (spread evenly); everything else goes to ``device``."""
     from toolkit.models.offload import BlockOffloader, spread

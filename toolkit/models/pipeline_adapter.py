@@ -16,7 +16,8 @@ from toolkit.errors import EaselError
 from toolkit.models import memory
 from toolkit.models.attachments import Attachments
 from toolkit.models.base import ControlInput, GenerateRequest, ModelAdapter, NoiseSchedule
-from toolkit.models.loading import ModelSource, diffusers_class, load_denoiser, load_pipeline, load_vae, resolve_file, resolve_source
+from toolkit.models.loading import (ModelSource, diffusers_class, load_denoiser, load_denoiser_file_pipeline, load_pipeline,
+                                    load_vae, resolve_file, resolve_source)
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +71,13 @@ class PipelineAdapter(ModelAdapter):
     """Whether ``model.assistant_lora_path`` (a training adapter merged at load) means anything here."""
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config",)
     """Keys this architecture reads from ``model.model_kwargs`` (``config``: where a single file's configs come from)."""
+    vae_class: ClassVar[str] = "AutoencoderKL"
+    """diffusers class of the VAE (what ``model.vae_path`` is loaded as)."""
+    denoiser_file: ClassVar[str] = ""
+    """diffusers class of the denoiser when the architecture's single files hold only it (Z-Image, Qwen-Image); the
+    other parts then come from ``model_kwargs.config``, else ``default_base``. Empty: single files hold everything."""
+    default_base: ClassVar[str] = ""
+    """Hub id of the text encoders, tokenizers and VAE for a denoiser-only single file."""
     takes_negative_prompt: ClassVar[bool] = True
     """Whether the pipeline has a ``negative_prompt`` argument (else the architecture's ``call_kwargs`` passes
     negative embeddings itself)."""
@@ -101,7 +109,7 @@ class PipelineAdapter(ModelAdapter):
         source = resolve_source(config, arch)
         components: dict[str, Any] = {}
         if config.vae_path:
-            components["vae"] = load_vae(config.vae_path, dtype, source, config.revision)
+            components["vae"] = load_vae(config.vae_path, dtype, source, config.revision, cls.vae_class)
         pipe = cls.load_pipeline(source, config, arch, dtype, components)
         if config.unet_path:
             name = arch.spec.denoiser
@@ -128,8 +136,17 @@ class PipelineAdapter(ModelAdapter):
     @classmethod
     def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
                       components: dict[str, Any]) -> Any:
-        """Load the pipeline; architectures whose single files hold only the denoiser override this."""
-        return load_pipeline(diffusers_class(arch.spec.pipeline), source, dtype, **components)
+        """Load the pipeline (a denoiser-only single file with the other parts from its base, see ``denoiser_file``)."""
+        pipeline_class = diffusers_class(arch.spec.pipeline)
+        if source.kind != "file" or not cls.denoiser_file:
+            return load_pipeline(pipeline_class, source, dtype, **components)
+        return load_denoiser_file_pipeline(pipeline_class, diffusers_class(cls.denoiser_file), arch.spec.denoiser, source,
+                                           dtype, cls.base_for(arch), **components)
+
+    @classmethod
+    def base_for(cls, arch: "ArchRef") -> str:
+        """Where a denoiser-only single file's other parts come from without ``model_kwargs.config``: ``default_base``."""
+        return cls.default_base
 
     def after_load(self) -> None:
         """Adjust the loaded pipeline (prediction type, schedule shift, merged adapters)."""

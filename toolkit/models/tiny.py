@@ -91,12 +91,15 @@ def _tiny_stamp(builder: Callable[[Path, int], None]) -> dict[str, Any]:
 def tiny_folder(name: str, builder: Callable[[Path, int], None]) -> Path:
     """The cached tiny model ``name``; built (atomically, from a fixed seed) when missing or out of date.
 
-    A lock file serialises builders, so several processes (data-parallel ranks) can ask at once.
+    A lock file serialises builders, so several processes can ask at once. Under torch.distributed only rank 0 builds
+    and the others wait for it: transformers' ``save_pretrained`` writes its files on rank 0 only.
     """
     folder = cache_dir("tiny") / name
     marker, stamp = folder / "easel_tiny.json", _tiny_stamp(builder)
     if _fresh(marker, stamp):
         return folder
+    if _distributed_rank() > 0:
+        return _wait_until_fresh(folder, marker, stamp)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(folder.parent / f".{name}.lock"):
         if _fresh(marker, stamp):
@@ -116,6 +119,25 @@ def tiny_folder(name: str, builder: Callable[[Path, int], None]) -> Path:
 
 def _fresh(marker: Path, stamp: dict[str, Any]) -> bool:
     return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == stamp
+
+
+def _distributed_rank() -> int:
+    """This process's rank in an initialised torch.distributed group; 0 without one."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _wait_until_fresh(folder: Path, marker: Path, stamp: dict[str, Any], timeout: float = 1800.0) -> Path:
+    """Wait for rank 0 to build the tiny model (the folder swap is atomic, so a fresh marker means a whole folder)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not _fresh(marker, stamp):
+        if time.monotonic() > deadline:
+            raise EaselError(f"waited {timeout:.0f} s for rank 0 to build the tiny model in {folder}; it did not finish.")
+        time.sleep(0.2)
+    return folder
 
 
 @contextmanager

@@ -50,6 +50,8 @@ class AdapterSuite:
     schedule_kind: ClassVar[str] = "ddpm"
     single_file: ClassVar[bool] = False
     """Whether the tiny model comes with a single-file checkpoint (``ArchSpec.tiny.single_file``) to load."""
+    trains_text_encoder: ClassVar[bool] = True
+    """Whether the architecture offers LoRA targets in its text encoders (else ``lora_targets(True)`` must refuse)."""
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -166,13 +168,36 @@ class AdapterSuite:
             assert schedule.prediction_type == "flow" and schedule.shift > 0
 
     def test_lora_targets_exist(self, adapter: ModelAdapter) -> None:
-        for train_text_encoder in (False, True):
+        if not self.trains_text_encoder:
+            with pytest.raises(EaselError, match="train_text_encoder"):
+                adapter.lora_targets(True)
+        for train_text_encoder in (False, True) if self.trains_text_encoder else (False,):
             targets = adapter.lora_targets(train_text_encoder)
             assert adapter.denoiser_name in targets and (len(targets) > 1) == train_text_encoder
             for component, suffixes in targets.items():
                 names = [name for name, _ in adapter.components()[component].named_modules()]
                 for suffix in suffixes:
                     assert any(n == suffix or n.endswith("." + suffix) for n in names), (component, suffix)
+
+    def test_every_default_target_gets_a_gradient(self, adapter: ModelAdapter) -> None:
+        """A LoRA on the default targets: every layer's B gets a gradient from one loss (data-parallel training
+        refuses parameters that take no part in the loss)."""
+        from toolkit.config.blocks import NetworkConfig
+        from toolkit.network.network import Network
+
+        network = Network.build(adapter.components(), adapter.lora_targets(False), NetworkConfig(linear=2, linear_alpha=2),
+                                name="suite_gradients")
+        try:
+            generator = torch.Generator().manual_seed(0)
+            latents = torch.randn(1, self.latent_channels, self.size[1] // 8, self.size[0] // 8, generator=generator)
+            with torch.no_grad():
+                cond = adapter.encode_prompts(["a cat"])
+            adapter.predict(latents, torch.tensor([500.0]), cond).square().mean().backward()
+            ups = {name: p.grad for name, p in network.named_parameters() if "lora_B" in name}
+            starved = [name for name, grad in ups.items() if grad is None or not grad.abs().sum() > 0]
+            assert ups and starved == [], f"{len(starved)} of {len(ups)} layers got no gradient: {starved[:8]}"
+        finally:
+            network.remove()
 
     def test_txt2img_size_and_determinism(self, adapter: ModelAdapter) -> None:
         first = adapter.generate([self.request(), self.request(seed=8)])

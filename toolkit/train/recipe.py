@@ -15,7 +15,9 @@ stop signal finishes the current step, saves and exits. A save refused (not fini
 
 Under ``accelerate launch`` / ``torchrun`` each process trains on its own share of every batch; only the
 small ``DiffusionStep`` (whose only parameters are the adapter's) is wrapped in DistributedDataParallel,
-the frozen base model is never wrapped. Only the main process writes files and prints the progress bar.
+the frozen base model is never wrapped. With ``train.distributed: fsdp`` the frozen denoiser is also sharded
+across the processes (``toolkit.train.sharding``), and previews are then made by all of them together. Only the
+main process writes files and prints the progress bar.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import signal
 import time
 from contextlib import nullcontext
@@ -130,6 +133,8 @@ class LoraTrainingRecipe:
         self.step = 0
         self.position: Any = None
         self.stop = StopSignals()
+        self.sharded = False
+        """The frozen denoiser is sharded across the processes (``train.distributed: fsdp`` with several of them)."""
         self._gradients_checked = False
 
     def run(self) -> None:
@@ -158,8 +163,13 @@ class LoraTrainingRecipe:
         self.device = run_device(self.config, self.accelerator)
         self._open_run_folder()
         self._check_precision()
+        self.sharded = train.distributed == "fsdp" and self.accelerator.num_processes > 1
+        if train.distributed == "fsdp" and not self.sharded:
+            log.info("train.distributed fsdp: one process, so nothing is sharded.")
         set_seed(train.seed)
-        self.adapter = self._load_model(self.config.model, self.arch, device=self.device,
+        # Sharded, the denoiser waits in CPU memory (as low_vram parks it) until it is split across the devices.
+        model = self.config.model.model_copy(update={"low_vram": True}) if self.sharded else self.config.model
+        self.adapter = self._load_model(model, self.arch, device=self.device,
                                         dtype=resolve_dtype(self.config.model.dtype or train.dtype))
         for module in [*self.adapter.components().values(), self.adapter.vae]:
             module.requires_grad_(False)
@@ -240,6 +250,12 @@ class LoraTrainingRecipe:
             log.warning("warning: model.layer_offloading without train.gradient_checkpointing saves little memory in "
                         "training: the backward pass keeps every block's weights on the device. Turn checkpointing on.")
         network = build_network(self.config, adapter)
+        if self.sharded:
+            from toolkit.train.sharding import local_bytes, shard_denoiser
+
+            count = shard_denoiser(adapter, network.parameters(), self.device)
+            log.info(f"train.distributed fsdp: the {adapter.denoiser_name} is sharded across {self.accelerator.num_processes} "
+                     f"processes ({count} blocks; {local_bytes(adapter.denoiser) / 2 ** 30:.2f} GiB of it on each)")
         place_denoiser(adapter)
         if interval is not None:
             interval.always_checkpoint(offloaded(adapter.denoiser))
@@ -456,12 +472,15 @@ class LoraTrainingRecipe:
         raise Interrupted(signum)
 
     def sample(self) -> None:
-        """The previews of this step, made and written on the main process (the others wait)."""
+        """The previews of this step, made and written on the main process (the others wait; with a sharded denoiser
+        they make the same previews too, since every process takes part in each of its forward passes)."""
         from toolkit.train.sampling import make_previews, save_previews
 
-        if self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process
+        if main or self.sharded:  # a sharded denoiser runs only with every process taking part
             images = make_previews(self.adapter, self.network, self.ema, self.previews, self.offloaded,
                                    self.config.model.inference_lora_path)
+        if main:
             sample = self.config.sample
             labels = [preview.request.prompt for preview in self.previews]
             samples = self.folder / "samples"
@@ -552,6 +571,10 @@ def make_accelerator(config: "LoraTrainerConfig") -> "Accelerator":
 
     from toolkit.devices import resolve_device
 
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise EaselError("this run was launched with an FSDP accelerate config, which would shard only the small adapter. "
+                         "easel shards the frozen base itself: launch with a plain multi-GPU config (accelerate launch "
+                         "--multi_gpu --num_processes N run.py CONFIG) and set train.distributed: fsdp in the config.")
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     train = config.train
