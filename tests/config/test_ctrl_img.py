@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from toolkit.config.blocks import SampleConfig, SampleItem
+from toolkit.config.sample import SampleConfig, SampleItem
 from toolkit.config.control import ControlNetConfig
 from toolkit.config.job import load_job_config
 from toolkit.errors import ConfigError

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from toolkit.config.blocks import SampleItem
+from toolkit.config.sample import SampleItem
 from toolkit.config.job import load_job_config
 from toolkit.errors import ConfigError, EaselError
 from toolkit.models.base import GenerateRequest

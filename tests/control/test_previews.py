@@ -14,7 +14,7 @@ from PIL import Image
 
 import run
 from tests.control.conftest import shapes
-from toolkit.config.blocks import SampleConfig, SampleItem
+from toolkit.config.sample import SampleConfig, SampleItem
 from toolkit.config.control import ControlNetConfig
 from toolkit.config.job import load_job_config
 from toolkit.errors import ConfigError

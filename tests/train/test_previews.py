@@ -2,7 +2,7 @@
 
 import pytest
 
-from toolkit.config.blocks import SampleConfig, SampleItem
+from toolkit.config.sample import SampleConfig, SampleItem
 from toolkit.config.job import load_job_config
 from toolkit.errors import ConfigError
 from toolkit.train.sampling import preview_requests

@@ -7,7 +7,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from toolkit.config.base import Block, lowercase
-from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, sampler_problems
+from toolkit.config.blocks import LoraRef, ModelConfig
+from toolkit.config.sample import ImageSettings, sampler_problems
 from toolkit.config.control import ControlNetConfig
 
 

@@ -8,7 +8,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, field_validator
 
 from toolkit.config.base import Block, lowercase
-from toolkit.config.blocks import ImageSettings, LoraRef, ModelConfig, reference_problems, sampler_problems
+from toolkit.config.blocks import LoraRef, ModelConfig
+from toolkit.config.sample import ImageSettings, reference_problems, sampler_problems
 from toolkit.config.control import ControlNetConfig, IPAdapterConfig
 
 

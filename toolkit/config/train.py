@@ -8,8 +8,8 @@ from pydantic import Field, model_validator
 
 from toolkit.config.aitoolkit import apply_moves
 from toolkit.config.base import Block
-from toolkit.config.blocks import (DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SampleConfig, SaveConfig, TrainConfig,
-                                   reference_problems, sampler_problems)
+from toolkit.config.blocks import DatasetConfig, LoggingConfig, ModelConfig, NetworkConfig, SaveConfig, TrainConfig
+from toolkit.config.sample import SampleConfig, reference_problems, sampler_problems
 
 
 class LoraTrainerConfig(Block):

@@ -19,7 +19,7 @@ from toolkit.train.state import preserved_rng
 if TYPE_CHECKING:
     from PIL import Image
 
-    from toolkit.config.blocks import SampleConfig
+    from toolkit.config.sample import SampleConfig
     from toolkit.models.base import ModelAdapter
     from toolkit.network.network import Network
     from toolkit.registry import ArchRef
