@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import ROOT
-from tests.ui.conftest import copy_loras, make_settings
+from tests.ui.conftest import copy_loras, make_settings, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -234,3 +235,38 @@ def test_generate_with_two_loras_at_different_weights(server: tuple[str, Any], p
     assert len(list((settings.output / "generate").glob("*_11.png"))) == 1
     shot(page, "10-generate")
 
+
+
+def _post_form(base: str, path: str, fields: dict[str, str]) -> dict[str, Any]:
+    data = urllib.parse.urlencode(fields).encode()
+    with urllib.request.urlopen(urllib.request.Request(base + path, data=data, method="POST")) as answer:
+        return json.load(answer)
+
+
+def _queued_order(page: Any) -> list[int]:
+    return [int(i) for i in page.eval_on_selector_all("table.queue tr.status-queued", "rows => rows.map(r => r.dataset.id)")]
+
+
+def test_the_jobs_page_reorders_the_queue_and_stops_the_running_job(server: tuple[str, Any], page: Any) -> None:
+    """The buttons a user clicks on the jobs page: ▼ moves a queued job later, Stop ends the running one (it saves)."""
+    base, settings = server
+    long = _post_form(base, "/api/jobs/form", {"name": "longrun", "steps": "100000", "save_every": "100000",
+                                               "sample_every": "100000", "resolution": "64"})["id"]
+    first, second = (_post_form(base, "/api/datasets/demo/job", {"kind": "prep"})["id"] for _ in range(2))
+    visit(page, base + "/", "jobs (queue)")
+    page.wait_for_selector(f"tr.status-running[data-id='{long}']", timeout=120_000)
+    assert _queued_order(page) == [first, second]
+    page.locator(f"tr[data-id='{first}'] button[title='run later']").click()
+    page.wait_for_function(f"() => [...document.querySelectorAll('table.queue tr.status-queued')].map(r => Number(r.dataset.id)).join() === '{second},{first}'")
+    shot(page, "11-queue-reordered")
+    for job in (first, second):  # the two waiting jobs are not needed further
+        page.locator(f"tr[data-id='{job}'] button", has_text="Delete").click()
+        page.wait_for_selector(f"tr[data-id='{job}']", state="detached")
+    losses = settings.output / "longrun" / "loss.csv"
+    wait_for(lambda: losses.is_file() and len(losses.read_text().splitlines()) > 1, what="the long run's first step")
+    page.locator(f"tr[data-id='{long}'] button", has_text="Stop").click()
+    page.wait_for_selector(f"tr.status-stopped[data-id='{long}']", timeout=120_000)
+    row = json.load(urllib.request.urlopen(f"{base}/api/jobs/{long}"))
+    assert (row["status"], row["exit_code"]) == ("stopped", 143), row
+    assert list((settings.output / "longrun").glob("longrun*.safetensors")), "an interrupted run saves before it exits"
+    shot(page, "12-queue-stopped")
