@@ -270,3 +270,24 @@ def test_the_jobs_page_reorders_the_queue_and_stops_the_running_job(server: tupl
     assert (row["status"], row["exit_code"]) == ("stopped", 143), row
     assert list((settings.output / "longrun").glob("longrun*.safetensors")), "an interrupted run saves before it exits"
     shot(page, "12-queue-stopped")
+
+
+def test_the_caption_button_captions_the_images_without_one(server: tuple[str, Any], page: Any) -> None:
+    """The dataset page's caption form queues the caption job (tiny BLIP, offline); it writes the missing caption only."""
+    base, settings = server
+    folder = settings.datasets / "demo"
+    (folder / "002_tree.txt").unlink()
+    kept = (folder / "003_boat.txt").read_text()
+    visit(page, base + "/datasets/demo", "dataset (caption)")
+    page.fill("input[name=model]", "tiny:blip")
+    page.fill("input[name=prefix]", "warmstyle")
+    page.click("text=Caption the images without a caption")
+    page.wait_for_url(re.compile(r".*/jobs/\d+$"))
+    page.wait_for_selector("#status.done", timeout=180_000)
+    shot(page, "13-caption-job-done")
+    caption = (folder / "002_tree.txt").read_text().strip()
+    assert caption.startswith("warmstyle") and len(caption) > len("warmstyle"), caption
+    assert (folder / "003_boat.txt").read_text() == kept  # overwrite: false keeps the others
+    visit(page, base + "/datasets/demo", "dataset (captioned)")
+    assert page.input_value("textarea[data-image='002_tree.png']").strip() == caption
+    shot(page, "14-dataset-captioned")
