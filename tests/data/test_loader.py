@@ -179,6 +179,40 @@ def test_regularization_set_and_dataset_trigger(tmp_path):
     assert sorted(batch.captions) == ["a dog", "sks a dog"]
 
 
+def test_a_dataset_batch_size_overrides_the_process_one_for_its_own_batches(tmp_path):
+    """ai-toolkit's datasets[].batch_size: each dataset's batches hold its own count (the last one may be short),
+    datasets of different sizes never share a batch, and one without it keeps train.batch_size."""
+    for name, count in (("big", 7), ("small", 5)):
+        for i in range(count):
+            write_image(tmp_path / name / f"{name}{i}.png", size=(64, 64), caption=f"{name} {i}")
+    configs = [dataset(tmp_path / "big", resolution=[64], batch_size=3), dataset(tmp_path / "small", resolution=[64])]
+    data = TrainData(configs, trigger_word=None, batch_size=2, seed=1, bucket_divisibility=16)
+    assert data.steps_per_epoch() == 3 + 3  # ceil(7 / 3) + ceil(5 / 2)
+    sizes: dict[str, list[int]] = {"big": [], "small": []}
+    for batch, position in itertools.islice(data.batches(), data.steps_per_epoch()):
+        (kind,) = {Path(path).parent.name for path in batch.paths}  # one dataset per batch
+        sizes[kind].append(len(batch.paths))
+        assert batch.pixels.shape[0] == len(batch.paths)
+    assert sorted(sizes["big"]) == [1, 3, 3] and sorted(sizes["small"]) == [1, 2, 2]
+    assert data.report()[-1].startswith("steps per epoch: 6 (batch 2/3 by dataset, ")
+    same = TrainData([dataset(tmp_path / "big", resolution=[64], batch_size=2), dataset(tmp_path / "small", resolution=[64])],
+                     trigger_word=None, batch_size=2, seed=1, bucket_divisibility=16)
+    plain = TrainData([dataset(tmp_path / "big", resolution=[64]), dataset(tmp_path / "small", resolution=[64])],
+                      trigger_word=None, batch_size=2, seed=1, bucket_divisibility=16)
+    assert same.plan(0) == plain.plan(0)  # naming the process's own size changes nothing
+
+
+def test_a_dataset_batch_size_is_shared_out_over_ranks(tmp_path):
+    for i in range(8):
+        write_image(tmp_path / "d" / f"x{i}.png", size=(64, 64), caption=f"x {i}")
+    ranks = [TrainData([dataset(tmp_path / "d", resolution=[64], batch_size=2)], trigger_word=None, batch_size=1,
+                       seed=3, bucket_divisibility=16, rank=rank, world_size=2) for rank in range(2)]
+    assert ranks[0].steps_per_epoch() == 2  # 8 entries in global batches of 2 x 2 ranks
+    for chunk in ranks[0].plan(0):
+        shares = [ranks[rank].share(chunk) for rank in range(2)]
+        assert len(shares[0]) == len(shares[1]) == 2 and not set(shares[0]) & set(shares[1])
+
+
 @pytest.mark.parametrize("axis,dim", [("flip_x", -1), ("flip_y", -2)])
 def test_flips_change_pixels_and_image_info(folder, axis, dim):
     data = make(folder, batch_size=1, **{axis: True})

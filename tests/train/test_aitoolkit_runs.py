@@ -83,6 +83,17 @@ def test_masks_weights_and_preservation_train_on_the_tiny_model(tmp_path):
     assert (tmp_path / "out" / "feat" / "feat.safetensors").is_file()
 
 
+def test_datasets_with_their_own_batch_size_train(tmp_path, capsys):
+    images = image_folder(tmp_path)
+    datasets = [{"folder_path": str(images), "resolution": [64]},
+                {"folder_path": str(images), "resolution": [64], "batch_size": 3, "cache_latents": True}]
+    config = _train_config(tmp_path, images, datasets=datasets, train={"batch_size": 2, "steps": 3})
+    assert run.main([str(config), "--dry-run"]) == 0
+    assert "(batch 2/3 by dataset, " in capsys.readouterr().out
+    assert run.main([str(config)]) == 0
+    assert (tmp_path / "out" / "feat" / "feat.safetensors").is_file()
+
+
 def test_merge_network_on_save_writes_the_base_plus_the_adapter(registry, tmp_path):
     import torch
 

@@ -435,7 +435,7 @@ MODEL = (
 )
 
 DATASET = (
-    refuse("batch_size", None, "this dataset's batch size, overriding train.batch_size"),
+    impl("batch_size", None, "this dataset's batch size, overriding train.batch_size"),
     refuse("type", "image", "dataset kind (image, slider, reference)"),
     impl("folder_path", None, "the image folder"),
     refuse("dataset_path", None, "a folder or a JSON list of images and captions"),

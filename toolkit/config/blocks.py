@@ -118,6 +118,9 @@ class DatasetConfig(Block):
     """Weight of the adapter while training on this dataset (its batches are kept apart from other weights')."""
     loss_multiplier: float = Field(1.0, ge=0)
     """Weight of this dataset's loss."""
+    batch_size: int | None = Field(None, ge=1)
+    """Images per step from this dataset (its batches are kept apart from other sizes'); default ``train.batch_size``.
+    As in ai-toolkit, e.g. a small dataset of large images at batch 1 beside a large one at batch 4."""
     control_path: list[str] = []
     """Edit pairs (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit): a folder, or a list of folders, of reference images paired
     with the targets by file name (target ``cat.jpg`` -> ``<folder>/cat.<any image extension>``); the model learns to

@@ -6,10 +6,10 @@ rules, flips, random crop) come from generators seeded by ``(seed, e, purpose, i
 ``batches(LoaderPosition(e, i))`` continues exactly like an uninterrupted run.
 
 Batches. Entries are grouped by bucket (and by whether their latents are cached, so a batch is
-all latents or all pixels). Each group is shuffled and cut into global batches of
-``batch_size * world_size`` entries; the global batches of all groups are then shuffled together.
-A group's last batch may be smaller. Rank ``r`` takes the ``r``-th contiguous share of every
-global batch, so ranks never see the same entry in a step; with several ranks a short last batch
+all latents or all pixels) and by the dataset's batch size. Each group is shuffled and cut into global batches of
+``batch_size * world_size`` entries (a dataset's own ``batch_size`` where it sets one); the global batches of all
+groups are then shuffled together. A group's last batch may be smaller. Rank ``r`` takes the ``r``-th contiguous
+share of every global batch, so ranks never see the same entry in a step; with several ranks a short last batch
 is padded with other entries of its bucket (from the start of the bucket's order) until it
 divides evenly, so every rank gets the same number of rows.
 
@@ -194,20 +194,33 @@ class TrainData:
                     self.entries.extend(Entry(index, number, resolution, repeat, placement, cached, refs)
                                         for repeat in range(config.num_repeats))
         groups: dict[tuple, list[int]] = defaultdict(list)
+        self.group_batch: dict[tuple, int] = {}
         for item, entry in enumerate(self.entries):
-            weight = self.datasets[entry.dataset].network_weight
-            groups[entry.group if weight == 1.0 else (*entry.group, weight)].append(item)
+            key = self._group_key(entry)
+            groups[key].append(item)
+            self.group_batch[key] = self.dataset_batch(entry.dataset)
         self.groups = dict(sorted(groups.items()))
         self._plans.clear()
 
-    @property
-    def global_batch(self) -> int:
-        """Entries per global batch: ``batch_size * world_size``."""
-        return self.batch_size * self.world_size
+    def dataset_batch(self, index: int) -> int:
+        """Entries per rank and step from dataset ``index``: its own ``batch_size``, else the process's."""
+        return self.datasets[index].batch_size or self.batch_size
+
+    def _group_key(self, entry: Entry) -> tuple:
+        """Entries with one key may share a batch: same group, adapter weight and batch size. A key stays the bare
+        group where both are the defaults (keys seed the shuffles, so existing runs keep their order)."""
+        weight, size = self.datasets[entry.dataset].network_weight, self.dataset_batch(entry.dataset)
+        if size != self.batch_size:
+            return (*entry.group, float(weight), float(size))
+        return entry.group if weight == 1.0 else (*entry.group, weight)
+
+    def global_batch(self, key: tuple) -> int:
+        """Entries per global batch of group ``key``: its batch size times ``world_size``."""
+        return self.group_batch[key] * self.world_size
 
     def steps_per_epoch(self) -> int:
         """Global batches per epoch (final once ``prepare`` has run, which may drop undecodable images)."""
-        return sum(-(-len(items) // self.global_batch) for items in self.groups.values())
+        return sum(-(-len(items) // self.global_batch(key)) for key, items in self.groups.items())
 
     def _pad(self, chunk: list[int], order: list[int]) -> list[int]:
         """Pad a short global batch with other entries of its bucket until every rank gets the same count."""
@@ -222,8 +235,9 @@ class TrainData:
             for key, items in self.groups.items():
                 order = list(items)
                 rng_for(self.seed, "bucket", epoch, key).shuffle(order)
-                for start in range(0, len(order), self.global_batch):
-                    chunks.append(self._pad(order[start:start + self.global_batch], order))
+                size = self.global_batch(key)
+                for start in range(0, len(order), size):
+                    chunks.append(self._pad(order[start:start + size], order))
             rng_for(self.seed, "order", epoch).shuffle(chunks)
             self._plans = {epoch: chunks}
         return self._plans[epoch]
@@ -571,6 +585,8 @@ class TrainData:
                       f"    {self._cache_line(index)}",
                       *([f"    {self._reference_line(index)}"] if config.control_path else [])]
         ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
-        lines.append(f"steps per epoch: {self.steps_per_epoch()} (batch {self.batch_size}{ranks}, "
+        sizes = sorted({self.dataset_batch(index) for index in range(len(self.datasets))})
+        batch = "/".join(map(str, sizes)) + (" by dataset" if len(sizes) > 1 else "")
+        lines.append(f"steps per epoch: {self.steps_per_epoch()} (batch {batch}{ranks}, "
                      f"{len(self.groups)} bucket groups, one bucket per batch)")
         return lines
