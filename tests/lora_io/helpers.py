@@ -56,7 +56,11 @@ def random_lora(components: dict[str, torch.nn.Module], targets: dict[str, list[
         for name in target_names(root, suffixes):
             layer = base_layer(root.get_submodule(name))
             prefix = f"{component}.{name}"
-            if kind == "lora":
+            if kind == "full":
+                state[f"{prefix}.diff"] = torch.randn(layer.weight.shape, generator=generator) * scale * 0.1
+                if layer.bias is not None:
+                    state[f"{prefix}.diff_b"] = torch.randn(layer.bias.shape, generator=generator) * scale * 0.1
+            elif kind == "lora":
                 weight = layer.weight.detach().float()
                 down = torch.randn(rank, *weight.shape[1:], generator=generator) * scale
                 up = torch.randn(weight.shape[0], rank, *([1] * (weight.dim() - 2)), generator=generator) * scale

@@ -365,3 +365,51 @@ def test_block_dims_give_each_block_its_rank_and_alpha() -> None:
     assert state["transformer.blocks.1.conv.lora_A.weight"].shape[0] == 4 and "transformer.blocks.0.conv.lora_A.weight" not in state
     with pytest.raises(ValueError, match="needs 25 values"):
         NetworkConfig(block_dims=[4] * 12)
+
+
+@pytest.mark.parametrize("kind", ["lora", "loha"])
+def test_full_if_contains_gives_matching_targets_a_full_difference_instead(kind: str) -> None:
+    """ai-toolkit's full_if_contains: matching targets (by dotted or kohya-flat name; a 3x3 conv among them even without
+    ``conv``) get ``diff`` / ``diff_b`` instead of the network's low-rank adapter, which the others keep."""
+    base, denoiser = model(), model()
+    network = build(denoiser, [*ATTENTION, "conv"], type=kind, linear=4, full_if_contains=["to_out", "blocks_1_conv"])
+    state = network.state_dict()
+    assert state["transformer.blocks.0.attn.to_out.0.diff"].shape == (16, 16)
+    assert state["transformer.blocks.0.attn.to_out.0.diff_b"].shape == (16,)
+    assert state["transformer.blocks.1.conv.diff"].shape == (16, 16, 3, 3)
+    assert not any(key.startswith("transformer.blocks.0.conv.") for key in state)  # a 3x3 conv not named: not wrapped
+    assert {key.rsplit(".", 1)[1] for key in state if ".to_out.0." in key} == {"diff", "diff_b"}
+    low_rank = {"lora": "lora_A.weight", "loha": "hada_w1_a"}[kind]
+    assert all(f"transformer.blocks.{b}.attn.{name}.{low_rank}" in state for b in (0, 1) for name in ("to_q", "to_k", "to_v"))
+    x = inputs()
+    with torch.no_grad():
+        assert torch.equal(denoiser(*x), base(*x)), "fresh adapters change nothing"
+
+
+def test_a_full_layer_alone_equals_the_merged_layer_and_only_its_difference_learns() -> None:
+    base, denoiser = model(), model().requires_grad_(False)
+    network = build(denoiser, ["to_out", "conv"], full_if_contains=["to_out", "conv"])
+    assert all(key.endswith((".diff", ".diff_b")) for key in network.state_dict())
+    randomize(network)
+    merged = copy.deepcopy(base)
+    with torch.no_grad():
+        for key, value in network.state_dict().items():
+            layer, _, suffix = key.removeprefix("transformer.").rpartition(".")
+            target = merged.get_submodule(layer)
+            (target.weight if suffix == "diff" else target.bias).add_(0.7 * value)
+    network.multiplier = 0.7
+    x = inputs()
+    assert torch.allclose(denoiser(*x), merged(*x), atol=1e-5)
+    denoiser(*x).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in network.parameters())
+    network.disable()
+    with torch.no_grad():
+        assert torch.equal(denoiser(*x), base(*x))
+    network.enable()
+    network.remove()
+    assert torch.equal(denoiser(*x), base(*x))
+
+
+def test_full_if_contains_that_matches_no_target_is_an_error() -> None:
+    with pytest.raises(EaselError, match="network.full_if_contains: to_z match no layer the network wraps"):
+        build(model(), ATTENTION, full_if_contains="to_z")

@@ -94,6 +94,26 @@ def test_datasets_with_their_own_batch_size_train(tmp_path, capsys):
     assert (tmp_path / "out" / "feat" / "feat.safetensors").is_file()
 
 
+def test_full_if_contains_trains_saves_resumes_and_loads_as_full_differences(registry, tmp_path):
+    from safetensors import safe_open
+
+    images = image_folder(tmp_path)
+    network = {"linear": 4, "network_kwargs": {"full_if_contains": ["to_out"]}}
+    config = _train_config(tmp_path, images, network=network, save={"save_every": 1}, train={"steps": 2, "lr": 1e-2})
+    assert run.main([str(config)]) == 0
+    file = tmp_path / "out" / "feat" / "feat.safetensors"
+    with safe_open(str(file), "pt") as handle:
+        keys = list(handle.keys())
+        diffs = [handle.get_tensor(key) for key in keys if key.endswith(".diff")]
+    assert diffs and all(float(diff.abs().max()) > 0 for diff in diffs), "the differences learned"
+    assert not any("to_out" in key and ".lora_" in key for key in keys) and any(key.endswith(".lora_down.weight") for key in keys)
+    assert run.main([str(config), "--set", "config.process.0.train.steps=3"]) == 0  # resumes from step 2
+    assert "Resum" in (tmp_path / "out" / "feat" / "log.txt").read_text()
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu")
+    lora = load_lora(file, adapter=adapter)
+    assert {module.kind for module in lora.modules.values()} == {"lora", "full"}
+
+
 def test_merge_network_on_save_writes_the_base_plus_the_adapter(registry, tmp_path):
     import torch
 

@@ -136,7 +136,7 @@ NETWORK = (
 NETWORK_KWARGS = (
     impl("ignore_if_contains", None, "skip modules whose name contains one of these"),
     impl("only_if_contains", None, "adapt only modules whose name contains one of these"),
-    refuse("full_if_contains", None, "train matching layers as full weight differences instead of low-rank ones"),
+    impl("full_if_contains", None, "train matching layers as full weight differences instead of low-rank ones"),
     impl("rank_dropout", None, "drop rank components of the update at random while training"),
     impl("module_dropout", None, "skip whole adapter modules at random while training"),
     impl("block_dims", None, "kohya per-block ranks of the UNet's linear layers (ai-toolkit accepts them but does not "

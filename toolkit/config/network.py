@@ -25,6 +25,14 @@ def _block_values(value: Any) -> Any:
 BlockValues = Annotated[list[float] | None, BeforeValidator(_block_values)]
 
 
+def _words(value: Any) -> Any:
+    """ai-toolkit writes one string, a list, or null."""
+    return [] if value is None else [value] if isinstance(value, str) else value
+
+
+Words = Annotated[list[str], BeforeValidator(_words)]
+
+
 class NetworkKwargs(Block):
     """ai-toolkit's ``network_kwargs`` sub-block."""
 
@@ -35,6 +43,8 @@ class NetworkKwargs(Block):
     """Skip modules whose name contains any of these strings."""
     only_if_contains: list[str] = []
     """If set, wrap only modules whose name contains one of these strings."""
+    full_if_contains: Words = []
+    """Same as ``network.full_if_contains`` (the two lists are joined)."""
     rank_dropout: float | None = Field(None, ge=0, lt=1)
     """ai-toolkit / kohya spelling of ``network.rank_dropout``."""
     module_dropout: float | None = Field(None, ge=0, le=1)
@@ -78,6 +88,12 @@ class NetworkConfig(Block):
     """Skip modules whose name contains any of these strings."""
     only_if_contains: list[str] = []
     """If set, wrap only modules whose name contains one of these strings."""
+    full_if_contains: Words = []
+    """Layers of the targets whose name (dotted, or with underscores as kohya spells it) contains one of these strings
+    train a full weight difference (``diff`` / ``diff_b`` in the file, as ai-toolkit and LyCORIS write it) instead of a
+    low-rank adapter; a 3x3 convolution among the targets counts even without ``conv``. A word that matches no target
+    is an error. ComfyUI, AUTOMATIC1111 and easel apply such files; diffusers' ``load_lora_weights`` refuses them.
+    Norm layers are not trained this way (ai-toolkit's ``all_layers`` is refused)."""
     network_kwargs: NetworkKwargs | None = None
     """ai-toolkit's sub-block of network settings (module filters, dropouts, ...); merged into the keys here."""
     dropout: float | None = Field(None, ge=0, le=1)
@@ -113,6 +129,7 @@ class NetworkConfig(Block):
         if kwargs is not None:
             self.ignore_if_contains = [*self.ignore_if_contains, *kwargs.ignore_if_contains]
             self.only_if_contains = [*self.only_if_contains, *kwargs.only_if_contains]
+            self.full_if_contains = [*self.full_if_contains, *kwargs.full_if_contains]
             for name in SHARED_WITH_KWARGS:
                 if getattr(kwargs, name) is not None and getattr(self, name) is not None:
                     raise ValueError(f"{name} is set both here and in network_kwargs; keep one")

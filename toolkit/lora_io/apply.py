@@ -1,7 +1,8 @@
 """LoRA stacks on a loaded model: h = W x + sum_i w_i dW_i x, and baking them into the weights.
 
 Each file becomes its own adapter: a PEFT LoRA adapter (LoRA, LoCon, DoRA) named ``easel_gen_<i>``
-scaled by its weight, or lycoris-lora module wrappers (LoHa, LoKr) with the weight as multiplier.
+scaled by its weight, lycoris-lora module wrappers (LoHa, LoKr) with the weight as multiplier, or hooks adding a
+full module's ``diff`` (``toolkit.network.layers.FullDiff``).
 Weights may be negative or above 1. Adapters already on the model (a LoRA being trained) stay.
 """
 
@@ -17,6 +18,7 @@ from toolkit.lora_io.files import LoraFile, load_lora
 from toolkit.lora_io.formats import peft_config_kwargs, peft_magnitude
 from toolkit.lora_io.keys import LoraModule
 from toolkit.lora_io.model import base_layer, check_fits, lycoris_merged_weight, lycoris_module, target_layer
+from toolkit.network.layers import FullDiff
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +78,9 @@ def _inject(adapter: "ModelAdapter", lora: LoraFile, name: str, weight: float) -
             by_component.setdefault(module.component, []).append(module)
             continue
         layer = target_layer(components, module)
+        if module.kind == "full":
+            hooked.append(_full_diff(module, layer, name, weight))
+            continue
         lyco = lycoris_module(module, layer, weight)
         lyco.easel_adapter_name = name
         lyco.requires_grad_(False)
@@ -83,6 +88,19 @@ def _inject(adapter: "ModelAdapter", lora: LoraFile, name: str, weight: float) -
         hooked.append(lyco)
     for component, modules in by_component.items():
         _inject_peft(components[component], modules, name, weight, lora.label)
+
+
+def _full_diff(module: LoraModule, layer: "torch.nn.Module", name: str, weight: float) -> FullDiff:
+    """A full module's difference hooked onto its layer (in the layer's dtype and device)."""
+    weight_of = base_layer(layer).weight
+    dtype = weight_of.dtype if weight_of.is_floating_point() else None
+    diff = module.tensors["diff"].to(weight_of.device, dtype)
+    diff_b = module.tensors.get("diff_b")
+    added = FullDiff(layer, diff, diff_b.to(weight_of.device, dtype) if diff_b is not None else None, weight)
+    added.easel_adapter_name = name  # type: ignore[attr-defined]
+    added.apply_to()
+    base_layer(layer).__dict__.setdefault("_easel_full_diffs", []).append(added)
+    return added
 
 
 def _tuner_layers(module: "torch.nn.Module") -> dict[str, Any]:
@@ -140,6 +158,7 @@ def loaded_loras(pipe: Any) -> list[str]:
             found.update(n for n in _held(layer) if n.startswith(PREFIX))
         for child in module.modules():
             found.update(getattr(w, "easel_adapter_name", "") for w in getattr(child, "_lycoris_wrappers", []))
+            found.update(getattr(w, "easel_adapter_name", "") for w in child.__dict__.get("_easel_full_diffs", []))
     found.discard("")
     return sorted(found)
 
@@ -160,6 +179,8 @@ def remove_loras(adapter: "ModelAdapter") -> None:
     """
     for lyco in reversed(_LYCORIS.pop(adapter, [])):
         lyco.restore()
+        if isinstance(lyco, FullDiff):
+            _drop_full(lyco)
     for module in adapter.components().values():
         for layer in _tuner_layers(module).values():
             ours = [n for n in _held(layer) if n.startswith(PREFIX)]
@@ -198,6 +219,9 @@ def bake_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) -
     names = apply_loras(adapter, loras)
     with torch.no_grad():
         for lyco in _LYCORIS.pop(adapter, []):
+            if isinstance(lyco, FullDiff):
+                _bake_full(lyco)
+                continue
             merged = lycoris_merged_weight(lyco, lyco.multiplier)
             lyco.restore()
             layer = lyco.org_module[0]
@@ -206,6 +230,22 @@ def bake_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) -
             _merge_peft(module, names)
             _drop_configs(module)
     return names
+
+
+def _bake_full(added: FullDiff) -> None:
+    """W += m * diff and b += m * diff_b, then the hook goes."""
+    added.restore()
+    _drop_full(added)
+    layer = added.layer
+    layer.weight.add_((added.multiplier * added.diff.float()).to(layer.weight.dtype))
+    if added.diff_b is not None and layer.bias is not None:
+        layer.bias.add_((added.multiplier * added.diff_b.float()).to(layer.bias.dtype))
+
+
+def _drop_full(added: FullDiff) -> None:
+    held = added.layer.__dict__.get("_easel_full_diffs", [])
+    if added in held:
+        held.remove(added)
 
 
 def _merge_peft(root: "torch.nn.Module", names: list[str]) -> None:

@@ -1,7 +1,7 @@
 """Key layouts of LoRA files: canonical modules <-> kohya, comfy, diffusers / PEFT tensors.
 
 - ``kohya``: ``lora_unet_<flat module>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (LyCORIS
-  tensors keep their names, DoRA adds ``.dora_scale``), prefixes from the architecture's profile;
+  tensors and full modules' ``.diff`` / ``.diff_b`` keep their names, DoRA adds ``.dora_scale``), prefixes from the architecture's profile;
   what AUTOMATIC1111 and ComfyUI read. Other tools' spellings load too: ``lora_te1_`` for SD 1.x
   (diffusers' converter), OneTrainer's ``lora_transformer_``, LyCORIS' ``lycoris_``.
 - ``comfy``: ``diffusion_model.<module>.lora_A.weight`` / ``.lora_B.weight`` / ``.alpha`` (the UNet
@@ -20,7 +20,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import EaselError
-from toolkit.lora_io.keys import COMMON_TENSORS, LOHA_TENSORS, LOKR_TENSORS, LoraModule
+from toolkit.lora_io.keys import COMMON_TENSORS, FULL_TENSORS, LOHA_TENSORS, LOKR_TENSORS, LoraModule
 from toolkit.lora_io.namer import Namer
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ PEFT_CONFIG_KEY = "easel.peft_adapter_config"
 TO_KOHYA = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 FROM_EXTERNAL = {"lora_down.weight": "lora_A.weight", "lora_up.weight": "lora_B.weight",
                  "lora_A.weight": "lora_A.weight", "lora_B.weight": "lora_B.weight",
-                 **{name: name for name in LOHA_TENSORS + LOKR_TENSORS + COMMON_TENSORS}}
+                 **{name: name for name in LOHA_TENSORS + LOKR_TENSORS + FULL_TENSORS + COMMON_TENSORS}}
 OLD_DIFFUSERS_MARKERS = (".lora.down.weight", ".lora.up.weight", "_lora.down.weight", "_lora.up.weight",
                          ".lora_linear_layer.", ".processor.")
 Tensors = dict[str, "torch.Tensor"]
@@ -69,6 +69,8 @@ def _external_tensors(module: LoraModule) -> Tensors:
     import torch
 
     tensors = dict(module.tensors)
+    if module.kind == "full":  # ``diff`` / ``diff_b`` as they are: no alpha (ComfyUI and A1111 add ``diff`` unscaled)
+        return {key: value for key, value in tensors.items() if key != "alpha"}
     tensors.setdefault("alpha", torch.tensor(float(module.alpha)))
     if "dora_scale" in tensors:
         tensors["dora_scale"] = _dora_external(module, tensors["dora_scale"])

@@ -7,7 +7,9 @@ transformers module, ``tensor`` one of:
 - LoRA / LoCon: ``lora_A.weight`` ([r, in] or [r, in, kh, kw]), ``lora_B.weight`` ([out, r] or
   [out, r, 1, 1]), ``alpha`` (0-dim); the update is ``alpha / r * B @ A``;
 - DoRA: a LoRA plus ``dora_scale``, the magnitude vector, stored flat ([out]);
-- LoHa / LoKr: the LyCORIS tensors (``hada_w1_a`` ... ``lokr_w2_b``, ``hada_t1``, ``lokr_t2``) plus ``alpha``.
+- LoHa / LoKr: the LyCORIS tensors (``hada_w1_a`` ... ``lokr_w2_b``, ``hada_t1``, ``lokr_t2``) plus ``alpha``;
+- full: ``diff`` (the weight's shape) and ``diff_b`` (the bias's), a full weight difference (ai-toolkit's
+  ``full_if_contains``, LyCORIS's "full"); its rank counts as full (min of its sides) and its scale as 1.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ if TYPE_CHECKING:
 LORA_TENSORS = ("lora_A.weight", "lora_B.weight")
 LOHA_TENSORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
 LOKR_TENSORS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t1", "lokr_t2")
+FULL_TENSORS = ("diff", "diff_b")
 COMMON_TENSORS = ("alpha", "dora_scale")
-TENSOR_NAMES = LORA_TENSORS + LOHA_TENSORS + LOKR_TENSORS + COMMON_TENSORS
-NETWORK_TYPES = ("lora", "loha", "lokr")
+TENSOR_NAMES = LORA_TENSORS + LOHA_TENSORS + LOKR_TENSORS + FULL_TENSORS + COMMON_TENSORS
+NETWORK_TYPES = ("lora", "loha", "lokr", "full")
 
 
 def split_key(key: str) -> tuple[str, str, str]:
@@ -58,7 +61,9 @@ class LoraModule:
 
     @property
     def kind(self) -> str:
-        """lora, loha or lokr (DoRA is a lora with ``dora``)."""
+        """lora, loha, lokr or full (DoRA is a lora with ``dora``)."""
+        if "diff" in self.tensors:
+            return "full"
         if any(t in self.tensors for t in LOHA_TENSORS):
             return "loha"
         if any(t in self.tensors for t in LOKR_TENSORS):
@@ -78,7 +83,7 @@ class LoraModule:
     def is_spatial(self) -> bool:
         """Adapts a convolution with a kernel larger than 1x1 (kohya's ``conv_dim`` layers)."""
         return any(t.dim() == 4 and t.shape[-1] * t.shape[-2] > 1 for t in self.tensors.values()) or (
-            self.kind != "lora" and any(t.dim() == 4 for t in self.tensors.values()))
+            self.kind in ("loha", "lokr") and any(t.dim() == 4 for t in self.tensors.values()))
 
     @property
     def rank(self) -> int:
@@ -86,6 +91,8 @@ class LoraModule:
         t = self.tensors
         if self.kind == "lora":
             return int(t["lora_A.weight"].shape[0])
+        if self.kind == "full":
+            return int(min(t["diff"].shape[0], t["diff"][0].numel()))
         if self.kind == "loha":
             return int(t["hada_w1_b"].shape[0])
         if "lokr_w1_a" in t:
@@ -100,6 +107,8 @@ class LoraModule:
         t = self.tensors
         if self.kind == "lora":
             return int(t["lora_B.weight"].shape[0])
+        if self.kind == "full":
+            return int(t["diff"].shape[0])
         if self.kind == "loha":
             return int(t["hada_w1_a"].shape[1 if "hada_t1" in t else 0])
         first = t["lokr_w1"].shape[0] if "lokr_w1" in t else t["lokr_w1_a"].shape[0]
@@ -110,7 +119,7 @@ class LoraModule:
     def alpha(self) -> float:
         """Alpha; when the file has none, the rank (scale 1, the diffusers/PEFT and kohya convention)."""
         value = self.tensors.get("alpha")
-        return float(value.item()) if value is not None else float(self.rank)
+        return float(value.item()) if value is not None and self.kind != "full" else float(self.rank)
 
     @property
     def scale(self) -> float:
@@ -129,6 +138,10 @@ class LoraModule:
             raise EaselError(f"LoKr module '{self.key}' lacks its w1 or w2 factor (has {sorted(self.tensors)}).")
         if names & set(LOHA_TENSORS) and names & set(LOKR_TENSORS):
             raise EaselError(f"module '{self.key}' mixes LoHa and LoKr tensors.")
+        if kind == "full" and names - set(FULL_TENSORS):
+            raise EaselError(f"full module '{self.key}' mixes a weight difference (diff) with other tensors {sorted(names)}.")
+        if kind != "full" and "diff_b" in names:
+            raise EaselError(f"module '{self.key}' has diff_b without diff (has {sorted(self.tensors)}).")
 
 
 def group_modules(state_dict: "dict[str, torch.Tensor]") -> dict[str, LoraModule]:
@@ -151,8 +164,8 @@ def flat_state_dict(modules: "dict[str, LoraModule] | list[LoraModule]") -> "dic
 
 def summary(modules: "dict[str, LoraModule]") -> dict[str, object]:
     """Network type, most common rank/alpha (linear and conv), DoRA, components: for metadata and reports."""
-    linear = [m for m in modules.values() if not m.is_spatial]
-    conv = [m for m in modules.values() if m.is_spatial]
+    linear = [m for m in modules.values() if not m.is_spatial and m.kind != "full"]
+    conv = [m for m in modules.values() if m.is_spatial and m.kind != "full"]
     kinds = Counter(m.kind for m in modules.values())
     info: dict[str, object] = {
         "network_type": kinds.most_common(1)[0][0] if kinds else "lora",
@@ -160,6 +173,9 @@ def summary(modules: "dict[str, LoraModule]") -> dict[str, object]:
         "components": sorted({m.component for m in modules.values()}),
         "modules": len(modules),
     }
+    full = sum(1 for m in modules.values() if m.kind == "full")
+    if full:
+        info["full_modules"] = full
     for prefix, group in (("", linear), ("conv_", conv)):
         if group:
             info[f"{prefix}rank"] = Counter(m.rank for m in group).most_common(1)[0][0]

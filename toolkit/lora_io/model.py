@@ -1,7 +1,7 @@
 """A LoRA against a loaded model: which modules it targets, whether they fit, and weight deltas.
 
 The update of a module is computed by the library that defines it: ``alpha / r * B @ A`` for
-LoRA (PEFT's convention), lycoris-lora's own module classes for LoHa and LoKr.
+LoRA (PEFT's convention), lycoris-lora's own module classes for LoHa and LoKr; a full module's is its ``diff``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import EaselError
 from toolkit.lora_io.keys import LoraModule
+from toolkit.network.layers import full_shape
 from toolkit.network.targets import base_layer
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ def target_layer(components: "dict[str, torch.nn.Module]", module: LoraModule) -
 
 
 def _fits(module: LoraModule, weight_shape: tuple[int, ...]) -> bool:
+    if module.kind == "full":
+        return tuple(module.tensors["diff"].shape) == weight_shape
     if module.kind == "lora":
         down = module.tensors["lora_A.weight"]
         return tuple(down.shape[1:]) == tuple(weight_shape[1:]) and module.out_features == weight_shape[0]
@@ -51,7 +54,7 @@ def mismatches(modules: dict[str, LoraModule], adapter: "ModelAdapter") -> list[
         layer = target_layer(components, module)
         if layer is None:
             problems.append(f"{shown} (no layer '{module.name}' in {module.component})")
-        elif not _fits(module, tuple(layer.weight.shape)):
+        elif not _fits(module, full_shape(layer) if module.kind == "full" else tuple(layer.weight.shape)):
             problems.append(f"{shown} (shapes do not fit {module.component}.{module.name} {tuple(layer.weight.shape)})")
     return problems
 
@@ -105,6 +108,8 @@ def delta_weight(module: LoraModule, shape: "tuple[int, ...] | None" = None) -> 
         raise EaselError(f"module '{module.key}' is DoRA: its update depends on the base weight, so it cannot be "
                          "turned into a plain LoRA update without the model.")
     t = module.tensors
+    if module.kind == "full":
+        return t["diff"].float()
     if module.kind == "lora":
         down, up = t["lora_A.weight"].float(), t["lora_B.weight"].float()
         delta = up.flatten(1) @ down.flatten(1) * module.scale

@@ -149,13 +149,29 @@ def _dense_svd(delta: "torch.Tensor") -> "tuple[torch.Tensor, torch.Tensor, torc
 
 def reduce_module(key: str, parts: Sequence[tuple[LoraModule, float]], rule: RankRule,
                   shape: "tuple[int, ...] | None" = None) -> tuple[LoraModule, ModuleReport]:
-    """``sum_i w_i dW_i`` of one module's parts as a LoRA of the rank ``rule`` picks."""
+    """``sum_i w_i dW_i`` of one module's parts as a LoRA of the rank ``rule`` picks; where a part is a full module the
+    sum stays one (exact: its bias difference has no low-rank form)."""
+    if any(module.kind == "full" for module, _ in parts):
+        merged = _full_sum(key, parts, shape)
+        rank = merged.rank
+        return merged, ModuleReport(key, rank, rank, 1.0, 1.0)
     rank_before = sum(module.rank for module, _ in parts)
     if all(module.kind == "lora" and not module.dora for module, _ in parts):
         up, down, tail = _factors(parts)
         return _truncate(key, *_svd_of_factors(up, down), tail, rule, rank_before)
     delta = sum(weight * delta_weight(module, shape) for module, weight in parts)
     return _truncate(key, *_dense_svd(delta), tuple(delta.shape[1:]), rule, rank_before)
+
+
+def _full_sum(key: str, parts: Sequence[tuple[LoraModule, float]], shape: "tuple[int, ...] | None") -> LoraModule:
+    """``sum_i w_i dW_i`` (and the full parts' bias differences) as one full module."""
+    component, _, name = key.partition(".")
+    diff = sum(weight * delta_weight(module, shape) for module, weight in parts)
+    tensors = {"diff": diff}
+    biases = [weight * module.tensors["diff_b"].float() for module, weight in parts if "diff_b" in module.tensors]
+    if biases:
+        tensors["diff_b"] = sum(biases)
+    return LoraModule(component, name, tensors, parts[0][0].source)
 
 
 def concat_module(key: str, parts: Sequence[tuple[LoraModule, float]]) -> LoraModule:
@@ -195,7 +211,7 @@ def merge_loras(loras: Sequence[tuple["LoraFile", float]], mode: str, rule: Rank
 
 
 def resize_lora(lora: "LoraFile", rule: RankRule, shapes: "dict[str, tuple[int, ...]] | None" = None) -> tuple[dict[str, LoraModule], Report]:
-    """Each module's update re-factorised by SVD to the rank ``rule`` picks (LoHa/LoKr become LoRA)."""
+    """Each module's update re-factorised by SVD to the rank ``rule`` picks (LoHa/LoKr become LoRA; full modules stay)."""
     report = Report()
     resized: dict[str, LoraModule] = {}
     for key, module in lora.modules.items():
@@ -223,6 +239,8 @@ def scale_module(module: LoraModule, factor: float, target: str) -> LoraModule:
     if module.dora:
         raise EaselError(f"module '{module.key}' is DoRA: its update is not linear in its factors, so it cannot be rescaled.")
     tensors = dict(module.tensors)
+    if module.kind == "full":  # no factors, no alpha: the difference itself
+        return LoraModule(module.component, module.name, {k: v * factor for k, v in tensors.items()}, module.source)
     full_lokr = module.kind == "lokr" and "lokr_w1_a" not in tensors and "lokr_w2_a" not in tensors
     if target == "alpha" and not full_lokr:  # LoKr with two whole factors has scale 1 whatever its alpha
         tensors["alpha"] = torch.tensor(float(module.alpha) * factor)

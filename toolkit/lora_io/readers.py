@@ -42,6 +42,9 @@ def finish_modules(modules: dict[str, LoraModule]) -> dict[str, LoraModule]:
 
     for module in modules.values():
         module.check()
+        if module.kind == "full":
+            module.tensors.pop("alpha", None)  # a weight difference has no scale
+            continue
         module.tensors.setdefault("alpha", torch.tensor(float(module.alpha)))
         scale = module.tensors.get("dora_scale")
         if scale is None:

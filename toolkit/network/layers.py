@@ -8,7 +8,9 @@ the canonical state-dict suffixes of its kind:
   ``dora_scale``: the per-output-row magnitude in LyCORIS's shape ((out, 1) for linear, (out, 1, 1, 1)
   for conv), which is peft's ``lora_magnitude_vector`` reshaped;
 - loha: ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``, ``alpha``;
-- lokr: ``lokr_w1`` (or ``lokr_w1_a``/``lokr_w1_b``), ``lokr_w2`` (or ``lokr_w2_a``/``lokr_w2_b``), ``alpha``.
+- lokr: ``lokr_w1`` (or ``lokr_w1_a``/``lokr_w1_b``), ``lokr_w2`` (or ``lokr_w2_a``/``lokr_w2_b``), ``alpha``;
+- full (``network.full_if_contains``): ``diff`` (the weight's shape) and ``diff_b`` (the bias's, where it has one),
+  added to the layer's output as ``multiplier * (diff x + diff_b)``, i.e. the layer acting with ``W + diff``.
 
 The update is ``h = W x + multiplier * scale * delta(x)`` with ``scale = alpha / rank`` (LoKr with both
 Kronecker factors full: scale 1, as LyCORIS and ComfyUI define it). DoRA's multiplier interpolates the
@@ -24,6 +26,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.network.targets import Target, base_layer
@@ -238,3 +241,82 @@ class LycorisLayer(AdapterLayer):
         self.set_enabled(False)
         self._hook.remove()
 
+
+
+class FullDiff:
+    """A full weight difference on one Linear / Conv2d layer, added by a forward hook: ``h = layer(x) + m * (diff x +
+    diff_b)``, which is the layer with weight ``W + m * diff`` (bias ``b + m * diff_b``) without touching ``W``, so it
+    works on quantized, offloaded or sharded weights too. Used by training (``FullLayer``) and by LoRA stacks."""
+
+    def __init__(self, layer: nn.Module, diff: torch.Tensor, diff_b: torch.Tensor | None, multiplier: float = 1.0):
+        self.layer = base_layer(layer)
+        self.diff, self.diff_b = diff, diff_b
+        self.multiplier = float(multiplier)
+        self.enabled = True
+        self._handle: Any = None
+
+    def apply_to(self) -> None:
+        if self._handle is None:
+            self._handle = self.layer.register_forward_hook(self._add)
+
+    def restore(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        """``diff x + diff_b`` in ``x``'s dtype (autograd flows into ``diff``)."""
+        weight = self.diff.to(x.dtype)
+        bias = self.diff_b.to(x.dtype) if self.diff_b is not None else None
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, weight, bias)  # the layer's own stride, padding (mode), groups
+        return F.linear(x, weight, bias)
+
+    def _add(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if not self.enabled or self.multiplier == 0.0:
+            return None
+        return output + self.multiplier * self.update(args[0])
+
+
+def full_shape(layer: nn.Module) -> tuple[int, ...]:
+    """The shape a full difference of ``layer`` has: its weight's (a quantized Linear's packed weight aside)."""
+    base = base_layer(layer)
+    if isinstance(base, nn.Linear):
+        return (base.out_features, base.in_features)
+    return tuple(base.weight.shape)
+
+
+class FullLayer(AdapterLayer):
+    """A full weight difference trained in place of a low-rank adapter (ai-toolkit's ``full_if_contains``).
+
+    ``diff`` starts at zero, so the layer starts as the base layer; dropouts do not apply to it."""
+
+    def __init__(self, target: Target):
+        super().__init__(target)
+        base = base_layer(target.layer)
+        device = base.weight.device
+        self.diff = nn.Parameter(torch.zeros(full_shape(base), device=device, dtype=torch.float32))
+        bias = getattr(base, "bias", None)
+        self.diff_b = nn.Parameter(torch.zeros(bias.shape, device=device, dtype=torch.float32)) if bias is not None else None
+        self.hook = FullDiff(base, self.diff, self.diff_b)
+        self.hook.apply_to()
+
+    def canonical(self) -> dict[str, torch.Tensor]:
+        out = {"diff": self.diff}
+        if self.diff_b is not None:
+            out["diff_b"] = self.diff_b
+        return out
+
+    @torch.no_grad()
+    def load_canonical(self, tensors: dict[str, torch.Tensor]) -> None:
+        for key, value in self.canonical().items():
+            value.copy_(tensors[key])
+
+    def set_multiplier(self, value: float) -> None:
+        self.hook.multiplier = float(value)
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.hook.enabled = enabled
+
+    def remove(self) -> None:
+        self.hook.restore()

@@ -6,6 +6,8 @@ Which library does what, and why:
   component; exact layer paths as a regex, per-layer conv ranks through ``rank_pattern`` /
   ``alpha_pattern``; DoRA is peft's ``use_dora``). peft names adapters, so a second ``Network`` with
   another ``name`` lives in the same layers and both are active: h = Wx + sum_i w_i B_i A_i x.
+- layers named by ``full_if_contains`` train a full weight difference instead (``layers.FullLayer``), whatever
+  ``type`` says, as ai-toolkit does.
 - loha / lokr go through LyCORIS's own modules (``lycoris.modules.LohaModule`` / ``LokrModule``), not
   peft's ports: LyCORIS is the reference implementation whose math and ``.alpha`` convention ComfyUI and
   A1111 reproduce (e.g. LoKr with two full Kronecker factors has scale 1, which peft's LoKr does not
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import EaselError
-from toolkit.network.layers import AdapterLayer, LycorisLayer, wrap_peft
+from toolkit.network.layers import AdapterLayer, FullLayer, LycorisLayer, wrap_peft
 from toolkit.network.targets import NetworkLayout, select_targets
 
 if TYPE_CHECKING:
@@ -63,9 +65,9 @@ class Network(nn.Module):
         taken = [t.key for t in selected if name in getattr(t.layer, "r", {})]
         if taken:
             raise EaselError(f"an adapter named '{name}' is already on {', '.join(taken[:5])}; give the new one another name.")
-        layers: list[AdapterLayer] = []
-        for component in dict.fromkeys(t.component for t in selected):
-            mine = [t for t in selected if t.component == component]
+        layers: list[AdapterLayer] = [FullLayer(t) for t in selected if t.full]
+        for component in dict.fromkeys(t.component for t in selected if not t.full):
+            mine = [t for t in selected if t.component == component and not t.full]
             if config.type in ("loha", "lokr"):
                 layers += [LycorisLayer(t, config) for t in mine]
             else:

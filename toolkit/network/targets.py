@@ -12,6 +12,8 @@ Rules (kohya's and ai-toolkit's, so their configs train the same layers):
 - ``ignore_if_contains`` / ``only_if_contains`` test the name ``"{component}.{path}"``, so a component
   can be filtered as a whole (e.g. ``ignore_if_contains: [text_encoder_2]``);
 - other layer kinds (norms, embeddings, Conv1d/3d) are never wrapped;
+- ``full_if_contains`` (ai-toolkit's): a layer that would be wrapped, or a 3x3 convolution of the targets even without
+  ``conv``, whose name contains one of its words trains a full weight difference instead of a low-rank adapter;
 - with the architecture's ``NetworkLayout``: ``transformer_only`` keeps the denoiser's layers inside its named
   transformer blocks, and kohya's ``block_dims`` / ``conv_block_dims`` (25 values: IN00-IN11, MID, OUT00-OUT11) give
   each UNet block its own rank and alpha (0: not wrapped; convolutions are then wrapped even without ``conv``).
@@ -52,6 +54,8 @@ class Target:
     """``linear`` (Linear or 1x1 conv) or ``conv`` (larger kernels)."""
     rank: int
     alpha: float
+    full: bool = False
+    """A full weight difference instead of a low-rank adapter (``full_if_contains``; rank and alpha unused)."""
 
     @property
     def key(self) -> str:
@@ -123,6 +127,10 @@ def select_targets(components: dict[str, "nn.Module"], names: dict[str, list[str
                 target = _target(component, layer_path, layer, config, layout)
                 if target is not None:
                     targets.setdefault(target.key, target)
+    full_words = {word for word in config.full_if_contains if not any(_full_match(t.key, [word]) for t in targets.values())}
+    if full_words:
+        raise EaselError(f"network.full_if_contains: {', '.join(sorted(full_words))} match no layer the network wraps "
+                         f"(e.g. {', '.join(list(targets)[:4])}). A layer trained in full must be one of its targets.")
     if unmatched:
         examples = [path for comp in names for path, m in walk(components[comp]) if layer_kind(m)][:8]
         raise EaselError(f"network.target_modules: {', '.join(sorted(unmatched))} match no module in "
@@ -145,10 +153,18 @@ def _target(component: str, path: str, layer: "nn.Module", config: "NetworkConfi
     if denoiser and config.transformer_only and layout.transformer_blocks and not any(
             path == block or path.startswith(block + ".") for block in layout.transformer_blocks):
         return None
+    if kind is not None and _full_match(key, config.full_if_contains):
+        return Target(component, path, layer, kind, 0, 0.0, full=True)
     rank_alpha = _rank_alpha(kind, config, layout.block_of(path) if denoiser and layout.block_of else None)
     if kind is None or rank_alpha is None:
         return None
     return Target(component, path, layer, kind, *rank_alpha)
+
+
+def _full_match(key: str, words: list[str]) -> bool:
+    """ai-toolkit's test: a word in the dotted name or in its kohya spelling (dots as underscores)."""
+    flat = key.replace(".", "_")
+    return any(word in key or word in flat for word in words)
 
 
 def _rank_alpha(kind: str | None, config: "NetworkConfig", block: int | None) -> tuple[int, float] | None:
