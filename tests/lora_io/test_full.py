@@ -11,7 +11,8 @@ from tests.lora_io.helpers import image, load_lora, max_diff, random_lora, save_
 from toolkit.lora_io import apply_loras, bake_loras, remove_loras
 from toolkit.lora_io.apply import loaded_loras
 from toolkit.lora_io.files import LoraFile
-from toolkit.lora_io.ops import merge_loras, resize_lora, scale_module, RankRule
+from toolkit.lora_io.model import delta_weight
+from toolkit.lora_io.ops import RankRule, merge_loras, resize_lora, scale_module
 
 LAYER = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0"
 
@@ -83,8 +84,6 @@ def test_merges_keep_full_modules_whole_and_scaling_scales_the_difference(adapte
     second = LoraFile.from_state_dict(random_lora(adapter.components(), {"unet": ["to_out.0"]}, seed=9), "sd15")
     merged, report = merge_loras([(first, 0.5), (second, 2.0)], "svd", RankRule(rank=2))
     key = f"unet.{LAYER}"
-    from toolkit.lora_io.model import delta_weight
-
     expected = 0.5 * first.modules[key].tensors["diff"] + 2.0 * delta_weight(second.modules[key])
     assert merged[key].kind == "full" and torch.allclose(merged[key].tensors["diff"], expected, atol=1e-6)
     assert torch.allclose(merged[key].tensors["diff_b"], 0.5 * first.modules[key].tensors["diff_b"])
