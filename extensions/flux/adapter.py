@@ -19,13 +19,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.models.base import NoiseSchedule, ResolutionShift
-from toolkit.models.loading import ModelSource, load_denoiser_file_pipeline, load_pipeline
-from toolkit.models.pipeline_adapter import PipelineAdapter, diffusers_class
+from toolkit.models.pipeline_adapter import PipelineAdapter
 
 if TYPE_CHECKING:
     import torch
 
-    from toolkit.config.blocks import ModelConfig
     from toolkit.models.base import Conditioning, GenerateRequest, ImageInfo
     from toolkit.registry import ArchRef
 
@@ -69,21 +67,17 @@ class FluxAdapter(PipelineAdapter):
 
     img2img_class: ClassVar[str] = "FluxImg2ImgPipeline"
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
+    denoiser_file: ClassVar[str] = "FluxTransformer2DModel"
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "max_sequence_length", "train_guidance", "true_cfg_scale")
     quantize_exclusions = ("x_embedder", "context_embedder", "time_text_embed", "norm_out", "[p]roj_out")
     """The embedders and the final layer (``[p]roj_out``, a glob, is the model's own ``proj_out`` only: the single blocks'
     output layers share its name and are quantized)."""
 
     @classmethod
-    def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
-                      components: dict[str, Any]) -> Any:
+    def base_for(cls, arch: "ArchRef") -> str:
         """Single files hold only the transformer (as Black Forest Labs publish it); the rest comes from
-        ``model_kwargs.config`` (default: the variant's hub repository)."""
-        pipeline_class = diffusers_class(arch.spec.pipeline)
-        if source.kind != "file":
-            return load_pipeline(pipeline_class, source, dtype, **components)
-        return load_denoiser_file_pipeline(pipeline_class, diffusers_class("FluxTransformer2DModel"), "transformer", source,
-                                           dtype, DEFAULT_BASE.get(arch.variant, DEFAULT_BASE["dev"]), **components)
+        ``model_kwargs.config``, else this variant's hub repository."""
+        return DEFAULT_BASE.get(arch.variant, DEFAULT_BASE["dev"])
 
     def _setting(self, key: str, fallback: Any) -> Any:
         """``model_kwargs[key]``, else the variant's default, else ``fallback``."""

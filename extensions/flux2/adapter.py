@@ -20,13 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from toolkit.models.base import NoiseSchedule, ResolutionShift
-from toolkit.models.loading import ModelSource, load_denoiser_file_pipeline, load_pipeline
-from toolkit.models.pipeline_adapter import PipelineAdapter, diffusers_class, pil_to_pixels
+from toolkit.models.pipeline_adapter import PipelineAdapter, pil_to_pixels
 
 if TYPE_CHECKING:
     import torch
 
-    from toolkit.config.blocks import ModelConfig
     from toolkit.models.base import Conditioning, GenerateRequest, ImageInfo
     from toolkit.registry import ArchRef
 
@@ -66,21 +64,17 @@ class Flux2Adapter(PipelineAdapter):
     ``reference_latents_<i>`` (B, 32, h_i, w_i), one per slot."""
 
     text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    denoiser_file: ClassVar[str] = "Flux2Transformer2DModel"
     model_kwargs_keys: ClassVar[tuple[str, ...]] = ("config", "max_sequence_length", "train_guidance")
     takes_negative_prompt: ClassVar[bool] = False
     quantize_exclusions = ("x_embedder", "context_embedder", "time_guidance_embed", "double_stream_modulation_img",
                            "double_stream_modulation_txt", "single_stream_modulation", "norm_out", "proj_out")
 
     @classmethod
-    def load_pipeline(cls, source: ModelSource, config: "ModelConfig", arch: "ArchRef", dtype: "torch.dtype",
-                      components: dict[str, Any]) -> Any:
+    def base_for(cls, arch: "ArchRef") -> str:
         """Single files hold only the transformer (as BFL and ComfyUI distribute it); the rest comes from
-        ``model_kwargs.config`` (default: the architecture's hub repository)."""
-        pipeline_class = diffusers_class(arch.spec.pipeline)
-        if source.kind != "file":
-            return load_pipeline(pipeline_class, source, dtype, **components)
-        return load_denoiser_file_pipeline(pipeline_class, diffusers_class("Flux2Transformer2DModel"), "transformer", source,
-                                           dtype, DEFAULT_BASE[arch.spec.name], **components)
+        ``model_kwargs.config``, else this architecture's hub repository."""
+        return DEFAULT_BASE[arch.spec.name]
 
     def _setting(self, key: str, fallback: Any) -> Any:
         return self.config.model_kwargs.get(key, self.arch.defaults.get(key, fallback))

@@ -1,4 +1,4 @@
-"""diffusers -> original (LDM / CompVis) key layout for SD-style UNets, VAEs and CLIP text encoders.
+"""diffusers -> original (LDM / CompVis) key layout for SD-style UNets, ControlNets, VAEs and CLIP text encoders.
 
 Used to write single-file checkpoints of the tiny models, so tests load them through diffusers'
 own single-file conversion (``diffusers.loaders.single_file_utils``), which is the inverse of this.
@@ -23,6 +23,29 @@ def unet_to_ldm(state_dict: StateDict, config: Any, prefix: str = "model.diffusi
     """A diffusers UNet state dict -> LDM keys (``input_blocks`` / ``middle_block`` / ``output_blocks``); the
     names are the SGM ones the LoRA formats use (``families.unet.sgm``)."""
     return {prefix + to_sgm(key, config): value for key, value in state_dict.items()}
+
+
+def controlnet_to_ldm(state_dict: StateDict, config: Any, hint_blocks: int, prefix: str = "control_model.") -> StateDict:
+    """A diffusers ``ControlNetModel`` state dict -> the original ControlNet keys: the UNet encoder in SGM names, the
+    conditioning embedding as ``input_hint_block`` (convs at even indices, SiLUs between: ``conv_in`` 0, ``blocks.i``
+    2 (i + 1), ``conv_out`` after the ``hint_blocks`` blocks), ``zero_convs.<n>.0`` and ``middle_block_out.0``."""
+
+    def key(name: str) -> str:
+        if name.startswith("controlnet_cond_embedding."):
+            rest = name.removeprefix("controlnet_cond_embedding.")
+            if rest.startswith(("conv_in.", "conv_out.")):
+                layer, _, tail = rest.partition(".")
+                return f"input_hint_block.{0 if layer == 'conv_in' else 2 * (hint_blocks + 1)}.{tail}"
+            _, index, tail = rest.split(".", 2)
+            return f"input_hint_block.{2 * (int(index) + 1)}.{tail}"
+        if name.startswith("controlnet_down_blocks."):
+            _, index, tail = name.split(".", 2)
+            return f"zero_convs.{index}.0.{tail}"
+        if name.startswith("controlnet_mid_block."):
+            return "middle_block_out.0." + name.removeprefix("controlnet_mid_block.")
+        return to_sgm(name, config)
+
+    return {prefix + key(name): value for name, value in state_dict.items()}
 
 
 def _vae_key(key: str, num_blocks: int) -> str:

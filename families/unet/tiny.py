@@ -13,11 +13,19 @@ def scheduler_config() -> dict[str, Any]:
             "steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False, "prediction_type": "epsilon"}
 
 
+CONTROLNET_FILE = "tiny_controlnet.safetensors"
+"""The plain tiny ControlNet again as a single file in the original layout (as lllyasviel's ``control_*.safetensors``)."""
+
+
 def build_controlnet(base_folder: Path, folder: Path, seed: int = 0, union: bool = False) -> None:
     """A tiny random ControlNet (``ControlNetUnionModel`` when ``union``) for the tiny UNet in ``base_folder``, made as
-    diffusers makes one (a copy of the UNet's encoder), written as a diffusers folder."""
+    diffusers makes one (a copy of the UNet's encoder), written as a diffusers folder; a plain one also as the single
+    file ``CONTROLNET_FILE``."""
     import torch
     from diffusers import ControlNetModel, ControlNetUnionModel, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from families.unet.ldm import controlnet_to_ldm
 
     from toolkit.testing.tiny import randomize_zero_layers
 
@@ -30,6 +38,10 @@ def build_controlnet(base_folder: Path, folder: Path, seed: int = 0, union: bool
                                                        "num_proj_channel": width})
     randomize_zero_layers(controlnet, seed)
     controlnet.save_pretrained(folder, safe_serialization=True)
+    if not union:
+        hint_blocks = len(controlnet.controlnet_cond_embedding.blocks)
+        state = controlnet_to_ldm(controlnet.state_dict(), controlnet.config, hint_blocks)
+        save_file({key: value.contiguous() for key, value in state.items()}, str(folder / CONTROLNET_FILE))
 
 
 def build_ip_adapter(base_folder: Path, folder: Path, seed: int = 0) -> None:

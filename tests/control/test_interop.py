@@ -110,6 +110,24 @@ def test_zimage_single_file_controlnet_loads_like_its_folder(adapters: Any, cont
     assert np.array_equal(_easel(adapter, controls=(from_file,)), _easel(adapter, controls=(_control(folder),)))
 
 
+def test_sd15_single_file_controlnet_in_the_original_layout_loads_like_its_folder(adapters: Any, controlnet: Callable) -> None:
+    """A ``control_model.*`` single file (lllyasviel's ``control_v11p_sd15_*.safetensors`` layout), read through diffusers'
+    ``from_single_file``, gives the folder's image."""
+    from families.unet.tiny import CONTROLNET_FILE
+
+    adapter, folder = adapters["sd15"], controlnet("sd15")
+    from_file = _control(folder / CONTROLNET_FILE, config=str(folder))
+    assert np.array_equal(_easel(adapter, controls=(from_file,)), _easel(adapter, controls=(_control(folder),)))
+
+
+def test_an_sdxl_single_file_diffusers_cannot_fully_convert_is_a_clear_error(adapters: Any, controlnet: Callable) -> None:
+    from families.unet.tiny import CONTROLNET_FILE
+
+    adapter, folder = adapters["sdxl"], controlnet("sdxl")
+    with pytest.raises(EaselError, match=r"lacks weights ControlNetModel needs .* Use the ControlNet's diffusers folder"):
+        _easel(adapter, controls=(_control(folder / CONTROLNET_FILE, config=str(folder)),))
+
+
 def test_several_controlnets_with_windows_are_diffusers_multi_controlnet(adapters: Any, registry: Any, reference: Callable,
                                                                          controlnet: Callable) -> None:
     adapter, first, second = adapters["sd15"], controlnet("sd15"), controlnet("sd15", seed=4)

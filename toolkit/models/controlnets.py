@@ -140,14 +140,27 @@ def load(source: "ControlNetSource", spec: "ArchSpec", denoiser_config: Any, dty
     model_class = diffusers_class(profile.union_model if union else profile.model)
     with hub_errors(WHAT, source.path):
         if kind == "file":
-            file = resolve_file(source.path, WHAT)
-            model = model_class.from_single_file(str(file), config=source.config, dtype=dtype,
-                                                 local_files_only=local_files_only(source.config))
+            model = _single_file(model_class, resolve_file(source.path, WHAT), source, dtype)
         else:
             where = str(Path(source.path).expanduser()) if kind == "folder" else source.path
             model = model_class.from_pretrained(where, dtype=dtype, local_files_only=local_files_only(where))
     _raise_misfit(source, spec, fit_problem(dict(model.config), spec) or shared_problem(model.config, denoiser_config, profile))
     return model
+
+
+def _single_file(model_class: Any, file: Path, source: "ControlNetSource", dtype: "torch.dtype") -> Any:
+    """``from_single_file``; weights its converter leaves out (diffusers does not map SDXL's ``label_emb`` from the
+    original ControlNet layout) are one clear error instead of torch's meta-tensor one."""
+    try:
+        return model_class.from_single_file(str(file), config=source.config, dtype=dtype,
+                                            local_files_only=local_files_only(source.config))
+    except NotImplementedError as err:
+        if "meta tensor" not in str(err):
+            raise
+        raise EaselError(f"controlnets: the single file '{file}' lacks weights {model_class.__name__} needs (diffusers' "
+                         "single-file conversion left some out; for SDXL that is the original layout's label_emb). Use the "
+                         "ControlNet's diffusers folder or hub id (config.json + diffusion_pytorch_model.safetensors) "
+                         "instead.") from None
 
 
 def _raise_misfit(source: "ControlNetSource", spec: "ArchSpec", problem: str | None) -> None:
