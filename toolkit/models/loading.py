@@ -208,10 +208,12 @@ def load_denoiser_file_pipeline(pipeline_class: Any, denoiser_class: Any, denois
                                 default_base: str, **components: Any) -> Any:
     """A pipeline whose single-file checkpoints hold only the denoiser (FLUX, Z-Image, ...): the denoiser from the file
     (``from_single_file``, configs from ``model_kwargs.config`` or ``default_base``), the other parts from there too."""
+    from toolkit.models.scaled_fp8 import single_file_input
+
     base = source.config or default_base
     with hub_errors("model.name_or_path", source.path):
-        model = denoiser_class.from_single_file(source.path, config=base, subfolder=denoiser, dtype=dtype,
-                                                local_files_only=local_files_only(base))
+        model = denoiser_class.from_single_file(single_file_input(source.path, dtype), config=base, subfolder=denoiser,
+                                                dtype=dtype, local_files_only=local_files_only(base))
     base_source = ModelSource("folder" if Path(base).is_dir() else "hub", base, source.revision)
     return load_pipeline(pipeline_class, base_source, dtype, **{denoiser: model}, **components)
 
@@ -245,9 +247,12 @@ def load_denoiser(name: str, model_class: Any, subfolder: str, base: ModelSource
             sub = None if (path / "config.json").is_file() else subfolder
             return model_class.from_pretrained(str(path), subfolder=sub, dtype=dtype)
         if path.is_file() or name.count("/") >= 2:
+            from toolkit.models.scaled_fp8 import single_file_input
+
             file = resolve_file(name, "model.unet_path")
             config = base.path if base.kind != "file" else base.config
-            return model_class.from_single_file(str(file), config=config, subfolder=subfolder if config else None,
-                                                dtype=dtype, local_files_only=local_files_only(config))
+            return model_class.from_single_file(single_file_input(file, dtype), config=config,
+                                                subfolder=subfolder if config else None, dtype=dtype,
+                                                local_files_only=local_files_only(config))
         _check_hub_cached("model.unet_path", name, None, f"{subfolder}/config.json")
         return model_class.from_pretrained(name, subfolder=subfolder, dtype=dtype, local_files_only=local_files_only(name))
