@@ -37,17 +37,19 @@ def _fp8_copy(source: Path, target: Path, scale_key: str | None) -> None:
     save_file(out, str(target))
 
 
-@pytest.mark.parametrize("scale_key", [".scale_weight", ".weight_scale", None], ids=["scaled_fp8", "weight_scale", "plain"])
-def test_fp8_single_files_load_as_the_transformer(scale_key: str | None, registry: Any, tmp_path: Path) -> None:
-    reference = load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage"), registry, device="cpu", dtype="fp32")
-    folder = cache_dir("tiny") / "zimage"
+@pytest.mark.parametrize("arch,scale_key", [("zimage", ".scale_weight"), ("zimage", ".weight_scale"), ("zimage", None),
+                                            ("qwen_image", ".scale_weight")],
+                         ids=["zimage-scaled_fp8", "zimage-weight_scale", "zimage-plain", "qwen_image-scaled_fp8"])
+def test_fp8_single_files_load_as_the_transformer(arch: str, scale_key: str | None, registry: Any, tmp_path: Path) -> None:
+    reference = load_adapter(ModelConfig(name_or_path=f"tiny:{arch}", arch=arch), registry, device="cpu", dtype="fp32")
+    folder = cache_dir("tiny") / arch
     source = folder / reference.arch.spec.tiny.single_file
-    fp8 = tmp_path / "z_image_fp8.safetensors"
+    fp8 = tmp_path / f"{arch}_fp8.safetensors"
     _fp8_copy(source, fp8, scale_key)
     assert is_scaled(fp8) == (scale_key is not None)
     if scale_key is not None:
         assert not any(key.endswith((scale_key, ".scale_input")) or key == "scaled_fp8" for key in dequantized(fp8, torch.float32))
-    config = ModelConfig(name_or_path=str(fp8), arch="zimage", model_kwargs={"config": str(folder)})
+    config = ModelConfig(name_or_path=str(fp8), arch=arch, model_kwargs={"config": str(folder)})
     loaded = load_adapter(config, registry, device="cpu", dtype="fp32")
     expected, got = reference.denoiser.state_dict(), loaded.denoiser.state_dict()
     assert set(got) == set(expected)
