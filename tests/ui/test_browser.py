@@ -248,7 +248,8 @@ def _queued_order(page: Any) -> list[int]:
 
 
 def test_the_jobs_page_reorders_the_queue_and_stops_the_running_job(server: tuple[str, Any], page: Any) -> None:
-    """The buttons a user clicks on the jobs page: ▼ moves a queued job later, Stop ends the running one (it saves)."""
+    """The buttons a user clicks on the jobs page: ▼ / ▲ move a queued job later / sooner, Delete removes it, Stop ends
+    the running one (it saves)."""
     base, settings = server
     long = _post_form(base, "/api/jobs/form", {"name": "longrun", "steps": "100000", "save_every": "100000",
                                                "sample_every": "100000", "resolution": "64"})["id"]
@@ -259,6 +260,8 @@ def test_the_jobs_page_reorders_the_queue_and_stops_the_running_job(server: tupl
     page.locator(f"tr[data-id='{first}'] button[title='run later']").click()
     page.wait_for_function(f"() => [...document.querySelectorAll('table.queue tr.status-queued')].map(r => Number(r.dataset.id)).join() === '{second},{first}'")
     shot(page, "11-queue-reordered")
+    page.locator(f"tr[data-id='{first}'] button[title='run sooner']").click()
+    page.wait_for_function(f"() => [...document.querySelectorAll('table.queue tr.status-queued')].map(r => Number(r.dataset.id)).join() === '{first},{second}'")
     for job in (first, second):  # the two waiting jobs are not needed further
         page.locator(f"tr[data-id='{job}'] button", has_text="Delete").click()
         page.wait_for_selector(f"tr[data-id='{job}']", state="detached")
