@@ -24,8 +24,8 @@ def is_scaled(path: str | Path) -> bool:
     """Whether the safetensors file holds per-layer fp8 scales."""
     from safetensors import safe_open
 
-    if not str(path).endswith(".safetensors"):
-        return False
+    if not str(path).endswith(".safetensors") or not Path(path).is_file():
+        return False  # not one to read here: from_single_file says what is wrong with it
     with safe_open(str(path), "pt") as handle:
         return any(key == "scaled_fp8" or key.endswith(SCALES) for key in handle.keys())
 
