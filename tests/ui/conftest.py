@@ -107,13 +107,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
     if (SHOTS / "timings.json").is_file():
         terminalreporter.write_line(f"UI screenshots and timings: {SHOTS}")
-
-
-def pytest_collection_modifyitems(items: list[Any]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``) the UI tests share one worker: they start servers and workers of
-    their own and time what the browser sees."""
-    import pytest
-
-    for item in items:
-        if "tests/ui/" in str(item.fspath).replace("\\", "/"):
-            item.add_marker(pytest.mark.xdist_group("ui"))
