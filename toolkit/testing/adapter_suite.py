@@ -189,12 +189,16 @@ class AdapterSuite:
                                 name="suite_gradients")
         try:
             generator = torch.Generator().manual_seed(0)
-            latents = torch.randn(1, self.latent_channels, self.size[1] // 8, self.size[0] // 8, generator=generator)
+            # Twice the suite's size: at 48x64 a tiny UNet's mid block sees one token, where self-attention's
+            # query and key get an exactly-zero gradient (softmax over one key is 1) plus rounding noise.
+            latents = torch.randn(1, self.latent_channels, self.size[1] // 4, self.size[0] // 4, generator=generator)
             with torch.no_grad():
                 cond = adapter.encode_prompts(["a cat"])
             adapter.predict(latents, torch.tensor([500.0]), cond).square().mean().backward()
             ups = {name: p.grad for name, p in network.named_parameters() if "lora_B" in name}
-            starved = [name for name, grad in ups.items() if grad is None or not grad.abs().sum() > 0]
+            # A real gradient, not rounding noise: well above float32 epsilon times the largest one.
+            largest = max((grad.abs().max().item() for grad in ups.values() if grad is not None), default=0.0)
+            starved = [name for name, grad in ups.items() if grad is None or not grad.abs().max() > largest * 1e-5]
             assert ups and starved == [], f"{len(starved)} of {len(ups)} layers got no gradient: {starved[:8]}"
         finally:
             network.remove()
