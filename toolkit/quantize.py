@@ -10,7 +10,9 @@ wrapped around a quantized layer train in full precision on top of it. The quant
   Weight-only, because a LoRA needs the gradient of the base layer's input, which torchao's
   dynamic-activation configs are not built for (and its float8 matmuls need an sm_89+ GPU);
 - ``nf4`` / ``fp4`` / ``bnb_int8``: bitsandbytes ``Linear4bit`` (QLoRA's 4-bit NormalFloat or FP4, in
-  blocks of 64) / ``Linear8bitLt`` (LLM.int8() with outlier threshold 6).
+  blocks of 64) / ``Linear8bitLt`` (LLM.int8() with outlier threshold 6);
+- ``float8_mm``: easel's ``toolkit.float8.Float8Linear``: float8 e4m3 weights whose matmuls (forward, and the
+  input gradient backward) run in float8 too, the speed option for an sm_89+ GPU (see that module).
 
 Every one of them runs on CUDA and, with the versions in requirements.txt, on the CPU too; a device a
 backend cannot serve (e.g. Apple ``mps`` for torchao or bitsandbytes) is an EaselError naming the option.
@@ -57,6 +59,7 @@ QTYPES: dict[str, QuantSpec] = {
     "nf4": QuantSpec("bitsandbytes", "bitsandbytes", ("cuda", "cpu", "xpu"), 4, "4-bit NormalFloat (bitsandbytes)"),
     "fp4": QuantSpec("bitsandbytes", "bitsandbytes", ("cuda", "cpu", "xpu"), 4, "4-bit float (bitsandbytes)"),
     "bnb_int8": QuantSpec("bitsandbytes", "bitsandbytes", ("cuda", "cpu", "xpu"), 8, "LLM.int8() (bitsandbytes)"),
+    "float8_mm": QuantSpec("torch", "torch", ("cuda", "cpu"), 8, "float8 e4m3 weights and float8 matmuls (torch._scaled_mm)"),
 }
 
 
@@ -94,6 +97,8 @@ def check_quantization(qtype: str, device: "torch.device | str", option: str = "
     """
     import importlib
 
+    import torch
+
     spec = QTYPES.get(qtype)
     if spec is None:
         raise EaselError(f"{option}: unknown quantization type '{qtype}'. Valid: {', '.join(QTYPES)}.")
@@ -107,6 +112,11 @@ def check_quantization(qtype: str, device: "torch.device | str", option: str = "
         importlib.import_module(spec.module)
     except ImportError as err:
         raise EaselError(f"{option}: {qtype} needs {spec.backend}: `pip install {spec.backend}` ({err}).") from None
+    if qtype == "float8_mm":
+        from toolkit.float8 import check_float8_device
+
+        if (problem := check_float8_device(torch.device(device), option)) is not None:
+            raise EaselError(problem)
     if qtype in COMPILED_ON_CUDA and device_type == "cuda" and not _cuda_toolkit():
         raise EaselError(f"{option}: {qtype} on CUDA runs optimum-quanto's Marlin kernels, which are compiled on first use "
                          "with the CUDA toolkit (nvcc), and none was found (CUDA_HOME). Install the toolkit, or choose "
@@ -177,7 +187,12 @@ def is_quantized(tensor: "torch.Tensor") -> bool:
     """Whether a weight is stored quantized (a quanto/torchao tensor subclass or a bitsandbytes parameter)."""
     import torch
 
-    return type(tensor) not in (torch.Tensor, torch.nn.Parameter) or not tensor.is_floating_point()
+    return (type(tensor) not in (torch.Tensor, torch.nn.Parameter) or not tensor.is_floating_point()
+            or str(tensor.dtype).removeprefix("torch.") in FLOAT8_DTYPES)
+
+
+FLOAT8_DTYPES = ("float8_e4m3fn", "float8_e5m2")
+"""Plain tensors of these dtypes are quantized weights (``float8_mm``, scaled-fp8 checkpoints), never trained."""
 
 
 def quantize_module(module: "nn.Module", qtype: str, exclude: Iterable[str] = (), device: "torch.device | str | None" = None,
@@ -208,7 +223,9 @@ def quantize_module(module: "nn.Module", qtype: str, exclude: Iterable[str] = ()
             raise EaselError(f"{option}: {spec.backend} could not quantize to {qtype} on '{target}': "
                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. Choose another type "
                              f"(e.g. qint8) or another device.") from err
-    return QuantizeReport(qtype, len(layers), kept, before, weight_bytes(module))
+    # a type may leave some layers as they are (float8_mm: shapes its matmuls cannot take); they count as kept
+    quantized = sum(is_quantized(module.get_submodule(path).weight) for path, _ in layers)
+    return QuantizeReport(qtype, quantized, kept + len(layers) - quantized, before, weight_bytes(module))
 
 
 def _device_of(module: "nn.Module") -> "torch.device":
@@ -272,6 +289,12 @@ def _bitsandbytes(root: "nn.Module", layers: list[tuple[str, "nn.Linear"]], qtyp
         root.set_submodule(path, new.to(device))
 
 
+def _float8_mm(root: "nn.Module", layers: list[tuple[str, "nn.Linear"]], qtype: str, device: "torch.device") -> None:
+    from toolkit.float8 import convert
+
+    convert(root, layers, device)
+
+
 BACKENDS: dict[str, Callable[["nn.Module", list[tuple[str, "nn.Linear"]], str, "torch.device"], None]] = {
-    "optimum-quanto": _quanto, "torchao": _torchao, "bitsandbytes": _bitsandbytes,
+    "optimum-quanto": _quanto, "torchao": _torchao, "bitsandbytes": _bitsandbytes, "torch": _float8_mm,
 }

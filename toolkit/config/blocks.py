@@ -24,7 +24,7 @@ SchedulerName = lowercase(Literal[SCHEDULERS])  # type: ignore[valid-type]
 DEFAULT_STEPS = 1000
 """Optimizer steps of a run that sets neither ``train.steps`` nor ``train.epochs``."""
 TimestepType = lowercase(Literal["uniform", "linear", "sigmoid", "logit_normal", "shift", "weighted"])
-QuantType = lowercase(Literal["qfloat8", "qint8", "qint4", "float8", "int8", "nf4", "fp4", "bnb_int8"])
+QuantType = lowercase(Literal["qfloat8", "qint8", "qint4", "float8", "int8", "nf4", "fp4", "bnb_int8", "float8_mm"])
 LoraFormat = lowercase(Literal["kohya", "comfy", "diffusers", "peft"])
 
 
@@ -348,7 +348,8 @@ class ModelConfig(Block):
     quantize: bool = False
     """Quantize the denoiser's weights (see ``qtype``); adapter layers stay in full precision."""
     qtype: QuantType = "qfloat8"
-    """Denoiser quantization: qfloat8/qint8/qint4 (optimum-quanto), float8/int8 (torchao), nf4/fp4/bnb_int8 (bitsandbytes)."""
+    """Denoiser quantization: qfloat8/qint8/qint4 (optimum-quanto), float8/int8 (torchao), nf4/fp4/bnb_int8 (bitsandbytes),
+    float8_mm (float8 weights and float8 matmuls, forward and backward: faster steps on an sm_89+ GPU)."""
     quantize_te: bool = False
     """Quantize the text encoder(s) (see ``qtype_te``)."""
     qtype_te: QuantType = "qfloat8"
