@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
     FLUX_VAE, FLUX_VAE_TINY, QWEN3_4B, QWEN3_TINY, ROOT, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, build, device_text,
     markdown_table, peak_gib, reset_memory, synchronize)
+from results import metric, target_folder, write  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,7 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quantize-te", help="text encoder quantization type")
     parser.add_argument("--low-vram", action="store_true", help="model.low_vram: transformer parked until first use")
     parser.add_argument("--tiny", action="store_true", help="tiny models (for a CPU check that the script works)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (as train.compile does)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--results", metavar="DIR", help="append the figures to DIR/<date>-<device>.json (default on a GPU: bench/results)")
+    parser.add_argument("--no-results", action="store_true", help="write no results file")
     return parser.parse_args(argv)
 
 
@@ -125,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     reset_memory(device)
     adapter = adapter_for(pipeline(args.tiny, dtype), args, device, dtype)
     load_peak = peak_gib(device)
+    if args.compile:
+        from toolkit.models.memory import compile_blocks
+
+        compile_blocks(adapter.compile_units())  # the warm-up image below compiles them
     timers = {"text encoder": PhaseTimer(adapter.text_encoders["text_encoder"], device),
               "transformer": PhaseTimer(adapter.denoiser, device), "VAE decoder": PhaseTimer(adapter.vae.decoder, device)}
     request = GenerateRequest(prompt="a watercolor painting of a lighthouse at dusk", width=resolution, height=resolution,
@@ -145,14 +153,24 @@ def main(argv: list[str] | None = None) -> int:
             phases[name].append(timer.take())
     peak = peak_gib(device)
     setup = (f"{'tiny' if args.tiny else 'full-size'} Z-Image-Turbo, bf16, transformer {args.quantize or 'bf16'}, "
-             f"text encoder {args.quantize_te or 'bf16'}{', low_vram' if args.low_vram else ''}")
+             f"text encoder {args.quantize_te or 'bf16'}{', low_vram' if args.low_vram else ''}{', compiled' if args.compile else ''}")
     print(f"device: {device_text(device)}\n{setup}; {args.steps} steps at {resolution}x{resolution}, guidance 1 (no CFG)")
     gib = (lambda v: f"{v:.2f}" if v is not None else "n/a")
     row = [setup, f"{resolution}", f"{args.steps}", f"{statistics.median(seconds):.3f}",
            *(f"{statistics.median(phases[name]):.3f}" for name in timers), gib(peak), gib(load_peak)]
     header = ["setup", "res", "steps", "s/image", *(f"{name} s" for name in timers), "peak GiB", "load peak GiB"]
     print(f"\n{markdown_table(header, [row])}\n")
-    print("rerun: python bench/gpu_sample.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    folder = target_folder(args.results, args.no_results, device)
+    if folder is not None:
+        median = statistics.median(seconds)
+        record = {"case": setup, "arch": "zimage_turbo", "resolution": resolution, "steps": args.steps, "s_per_image": median,
+                  "peak_gib": peak, "load_peak_gib": load_peak, "baseline": None,
+                  **{f"{name.replace(' ', '_')}_s": statistics.median(phases[name]) for name in timers}}
+        if args.steps == 8:  # the goal's figure is for Turbo's 8 steps
+            record[metric("zimage_turbo", resolution, "s_per_image")] = median
+        print(f"results: {write('gpu_sample.py', given, device, [record], folder)}")
+    print("rerun: python bench/gpu_sample.py " + " ".join(given))
     return 0
 
 

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
     DENOISERS, SDXL_POOLED_TINY, build, default_rank, device_text, lora_network, markdown_table, peak_gib, peak_tflops,
     reset_memory, synchronize)
+from results import metric, target_folder, with_baselines, write  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser blocks (train.compile)")
     parser.add_argument("--variants", help=VARIANTS_HELP)
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step per configuration")
+    parser.add_argument("--results", metavar="DIR", help="append the figures to DIR/<date>-<device>.json (default on a GPU: bench/results)")
+    parser.add_argument("--no-results", action="store_true", help="write no results file")
     return parser.parse_args(argv)
 
 
@@ -469,15 +472,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device_text(device)}; peak bf16 {peak or 'unknown'} TFLOP/s; {str(compute_dtype(args))[6:]}, "
           f"batch {args.batch}, {args.optimizer}, {args.steps} timed steps after {args.warmup} warm-up")
     flops: dict[str, float] = {}
-    rows = []
+    rows, results = [], []
     for case in cases(args):
         for result in run_case(case, args, device, flops):
+            results.append(result)
             rows.append(row(result, args, peak))
             print("  " + " | ".join(rows[-1]), flush=True)
     header = ["model", "base", "trainer", "res", "rank", "s/step", "peak GiB", "load peak GiB", "TFLOP/step", "MFU", "notes"]
     print(f"\n{markdown_table(header, rows)}\n")
-    print("rerun: python bench/gpu_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    folder = target_folder(args.results, args.no_results, device)
+    if folder is not None:
+        print(f"results: {write('gpu_train.py', given, device, records(results, rows, args), folder)}")
+    print("rerun: python bench/gpu_train.py " + " ".join(given))
     return 0
+
+
+def records(results: list[Result], rows: list[list[str]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The results file's records (``bench/results.py``); each is compared with the same run's first eager bf16 row
+    of its architecture (every block checkpointed, not compiled), as the docs' tables are."""
+    found = []
+    for result, cells in zip(results, rows):
+        variant = result.variant
+        found.append({
+            "case": ", ".join(cells[:3]), "arch": result.case.arch, "base": result.case.label, "trainer": cells[2],
+            "eager_bf16": result.case.qtype is None and not variant.compile and variant.interval == 1,
+            "resolution": args.resolution, "rank": int(cells[4]), "batch": args.batch, "optimizer": args.optimizer,
+            "s_per_step": result.seconds, metric(result.case.arch, args.resolution, "s_per_step"): result.seconds,
+            "peak_gib": result.peak, "load_peak_gib": result.load_peak,
+            "tflop_per_step": result.flops / 1e12 if result.flops else None, "mfu": cells[9], "note": result.note})
+    return with_baselines(found, "s_per_step", lambda record: record["eager_bf16"])
 
 
 if __name__ == "__main__":
