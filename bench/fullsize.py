@@ -121,6 +121,14 @@ DENOISERS = {
                              QWEN_IMAGE_TRANSFORMER_TINY, "extensions.qwen_image.edit:QwenImageEditPlusAdapter"),
 }
 """Architecture -> (label, diffusers class, full-size config, tiny config, adapter): what the GPU benchmarks build."""
+
+NARROW = {
+    "zimage": {**ZIMAGE_TRANSFORMER, "dim": 480, "cap_feat_dim": 64, "axes_dims": [4, 6, 6]},
+    "sdxl": {**SDXL_UNET, "block_out_channels": (80, 160, 320), "norm_num_groups": 16, "cross_attention_dim": 64},
+}
+"""Full depth at a sixteenth of the width (head dims 16; SDXL's head counts and norm groups' sizes kept in step): the
+same layers, blocks and heads, so one training step dispatches the same operators as the full-size model, which
+lets a CPU count them (``gpu_train.py --narrow --profile``)."""
 """Pooled text width of the tiny SDXL (the real one is 1280)."""
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,

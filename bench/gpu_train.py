@@ -8,7 +8,12 @@ Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32
             python bench/gpu_train.py --offload 0.5            # also: 8-bit base with half the blocks streamed from CPU memory
             python bench/gpu_train.py --only zimage --quantize none --variants default,autocast,ckpt=2,ckpt=0,compile
                                                                # trainer options side by side on one model
+            python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,compile,compile+ckpt=2
+                                                               # float8 matmuls for the frozen base (sm_89+)
 Run (CPU, to check it works): python bench/gpu_train.py --tiny --steps 2
+Count the kernel launches of one full-size step on the CPU (the operators do not depend on the device):
+            python bench/gpu_train.py --narrow --cpu-bf16 --only sdxl --quantize none --resolution 256 --steps 1 --warmup 2 \
+                --profile --variants default,compile --no-results
 
 What is measured is easel's own machinery on the real denoiser architectures (configs and their sources: bench/fullsize.py):
 the trainer's ``DiffusionStep`` (noise, timesteps, the adapter's ``predict``, loss), LoRA layers from
@@ -31,6 +36,7 @@ e.g. H100 SXM / H200 989 TFLOP/s). Quantized configurations do the same math, so
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import time
@@ -42,7 +48,7 @@ from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
-    DENOISERS, SDXL_POOLED_TINY, build, default_rank, device_text, lora_network, markdown_table, peak_gib, peak_tflops,
+    DENOISERS, NARROW, SDXL_POOLED_TINY, build, default_rank, device_text, lora_network, markdown_table, peak_gib, peak_tflops,
     reset_memory, synchronize)
 from results import metric, target_folder, with_baselines, write  # noqa: E402
 
@@ -96,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--text-tokens", type=int, default=128, help="caption length of the random conditioning")
     parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s for MFU (default: by GPU name)")
     parser.add_argument("--tiny", action="store_true", help="tiny models (for a CPU check that the script works)")
+    parser.add_argument("--narrow", action="store_true",
+                        help="full depth at 1/16 width (Z-Image, SDXL): the full model's operators per step, for --profile on the CPU")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--adapter-dtype", choices=["fp32", "bf16"], default="fp32",
                         help="precision of the LoRA weights (the trainer keeps fp32; bf16 shows the cost of the casts)")
@@ -152,14 +160,23 @@ def cases(args: argparse.Namespace) -> list[Case]:
     return found
 
 
-def denoiser(arch: str, tiny: bool, device: Any, dtype: Any) -> tuple[Any, Any]:
+def model_config(arch: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The denoiser's config: full size, ``--tiny`` or ``--narrow`` (``fullsize.NARROW``)."""
+    if args.narrow:
+        if arch not in NARROW:
+            raise SystemExit(f"gpu_train.py: --narrow has configs for {', '.join(NARROW)}, not {arch}.")
+        return NARROW[arch]
+    return DENOISERS[arch][3 if args.tiny else 2]
+
+
+def denoiser(arch: str, args: argparse.Namespace, device: Any, dtype: Any) -> tuple[Any, Any]:
     """The random-weight denoiser and its adapter class (``fullsize.DENOISERS``)."""
     import diffusers
 
     from toolkit.registry import load_object
 
-    _, class_name, config, tiny_config, adapter = DENOISERS[arch]
-    return build(getattr(diffusers, class_name), tiny_config if tiny else config, device, dtype), load_object(adapter)
+    _, class_name, _, _, adapter = DENOISERS[arch]
+    return build(getattr(diffusers, class_name), model_config(arch, args), device, dtype), load_object(adapter)
 
 
 def schedule(arch: str) -> Any:
@@ -191,7 +208,7 @@ def conditioning(arch: str, args: argparse.Namespace, device: Any, dtype: Any) -
     g = torch.Generator().manual_seed(1)
     side = args.resolution // 8
     size = (args.resolution, args.resolution)
-    config = DENOISERS[arch][3 if args.tiny else 2]
+    config = model_config(arch, args)
     if arch == "zimage":
         latents = torch.randn(args.batch, 16, side, side, generator=g)
         cond = {"prompt_embeds": torch.randn(args.batch, args.text_tokens, config["cap_feat_dim"], generator=g),
@@ -223,7 +240,8 @@ def compute_dtype(args: argparse.Namespace) -> Any:
     """bf16; float32 for the tiny CPU check (this CPU has no fast bf16 matmul) unless --cpu-bf16 asks for it."""
     import torch
 
-    return torch.float32 if args.tiny and args.device_type == "cpu" and not args.cpu_bf16 else torch.bfloat16
+    small = args.tiny or args.narrow
+    return torch.float32 if small and args.device_type == "cpu" and not args.cpu_bf16 else torch.bfloat16
 
 
 @dataclass
@@ -252,7 +270,7 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
     from toolkit.train.working import WorkingCopies
 
     dtype = compute_dtype(args)
-    model, adapter_class = denoiser(case.arch, args.tiny, "cpu" if case.qtype else device, dtype)
+    model, adapter_class = denoiser(case.arch, args, "cpu" if case.qtype else device, dtype)
     if case.qtype:
         quantize_by_units(model, case.qtype, adapter_class.quantize_exclusions, device, park="cpu" if case.offload else None)
     model.train()
@@ -379,8 +397,11 @@ def profile(step: Callable[[], Any], device: Any, rows: int = 18) -> None:
         print(averages.table(sort_by=key, row_limit=rows, max_name_column_width=60), flush=True)
     # Operator counts do not depend on the device, so a CPU run shows what a change does to GPU launch overhead.
     calls = {event.key: event.count for event in averages if event.key.startswith("aten::")}
-    print(f"operator calls per step: {sum(calls.values())} aten ops, {launching(prof.events())} of them launch kernels, "
-          f"{calls.get('aten::_to_copy', 0)} aten::_to_copy, {calls.get('aten::mm', 0)} aten::mm", flush=True)
+    events = prof.events()
+    fused = sum(1 for event in events if GENERATED.match(event.name))
+    print(f"operator calls per step: {sum(calls.values())} aten ops, {launching(events)} kernel launches "
+          f"({fused} of them compiled, fused kernels), {calls.get('aten::_to_copy', 0)} aten::_to_copy, "
+          f"{calls.get('aten::mm', 0)} aten::mm", flush=True)
 
 
 NO_KERNEL = frozenset(f"aten::{name}" for name in (
@@ -391,11 +412,19 @@ NO_KERNEL = frozenset(f"aten::{name}" for name in (
     "contiguous", "to", "numpy_T", "_nested_tensor_from_mask_left_aligned"))
 
 
+GENERATED = re.compile(r"graph_\d+_cpp_fused_|triton_")
+"""Kernels inductor generated (``train.compile``): C++ ones on the CPU, named in the profile when
+``torch._inductor.config.cpp.enable_kernel_profile`` is on (``--profile`` sets it), Triton ones on a GPU."""
+
+
 def launching(events: Any) -> int:
     """Operators that launch a kernel on a GPU: innermost aten calls (a composite op such as ``linear`` only
-    calls others) that are not views, metadata or allocations."""
+    calls others) that are not views, metadata or allocations, and the kernels compiled blocks run instead."""
     count = 0
     for event in events:
+        if GENERATED.match(event.name):
+            count += 1
+            continue
         if not event.name.startswith("aten::") or event.name in NO_KERNEL:
             continue
         if not any(child.name.startswith("aten::") for child in event.cpu_children):
@@ -447,7 +476,7 @@ def describe(variant: Variant, args: argparse.Namespace) -> str:
 def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[str]:
     case = result.case
     label = DENOISERS[case.arch][0]
-    name = label if not args.tiny else f"{label.rsplit(' ', 1)[0]} (tiny)"
+    name = label if not (args.tiny or args.narrow) else f"{label.rsplit(' ', 1)[0]} ({'tiny' if args.tiny else 'narrow'})"
     rank = args.rank or default_rank(case.arch)
     gib = (lambda v: f"{v:.2f}" if v is not None else "n/a")
     tflop = f"{result.flops / 1e12:.3g}" if result.flops else "n/a"
@@ -468,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     args.resolution = args.resolution or (64 if args.tiny else 1024)
     device = resolve_device(args.device)
     args.device_type = device.type
+    if args.profile:  # name inductor's C++ kernels in the profile, so compiled steps' launches can be counted
+        import torch._inductor.config
+
+        torch._inductor.config.cpp.enable_kernel_profile = True
     peak = peak_tflops(device, args.peak_tflops)
     print(f"device: {device_text(device)}; peak bf16 {peak or 'unknown'} TFLOP/s; {str(compute_dtype(args))[6:]}, "
           f"batch {args.batch}, {args.optimizer}, {args.steps} timed steps after {args.warmup} warm-up")

@@ -135,3 +135,21 @@ def test_structure_compares_plain_and_controlnet_img2img(capsys: pytest.CaptureF
     assert (light[1], heavy[1]) == ("0.2", "1") and all(0 <= float(value) <= 1 for value in light[2:] + heavy[2:])
     assert float(light[2]) > float(heavy[2]), "plain img2img keeps less of the input at strength 1"
     assert "rerun: python bench/structure.py " + " ".join(argv) in output
+
+
+@pytest.mark.parametrize("arch", ["zimage", "sdxl"])
+def test_narrow_models_have_the_full_models_layers_and_heads(arch: str) -> None:
+    """--narrow counts a full-size step's operators on the CPU: the same modules in the same order, the same heads."""
+    import diffusers
+    import torch
+
+    fullsize = script("fullsize")
+    cls = getattr(diffusers, fullsize.DENOISERS[arch][1])
+    with torch.device("meta"):
+        full, narrow = cls(**fullsize.DENOISERS[arch][2]), cls(**fullsize.NARROW[arch])
+
+    def layout(model: torch.nn.Module) -> list[tuple[str, str, int | None]]:
+        return [(name, type(m).__name__, getattr(m, "heads", None)) for name, m in model.named_modules()]
+
+    assert layout(narrow) == layout(full)
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in full.parameters()) / 15  # 1/56 and 1/18
