@@ -62,6 +62,8 @@ class Variant:
     interval: int = 1
     """checkpoint one block in ``interval``; 0: no checkpointing"""
     compile: bool = False
+    mode: str = "default"
+    """torch.compile's mode (``train.compile_mode``); ``graphs``: reduce-overhead, CUDA graphs"""
 
 
 @dataclass
@@ -122,7 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 VARIANTS_HELP = ("trainer variants timed one after the other on the same bf16 model, comma-separated, each a '+'-joined set "
                  "of: default (the other flags), autocast (no working copies), ckpt=N (checkpoint one block in N; 0: none), "
-                 "compile; e.g. default,autocast,ckpt=2,compile,compile+ckpt=2 (compiled ones run last)")
+                 "compile, graphs (compiled with mode reduce-overhead: CUDA graphs); e.g. default,autocast,ckpt=2,compile,"
+                 "compile+ckpt=2,graphs (compiled ones run last, graphs after compile)")
 
 
 def parse_variants(args: argparse.Namespace) -> list[Variant]:
@@ -137,12 +140,14 @@ def parse_variants(args: argparse.Namespace) -> list[Variant]:
                 variant = replace(variant, working_copies=False)
             elif part == "compile":
                 variant = replace(variant, compile=True)
+            elif part == "graphs":
+                variant = replace(variant, compile=True, mode="reduce-overhead")
             elif part.startswith("ckpt=") and part[5:].isdigit():
                 variant = replace(variant, interval=int(part[5:]))
             elif part != "default":
                 raise SystemExit(f"gpu_train.py: --variants {args.variants!r}: unknown part {part!r}. Use {VARIANTS_HELP}.")
         found.append(variant)
-    return sorted(found, key=lambda variant: variant.compile)  # compiling cannot be undone
+    return sorted(found, key=lambda variant: (variant.compile, variant.mode != "default"))  # compiling cannot be undone
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -257,7 +262,8 @@ class Setup:
     streamed: list[Any]
     load_peak: float | None
     note: str = ""
-    compiled: bool = False
+    compiled: str | None = None
+    """the mode the blocks were compiled with"""
 
 
 def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
@@ -301,22 +307,27 @@ def apply_variant(setup: Setup, variant: Variant) -> None:
         interval = enable_checkpointing(setup.model, setup.adapter.denoiser_name, variant.interval)
         if interval is not None:
             interval.always_checkpoint(setup.streamed)
-    if variant.compile and not setup.compiled:
-        compile_blocks(setup.adapter.compile_units(), skip=setup.streamed)
-        setup.compiled = True
+    if variant.compile and setup.compiled != variant.mode:
+        import torch._dynamo
+
+        torch._dynamo.reset()  # a new mode compiles anew
+        compile_blocks(setup.adapter.compile_units(), skip=setup.streamed, mode=variant.mode)
+        setup.compiled = variant.mode
 
 
-def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any,
-                  working_copies: bool = True) -> tuple[Callable[[], Any], Callable[[], None]]:
+def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any, working_copies: bool = True,
+                  mode: str = "default") -> tuple[Callable[[], Any], Callable[[], None]]:
     """One optimizer step through the trainer's ``DiffusionStep`` (noise, timesteps, ``predict``, loss) on a cached
     batch, and the same forward pass without gradients."""
     from types import SimpleNamespace
 
     import torch
 
+    from toolkit.models.memory import uses_cuda_graphs
     from toolkit.train.step import DiffusionStep
     from toolkit.train.noise import Objective
 
+    graphed = uses_cuda_graphs(mode, device)
     autocast = compute_dtype(args) == torch.bfloat16
     working = setup.working if working_copies else None
     latents, cond, info = conditioning(arch, args, device, compute_dtype(args))
@@ -327,6 +338,8 @@ def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any
                               cast_inputs=not autocast or args.cast_inputs)
 
     def step() -> Any:
+        if graphed:  # as the trainer does with train.compile_mode: reduce-overhead
+            torch.compiler.cudagraph_mark_step_begin()
         with working.active() if working is not None else nullcontext():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = diffusion(batch)
@@ -362,7 +375,7 @@ def model_flops(setup: Setup, arch: str, args: argparse.Namespace, device: Any) 
 def measure(setup: Setup, case: Case, variant: Variant, args: argparse.Namespace, device: Any, flops: float | None) -> Result:
     result = Result(case, variant, load_peak=setup.load_peak, flops=flops, note=setup.note)
     apply_variant(setup, variant)
-    step, _ = training_step(setup, case.arch, args, device, variant.working_copies)
+    step, _ = training_step(setup, case.arch, args, device, variant.working_copies, variant.mode if variant.compile else "default")
     for _ in range(args.warmup):
         step()
     synchronize(device)
@@ -399,9 +412,14 @@ def profile(step: Callable[[], Any], device: Any, rows: int = 18) -> None:
     calls = {event.key: event.count for event in averages if event.key.startswith("aten::")}
     events = prof.events()
     fused = sum(1 for event in events if GENERATED.match(event.name))
-    print(f"operator calls per step: {sum(calls.values())} aten ops, {launching(events)} kernel launches "
+    total, outside, regions = launching(events), launching(events, outside_compiled=True), compiled_regions(events)
+    print(f"operator calls per step: {sum(calls.values())} aten ops, {total} kernel launches "
           f"({fused} of them compiled, fused kernels), {calls.get('aten::_to_copy', 0)} aten::_to_copy, "
           f"{calls.get('aten::mm', 0)} aten::mm", flush=True)
+    if regions:
+        # with CUDA graphs (train.compile_mode: reduce-overhead) a compiled region's launches become one graph replay
+        print(f"compiled regions: {regions} calls holding {total - outside} of the launches; {outside} launches outside "
+              f"them, so about {outside + regions} launches per step with CUDA graphs", flush=True)
 
 
 NO_KERNEL = frozenset(f"aten::{name}" for name in (
@@ -417,11 +435,31 @@ GENERATED = re.compile(r"graph_\d+_cpp_fused_|triton_")
 ``torch._inductor.config.cpp.enable_kernel_profile`` is on (``--profile`` sets it), Triton ones on a GPU."""
 
 
-def launching(events: Any) -> int:
+COMPILED_REGION = ("CompiledFunction", "CompiledFunctionBackward")
+"""Profiler events around a compiled graph's forward and backward (AOT autograd)."""
+
+
+def compiled_regions(events: Any) -> int:
+    """Calls of compiled graphs, forward and backward, outermost only."""
+    return sum(1 for event in events if event.name in COMPILED_REGION and not _inside_compiled(event.cpu_parent))
+
+
+def _inside_compiled(event: Any) -> bool:
+    while event is not None:
+        if event.name in COMPILED_REGION:
+            return True
+        event = event.cpu_parent
+    return False
+
+
+def launching(events: Any, outside_compiled: bool = False) -> int:
     """Operators that launch a kernel on a GPU: innermost aten calls (a composite op such as ``linear`` only
-    calls others) that are not views, metadata or allocations, and the kernels compiled blocks run instead."""
+    calls others) that are not views, metadata or allocations, and the kernels compiled blocks run instead;
+    with ``outside_compiled`` only those no compiled graph runs."""
     count = 0
     for event in events:
+        if outside_compiled and _inside_compiled(event):
+            continue
         if GENERATED.match(event.name):
             count += 1
             continue
@@ -470,7 +508,8 @@ def describe(variant: Variant, args: argparse.Namespace) -> str:
     weights = ("fp32" if compute_dtype(args) == torch.float32 else "bf16 adapters" if args.adapter_dtype == "bf16"
                else "working copies" if variant.working_copies else "autocast casts")
     checkpointing = {0: "no ckpt", 1: "ckpt"}.get(variant.interval, f"ckpt 1 in {variant.interval}")
-    return ", ".join([weights, checkpointing] + (["compiled"] if variant.compile else []))
+    compiled = ["compiled, CUDA graphs" if variant.mode == "reduce-overhead" else "compiled"] if variant.compile else []
+    return ", ".join([weights, checkpointing] + compiled)
 
 
 def row(result: Result, args: argparse.Namespace, peak: float | None) -> list[str]:

@@ -218,6 +218,20 @@ def test_compile_allows_a_graph_per_unit_shape(registry: Any, monkeypatch: pytes
     torch._dynamo.reset()
 
 
+def test_compile_mode_reaches_torch_compile_and_cuda_graphs_mark_their_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: calls.append(kwargs))
+    units = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]
+    assert memory.compile_blocks(units, mode="reduce-overhead") == 2
+    assert memory.compile_blocks(units[:1]) == 1
+    assert [call["mode"] for call in calls] == ["reduce-overhead", "reduce-overhead", None]
+    assert all(call["dynamic"] and not call["fullgraph"] for call in calls)
+    assert memory.uses_cuda_graphs("reduce-overhead", torch.device("cuda"))
+    assert memory.uses_cuda_graphs("max-autotune", torch.device("cuda"))
+    assert not memory.uses_cuda_graphs("max-autotune-no-cudagraphs", torch.device("cuda"))
+    assert not memory.uses_cuda_graphs("reduce-overhead", torch.device("cpu"))
+
+
 def test_compile_without_triton_on_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.utils._triton
 

@@ -23,9 +23,9 @@ LORA = 0.3
 STEPS = 8
 
 
-def train(folder: Path, name: str, model: dict, compile: bool = False) -> tuple[dict[str, torch.Tensor], str, list[float]]:
+def train(folder: Path, name: str, model: dict, **options: object) -> tuple[dict[str, torch.Tensor], str, list[float]]:
     path = config(folder, name, "zimage:turbo", model=model,
-                  train={"gradient_checkpointing": True, "dtype": "bf16", "steps": STEPS, "compile": compile})
+                  train={"gradient_checkpointing": True, "dtype": "bf16", "steps": STEPS, **options})
     assert run.main([str(path)]) == 0
     return trained(folder, name)
 
@@ -56,14 +56,15 @@ def test_a_float8_base_trains_as_bf16_does(tmp_path: Path, eager: tuple) -> None
 
 @pytest.mark.slow
 def test_inductor_compiled_blocks_train_as_eager_does(tmp_path: Path, eager: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inductor's generated code itself (the other compile tests trace with Dynamo only); about 20 s of compiling."""
+    """Inductor's generated code itself (the other compile tests trace with Dynamo only); about 20-30 s of compiling.
+    In the mode that records CUDA graphs on a GPU (the CPU compiles it as the default mode: same code, no graphs)."""
     import torch._dynamo
 
     monkeypatch.setattr(memory, "COMPILE_BACKEND", "inductor")
     torch._dynamo.reset()
     try:
-        compiled = train(tmp_path, "compiled", {}, compile=True)
+        compiled = train(tmp_path, "compiled", {}, compile=True, compile_mode="reduce-overhead")
     finally:
         torch._dynamo.reset()
-    assert "torch.compile: 4 transformer blocks" in compiled[1]
+    assert "torch.compile: 4 transformer blocks, mode reduce-overhead" in compiled[1]
     assert_close(compiled, eager)

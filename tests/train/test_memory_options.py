@@ -185,6 +185,12 @@ def test_checkpointing_interval_needs_checkpointing(tmp_path: Path, capsys: pyte
     assert "train.gradient_checkpointing_interval: needs train.gradient_checkpointing: true" in capsys.readouterr().err
 
 
+def test_compile_mode_needs_compile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config(tmp_path, "nocompile", "zimage", model={}, train={"compile_mode": "reduce-overhead"})
+    assert run.main([str(path)]) == 2
+    assert "train.compile_mode: needs train.compile: true; set it, or remove compile_mode" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["lora", "loha"])
 def test_the_denoiser_trains_in_train_mode_so_adapter_dropout_is_on(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loaded models are in eval mode, which turns the adapter's dropout off; training steps (before and after a

@@ -287,6 +287,11 @@ class TrainConfig(Block):
     compile: bool = False
     """torch.compile the denoiser blocks: faster steps after a minute or so of compiling (Z-Image at 1024 on an
     H100: 0.65 -> 0.41 s/step); needs Triton on CUDA."""
+    compile_mode: lowercase(Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]) = "default"  # type: ignore[valid-type]
+    """With ``compile``: torch.compile's mode. ``reduce-overhead`` also records each compiled block in CUDA graphs (one
+    per bucket shape), replayed without launching its kernels one by one: for models whose step is bound by kernel
+    launches (SDXL's many small layers); ``max-autotune`` also searches matmul kernels (longer compiling). On the
+    CPU every mode compiles as ``default`` does."""
     working_copies: bool | None = None
     """bf16/fp16 copies of the float32 adapter weights for the forward and backward pass, refreshed once per step
     (instead of autocast casting every layer's weights and gradients); the optimizer still updates float32.

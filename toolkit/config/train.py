@@ -144,6 +144,8 @@ class LoraTrainerConfig(Block):
         if self.train.gradient_checkpointing_interval > 1 and not self.train.gradient_checkpointing:
             problems.append((("train", "gradient_checkpointing_interval"), "needs train.gradient_checkpointing: true; "
                              "set it, or remove gradient_checkpointing_interval"))
+        if self.train.compile_mode != "default" and not self.train.compile:
+            problems.append((("train", "compile_mode"), "needs train.compile: true; set it, or remove compile_mode"))
         if self.train.working_copies and self.train.dtype == "fp32":
             problems.append((("train", "working_copies"), "needs train.dtype bf16 or fp16 (with fp32 the adapter already "
                              "computes in float32); set train.dtype: bf16 or remove working_copies"))

@@ -218,20 +218,27 @@ def check_compile(device: "torch.device") -> None:
                          "train.compile: false (steps are then slower, nothing else changes).")
 
 
-def compile_blocks(units: "Iterable[nn.Module]", skip: "Iterable[nn.Module]" = ()) -> int:
+def compile_blocks(units: "Iterable[nn.Module]", skip: "Iterable[nn.Module]" = (), mode: str = "default") -> int:
     """``torch.compile`` each of ``units`` (``ModelAdapter.compile_units``) with dynamic shapes, except those in or
     inside the blocks of ``skip`` (offloaded ones); returns how many.
 
     Units are compiled one by one (``nn.Module.compile``): identical ones share the compiled code, the first step
     is slow, and bucket sizes do not recompile (``dynamic=True``); ``fullgraph=False`` lets adapters and hooks run
-    eagerly where Dynamo cannot trace them.
+    eagerly where Dynamo cannot trace them. ``mode`` is torch.compile's (``train.compile_mode``; CUDA graphs with
+    ``reduce-overhead``).
     """
     skipped = {id(inner) for block in skip for inner in block.modules()}
     chosen = [unit for unit in units if id(unit) not in skipped]
     _allow_recompiles(chosen)
     for unit in chosen:
-        unit.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False)
+        unit.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False, mode=None if mode == "default" else mode)
     return len(chosen)
+
+
+def uses_cuda_graphs(mode: str, device: "torch.device") -> bool:
+    """Whether compiled blocks replay CUDA graphs: then each training step must tell torch where it begins
+    (``torch.compiler.cudagraph_mark_step_begin``), so the graphs' outputs of the last step may be overwritten."""
+    return device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
 
 
 def _allow_recompiles(units: "list[nn.Module]") -> None:

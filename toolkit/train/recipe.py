@@ -136,6 +136,8 @@ class LoraTrainingRecipe:
         self.sharded = False
         """The frozen denoiser is sharded across the processes (``train.distributed: fsdp`` with several of them)."""
         self._gradients_checked = False
+        self._graphed = False
+        """Compiled blocks replay CUDA graphs (``train.compile_mode``): each micro-batch marks where a step begins."""
 
     def run(self) -> None:
         """The whole run: setup, train, cleanup (the error that ends a run goes into its log.txt)."""
@@ -235,7 +237,7 @@ class LoraTrainingRecipe:
 
     def _build_network(self) -> "Network":
         """Checkpointing switches, the network, then the denoiser's placement (low_vram, offloading) and compile."""
-        from toolkit.models.memory import compile_blocks, offloaded, place_denoiser
+        from toolkit.models.memory import compile_blocks, offloaded, place_denoiser, uses_cuda_graphs
         from toolkit.train.checkpointing import enable_checkpointing
         from toolkit.train.network import build_network
 
@@ -264,8 +266,10 @@ class LoraTrainingRecipe:
         network.to(adapter.device)
         if train.compile:
             streamed = offloaded(adapter.denoiser)
-            count = compile_blocks(adapter.compile_units(), skip=streamed)
-            log.info(f"torch.compile: {count} {adapter.denoiser_name} blocks (the first steps are slow while they compile)"
+            count = compile_blocks(adapter.compile_units(), skip=streamed, mode=train.compile_mode)
+            self._graphed = uses_cuda_graphs(train.compile_mode, self.device)
+            mode = "" if train.compile_mode == "default" else f", mode {train.compile_mode}"
+            log.info(f"torch.compile: {count} {adapter.denoiser_name} blocks{mode} (the first steps are slow while they compile)"
                      + (f"; {len(streamed)} offloaded blocks run uncompiled" if streamed else ""))
         return network
 
@@ -400,6 +404,8 @@ class LoraTrainingRecipe:
         mean = math.nan
         for _ in range(accumulation):
             batch, self.position = next(batches)
+            if self._graphed:
+                torch.compiler.cudagraph_mark_step_begin()
             with accelerator.accumulate(model):
                 with self.working.active() if self.working is not None else nullcontext():
                     loss = model(batch)
