@@ -41,18 +41,30 @@ class AdapterCache:
 
     def __init__(self) -> None:
         self._adapters: dict[str, ModelAdapter] = {}
+        self._compiled: set[str] = set()
         self.loads = 0
         """How many times a model was loaded."""
 
-    def get(self, key: str, load: Callable[[], "ModelAdapter"]) -> "ModelAdapter":
+    def get(self, key: str, load: Callable[[], "ModelAdapter"], compile: bool = False) -> "ModelAdapter":
+        """The adapter loaded for ``key``; ``compile``: with its denoiser's blocks compiled (once: a compiled model
+        stays compiled, warm, for every later job; one asked for without compiling keeps them too)."""
         if key not in self._adapters:
-            self._adapters.clear()
+            self.clear()
             self._adapters[key] = load()
             self.loads += 1
-        return self._adapters[key]
+        adapter = self._adapters[key]
+        if compile and key not in self._compiled:
+            from toolkit.models.memory import check_compile, compile_blocks
+
+            check_compile(adapter.device)
+            count = compile_blocks(adapter.compile_units())
+            log.info(f"torch.compile: {count} {adapter.denoiser_name} blocks (the first image waits while they compile)")
+            self._compiled.add(key)
+        return adapter
 
     def clear(self) -> None:
         self._adapters.clear()
+        self._compiled.clear()
 
 
 class GenerateJob(Job):
@@ -71,7 +83,8 @@ class GenerateJob(Job):
 
         device, dtype = generation_target(process.config.device, process.config.model.dtype)
         key = f"{process.config.model.model_dump_json()}|{device}|{dtype}"
-        return self._adapters.get(key, lambda: load_adapter(process.config.model, self.registry, device=device, dtype=dtype))
+        return self._adapters.get(key, lambda: load_adapter(process.config.model, self.registry, device=device, dtype=dtype),
+                                  compile=process.config.generate.compile)
 
     def cleanup(self) -> None:
         super().cleanup()

@@ -70,6 +70,7 @@ def generate_config(ui: Any, form: Any, init: Path | None) -> str:
         "sample_steps": _number(form, "steps", int), "guidance_scale": _number(form, "guidance", float),
         "seed": _number(form, "seed", int, -1), "sampler": str(form.get("sampler", "")).strip() or None,
         "loras": mixer, "lora_dirs": [settings.relative(settings.output)],
+        "compile": True if form.get("compile") == "true" else None,
     }
     if init is not None:
         generate["init_images"] = settings.relative(init)

@@ -236,3 +236,33 @@ def test_img2img_strength_zero_returns_the_input(folders: dict[str, Path], regis
         assert run.main([str(_config(tmp_path, folders[name], arch, denoised, f"{name}_half"))]) == 0
         (changed,) = _images(tmp_path / f"{name}_half")
         assert np.abs(np.asarray(Image.open(changed), dtype=int) - kept).mean() > 1, f"{name}: strength 0.5 changes the image"
+
+
+def test_compiled_generation_compiles_once_and_stays_warm_for_later_jobs(folders: dict[str, Path], registry: Any,
+                                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate.compile: the blocks compile with the first job; a later job (the UI worker's next request) reuses the
+    loaded, compiled model; the images are the uncompiled ones."""
+    import torch._dynamo
+
+    from jobs.generate import AdapterCache, GenerateJob
+    from toolkit.config.job import load_job_config
+    from toolkit.models import memory
+
+    monkeypatch.setattr(memory, "COMPILE_BACKEND", "eager")  # Dynamo's tracing without code generation (fast)
+    compiled: list[int] = []
+    real = memory.compile_blocks
+    monkeypatch.setattr(memory, "compile_blocks", lambda units, **kw: compiled.append(real(units, **kw)) or compiled[-1])
+    cache = AdapterCache()
+    torch._dynamo.reset()
+    try:
+        for name, compile in (("plain", False), ("first", True), ("second", True)):
+            loaded = load_job_config(_config(tmp_path, folders["zimage"], "zimage:turbo", {"seed": 5, "prompts": ["a cat"],
+                                                                                         "compile": compile}, name), registry)
+            job = GenerateJob(loaded, registry, adapters=cache)
+            job.run()
+            job.cleanup()
+    finally:
+        torch._dynamo.reset()
+    assert cache.loads == 1 and compiled == [4]  # four transformer blocks, compiled once
+    images = {name: Image.open(_images(tmp_path / name)[0]).convert("RGB").tobytes() for name in ("plain", "first", "second")}
+    assert images["plain"] == images["first"] == images["second"]

@@ -70,3 +70,19 @@ def test_the_form_and_the_yaml_round_trip(registry: Any) -> None:
     assert "trigger_word" not in edited  # an emptied field removes its key
     with pytest.raises(ValueError):
         form.from_yaml("config: [", fields)
+
+
+def test_the_compile_box_asks_the_generate_job_to_compile(settings: Any) -> None:
+    from types import SimpleNamespace
+
+    from starlette.datastructures import FormData
+
+    from toolkit.config.yaml_io import load_text
+    from ui.routes_generate import generate_config
+
+    def generate_block(**extra: str) -> dict[str, Any]:
+        text = generate_config(SimpleNamespace(settings=settings), FormData(list(_form(**extra).items())), None)
+        return load_text(text, "form")[0]["config"]["process"][0]["generate"]
+
+    assert generate_block(compile="true")["compile"] is True
+    assert "compile" not in generate_block()

@@ -39,6 +39,9 @@ class GenerateConfig(ImageSettings):
     reference_images: list[str] | str | None = None
     """Edit models (FLUX.1 Kontext, FLUX.2, Qwen-Image-Edit): an image file or a list of files every prompt edits
     together (several for FLUX.2 / Qwen-Image-Edit-Plus), or a folder: each image in it is edited by each prompt."""
+    compile: bool = False
+    """torch.compile the denoiser's blocks (as ``train.compile``): the first image waits while they compile, the
+    next ones are faster; the UI's generate worker keeps the compiled model between requests."""
     grid: bool = False
     """Also write a contact sheet of all images; its labels show where the prompts differ, its metadata (PNG text ``easel_grid``) holds them whole."""
     controlnets: list[ControlNetConfig] = []
