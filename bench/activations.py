@@ -96,7 +96,7 @@ def measure(arch: str, args: argparse.Namespace, interval: int) -> tuple[float, 
     import torch.fx.experimental._config as fx_config
 
     fx_config.meta_nonzero_assume_all_nonzero = True  # caption masks are all ones: boolean indexing keeps everything
-    model, adapter_class = denoiser(arch, False, "meta", torch.bfloat16)
+    model, adapter_class = denoiser(arch, argparse.Namespace(tiny=False, narrow=False), "meta", torch.bfloat16)
     adapter, network = lora_network(adapter_class, model, args.rank or default_rank(arch), arch)
     network.to(device="meta", dtype=torch.bfloat16)
     network.cast_inputs(False)

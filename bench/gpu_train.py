@@ -166,8 +166,9 @@ def cases(args: argparse.Namespace) -> list[Case]:
 
 
 def model_config(arch: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The denoiser's config: full size, ``--tiny`` or ``--narrow`` (``fullsize.NARROW``)."""
-    if args.narrow:
+    """The denoiser's config: full size, ``--tiny`` or ``--narrow`` (``fullsize.NARROW``); bench/activations.py's
+    arguments have no ``narrow``."""
+    if getattr(args, "narrow", False):
         if arch not in NARROW:
             raise SystemExit(f"gpu_train.py: --narrow has configs for {', '.join(NARROW)}, not {arch}.")
         return NARROW[arch]

@@ -138,6 +138,7 @@ def test_structure_compares_plain_and_controlnet_img2img(capsys: pytest.CaptureF
     assert "rerun: python bench/structure.py " + " ".join(argv) in output
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("arch", ["zimage", "sdxl"])
 def test_narrow_models_have_the_full_models_layers_and_heads(arch: str) -> None:
     """--narrow counts a full-size step's operators on the CPU: the same modules in the same order, the same heads."""

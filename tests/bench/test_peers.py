@@ -32,7 +32,7 @@ for _ in range(int(args.max_train_steps)):
 '''
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_peers_times_both_trainers_and_records_easel_against_the_peer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkout = tmp_path / "diffusers"
     (checkout / "examples" / "dreambooth").mkdir(parents=True)

@@ -54,7 +54,7 @@ def test_a_float8_base_trains_as_bf16_does(tmp_path: Path, eager: tuple) -> None
     assert_close(fast, eager)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_inductor_compiled_blocks_train_as_eager_does(tmp_path: Path, eager: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     """Inductor's generated code itself (the other compile tests trace with Dynamo only); about 20-30 s of compiling.
     In the mode that records CUDA graphs on a GPU (the CPU compiles it as the default mode: same code, no graphs)."""
