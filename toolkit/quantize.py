@@ -187,12 +187,9 @@ def is_quantized(tensor: "torch.Tensor") -> bool:
     """Whether a weight is stored quantized (a quanto/torchao tensor subclass or a bitsandbytes parameter)."""
     import torch
 
+    # plain float8 tensors are quantized weights too (float8_mm, scaled-fp8 checkpoints), never trained
     return (type(tensor) not in (torch.Tensor, torch.nn.Parameter) or not tensor.is_floating_point()
-            or str(tensor.dtype).removeprefix("torch.") in FLOAT8_DTYPES)
-
-
-FLOAT8_DTYPES = ("float8_e4m3fn", "float8_e5m2")
-"""Plain tensors of these dtypes are quantized weights (``float8_mm``, scaled-fp8 checkpoints), never trained."""
+            or tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2))
 
 
 def quantize_module(module: "nn.Module", qtype: str, exclude: Iterable[str] = (), device: "torch.device | str | None" = None,
