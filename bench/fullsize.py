@@ -106,6 +106,18 @@ QWEN25_VL_7B = {
     "tie_word_embeddings": False,
 }
 SDXL_POOLED_TINY = 32
+"""Pooled text width of the tiny SDXL (the real one is 1280)."""
+CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+          "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 768}
+CLIP_G = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20,
+          "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 1280}
+CLIP_TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 32}
+"""SDXL's text encoders: CLIP ViT-L/14's (penultimate state used) and OpenCLIP ViT-bigG/14's with its projection."""
+SDXL_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2, "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "norm_num_groups": 32, "sample_size": 1024, "scaling_factor": 0.13025}
+SDXL_VAE_TINY = {**SDXL_VAE, "block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 4}
 DENOISERS = {
     "zimage": ("Z-Image 6B", "ZImageTransformer2DModel", ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, "extensions.z_image.adapter:ZImageAdapter"),
     "sdxl": ("SDXL UNet", "UNet2DConditionModel", SDXL_UNET, SDXL_UNET_TINY, "extensions.sdxl.adapter:SDXLAdapter"),
@@ -129,7 +141,6 @@ NARROW = {
 """Full depth at a sixteenth of the width (head dims 16; SDXL's head counts and norm groups' sizes kept in step): the
 same layers, blocks and heads, so one training step dispatches the same operators as the full-size model, which
 lets a CPU count them (``gpu_train.py --narrow --profile``)."""
-"""Pooled text width of the tiny SDXL (the real one is 1280)."""
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
                     "H100": 989.4, "GH200": 989.4, "B200": 2250.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,

@@ -1,19 +1,21 @@
-"""Z-Image-Turbo generation time and peak memory: 8 steps at 1024x1024 with full-size random-weight models.
+"""Generation time and peak memory with full-size random-weight models: Z-Image-Turbo 8 steps, SDXL 30 steps (1024x1024).
 
-Run (GPU):  python bench/gpu_sample.py                       # bf16
+Run (GPU):  python bench/gpu_sample.py                       # Z-Image-Turbo, bf16
             python bench/gpu_sample.py --quantize qint8      # 8-bit transformer (and --quantize-te qint8 for the encoder)
             python bench/gpu_sample.py --low-vram            # transformer parked in CPU memory until first use
-Run (CPU, to check it works): python bench/gpu_sample.py --tiny
+            python bench/gpu_sample.py --arch sdxl --compile # SDXL base, 30 steps, CFG 5
+Run (CPU, to check it works): python bench/gpu_sample.py --tiny  (and --arch sdxl --tiny)
 
-The pipeline is diffusers' ZImagePipeline built from the real configs (bench/fullsize.py): the 6B transformer,
-the FLUX VAE and a Qwen3-4B text encoder with the real layer sizes, all with random weights. The encoder's
-vocabulary is the offline test tokenizer's (a few thousand entries instead of 151936), so only its embedding
-table is smaller; every layer runs as in the real model. It is wrapped in easel's ``ZImageAdapter``
-(``PipelineAdapter.from_pipe``, the same placement as ``load``: quantization, ``low_vram``) and images are made
-by ``adapter.generate``, exactly what ``job: generate`` and training previews call.
+The pipelines are diffusers' ZImagePipeline and StableDiffusionXLPipeline built from the real configs
+(bench/fullsize.py) with random weights: Z-Image's 6B transformer, the FLUX VAE and a Qwen3-4B text encoder; SDXL's
+UNet, its VAE, CLIP ViT-L and OpenCLIP ViT-bigG. The encoders' vocabulary is the offline test tokenizer's (a few
+thousand entries instead of 151936 / 49408), so only their embedding tables are smaller; every layer runs as in the
+real model. Each is wrapped in easel's adapter (``PipelineAdapter.from_pipe``, the same placement as ``load``:
+quantization, ``low_vram``) and images are made by ``adapter.generate``, exactly what ``job: generate`` and training
+previews call.
 
-Printed: seconds per image (median of ``--runs`` after one warm-up), the time in the text encoder, the
-transformer (all steps) and the VAE decoder (CUDA events around their forwards), and peak allocated memory.
+Printed: seconds per image (median of ``--runs`` after one warm-up), the time in the text encoders, the denoiser
+(all steps) and the VAE decoder (CUDA events around their forwards), and peak allocated memory.
 """
 
 from __future__ import annotations
@@ -22,34 +24,61 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
-    FLUX_VAE, FLUX_VAE_TINY, QWEN3_4B, QWEN3_TINY, ROOT, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, build, device_text,
-    markdown_table, peak_gib, reset_memory, synchronize)
+    CLIP_G, CLIP_L, CLIP_TINY, FLUX_VAE, FLUX_VAE_TINY, QWEN3_4B, QWEN3_TINY, ROOT, SDXL_UNET, SDXL_UNET_TINY, SDXL_VAE,
+    SDXL_VAE_TINY, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, build, device_text, markdown_table, peak_gib, reset_memory,
+    synchronize)
 from results import metric, target_folder, write  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Case:
+    """What one architecture's benchmark makes: its label, easel arch, adapter, and the goal's sampling settings."""
+
+    label: str
+    arch: str
+    adapter: str
+    steps: int
+    guidance: float
+    sampler: str
+
+
+CASES = {
+    "zimage_turbo": Case("Z-Image-Turbo", "zimage:turbo", "extensions.z_image.adapter:ZImageAdapter", 8, 1.0, "flowmatch"),
+    "sdxl": Case("SDXL", "sdxl", "extensions.sdxl.adapter:SDXLAdapter", 30, 5.0, "euler"),
+}
+"""--arch -> its case; the goals' figures are at these step counts (Turbo's 8 without CFG, SDXL's 30 with CFG)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, help="image side (default 1024; 64 with --tiny)")
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--arch", choices=list(CASES), default="zimage_turbo")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: 8 for Z-Image-Turbo, 30 for SDXL)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: 1 for Z-Image-Turbo, 5 for SDXL: CFG)")
     parser.add_argument("--runs", type=int, default=3, help="timed images (after one warm-up image)")
-    parser.add_argument("--quantize", help="transformer quantization type (qint8, int8, float8, ...)")
-    parser.add_argument("--quantize-te", help="text encoder quantization type")
-    parser.add_argument("--low-vram", action="store_true", help="model.low_vram: transformer parked until first use")
+    parser.add_argument("--quantize", help="denoiser quantization type (qint8, int8, float8, float8_mm, ...)")
+    parser.add_argument("--quantize-te", help="text encoders' quantization type")
+    parser.add_argument("--low-vram", action="store_true", help="model.low_vram: denoiser parked until first use")
     parser.add_argument("--tiny", action="store_true", help="tiny models (for a CPU check that the script works)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (as train.compile does)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser's blocks (as generate.compile does)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--results", metavar="DIR", help="append the figures to DIR/<date>-<device>.json (default on a GPU: bench/results)")
     parser.add_argument("--no-results", action="store_true", help="write no results file")
     return parser.parse_args(argv)
 
 
-def pipeline(tiny: bool, dtype: Any) -> Any:
-    """ZImagePipeline with random weights, built in CPU memory (the adapter places it)."""
+def pipeline(arch: str, tiny: bool, dtype: Any) -> Any:
+    """The architecture's diffusers pipeline with random weights, built in CPU memory (the adapter places it)."""
+    return sdxl_pipeline(tiny, dtype) if arch == "sdxl" else zimage_pipeline(tiny, dtype)
+
+
+def zimage_pipeline(tiny: bool, dtype: Any) -> Any:
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
@@ -70,16 +99,46 @@ def pipeline(tiny: bool, dtype: Any) -> Any:
     )
 
 
-def adapter_for(pipe: Any, args: argparse.Namespace, device: Any, dtype: Any) -> Any:
-    from extensions.z_image.adapter import ZImageAdapter
+def sdxl_pipeline(tiny: bool, dtype: Any) -> Any:
+    """SDXL base: the real UNet, VAE and both CLIP encoders' layer sizes; the scheduler is SDXL's (scaled-linear)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from toolkit.testing.tiny import clip_tokenizer
+
+    tokenizer = clip_tokenizer()
+    cpu = torch.device("cpu")
+    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+           "eos_token_id": tokenizer.eos_token_id}
+
+    def encoder(cls: Any, layers: dict[str, Any], seed: int) -> Any:
+        return build(lambda **kw: cls(CLIPTextConfig(**kw)), {**layers, **ids}, cpu, dtype, seed=seed)
+
+    scheduler = EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)
+    return StableDiffusionXLPipeline(
+        vae=build(AutoencoderKL, SDXL_VAE_TINY if tiny else SDXL_VAE, cpu, dtype, seed=1),
+        text_encoder=encoder(CLIPTextModel, CLIP_TINY if tiny else CLIP_L, 2), tokenizer=tokenizer,
+        text_encoder_2=encoder(CLIPTextModelWithProjection, CLIP_TINY if tiny else CLIP_G, 3), tokenizer_2=tokenizer,
+        unet=build(UNet2DConditionModel, SDXL_UNET_TINY if tiny else SDXL_UNET, cpu, dtype, seed=4),
+        scheduler=scheduler, force_zeros_for_empty_prompt=True,
+    )
+
+
+def adapter_for(pipe: Any, case: Case, args: argparse.Namespace, device: Any, dtype: Any) -> Any:
+    import importlib
+
     from toolkit.config.blocks import ModelConfig
     from toolkit.registry import Registry
 
     registry = Registry.discover(("jobs",), ROOT / "extensions")
-    config = ModelConfig(name_or_path="bench:random-weights", arch="zimage:turbo", quantize=bool(args.quantize),
+    config = ModelConfig(name_or_path="bench:random-weights", arch=case.arch, quantize=bool(args.quantize),
                          qtype=args.quantize or "qint8", quantize_te=bool(args.quantize_te), qtype_te=args.quantize_te or "qint8",
                          low_vram=args.low_vram)
-    return ZImageAdapter.from_pipe(pipe, config, registry.arch(config.arch), device=device, dtype=dtype)
+    module, _, name = case.adapter.partition(":")
+    adapter_class = getattr(importlib.import_module(module), name)
+    return adapter_class.from_pipe(pipe, config, registry.arch(config.arch), device=device, dtype=dtype)
 
 
 class PhaseTimer:
@@ -123,23 +182,28 @@ def main(argv: list[str] | None = None) -> int:
     from toolkit.models.base import GenerateRequest
 
     setup_console()
+    case = CASES[args.arch]
     device = resolve_device(args.device)
     resolution = args.resolution or (64 if args.tiny else 1024)
+    steps = args.steps or case.steps
+    guidance = case.guidance if args.guidance is None else args.guidance
     dtype = torch.bfloat16
     reset_memory(device)
-    adapter = adapter_for(pipeline(args.tiny, dtype), args, device, dtype)
+    adapter = adapter_for(pipeline(args.arch, args.tiny, dtype), case, args, device, dtype)
     load_peak = peak_gib(device)
     if args.compile:
         from toolkit.models.memory import compile_blocks
 
         compile_blocks(adapter.compile_units())  # the warm-up image below compiles them
-    timers = {"text encoder": PhaseTimer(adapter.text_encoders["text_encoder"], device),
-              "transformer": PhaseTimer(adapter.denoiser, device), "VAE decoder": PhaseTimer(adapter.vae.decoder, device)}
+    timers = {"text encoders": [PhaseTimer(encoder, device) for encoder in adapter.text_encoders.values()],
+              "denoiser": [PhaseTimer(adapter.denoiser, device)], "VAE decoder": [PhaseTimer(adapter.vae.decoder, device)]}
     request = GenerateRequest(prompt="a watercolor painting of a lighthouse at dusk", width=resolution, height=resolution,
-                              steps=args.steps, guidance_scale=1.0, seed=0, sampler="flowmatch")
+                              steps=steps, guidance_scale=guidance, seed=0, sampler=case.sampler,
+                              negative_prompt="blurry" if guidance > 1 else "")
     adapter.generate([request])
-    for timer in timers.values():
-        timer.take()
+    taken = (lambda name: sum(timer.take() for timer in timers[name]))
+    for name in timers:
+        taken(name)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds, phases = [], {name: [] for name in timers}
@@ -149,14 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         adapter.generate([request])
         synchronize(device)
         seconds.append(time.perf_counter() - start)
-        for name, timer in timers.items():
-            phases[name].append(timer.take())
+        for name in timers:
+            phases[name].append(taken(name))
     peak = peak_gib(device)
-    setup = (f"{'tiny' if args.tiny else 'full-size'} Z-Image-Turbo, bf16, transformer {args.quantize or 'bf16'}, "
+    denoiser = "transformer" if args.arch == "zimage_turbo" else "UNet"
+    setup = (f"{'tiny' if args.tiny else 'full-size'} {case.label}, bf16, {denoiser} {args.quantize or 'bf16'}, "
              f"text encoder {args.quantize_te or 'bf16'}{', low_vram' if args.low_vram else ''}{', compiled' if args.compile else ''}")
-    print(f"device: {device_text(device)}\n{setup}; {args.steps} steps at {resolution}x{resolution}, guidance 1 (no CFG)")
+    print(f"device: {device_text(device)}\n{setup}; {steps} steps at {resolution}x{resolution}, "
+          f"guidance {guidance:g} ({'CFG' if guidance > 1 else 'no CFG'})")
     gib = (lambda v: f"{v:.2f}" if v is not None else "n/a")
-    row = [setup, f"{resolution}", f"{args.steps}", f"{statistics.median(seconds):.3f}",
+    row = [setup, f"{resolution}", f"{steps}", f"{statistics.median(seconds):.3f}",
            *(f"{statistics.median(phases[name]):.3f}" for name in timers), gib(peak), gib(load_peak)]
     header = ["setup", "res", "steps", "s/image", *(f"{name} s" for name in timers), "peak GiB", "load peak GiB"]
     print(f"\n{markdown_table(header, [row])}\n")
@@ -164,11 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = target_folder(args.results, args.no_results, device)
     if folder is not None:
         median = statistics.median(seconds)
-        record = {"case": setup, "arch": "zimage_turbo", "resolution": resolution, "steps": args.steps, "s_per_image": median,
-                  "peak_gib": peak, "load_peak_gib": load_peak, "baseline": None,
+        record = {"case": setup, "arch": args.arch, "resolution": resolution, "steps": steps, "guidance": guidance,
+                  "s_per_image": median, "peak_gib": peak, "load_peak_gib": load_peak, "baseline": None,
                   **{f"{name.replace(' ', '_')}_s": statistics.median(phases[name]) for name in timers}}
-        if args.steps == 8:  # the goal's figure is for Turbo's 8 steps
-            record[metric("zimage_turbo", resolution, "s_per_image")] = median
+        if steps == case.steps and guidance == case.guidance:  # the goal's figure is at the goal's settings only
+            record[metric(args.arch, resolution, "s_per_image")] = median
         print(f"results: {write('gpu_sample.py', given, device, [record], folder)}")
     print("rerun: python bench/gpu_sample.py " + " ".join(given))
     return 0

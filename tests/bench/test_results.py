@@ -39,7 +39,17 @@ def test_gpu_sample_records_the_turbo_figure(tmp_path: Path) -> None:
     assert script("gpu_sample").main(["--tiny", "--runs", "1", "--results", str(tmp_path)]) == 0
     [record] = json.loads(next(tmp_path.glob("*.json")).read_text())["runs"][0]["records"]
     assert record["zimage_turbo_64_s_per_image"] == record["s_per_image"] > 0 and record["steps"] == 8
-    assert record["transformer_s"] > 0 and record["baseline"] is None
+    assert record["denoiser_s"] > 0 and record["baseline"] is None
+
+
+def test_gpu_sample_records_the_sdxl_figure_at_30_steps_with_cfg_only(tmp_path: Path) -> None:
+    gpu_sample = script("gpu_sample")
+    assert gpu_sample.main(["--arch", "sdxl", "--tiny", "--runs", "1", "--results", str(tmp_path)]) == 0
+    assert gpu_sample.main(["--arch", "sdxl", "--tiny", "--runs", "1", "--steps", "4", "--results", str(tmp_path)]) == 0
+    goal, fewer = (run["records"][0] for run in json.loads(next(tmp_path.glob("*.json")).read_text())["runs"])
+    assert goal["sdxl_64_s_per_image"] == goal["s_per_image"] > 0 and (goal["steps"], goal["guidance"]) == (30, 5.0)
+    assert "sdxl_64_s_per_image" not in fewer and fewer["steps"] == 4
+    assert goal["text_encoders_s"] > 0 and goal["denoiser_s"] > 0 and "SDXL" in goal["case"]
 
 
 def test_results_are_written_by_default_on_a_gpu_only() -> None:
