@@ -88,6 +88,6 @@ def test_lock_lines_keep_exact_pins_only_and_drop_machine_chosen_packages():
 def test_readme_and_ci_install_from_the_lock():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    command = re.search(r"^pip install -q torch.*python -m pytest -q$", readme, re.M).group(0)
+    command = re.search(r"^pip install -q torch.*python -m pytest -q -n 2$", readme, re.M).group(0)
     assert command in ci and "-c requirements.lock" in command
     assert "-c requirements.lock" in re.search(r"^pip install torch.*quickstart.yaml$", readme, re.M).group(0)

@@ -98,6 +98,10 @@ def write_lock(freeze: list[str], python: str) -> None:
     LOCK.write_text("\n".join(header + lock_lines(freeze)) + "\n", encoding="utf-8")
 
 
+SUITE_ARGS = ("-q", "-n", "2")
+"""The README's test command's pytest arguments (two workers, pytest-xdist)."""
+
+
 def check_latest(torch_spec: str, update_lock: bool, pytest_args: list[str]) -> int:
     """Build a venv with the newest allowed versions, run the suite in it, and optionally lock those versions."""
     with tempfile.TemporaryDirectory(prefix="easel-latest-") as tmp:
@@ -109,7 +113,7 @@ def check_latest(torch_spec: str, update_lock: bool, pytest_args: list[str]) -> 
         subprocess.run([python, "-m", "pip", "install", "-q", "--upgrade", torch_spec, *requirements], check=True)
         freeze = subprocess.run([python, "-m", "pip", "freeze"], check=True, capture_output=True, text=True).stdout
         print("newest allowed versions:\n" + "\n".join(f"  {line}" for line in lock_lines(freeze.splitlines())))
-        tests = subprocess.run([python, "-m", "pytest", "-q", *pytest_args], cwd=ROOT)
+        tests = subprocess.run([python, "-m", "pytest", *SUITE_ARGS, *pytest_args], cwd=ROOT)
         if tests.returncode != 0:
             print(f"the suite fails with the newest versions (exit {tests.returncode}); {LOCK.name} is unchanged. "
                   "Fix easel for them, or bound the library in requirements.txt with a comment saying why.")
