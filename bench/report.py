@@ -39,7 +39,7 @@ GOALS = [
          command="python bench/gpu_train.py --only sdxl --quantize none --variants default,compile,graphs"),
     Goal("Z-Image-Turbo image, 8 steps at 1024", "zimage_turbo_1024_s_per_image", 0.7, "s/image", peak_limit=14.0,
          command="python bench/gpu_sample.py --quantize float8_mm --compile"),
-    Goal("SDXL image, 30 steps at 1024", "sdxl_1024_s_per_image", 2.0, "s/image", command="(no benchmark yet)"),
+    Goal("SDXL image, 30 steps at 1024", "sdxl_1024_s_per_image", 2.0, "s/image", command="python bench/gpu_sample.py --arch sdxl --compile"),
 ]
 
 
