@@ -38,7 +38,7 @@ GOALS = [
     Goal("SDXL LoRA step at 1024 (rank 16, batch 1)", "sdxl_1024_s_per_step", 0.45, "s/step",
          command="python bench/gpu_train.py --only sdxl --quantize none --variants default,compile,graphs"),
     Goal("Z-Image-Turbo image, 8 steps at 1024", "zimage_turbo_1024_s_per_image", 0.7, "s/image", peak_limit=14.0,
-         command="python bench/gpu_sample.py --quantize float8_mm --compile"),
+         command="python bench/gpu_sample.py --quantize float8_mm --quantize-te float8 --compile"),
     Goal("SDXL image, 30 steps at 1024", "sdxl_1024_s_per_image", 2.0, "s/image", command="python bench/gpu_sample.py --arch sdxl --compile"),
 ]
 

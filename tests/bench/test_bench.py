@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -73,11 +74,11 @@ def test_gpu_train_compares_trainer_variants_on_one_model(capsys: pytest.Capture
 
 
 def test_gpu_sample_makes_images_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--tiny", "--runs", "1", "--steps", "2", "--quantize", "int8"]
+    argv = ["--tiny", "--runs", "1", "--steps", "2", "--quantize", "int8", "--offload-te"]
     assert script("gpu_sample").main(argv) == 0
     output = capsys.readouterr().out
     [row] = table_rows(output)
-    assert "transformer int8" in row[0] and row[2] == "2"
+    assert "transformer int8" in row[0] and "text encoder bf16, streamed" in row[0] and row[2] == "2"
     assert all(float(value) > 0 for value in row[3:7])
     assert "rerun: python bench/gpu_sample.py " + " ".join(argv) in output
 
@@ -155,3 +156,16 @@ def test_narrow_models_have_the_full_models_layers_and_heads(arch: str) -> None:
 
     assert layout(narrow) == layout(full)
     assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in full.parameters()) / 15  # 1/56 and 1/18
+
+
+def test_the_launch_count_takes_a_multi_tensor_operator_as_one_launch() -> None:
+    """On the CPU ``_foreach_mul_`` runs one ``mul_`` per tensor; a GPU runs it as multi-tensor kernels, so it is one."""
+    gpu_train = script("gpu_train")
+    grads = [torch.ones(3) for _ in range(50)]
+    with torch.profiler.profile() as prof:
+        torch._foreach_mul_(grads, 0.5)
+        torch.add(grads[0], grads[1])
+    events = prof.events()
+    counts = gpu_train.outside_launches(events)
+    assert counts == {"aten::_foreach_mul_": 1, "aten::add": 1}
+    assert gpu_train.launching(events) == 2 == gpu_train.launching(events, outside_compiled=True)

@@ -148,6 +148,33 @@ def test_offloaded_blocks_keep_trainable_parameters_in_place(registry: Any) -> N
     assert all(param.grad is None for param in params.values())
 
 
+@pytest.mark.parametrize("arch, quantized", [("zimage", False), ("sdxl", True)])
+def test_text_encoder_layers_stream_while_they_encode_and_go_home_after(arch: str, quantized: bool, registry: Any) -> None:
+    """``layer_offloading`` with the text fraction 1 and the denoiser's 0: the encoders' layers live in CPU memory, are
+    copied in one by one while they encode (the same embeddings) and all go home afterwards; moving an encoder leaves
+    them at home."""
+    extra: dict[str, Any] = {"quantize_te": True, "qtype_te": "qint8"} if quantized else {}
+    reference = load(registry, arch, **extra)
+    streamed = load(registry, arch, layer_offloading=True, layer_offloading_fraction=0.0,
+                    layer_offloading_text_encoder_fraction=1.0, **extra)
+    offloaders = {name: memory._OFFLOADERS[encoder] for name, encoder in streamed.text_encoders.items()}
+    for name, encoder in streamed.text_encoders.items():
+        layers = [block for _, block in memory.layer_blocks(encoder)]
+        assert len(layers) == 2 and offloaders[name].blocks == layers
+    with torch.no_grad():
+        expected = reference.encode_prompts(["a red square", "a blue circle"])
+        got = streamed.encode_prompts(["a red square", "a blue circle"])
+    assert expected.keys() == got.keys() and all(torch.equal(got[key], expected[key]) for key in got)
+    assert all(offloader.copies >= 2 and not offloader.onloaded for offloader in offloaders.values())
+
+    encoder = next(iter(streamed.text_encoders.values()))
+    streamed.move([next(iter(streamed.text_encoders))], "meta")  # a device the test can tell from the CPU
+    layers = {id(p) for block in offloaders[next(iter(offloaders))].blocks for p in block.parameters()}
+    devices = {(id(p) in layers, p.device.type) for p in encoder.parameters()}
+    assert devices == {(True, "cpu"), (False, "meta")}
+    assert "of the text encoders' layers streamed while they encode" in memory.describe(streamed.config)
+
+
 def assert_trains_like_eager(eager: Any, eager_net: Network, compiled: Any, compiled_net: Network) -> None:
     """The compiled model's prediction and adapter gradients equal the eager one's, through Dynamo's graphs."""
     import torch._dynamo

@@ -365,6 +365,10 @@ class ModelConfig(Block):
     """Keep part of the denoiser's blocks in CPU memory and stream them to the GPU when used."""
     layer_offloading_fraction: float = Field(1.0, ge=0, le=1, validation_alias=AliasChoices("layer_offloading_fraction", "layer_offloading_transformer_percent"))
     """With ``layer_offloading``: the fraction of denoiser blocks kept in CPU memory."""
+    layer_offloading_text_encoder_fraction: float = Field(1.0, ge=0, le=1, validation_alias=AliasChoices(
+        "layer_offloading_text_encoder_fraction", "layer_offloading_text_encoder_percent"))
+    """With ``layer_offloading``: the fraction of each text encoder's layers kept in CPU memory and streamed to the GPU
+    while it encodes, so the GPU never holds a whole encoder beside the denoiser (0 keeps the encoders on the GPU)."""
     extras_name_or_path: str | None = None
     """With a single-file checkpoint that holds only the denoiser (a Z-Image transformer file): the diffusers folder or
     hub id the other parts (text encoder, tokenizer, VAE, configs) come from; same as ``model_kwargs.config``."""

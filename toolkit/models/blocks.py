@@ -17,6 +17,20 @@ def blocks(module: "nn.Module") -> list[tuple[str, "nn.Module"]]:
             for index, block in enumerate(child)]
 
 
+def layer_blocks(module: "nn.Module") -> list[tuple[str, "nn.Module"]]:
+    """The repeated layers wherever they sit: items of the outermost ``nn.ModuleList``s at any depth (a CLIP text
+    model's ``text_model.encoder.layers``, a Qwen3's ``layers``); what text-encoder offloading streams."""
+    from torch import nn
+
+    found: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        if isinstance(child, nn.ModuleList):
+            found += [(f"{name}.{index}", item) for index, item in enumerate(child)]
+        else:
+            found += [(f"{name}.{path}", block) for path, block in layer_blocks(child)]
+    return found
+
+
 def units(module: "nn.Module", prefix: str = "") -> list[tuple[str, "nn.Module"]]:
     """Pieces that together hold every submodule: list items, or children without lists inside, recursively."""
     from torch import nn

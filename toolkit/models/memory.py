@@ -10,6 +10,9 @@ Loading (``PipelineAdapter.load`` calls these around the architecture's ``after_
    or ``layer_offloading`` the denoiser is then parked in CPU memory and placed on the device only when
    first used (its first forward), or when the trainer calls ``place_denoiser`` after building the
    adapter network, i.e. after the latent and text caches were filled and the encoders left the device.
+   With ``layer_offloading`` the text encoders' layers (``layer_offloading_text_encoder_fraction`` of them) stay
+   in CPU memory from the start and are streamed to the device while an encoder runs; after each encoding they are
+   all sent home, so the denoiser never shares the device with a whole encoder.
 
 Placing the denoiser under ``layer_offloading`` hands a fraction of its blocks to a
 ``toolkit.models.offload.BlockOffloader``; the rest goes to the device.
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from toolkit.errors import EaselError
 from toolkit.log import log
-from toolkit.models.blocks import blocks, units
+from toolkit.models.blocks import blocks, layer_blocks, units
 from toolkit.quantize import QuantizeReport, check_quantization, quantize_module
 
 if TYPE_CHECKING:
@@ -108,6 +111,8 @@ def describe(config: Any) -> str | None:
         parts.append("low_vram (block-by-block loading, denoiser placed on first use)")
     if config.layer_offloading:
         parts.append(f"{config.layer_offloading_fraction:g} of the denoiser blocks streamed from CPU memory")
+    if streams_text(config):
+        parts.append(f"{config.layer_offloading_text_encoder_fraction:g} of the text encoders' layers streamed while they encode")
     return ", ".join(parts) or None
 
 
@@ -125,6 +130,11 @@ def check_applied(adapter: "ModelAdapter") -> None:
                          "easel's placement (toolkit.models.memory), so these options would be ignored. Turn them off.")
 
 
+def streams_text(config: Any) -> bool:
+    """Whether the text encoders' layers are streamed from CPU memory (``layer_offloading`` with a text fraction)."""
+    return bool(config.layer_offloading and config.layer_offloading_text_encoder_fraction > 0)
+
+
 def defers(config: Any) -> bool:
     """Whether the config parks the denoiser in CPU memory until first use."""
     return bool(config.low_vram or config.layer_offloading)
@@ -137,7 +147,7 @@ def stage(adapter: "ModelAdapter") -> None:
         check_quantization(config.qtype, device, "model.qtype")
     if config.quantize_te:
         check_quantization(config.qtype_te, device, "model.qtype_te")
-    names = ["vae"] + ([] if config.quantize_te else list(adapter.text_encoders))
+    names = ["vae"] + ([] if config.quantize_te or streams_text(config) else list(adapter.text_encoders))
     if not (config.quantize or defers(config)):
         names.append("denoiser")
     adapter.move(names, device)
@@ -148,8 +158,12 @@ def settle(adapter: "ModelAdapter") -> None:
     config, device = adapter.config, adapter.device
     if config.quantize_te:
         for name, encoder in adapter.text_encoders.items():
-            report = quantize_by_units(encoder, config.qtype_te, (), device, option="model.qtype_te")
+            report = quantize_by_units(encoder, config.qtype_te, (), device, "cpu" if streams_text(config) else None,
+                                       option="model.qtype_te")
             log.info(report.line(name))
+    if streams_text(config):
+        for name, encoder in adapter.text_encoders.items():
+            stream_text_encoder(name, encoder, device, config.layer_offloading_text_encoder_fraction)
     park = "cpu" if defers(config) else None
     if config.quantize:
         report = quantize_by_units(adapter.denoiser, config.qtype, adapter.quantize_exclusions, device, park)
@@ -178,6 +192,32 @@ def place_denoiser(adapter: "ModelAdapter") -> None:
              f"{adapter.denoiser_name} blocks stay in CPU memory and are streamed to {state.device} when used")
 
 
+def stream_text_encoder(name: str, encoder: "nn.Module", device: "torch.device", fraction: float) -> "BlockOffloader":
+    """Keep ``fraction`` of the encoder's layers in CPU memory, streamed to ``device`` while it encodes; after each
+    forward every streamed layer goes home (an encoder runs once or twice per batch, then the denoiser needs the room)."""
+    found = layer_blocks(encoder)
+    offloader = offload_blocks(encoder, device, fraction, [block for _, block in found])
+    encoder.register_forward_hook(lambda *_: offloader.offload_all())
+    log.info(f"layer offloading: {len(offloader.blocks)} of {len(found)} {name} layers stay in CPU memory and are "
+             f"streamed to {device} while it encodes")
+    return offloader
+
+
+def move_module(module: "nn.Module", device: "torch.device | str") -> None:
+    """``module.to(device)``, except that the blocks a ``BlockOffloader`` streams keep their frozen weights at home in
+    CPU memory (moving them would undo the offloading)."""
+    offloader = _OFFLOADERS.get(module)
+    if offloader is None:
+        module.to(device)
+        return
+    offloader.offload_all()
+    streamed = {id(block) for block in offloader.blocks}
+    for _, unit in units(module):
+        if id(unit) not in streamed:
+            unit.to(device)
+    _own_tensors_to(module, device)
+
+
 def unpark(adapter: "ModelAdapter") -> None:
     """Take a parked denoiser out of this module's placement, left where it is (in CPU memory): its new owner places
     it (``toolkit.train.sharding`` shards it onto the devices). Nothing if it is not parked."""
@@ -186,11 +226,13 @@ def unpark(adapter: "ModelAdapter") -> None:
         state.hook.remove()
 
 
-def offload_blocks(module: "nn.Module", device: "torch.device", fraction: float) -> "BlockOffloader":
-    """Offload ``fraction`` of the blocks of ``module`` (spread evenly); everything else goes to ``device``."""
+def offload_blocks(module: "nn.Module", device: "torch.device", fraction: float,
+                   found: "list[nn.Module] | None" = None) -> "BlockOffloader":
+    """Offload ``fraction`` of the blocks of ``module`` (``found``, by default its top-level lists' items; spread
+    evenly); everything else goes to ``device``."""
     from toolkit.models.offload import BlockOffloader, spread
 
-    found = [block for _, block in blocks(module)]
+    found = [block for _, block in blocks(module)] if found is None else found
     chosen = {id(found[i]) for i in spread(len(found), fraction)}
     for _, unit in units(module):
         if id(unit) not in chosen:
