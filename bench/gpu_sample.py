@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="model.layer_offloading for the text encoders only: their layers streamed from CPU memory while they encode")
     parser.add_argument("--tiny", action="store_true", help="tiny models (for a CPU check that the script works)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser's blocks (as generate.compile does)")
+    parser.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                        help="with --compile: torch.compile's mode (generate.compile_mode; reduce-overhead replays CUDA graphs)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--results", metavar="DIR", help="append the figures to DIR/<date>-<device>.json (default on a GPU: bench/results)")
     parser.add_argument("--no-results", action="store_true", help="write no results file")
@@ -196,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     adapter = adapter_for(pipeline(args.arch, args.tiny, dtype), case, args, device, dtype)
     load_peak = peak_gib(device)
     if args.compile:
-        from toolkit.models.memory import compile_blocks
+        from toolkit.models.memory import compile_blocks, mark_graph_steps, uses_cuda_graphs
 
-        compile_blocks(adapter.compile_units())  # the warm-up image below compiles them
+        compile_blocks(adapter.compile_units(), mode=args.compile_mode)  # the warm-up image below compiles them
+        if uses_cuda_graphs(args.compile_mode, device):  # as the generate job does
+            mark_graph_steps(adapter.denoiser)
     timers = {"text encoders": [PhaseTimer(encoder, device) for encoder in adapter.text_encoders.values()],
               "denoiser": [PhaseTimer(adapter.denoiser, device)], "VAE decoder": [PhaseTimer(adapter.vae.decoder, device)]}
     request = GenerateRequest(prompt="a watercolor painting of a lighthouse at dusk", width=resolution, height=resolution,
@@ -222,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_gib(device)
     denoiser = "transformer" if args.arch == "zimage_turbo" else "UNet"
     setup = (f"{'tiny' if args.tiny else 'full-size'} {case.label}, bf16, {denoiser} {args.quantize or 'bf16'}, "
-             f"text encoder {args.quantize_te or 'bf16'}{', streamed' if args.offload_te else ''}{', low_vram' if args.low_vram else ''}{', compiled' if args.compile else ''}")
+             f"text encoder {args.quantize_te or 'bf16'}{', streamed' if args.offload_te else ''}{', low_vram' if args.low_vram else ''}{', compiled' if args.compile else ''}"
+             f"{f' ({args.compile_mode})' if args.compile and args.compile_mode != 'default' else ''}")
     print(f"device: {device_text(device)}\n{setup}; {steps} steps at {resolution}x{resolution}, "
           f"guidance {guidance:g} ({'CFG' if guidance > 1 else 'no CFG'})")
     gib = (lambda v: f"{v:.2f}" if v is not None else "n/a")

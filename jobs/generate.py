@@ -41,30 +41,42 @@ class AdapterCache:
 
     def __init__(self) -> None:
         self._adapters: dict[str, ModelAdapter] = {}
-        self._compiled: set[str] = set()
+        self._compiled: dict[str, str] = {}
+        """Compiled models' keys and their torch.compile mode."""
+        self._graph_hooks: list[Any] = []
         self.loads = 0
         """How many times a model was loaded."""
 
-    def get(self, key: str, load: Callable[[], "ModelAdapter"], compile: bool = False) -> "ModelAdapter":
-        """The adapter loaded for ``key``; ``compile``: with its denoiser's blocks compiled (once: a compiled model
-        stays compiled, warm, for every later job; one asked for without compiling keeps them too)."""
+    def get(self, key: str, load: Callable[[], "ModelAdapter"], compile: bool = False,
+            mode: str = "default") -> "ModelAdapter":
+        """The adapter loaded for ``key``; ``compile``: with its denoiser's blocks compiled in ``mode`` (once: a compiled
+        model stays compiled, warm, for every later job; one asked for without compiling keeps them too; another mode
+        compiles them again)."""
         if key not in self._adapters:
             self.clear()
             self._adapters[key] = load()
             self.loads += 1
         adapter = self._adapters[key]
-        if compile and key not in self._compiled:
-            from toolkit.models.memory import check_compile, compile_blocks
-
-            check_compile(adapter.device)
-            count = compile_blocks(adapter.compile_units())
-            log.info(f"torch.compile: {count} {adapter.denoiser_name} blocks (the first image waits while they compile)")
-            self._compiled.add(key)
+        if compile and self._compiled.get(key) != mode:
+            self._compile(key, adapter, mode)
         return adapter
+
+    def _compile(self, key: str, adapter: "ModelAdapter", mode: str) -> None:
+        from toolkit.models.memory import check_compile, compile_blocks, mark_graph_steps, uses_cuda_graphs
+
+        check_compile(adapter.device)
+        count = compile_blocks(adapter.compile_units(), mode=mode)
+        for hook in self._graph_hooks:
+            hook.remove()
+        self._graph_hooks = [mark_graph_steps(adapter.denoiser)] if uses_cuda_graphs(mode, adapter.device) else []
+        shown = "" if mode == "default" else f", mode {mode}"
+        log.info(f"torch.compile: {count} {adapter.denoiser_name} blocks{shown} (the first image waits while they compile)")
+        self._compiled[key] = mode
 
     def clear(self) -> None:
         self._adapters.clear()
         self._compiled.clear()
+        self._graph_hooks = []
 
 
 class GenerateJob(Job):
@@ -84,7 +96,7 @@ class GenerateJob(Job):
         device, dtype = generation_target(process.config.device, process.config.model.dtype)
         key = f"{process.config.model.model_dump_json()}|{device}|{dtype}"
         return self._adapters.get(key, lambda: load_adapter(process.config.model, self.registry, device=device, dtype=dtype),
-                                  compile=process.config.generate.compile)
+                                  compile=process.config.generate.compile, mode=process.config.generate.compile_mode)
 
     def cleanup(self) -> None:
         super().cleanup()

@@ -266,3 +266,41 @@ def test_compiled_generation_compiles_once_and_stays_warm_for_later_jobs(folders
     assert cache.loads == 1 and compiled == [4]  # four transformer blocks, compiled once
     images = {name: Image.open(_images(tmp_path / name)[0]).convert("RGB").tobytes() for name in ("plain", "first", "second")}
     assert images["plain"] == images["first"] == images["second"]
+
+
+def test_the_cache_compiles_again_for_another_mode_and_marks_graph_steps_with_cuda_graphs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate.compile_mode: a model compiled in one mode is compiled again only when another is asked; with CUDA
+    graphs (reduce-overhead on a CUDA device) each denoiser call marks a new graph step, without them none does."""
+    from types import SimpleNamespace
+
+    from jobs.generate import AdapterCache
+    from toolkit.models import memory
+
+    modes: list[str] = []
+    monkeypatch.setattr(memory, "compile_blocks", lambda units, mode="default", **_: modes.append(mode) or len(units))
+    monkeypatch.setattr(memory, "check_compile", lambda device: None)
+    marks: list[int] = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    denoiser = torch.nn.Linear(2, 2)
+    adapter = SimpleNamespace(device=torch.device("cuda"), denoiser=denoiser, denoiser_name="transformer",
+                              compile_units=lambda: [denoiser])
+    cache = AdapterCache()
+    for mode in ("default", "default", "reduce-overhead", "reduce-overhead"):
+        assert cache.get("key", lambda: adapter, compile=True, mode=mode) is adapter
+    assert modes == ["default", "reduce-overhead"]
+    denoiser(torch.zeros(2))
+    denoiser(torch.zeros(2))
+    assert len(marks) == 2
+    cache.get("key", lambda: adapter, compile=True, mode="max-autotune-no-cudagraphs")
+    denoiser(torch.zeros(2))
+    assert modes[-1] == "max-autotune-no-cudagraphs" and len(marks) == 2
+
+
+def test_compile_mode_without_compile_is_refused_at_its_line(folders: dict[str, Path], registry: Any, tmp_path: Path) -> None:
+    from toolkit.config.job import load_job_config
+    from toolkit.errors import ConfigError
+
+    path = _config(tmp_path, folders["zimage"], "zimage:turbo", {"prompts": ["a cat"], "compile_mode": "reduce-overhead"}, "m")
+    with pytest.raises(ConfigError, match=r"generate.compile_mode.*needs generate.compile: true"):
+        load_job_config(path, registry)

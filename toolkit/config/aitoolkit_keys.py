@@ -426,7 +426,7 @@ MODEL = (
     refuse("accuracy_recovery_adapter", None, "a LoRA that recovers quantization error, merged in"),
     impl("compile", False, "torch.compile the denoiser", easel="train.compile"),
     ign("block_compile", False, "compile block by block (easel compiles each architecture's units anyway)"),
-    ign("compile_mode", "default", "torch.compile mode"),
+    impl("compile_mode", "default", "torch.compile mode", easel="train.compile_mode"),
     ign("compile_fullgraph", False, "torch.compile fullgraph"),
     ign("compile_dynamic", True, "torch.compile dynamic shapes"),
     ign("cache_size_limit", None, "torch.compile recompile limit"),

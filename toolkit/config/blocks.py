@@ -28,6 +28,10 @@ QuantType = lowercase(Literal["qfloat8", "qint8", "qint4", "float8", "int8", "nf
 LoraFormat = lowercase(Literal["kohya", "comfy", "diffusers", "peft"])
 
 
+CompileMode = lowercase(Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
+"""torch.compile's modes (``train.compile_mode``, ``generate.compile_mode``)."""
+
+
 class SaveConfig(Block):
     """When and how the trained adapter is written."""
 
@@ -287,7 +291,7 @@ class TrainConfig(Block):
     compile: bool = False
     """torch.compile the denoiser blocks: faster steps after a minute or so of compiling (Z-Image at 1024 on an
     H100: 0.65 -> 0.41 s/step); needs Triton on CUDA."""
-    compile_mode: lowercase(Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]) = "default"  # type: ignore[valid-type]
+    compile_mode: CompileMode = "default"  # type: ignore[valid-type]
     """With ``compile``: torch.compile's mode. ``reduce-overhead`` also records each compiled block in CUDA graphs (one
     per bucket shape), replayed without launching its kernels one by one: for models whose step is bound by kernel
     launches (SDXL's many small layers); ``max-autotune`` also searches matmul kernels (longer compiling). On the

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, field_validator
 
 from toolkit.config.base import Block, lowercase
-from toolkit.config.blocks import LoraRef, ModelConfig
+from toolkit.config.blocks import CompileMode, LoraRef, ModelConfig
 from toolkit.config.sample import ImageSettings, reference_problems, sampler_problems
 from toolkit.config.control import ControlNetConfig, IPAdapterConfig
 
@@ -42,6 +42,9 @@ class GenerateConfig(ImageSettings):
     compile: bool = False
     """torch.compile the denoiser's blocks (as ``train.compile``): the first image waits while they compile, the
     next ones are faster; the UI's generate worker keeps the compiled model between requests."""
+    compile_mode: CompileMode = "default"  # type: ignore[valid-type]
+    """With ``compile``: torch.compile's mode, as ``train.compile_mode``. ``reduce-overhead`` replays each compiled block
+    as a CUDA graph (each denoiser call starts a new graph step); on the CPU every mode compiles as ``default``."""
     grid: bool = False
     """Also write a contact sheet of all images; its labels show where the prompts differ, its metadata (PNG text ``easel_grid``) holds them whole."""
     controlnets: list[ControlNetConfig] = []
@@ -81,6 +84,8 @@ class GenerateProcessConfig(Block):
         problems += [(("generate", "controlnets", *where), message)
                      for where, message in controlnet_problems(gen.controlnets, spec, registry.archs.values(), self.model)]
         problems += [(("generate", "ip_adapter", *where), message) for where, message in ip_adapter_problems(gen.ip_adapter, spec)]
+        if gen.compile_mode != "default" and not gen.compile:
+            problems.append((("generate", "compile_mode"), "needs generate.compile: true; set it, or remove compile_mode"))
         if gen.reference_images:
             count = len(gen.reference_images) if isinstance(gen.reference_images, list) else 1
             problems += reference_problems(registry, self.model.arch, count, ("generate", "reference_images"))

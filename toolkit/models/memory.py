@@ -283,6 +283,14 @@ def uses_cuda_graphs(mode: str, device: "torch.device") -> bool:
     return device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
 
 
+def mark_graph_steps(denoiser: "nn.Module") -> "RemovableHandle":
+    """Generation with CUDA graphs: each denoiser call starts a new graph step, so the graphs may overwrite the outputs
+    of the call before (the sampler has used them by then)."""
+    import torch
+
+    return denoiser.register_forward_pre_hook(lambda *_: torch.compiler.cudagraph_mark_step_begin())
+
+
 def _allow_recompiles(units: "list[nn.Module]") -> None:
     """Raise Dynamo's limit of graphs per function to what these units need: parameter shapes are static, so each
     distinct shape of a class (SDXL's resnets come in 13) gets its own graph, times grad mode (training, previews)
