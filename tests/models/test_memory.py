@@ -19,7 +19,7 @@ from torch import nn
 from toolkit.config.blocks import ModelConfig, NetworkConfig
 from toolkit.models import memory
 from toolkit.models.loading import load_adapter
-from toolkit.models.offload import spread
+from toolkit.models.offload import offloader_of, spread
 from toolkit.network.network import Network
 
 torch.set_num_threads(1)
@@ -157,7 +157,7 @@ def test_text_encoder_layers_stream_while_they_encode_and_go_home_after(arch: st
     reference = load(registry, arch, **extra)
     streamed = load(registry, arch, layer_offloading=True, layer_offloading_fraction=0.0,
                     layer_offloading_text_encoder_fraction=1.0, **extra)
-    offloaders = {name: memory._OFFLOADERS[encoder] for name, encoder in streamed.text_encoders.items()}
+    offloaders = {name: offloader_of(encoder) for name, encoder in streamed.text_encoders.items()}
     for name, encoder in streamed.text_encoders.items():
         layers = [block for _, block in memory.layer_blocks(encoder)]
         assert len(layers) == 2 and offloaders[name].blocks == layers

@@ -316,7 +316,7 @@ class ModelAdapter(ABC):
 
     def move(self, names: list[str], device: "torch.device | str") -> None:
         """Move components ('vae', 'denoiser', or a text encoder's name) to ``device``."""
-        from toolkit.models.memory import move_module
+        from toolkit.models.offload import move_module
 
         for name in names:
             module = self.denoiser if name == "denoiser" else self.vae if name == "vae" else self.text_encoders[name]

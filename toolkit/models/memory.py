@@ -59,28 +59,14 @@ class Deferred:
 _DEFERRED: "weakref.WeakKeyDictionary[nn.Module, Deferred]" = weakref.WeakKeyDictionary()
 _SETTLED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 """Denoisers whose adapter went through ``settle`` (so the memory options of its config were applied)."""
-_OFFLOADERS: "weakref.WeakKeyDictionary[nn.Module, BlockOffloader]" = weakref.WeakKeyDictionary()
-
-
-def _own_tensors_to(module: "nn.Module", device: "torch.device | str", prefix: str = "") -> None:
-    """Move the parameters and buffers held directly by ``module`` and by the containers above its units."""
-    from torch import nn
-
-    for name, param in module._parameters.items():
-        if param is not None:
-            param.data = param.data.to(device)
-    for name, buffer in module._buffers.items():
-        if buffer is not None:
-            module._buffers[name] = buffer.to(device)
-    for name, child in module.named_children():
-        if not isinstance(child, nn.ModuleList) and any(isinstance(m, nn.ModuleList) for m in child.modules()):
-            _own_tensors_to(child, device)
 
 
 def quantize_by_units(module: "nn.Module", qtype: str, exclude: Iterable[str], device: "torch.device",
                       park: "torch.device | str | None" = None, option: str = "model.qtype") -> QuantizeReport:
     """Quantize ``module`` one unit at a time on ``device``; each unit then stays there, or goes to ``park``."""
     from torch import nn
+
+    from toolkit.models.offload import own_tensors_to
 
     patterns = tuple(exclude)
     total = QuantizeReport(qtype, 0, 0, 0, 0)
@@ -96,7 +82,7 @@ def quantize_by_units(module: "nn.Module", qtype: str, exclude: Iterable[str], d
             quantized.to(park)
         total = QuantizeReport(qtype, total.quantized + report.quantized, total.kept + report.kept,
                                total.bytes_before + report.bytes_before, total.bytes_after + report.bytes_after)
-    _own_tensors_to(module, park if park is not None else device)
+    own_tensors_to(module, park if park is not None else device)
     return total
 
 
@@ -203,21 +189,6 @@ def stream_text_encoder(name: str, encoder: "nn.Module", device: "torch.device",
     return offloader
 
 
-def move_module(module: "nn.Module", device: "torch.device | str") -> None:
-    """``module.to(device)``, except that the blocks a ``BlockOffloader`` streams keep their frozen weights at home in
-    CPU memory (moving them would undo the offloading)."""
-    offloader = _OFFLOADERS.get(module)
-    if offloader is None:
-        module.to(device)
-        return
-    offloader.offload_all()
-    streamed = {id(block) for block in offloader.blocks}
-    for _, unit in units(module):
-        if id(unit) not in streamed:
-            unit.to(device)
-    _own_tensors_to(module, device)
-
-
 def unpark(adapter: "ModelAdapter") -> None:
     """Take a parked denoiser out of this module's placement, left where it is (in CPU memory): its new owner places
     it (``toolkit.train.sharding`` shards it onto the devices). Nothing if it is not parked."""
@@ -230,22 +201,24 @@ def offload_blocks(module: "nn.Module", device: "torch.device", fraction: float,
                    found: "list[nn.Module] | None" = None) -> "BlockOffloader":
     """Offload ``fraction`` of the blocks of ``module`` (``found``, by default its top-level lists' items; spread
     evenly); everything else goes to ``device``."""
-    from toolkit.models.offload import BlockOffloader, spread
+    from toolkit.models.offload import BlockOffloader, own_tensors_to, register, spread
 
     found = [block for _, block in blocks(module)] if found is None else found
     chosen = {id(found[i]) for i in spread(len(found), fraction)}
     for _, unit in units(module):
         if id(unit) not in chosen:
             unit.to(device)
-    _own_tensors_to(module, device)
+    own_tensors_to(module, device)
     offloader = BlockOffloader([block for block in found if id(block) in chosen], device)
-    _OFFLOADERS[module] = offloader
+    register(module, offloader)
     return offloader
 
 
 def offloaded(module: "nn.Module") -> "list[nn.Module]":
     """The blocks of ``module`` whose weights are streamed from CPU memory."""
-    offloader = _OFFLOADERS.get(module)
+    from toolkit.models.offload import offloader_of
+
+    offloader = offloader_of(module)
     return list(offloader.blocks) if offloader is not None else []
 
 

@@ -23,11 +23,14 @@ Tensor subclasses (optimum-quanto, torchao) are copied through their ``__tensor_
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from toolkit.models.blocks import units
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
@@ -218,3 +221,43 @@ class BlockOffloader:
             handle.remove()
         for block in self.blocks:
             block.to(self.device)
+
+
+_OFFLOADERS: "weakref.WeakKeyDictionary[nn.Module, BlockOffloader]" = weakref.WeakKeyDictionary()
+"""The offloader of each module that has one (a denoiser, a text encoder)."""
+
+
+def register(module: nn.Module, offloader: BlockOffloader) -> None:
+    _OFFLOADERS[module] = offloader
+
+
+def offloader_of(module: nn.Module) -> "BlockOffloader | None":
+    return _OFFLOADERS.get(module)
+
+
+def own_tensors_to(module: "nn.Module", device: "torch.device | str", prefix: str = "") -> None:
+    """Move the parameters and buffers held directly by ``module`` and by the containers above its units."""
+    for name, param in module._parameters.items():
+        if param is not None:
+            param.data = param.data.to(device)
+    for name, buffer in module._buffers.items():
+        if buffer is not None:
+            module._buffers[name] = buffer.to(device)
+    for name, child in module.named_children():
+        if not isinstance(child, nn.ModuleList) and any(isinstance(m, nn.ModuleList) for m in child.modules()):
+            own_tensors_to(child, device)
+
+
+def move_module(module: nn.Module, device: "torch.device | str") -> None:
+    """``module.to(device)``, except that the blocks a ``BlockOffloader`` streams keep their frozen weights at home in
+    CPU memory (moving them would undo the offloading)."""
+    offloader = _OFFLOADERS.get(module)
+    if offloader is None:
+        module.to(device)
+        return
+    offloader.offload_all()
+    streamed = {id(block) for block in offloader.blocks}
+    for _, unit in units(module):
+        if id(unit) not in streamed:
+            unit.to(device)
+    own_tensors_to(module, device)
