@@ -72,6 +72,9 @@ def generate_config(ui: Any, form: Any, init: Path | None) -> str:
         "loras": mixer, "lora_dirs": [settings.relative(settings.output)],
         "compile": True if form.get("compile") == "true" else None,
     }
+    mode = str(form.get("compile_mode", "") or "default")
+    if generate["compile"] and mode != "default":  # a mode without the box would be a config error; the box decides
+        generate["compile_mode"] = mode
     if init is not None:
         generate["init_images"] = settings.relative(init)
         generate["strength"] = _number(form, "strength", float, 0.6)

@@ -85,4 +85,6 @@ def test_the_compile_box_asks_the_generate_job_to_compile(settings: Any) -> None
         return load_text(text, "form")[0]["config"]["process"][0]["generate"]
 
     assert generate_block(compile="true")["compile"] is True
-    assert "compile" not in generate_block()
+    assert "compile" not in generate_block() and "compile_mode" not in generate_block(compile="true")
+    assert generate_block(compile="true", compile_mode="reduce-overhead")["compile_mode"] == "reduce-overhead"
+    assert "compile_mode" not in generate_block(compile_mode="reduce-overhead")  # without the box, no mode
