@@ -424,6 +424,9 @@ def profile(step: Callable[[], Any], device: Any, rows: int = 18) -> None:
               f"them, so about {outside + regions} launches per step with CUDA graphs", flush=True)
         common = ", ".join(f"{name} {count}" for name, count in outside_launches(events).most_common(12))
         print(f"launches outside compiled regions, by operator: {common}", flush=True)
+        total_ops, outside_ops = dispatches(events), dispatches(events, outside_compiled=True)
+        print(f"host dispatches (outermost aten ops, views and allocations included): {total_ops} per step, {outside_ops} "
+              f"outside compiled regions (what CUDA graphs leave to the CPU)", flush=True)
 
 
 NO_KERNEL = frozenset(f"aten::{name}" for name in (
@@ -454,6 +457,21 @@ def _inside_compiled(event: Any) -> bool:
             return True
         event = event.cpu_parent
     return False
+
+
+def dispatches(events: Any, outside_compiled: bool = False) -> int:
+    """Outermost aten calls (none of their callers is an aten op): each is one trip through the dispatcher, the host's
+    cost per operator whether it launches a kernel or not; with ``outside_compiled`` only those no compiled graph runs."""
+    def outermost(event: Any) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                return False
+            parent = parent.cpu_parent
+        return True
+
+    return sum(1 for event in events if event.name.startswith("aten::") and outermost(event)
+               and not (outside_compiled and _inside_compiled(event)))
 
 
 def outside_launches(events: Any) -> Counter[str]:
