@@ -113,6 +113,8 @@ def _message(error: dict[str, Any], model: type[BaseModel], loc: Path) -> str:
         bound = ctx.get(name)
         bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
         return f"must be {sign} {bound}, got {value!r}"
+    if kind == "multiple_of":
+        return f"must be a multiple of {ctx.get('multiple_of')}, got {value!r}"
     if kind == "int_from_float":
         return f"expected a whole number, got {value!r}"
     if kind == "too_short":

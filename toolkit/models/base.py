@@ -30,6 +30,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from toolkit.models.vae_tiling import tiling_tag
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
@@ -284,7 +286,7 @@ class ModelAdapter(ABC):
         cfg = self.config
         source = f"{self.arch.spec.name}|{cfg.name_or_path}|{cfg.revision}"
         if component == "vae":
-            return f"{source}|{cfg.vae_path or ''}|vae|{_first_dtype(self.vae)}"
+            return f"{source}|{cfg.vae_path or ''}|vae|{_first_dtype(self.vae)}{tiling_tag(self.vae)}"
         if component == "text_encoder":
             dtypes = ",".join(_first_dtype(module) for module in self.text_encoders.values())
             quantized = cfg.qtype_te if cfg.quantize_te else "none"

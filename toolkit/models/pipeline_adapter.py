@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from toolkit.config.messages import suggest
 from toolkit.devices import resolve_dtype
 from toolkit.errors import EaselError
-from toolkit.models import memory
+from toolkit.models import memory, vae_tiling
 from toolkit.models.attachments import Attachments
 from toolkit.models.base import ControlInput, GenerateRequest, ModelAdapter, NoiseSchedule
 from toolkit.models.loading import (ModelSource, diffusers_class, load_denoiser, load_denoiser_file_pipeline, load_pipeline,
@@ -125,6 +125,7 @@ class PipelineAdapter(ModelAdapter):
         """An adapter around a pipeline already in memory (e.g. built with random weights), placed as ``load`` does."""
         adapter = cls(pipe, config, arch, device, dtype)
         memory.stage(adapter)
+        vae_tiling.configure(adapter.vae, config)
         adapter.after_load()
         if config.lora_path:
             from toolkit.lora_io.apply import bake_loras

@@ -14,6 +14,8 @@ An architecture's folder gets it by subclassing ``AdapterSuite`` in its own test
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,10 +25,28 @@ import torch
 
 from toolkit.config.blocks import ModelConfig
 from toolkit.errors import EaselError
+from toolkit.models import vae_tiling
 from toolkit.models.base import GenerateRequest, ModelAdapter
 from toolkit.models.loading import load_adapter, resolve_source
 from toolkit.models.pipeline_adapter import pil_to_pixels, pixels_to_pil
 from toolkit.models.tiny import cache_dir
+
+
+@contextmanager
+def _largest_map(module: torch.nn.Module) -> Iterator[list[int]]:
+    """The pixel counts (H x W) of every convolution's output inside ``module`` while the block runs."""
+    sizes = [0]
+
+    def record(_: torch.nn.Module, __: Any, output: Any) -> None:
+        sizes.append(output.shape[-2] * output.shape[-1])
+
+    convolutions = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    hooks = [conv.register_forward_hook(record) for conv in convolutions]
+    try:
+        yield sizes
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _pixels(width: int, height: int, seed: int = 0) -> torch.Tensor:
@@ -144,6 +164,29 @@ class AdapterSuite:
         assert latents.shape == (1, self.latent_channels, height // factor, width // factor)
         assert decoded.shape == pixels.shape and decoded.min() >= -1 and decoded.max() <= 1
         assert torch.allclose(decoded, raw, atol=1e-5)
+
+    def test_vae_tiling(self, adapter: ModelAdapter) -> None:
+        """``model.vae_tiling``: no map the VAE makes is larger than one tile, the image stays close to the one
+        decoded whole, and an image that fits in one tile comes out exactly as without tiling."""
+        tile = 32
+        pixels = _pixels(4 * tile, 3 * tile)
+        with torch.no_grad():
+            latents = adapter.encode_images(pixels)
+            whole = adapter.decode_latents(latents)
+            small = adapter.decode_latents(latents[..., :tile // 8, :tile // 8])
+            vae_tiling.enable(adapter.vae, tile)
+            try:
+                with _largest_map(adapter.vae.encoder) as encoded_maps:
+                    tiled_latents = adapter.encode_images(pixels)
+                with _largest_map(adapter.vae.decoder) as decoded_maps:
+                    tiled = adapter.decode_latents(latents)
+                small_tiled = adapter.decode_latents(latents[..., :tile // 8, :tile // 8])
+            finally:
+                adapter.vae.use_tiling = False
+        assert max(encoded_maps) <= tile * tile and max(decoded_maps) <= tile * tile
+        assert tiled_latents.shape == latents.shape and tiled.shape == whole.shape
+        assert (tiled - whole).abs().mean() < 0.3 * whole.std()
+        assert torch.equal(small_tiled, small)
 
     def test_predict_shape_and_dependence(self, adapter: ModelAdapter) -> None:
         generator = torch.Generator().manual_seed(0)
