@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 _INDEXED = re.compile(r"^(\d{4,})_")
 
 
+RELOAD_FREE = ("vae_tiling", "vae_tile_size")
+"""Model settings that a loaded adapter takes without loading again (they are left out of the cache key)."""
+
+
 class AdapterCache:
     """The loaded base model (one at a time), by model settings, device and precision.
 
@@ -93,10 +97,15 @@ class GenerateJob(Job):
         from toolkit.devices import generation_target
         from toolkit.models.loading import load_adapter
 
-        device, dtype = generation_target(process.config.device, process.config.model.dtype)
-        key = f"{process.config.model.model_dump_json()}|{device}|{dtype}"
-        return self._adapters.get(key, lambda: load_adapter(process.config.model, self.registry, device=device, dtype=dtype),
-                                  compile=process.config.generate.compile, mode=process.config.generate.compile_mode)
+        from toolkit.models import vae_tiling
+
+        model = process.config.model
+        device, dtype = generation_target(process.config.device, model.dtype)
+        key = f"{model.model_dump_json(exclude=set(RELOAD_FREE))}|{device}|{dtype}"
+        adapter = self._adapters.get(key, lambda: load_adapter(model, self.registry, device=device, dtype=dtype),
+                                     compile=process.config.generate.compile, mode=process.config.generate.compile_mode)
+        vae_tiling.configure(adapter.vae, model)  # the loaded model keeps serving when only the tiling changes
+        return adapter
 
     def cleanup(self) -> None:
         super().cleanup()

@@ -80,7 +80,8 @@ def generate_config(ui: Any, form: Any, init: Path | None) -> str:
         generate["strength"] = _number(form, "strength", float, 0.6)
     process = {"type": "to_folder", "output_folder": settings.relative(settings.output / "generate"),
                "device": settings.generate_device,
-               "model": {"name_or_path": str(form.get("model", "")).strip(), "arch": str(form.get("arch", "")).strip()},
+               "model": {"name_or_path": str(form.get("model", "")).strip(), "arch": str(form.get("arch", "")).strip(),
+                         **({"vae_tiling": True} if form.get("vae_tiling") == "true" else {})},
                "generate": {key: value for key, value in generate.items() if value is not None}}
     return dump_yaml({"job": "generate", "config": {"name": "ui-generate", "process": [process]}})
 

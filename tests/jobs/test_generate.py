@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -40,10 +41,11 @@ def folders(registry: Any) -> dict[str, Path]:
     return {name: tiny_folder(name, tiny_builder(registry.arch(name))) for name in ARCHS}
 
 
-def _config(tmp_path: Path, model: Path | str, arch: str, generate: dict[str, Any], name: str = "gen") -> Path:
+def _config(tmp_path: Path, model: Path | str, arch: str, generate: dict[str, Any], name: str = "gen",
+            **model_fields: Any) -> Path:
     body = {"job": "generate", "config": {"name": name, "process": [{
         "type": "to_folder", "output_folder": str(tmp_path / name), "device": "cpu",
-        "model": {"name_or_path": str(model), "arch": arch},
+        "model": {"name_or_path": str(model), "arch": arch, **model_fields},
         "generate": {"width": 64, "height": 64, "sample_steps": 2, **generate},
     }]}}
     path = tmp_path / f"{name}.yaml"
@@ -210,7 +212,6 @@ def test_prompt_mistakes_name_their_line(folders: dict[str, Path], sd15_loras: P
 
 def test_img2img_strength_zero_returns_the_input(folders: dict[str, Path], registry: Any, tmp_path: Path) -> None:
     """Strength 0 writes the input as the VAE gives it back: no denoising step changes it."""
-    import numpy as np
 
     from toolkit.config.blocks import ModelConfig
     from toolkit.models.loading import load_adapter
@@ -266,6 +267,26 @@ def test_compiled_generation_compiles_once_and_stays_warm_for_later_jobs(folders
     assert cache.loads == 1 and compiled == [4]  # four transformer blocks, compiled once
     images = {name: Image.open(_images(tmp_path / name)[0]).convert("RGB").tobytes() for name in ("plain", "first", "second")}
     assert images["plain"] == images["first"] == images["second"]
+
+
+def test_vae_tiling_changes_between_jobs_without_loading_the_model_again(folders: dict[str, Path], registry: Any,
+                                                                        tmp_path: Path) -> None:
+    """The UI's VAE tiling box: the worker's loaded model decodes tiled for one request and whole for the next."""
+    from jobs.generate import AdapterCache, GenerateJob
+    from toolkit.config.job import load_job_config
+
+    cache = AdapterCache()
+    settings = {"seed": 5, "prompts": ["a cat"], "width": 96}
+    for name, tiling in (("whole", {}), ("tiled", {"vae_tiling": True, "vae_tile_size": 32}), ("again", {})):
+        job = GenerateJob(load_job_config(_config(tmp_path, folders["zimage"], "zimage:turbo", settings, name, **tiling),
+                                          registry), registry, adapters=cache)
+        job.run()
+        job.cleanup()
+    assert cache.loads == 1
+    images = {name: np.asarray(Image.open(_images(tmp_path / name)[0]).convert("RGB"), dtype=float)
+              for name in ("whole", "tiled", "again")}
+    assert np.array_equal(images["whole"], images["again"])
+    assert 0 < np.abs(images["tiled"] - images["whole"]).mean() < 0.3 * images["whole"].std()
 
 
 def test_the_cache_compiles_again_for_another_mode_and_marks_graph_steps_with_cuda_graphs(

@@ -227,6 +227,7 @@ def test_generate_with_two_loras_at_different_weights(server: tuple[str, Any], p
         row = page.locator(".lora", has=page.locator(f"[data-lora='{lora}']"))
         row.locator(".lora-on").check()
         row.locator(".lora-weight").fill(weight)
+    page.check("input[name=vae_tiling]")
     page.click("#gen-button")
     page.wait_for_selector("#result img", timeout=180_000)
     page.wait_for_function("() => document.querySelector('#result img').complete && document.querySelector('#result img').naturalWidth > 0")

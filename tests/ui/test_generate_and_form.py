@@ -88,3 +88,19 @@ def test_the_compile_box_asks_the_generate_job_to_compile(settings: Any) -> None
     assert "compile" not in generate_block() and "compile_mode" not in generate_block(compile="true")
     assert generate_block(compile="true", compile_mode="reduce-overhead")["compile_mode"] == "reduce-overhead"
     assert "compile_mode" not in generate_block(compile_mode="reduce-overhead")  # without the box, no mode
+
+
+def test_the_vae_tiling_box_sets_the_models_tiling(settings: Any) -> None:
+    from types import SimpleNamespace
+
+    from starlette.datastructures import FormData
+
+    from toolkit.config.yaml_io import load_text
+    from ui.routes_generate import generate_config
+
+    def model_block(**extra: str) -> dict[str, Any]:
+        text = generate_config(SimpleNamespace(settings=settings), FormData(list(_form(**extra).items())), None)
+        return load_text(text, "form")[0]["config"]["process"][0]["model"]
+
+    assert model_block(vae_tiling="true")["vae_tiling"] is True
+    assert "vae_tiling" not in model_block()
