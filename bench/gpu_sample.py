@@ -4,6 +4,7 @@ Run (GPU):  python bench/gpu_sample.py                       # Z-Image-Turbo, bf
             python bench/gpu_sample.py --quantize qint8      # 8-bit transformer (and --quantize-te qint8 for the encoder)
             python bench/gpu_sample.py --low-vram            # transformer parked in CPU memory until first use
             python bench/gpu_sample.py --offload-te          # the text encoder's layers streamed from CPU memory while it encodes
+            python bench/gpu_sample.py --vae-tiling 512      # the VAE decodes 512 px tiles (model.vae_tiling)
             python bench/gpu_sample.py --arch sdxl --compile # SDXL base, 30 steps, CFG 5
 Run (CPU, to check it works): python bench/gpu_sample.py --tiny  (and --arch sdxl --tiny)
 
@@ -68,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--low-vram", action="store_true", help="model.low_vram: denoiser parked until first use")
     parser.add_argument("--offload-te", action="store_true",
                         help="model.layer_offloading for the text encoders only: their layers streamed from CPU memory while they encode")
+    parser.add_argument("--vae-tiling", type=int, metavar="PX", help="model.vae_tiling with tiles of PX pixels (e.g. 512)")
     parser.add_argument("--tiny", action="store_true", help="tiny models (for a CPU check that the script works)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser's blocks (as generate.compile does)")
     parser.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
@@ -141,7 +143,8 @@ def adapter_for(pipe: Any, case: Case, args: argparse.Namespace, device: Any, dt
     config = ModelConfig(name_or_path="bench:random-weights", arch=case.arch, quantize=bool(args.quantize),
                          qtype=args.quantize or "qint8", quantize_te=bool(args.quantize_te), qtype_te=args.quantize_te or "qint8",
                          low_vram=args.low_vram, layer_offloading=args.offload_te, layer_offloading_fraction=0.0,
-                         layer_offloading_text_encoder_fraction=1.0)
+                         layer_offloading_text_encoder_fraction=1.0, vae_tiling=bool(args.vae_tiling),
+                         vae_tile_size=args.vae_tiling or 512)
     module, _, name = case.adapter.partition(":")
     adapter_class = getattr(importlib.import_module(module), name)
     return adapter_class.from_pipe(pipe, config, registry.arch(config.arch), device=device, dtype=dtype)
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_gib(device)
     denoiser = "transformer" if args.arch == "zimage_turbo" else "UNet"
     setup = (f"{'tiny' if args.tiny else 'full-size'} {case.label}, bf16, {denoiser} {args.quantize or 'bf16'}, "
-             f"text encoder {args.quantize_te or 'bf16'}{', streamed' if args.offload_te else ''}{', low_vram' if args.low_vram else ''}{', compiled' if args.compile else ''}"
+             f"text encoder {args.quantize_te or 'bf16'}{', streamed' if args.offload_te else ''}{', low_vram' if args.low_vram else ''}{f', VAE tiles {args.vae_tiling}' if args.vae_tiling else ''}{', compiled' if args.compile else ''}"
              f"{f' ({args.compile_mode})' if args.compile and args.compile_mode != 'default' else ''}")
     print(f"device: {device_text(device)}\n{setup}; {steps} steps at {resolution}x{resolution}, "
           f"guidance {guidance:g} ({'CFG' if guidance > 1 else 'no CFG'})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -74,13 +75,27 @@ def test_gpu_train_compares_trainer_variants_on_one_model(capsys: pytest.Capture
 
 
 def test_gpu_sample_makes_images_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--tiny", "--runs", "1", "--steps", "2", "--quantize", "int8", "--offload-te"]
+    argv = ["--tiny", "--runs", "1", "--steps", "2", "--quantize", "int8", "--offload-te", "--vae-tiling", "32"]
     assert script("gpu_sample").main(argv) == 0
     output = capsys.readouterr().out
     [row] = table_rows(output)
     assert "transformer int8" in row[0] and "text encoder bf16, streamed" in row[0] and row[2] == "2"
+    assert "VAE tiles 32" in row[0]
     assert all(float(value) > 0 for value in row[3:7])
     assert "rerun: python bench/gpu_sample.py " + " ".join(argv) in output
+
+
+def test_vae_memory_compares_tiles_with_the_whole_image(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["--tiny", "--runs", "1", "--results", str(tmp_path)]
+    assert script("vae_memory").main(argv) == 0
+    whole, *tiled = table_rows(capsys.readouterr().out)
+    assert whole[0] == "whole image" and whole[2] == "1.00" and whole[-1] == "0.0%"
+    assert [row[0] for row in tiled] == ["tiles of 64 px", "tiles of 32 px"]
+    assert all(float(row[-1].rstrip("%")) > 0 for row in tiled), "a tiled decode is blended, not the whole image"
+    [run] = json.loads(next(tmp_path.glob("*.json")).read_text())["runs"]
+    records = run["records"]
+    assert [record["tile"] for record in records] == [0, 64, 32] and records[0]["baseline"] is None
+    assert records[1]["baseline"]["case"] == "FLUX.1 VAE whole image" and records[1]["peak_gib"] >= 0
 
 
 def test_overhead_prints_both_medians_and_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
