@@ -30,17 +30,29 @@ class Goal:
     unit: str
     peak_limit: float | None = None
     command: str = ""
+    name: str = ""
+    """Short name (``bench/gpu_goals.py --only``)."""
+    expected_s: int = 300
+    """About how long the command takes on an H100 or H200, building the random-weight models included."""
 
 
 GOALS = [
     Goal("Z-Image LoRA step at 1024 (rank 32, batch 1)", "zimage_1024_s_per_step", 0.30, "s/step",
-         command="python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,compile,compile+ckpt=2"),
+         command="python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,compile,compile+ckpt=2",
+         name="zimage_train", expected_s=330),
     Goal("SDXL LoRA step at 1024 (rank 16, batch 1)", "sdxl_1024_s_per_step", 0.45, "s/step",
-         command="python bench/gpu_train.py --only sdxl --quantize none --variants default,compile,graphs"),
+         command="python bench/gpu_train.py --only sdxl --quantize none --variants default,compile,graphs",
+         name="sdxl_train", expected_s=180),
     Goal("Z-Image-Turbo image, 8 steps at 1024", "zimage_turbo_1024_s_per_image", 0.7, "s/image", peak_limit=14.0,
-         command="python bench/gpu_sample.py --quantize float8_mm --quantize-te float8 --compile"),
-    Goal("SDXL image, 30 steps at 1024", "sdxl_1024_s_per_image", 2.0, "s/image", command="python bench/gpu_sample.py --arch sdxl --compile"),
+         command="python bench/gpu_sample.py --quantize float8_mm --quantize-te float8 --compile", name="turbo_image",
+         expected_s=240),
+    Goal("SDXL image, 30 steps at 1024", "sdxl_1024_s_per_image", 2.0, "s/image", command="python bench/gpu_sample.py --arch sdxl --compile",
+         name="sdxl_image", expected_s=150),
 ]
+
+
+FIGURES = [("s/step", "s_per_step"), ("s/image", "s_per_image"), ("s/decode", "decode_s")]
+"""Each record's figure in the runs table: (unit, field), the first field the record has."""
 
 
 def records(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -71,8 +83,8 @@ def goal_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
 def run_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for run, record in records(runs):
-        unit = "s/step" if "s_per_step" in record else "s/image"
-        figure = record.get("s_per_step", record.get("s_per_image"))
+        unit, field = next(((unit, field) for unit, field in FIGURES if field in record), FIGURES[0])
+        figure = record.get(field)
         baseline = record.get("baseline")
         versus = f"{baseline['ratio']:.3f}" if baseline else ""
         source = run.get("source", "script")
