@@ -18,7 +18,9 @@ def elementwise_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str, h
     if loss_type == "l1":
         return error.abs()
     if loss_type == "huber":
-        return 2 * huber_c * (torch.sqrt(error ** 2 + huber_c ** 2) - huber_c)
+        # 2c (sqrt(e^2 + c^2) - c), written without the subtraction, which loses digits in float32 for small errors
+        squared = error ** 2
+        return 2 * huber_c * squared / (torch.sqrt(squared + huber_c ** 2) + huber_c)
     raise ValueError(f"unknown loss_type '{loss_type}'")
 
 
