@@ -346,7 +346,10 @@ def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = diffusion(batch)
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(setup.params, 1.0)
+        if working is not None:  # as the trainer clips with working copies
+            working.clip_grad_norm_(1.0)
+        else:
+            torch.nn.utils.clip_grad_norm_(setup.params, 1.0)
         setup.optimizer.step()
         setup.optimizer.zero_grad(set_to_none=True)
         return loss.detach()

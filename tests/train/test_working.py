@@ -63,6 +63,27 @@ def test_steps_with_accumulation_equal_autocast_bit_for_bit() -> None:
         assert b.dtype == a.dtype and torch.equal(a, b)
 
 
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3], ids=["clipped", "under the limit"])
+def test_clipping_the_flat_gradients_equals_torch_bit_for_bit(max_norm: float) -> None:
+    """WorkingCopies.clip_grad_norm_ (the trainer's clipping with working copies) gives torch's clip_grad_norm_'s
+    norm and gradients exactly, with the unused layer's parameters (no gradient) among the parameters."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(*(Toy() for _ in range(12)))  # enough tensors for a different summation order to show
+    copied = copy.deepcopy(plain)
+    working = WorkingCopies([p for p in copied.parameters() if p.requires_grad], torch.bfloat16)
+    for _ in range(2):  # accumulated, so the buffer holds a sum
+        x = torch.randn(64, 16, dtype=torch.bfloat16)
+        loss_of(plain, x).backward()
+        with working.active():
+            loss_of(copied, x).backward()
+    trained = [p for p in plain.parameters() if p.requires_grad]
+    expected = torch.nn.utils.clip_grad_norm_(trained, max_norm)
+    assert torch.equal(working.clip_grad_norm_(max_norm), expected)
+    for a, b in zip(plain.parameters(), copied.parameters()):
+        assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad))
+    assert (expected > max_norm) == (max_norm == 1e-3)
+
+
 def test_a_replaced_parameter_tensor_is_taken_in_again() -> None:
     model = Toy()
     params = [model.lora_A.weight, model.lora_B.weight]

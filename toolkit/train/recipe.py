@@ -418,7 +418,9 @@ class LoraTrainingRecipe:
                     # mean over processes is not finite when any process's loss is not, so all stop together.
                     mean = float(accelerator.reduce(total / accumulation, "mean").item())
                     self._check_finite(mean)
-                    if max_grad_norm > 0:
+                    if max_grad_norm > 0 and self.working is not None and accelerator.scaler is None:
+                        self.working.clip_grad_norm_(max_grad_norm)  # the same numbers, without a call per tensor
+                    elif max_grad_norm > 0:
                         accelerator.clip_grad_norm_(self.params, max_grad_norm)
                     # without a loss scaler accelerate's optimizer wrapper only adds checks (XLA, LOMO) per call
                     stepper = optimizer if accelerator.scaler is not None else optimizer.optimizer

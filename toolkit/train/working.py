@@ -127,6 +127,21 @@ class WorkingCopies:
                 p.grad = view
 
 
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_`` of the masters' gradients, bit for bit, in a handful of operators: the
+        same per-tensor norms (one multi-tensor call) and total, without torch's move of each norm to one device,
+        and the scaling as one multiply of the flat buffer every gradient is a view of. Returns the total norm."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        views = all(p.grad is None or p.grad.data_ptr() == view.data_ptr() for p, view in zip(self.params, self._grad_views))
+        if not grads or not views:  # a gradient set outside ``active()``: torch's own way
+            return torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        with torch.no_grad():
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+            # regions of parameters without a gradient hold zeros or numbers no one reads: scaling them is harmless
+            self.grads.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return total
+
+
 def working_copies_for(config: "LoraTrainerConfig", accelerator: "Accelerator", params: list[nn.Parameter]) -> "WorkingCopies | None":
     """bf16/fp16 working copies of the trained ``params`` when ``train.working_copies`` asks or its default holds.
 
