@@ -35,7 +35,7 @@ from fullsize import (  # noqa: E402
     CLIP_G, CLIP_L, CLIP_TINY, FLUX_VAE, FLUX_VAE_TINY, QWEN3_4B, QWEN3_TINY, ROOT, SDXL_UNET, SDXL_UNET_TINY, SDXL_VAE,
     SDXL_VAE_TINY, ZIMAGE_TRANSFORMER, ZIMAGE_TRANSFORMER_TINY, build, device_text, markdown_table, peak_gib, reset_memory,
     synchronize)
-from results import metric, target_folder, write  # noqa: E402
+from results import finish, metric  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -238,17 +238,13 @@ def main(argv: list[str] | None = None) -> int:
            *(f"{statistics.median(phases[name]):.3f}" for name in timers), gib(peak), gib(load_peak)]
     header = ["setup", "res", "steps", "s/image", *(f"{name} s" for name in timers), "peak GiB", "load peak GiB"]
     print(f"\n{markdown_table(header, [row])}\n")
-    given = argv if argv is not None else sys.argv[1:]
-    folder = target_folder(args.results, args.no_results, device)
-    if folder is not None:
-        median = statistics.median(seconds)
-        record = {"case": setup, "arch": args.arch, "resolution": resolution, "steps": steps, "guidance": guidance,
-                  "s_per_image": median, "peak_gib": peak, "load_peak_gib": load_peak, "baseline": None,
-                  **{f"{name.replace(' ', '_')}_s": statistics.median(phases[name]) for name in timers}}
-        if steps == case.steps and guidance == case.guidance:  # the goal's figure is at the goal's settings only
-            record[metric(args.arch, resolution, "s_per_image")] = median
-        print(f"results: {write('gpu_sample.py', given, device, [record], folder)}")
-    print("rerun: python bench/gpu_sample.py " + " ".join(given))
+    median = statistics.median(seconds)
+    record = {"case": setup, "arch": args.arch, "resolution": resolution, "steps": steps, "guidance": guidance,
+              "s_per_image": median, "peak_gib": peak, "load_peak_gib": load_peak, "baseline": None,
+              **{f"{name.replace(' ', '_')}_s": statistics.median(phases[name]) for name in timers}}
+    if steps == case.steps and guidance == case.guidance:  # the goal's figure is at the goal's settings only
+        record[metric(args.arch, resolution, "s_per_image")] = median
+    finish("gpu_sample.py", argv if argv is not None else sys.argv[1:], device, lambda: [record], args.results, args.no_results)
     return 0
 
 

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import (  # noqa: E402
     DENOISERS, NARROW, SDXL_POOLED_TINY, build, default_rank, device_text, lora_network, markdown_table, peak_gib, peak_tflops,
     reset_memory, synchronize)
-from results import metric, target_folder, with_baselines, write  # noqa: E402
+from results import finish, metric, with_baselines  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -591,11 +591,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + " | ".join(rows[-1]), flush=True)
     header = ["model", "base", "trainer", "res", "rank", "s/step", "peak GiB", "load peak GiB", "TFLOP/step", "MFU", "notes"]
     print(f"\n{markdown_table(header, rows)}\n")
-    given = argv if argv is not None else sys.argv[1:]
-    folder = target_folder(args.results, args.no_results, device)
-    if folder is not None:
-        print(f"results: {write('gpu_train.py', given, device, records(results, rows, args), folder)}")
-    print("rerun: python bench/gpu_train.py " + " ".join(given))
+    finish("gpu_train.py", argv if argv is not None else sys.argv[1:], device, lambda: records(results, rows, args),
+           args.results, args.no_results)
     return 0
 
 

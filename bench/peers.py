@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import FLUX_VAE, ROOT, SDXL_UNET, build, default_rank, markdown_table  # noqa: E402
-from results import metric, target_folder, write  # noqa: E402
+from results import finish, metric  # noqa: E402
 
 SCRIPTS = {"sdxl": "examples/dreambooth/train_dreambooth_lora_sdxl.py", "zimage": "examples/dreambooth/train_dreambooth_lora_z_image.py"}
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -188,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "peak_gib": theirs["peak"]}
             records.append(record)
     print(f"\n{markdown_table(['case', 'res', 's/step', 'peak GiB', 'easel / diffusers', 'notes'], rows)}\n")
-    folder = target_folder(args.results, args.no_results, device)
-    if folder is not None:
-        print(f"results: {write('peers.py', given, device, records, folder)}")
-    print("rerun: python bench/peers.py " + " ".join(given))
+    finish("peers.py", given, device, lambda: records, args.results, args.no_results)
     return 0
 
 

@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -107,6 +107,16 @@ def target_folder(requested: str | None, disabled: bool, device: Any) -> Path | 
     if requested is not None:
         return Path(requested)
     return RESULTS if device.type == "cuda" else None
+
+
+def finish(script: str, given: list[str], device: Any, records: Callable[[], list[dict[str, Any]]], requested: str | None,
+           disabled: bool) -> None:
+    """A benchmark's last lines: its ``records()`` written where ``--results`` / ``--no-results`` say (see
+    ``target_folder``), and the command that reruns it."""
+    folder = target_folder(requested, disabled, device)
+    if folder is not None:
+        print(f"results: {write(script, given, device, records(), folder)}")
+    print(f"rerun: python bench/{script} " + " ".join(given))
 
 
 def load(folder: Path = RESULTS) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import FLUX_VAE, FLUX_VAE_TINY, SDXL_VAE, SDXL_VAE_TINY, build, device_text, markdown_table, synchronize  # noqa: E402
-from results import target_folder, write  # noqa: E402
+from results import finish  # noqa: E402
 
 VAES = {"zimage": ("FLUX.1 VAE", FLUX_VAE, FLUX_VAE_TINY), "sdxl": ("SDXL VAE", SDXL_VAE, SDXL_VAE_TINY)}
 """--arch -> the VAE's name, its full config and a tiny one."""
@@ -152,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{resolution}x{resolution}, one image; peaks are above the memory held before each call")
     header = ["setup", "decode peak GiB", "x whole", "decode s", "x whole", "encode peak GiB", "x whole", "encode s", "differs"]
     print(f"\n{markdown_table(header, rows)}\n")
-    given = argv if argv is not None else sys.argv[1:]
-    folder = target_folder(args.results, args.no_results, device)
-    if folder is not None:
-        print(f"results: {write('vae_memory.py', given, device, records, folder)}")
-    print("rerun: python bench/vae_memory.py " + " ".join(given))
+    finish("vae_memory.py", argv if argv is not None else sys.argv[1:], device, lambda: records, args.results, args.no_results)
     return 0
 
 
