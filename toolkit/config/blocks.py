@@ -339,7 +339,7 @@ class ModelConfig(Block):
     """Precision of the VAE; default: ``dtype``'s (e.g. fp32 for an SDXL VAE that overflows in fp16)."""
     vae_tiling: bool = False
     """Encode and decode images in overlapping tiles of ``vae_tile_size`` pixels: the VAE's memory at 1024 px and above
-    is that of one tile (a few GiB less at 1024 px), for slightly different pixels where the tiles meet."""
+    is that of one tile (a quarter at 1024 px with 512 px tiles), for slightly different pixels where the tiles meet."""
     vae_tile_size: int = Field(512, ge=16, multiple_of=8)
     """With ``vae_tiling``: the side of a tile in pixels (a quarter of it overlaps the next tile); images no larger
     than one tile are encoded and decoded whole."""
