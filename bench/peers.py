@@ -129,7 +129,7 @@ def easel_command(arch: str, model: Path, data: Path, out: Path, args: argparse.
 
 def peer_command(arch: str, model: Path, data: Path, out: Path, args: argparse.Namespace, rank: int) -> list[str]:
     """diffusers' script with the same settings (their argument names, from the scripts' argparse)."""
-    command = [str(Path(args.diffusers).expanduser() / SCRIPTS[arch]), "--pretrained_model_name_or_path", str(model),
+    command = [str(Path(args.diffusers).expanduser().resolve() / SCRIPTS[arch]), "--pretrained_model_name_or_path", str(model),
                "--instance_data_dir", str(data), "--instance_prompt", PROMPT, "--output_dir", str(out),
                "--resolution", str(args.resolution), "--train_batch_size", "1", "--max_train_steps", str(args.steps),
                "--rank", str(rank), "--learning_rate", "1e-4", "--mixed_precision", "bf16", "--gradient_checkpointing",
