@@ -287,7 +287,8 @@ class TrainConfig(Block):
     cache_text_embeddings: bool = False
     """Encode every caption once and keep the embeddings on disk."""
     unload_text_encoder: bool = False
-    """With cached text embeddings: move the text encoder off the device during training."""
+    """With cached text embeddings: move the text encoder off the device during training (previews bring it back
+    only for a prompt it has not encoded yet)."""
     compile: bool = False
     """torch.compile the denoiser blocks: faster steps after a minute or so of compiling (Z-Image at 1024 on an
     H100: 0.65 -> 0.41 s/step); needs Triton on CUDA."""

@@ -38,6 +38,7 @@ from toolkit.errors import EaselError, Interrupted
 from toolkit.log import log
 from toolkit.output import run_folder_path
 from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, save_merged, tag_frequency
+from toolkit.train.encoder_memo import EncoderMemo
 from toolkit.train.logs import TrainLog
 from toolkit.train.signals import StopSignals
 from toolkit.train.state import capture_rng, latest_state, load_state, restore_rng, save_state, state_path
@@ -103,6 +104,7 @@ class LoraTrainingRecipe:
     data: TrainingData
     offloaded: list[str]
     """Components moved off the device for training (their outputs are cached); previews bring them back."""
+    memo: "EncoderMemo | None"  # the frozen text encoders' outputs for the previews (toolkit/train/encoder_memo.py)
     network: "Network"
     params: list[torch.nn.Parameter]
     generator: torch.Generator
@@ -222,13 +224,13 @@ class LoraTrainingRecipe:
 
     def _offload_unused(self) -> None:
         """Move off the device what training never calls once the caches are filled: the text encoders with
-        ``unload_text_encoder`` (the config check demands cached embeddings for it), the VAE when every dataset
-        caches its latents."""
+        ``unload_text_encoder`` (which needs cached embeddings), the VAE when every dataset caches its latents."""
         cfg = self.config
         names = list(self.adapter.text_encoders) if cfg.train.unload_text_encoder else []
         if all(dataset.cache_latents or dataset.cache_latents_to_disk for dataset in cfg.datasets):
             names.append("vae")
         self.offloaded = names
+        self.memo = None if cfg.train.train_text_encoder else EncoderMemo(self.adapter, [n for n in names if n != "vae"])
         if names:
             self.adapter.move(names, "cpu")
             log.info(f"{', '.join(names)} moved to the CPU for training (their outputs are cached).")
@@ -487,7 +489,7 @@ class LoraTrainingRecipe:
         main = self.accelerator.is_main_process
         if main or self.sharded:  # a sharded denoiser runs only with every process taking part
             images = make_previews(self.adapter, self.network, self.ema, self.previews, self.offloaded,
-                                   self.config.model.inference_lora_path)
+                                   self.config.model.inference_lora_path, self.memo)
         if main:
             sample = self.config.sample
             labels = [preview.request.prompt for preview in self.previews]

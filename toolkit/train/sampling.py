@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from toolkit.network.network import Network
     from toolkit.registry import ArchRef
     from toolkit.train.ema import EMA
+    from toolkit.train.encoder_memo import EncoderMemo
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,13 @@ def save_previews(images: "list[Image.Image]", folder: Path, step: int, image_fo
 
 
 def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None", previews: list[Preview],
-                  offloaded: list[str], inference_lora: str | None = None) -> "list[Image.Image]":
+                  offloaded: list[str], inference_lora: str | None = None,
+                  memo: "EncoderMemo | None" = None) -> "list[Image.Image]":
     """Generate the previews with the network (EMA weights if any) at each preview's multiplier.
 
-    ``offloaded`` names components moved off the device during training (brought back meanwhile);
-    ``inference_lora`` (``model.inference_lora_path``) is applied for the previews only.
+    ``offloaded`` names components moved off the device during training (brought back meanwhile, except the text
+    encoders ``memo`` parks: it brings them in only for a prompt it has not seen); ``inference_lora``
+    (``model.inference_lora_path``) is applied for the previews only.
     """
     import torch
 
@@ -123,8 +126,11 @@ def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None"
         stack.enter_context(preserved_rng())
         stack.enter_context(torch.no_grad())
         stack.enter_context(ema.swapped() if ema is not None else nullcontext())
-        if offloaded:
-            adapter.move(offloaded, adapter.device)
+        brought = [name for name in offloaded if memo is None or name not in memo.parked]
+        if brought:
+            adapter.move(brought, adapter.device)
+        if memo is not None:
+            stack.enter_context(memo.round())
         for module in modules:
             module.eval()
         casting = network.cast_inputs(True)  # previews run without autocast
@@ -139,6 +145,6 @@ def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None"
             network.cast_inputs(casting)
             for module, mode in zip(modules, modes):
                 module.train(mode)
-            if offloaded:
-                adapter.move(offloaded, "cpu")
+            if brought:
+                adapter.move(brought, "cpu")
     return images

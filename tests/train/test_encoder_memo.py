@@ -1,0 +1,87 @@
+"""The previews' text-encoder outputs kept between rounds (toolkit/train/encoder_memo.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import run
+from tests.train.test_memory_options import config
+from toolkit.config.blocks import ModelConfig
+from toolkit.models.base import GenerateRequest, ModelAdapter
+from toolkit.models.loading import load_adapter
+from toolkit.train.encoder_memo import EncoderMemo, _key, _moved
+
+
+def _request(prompt: str) -> GenerateRequest:
+    return GenerateRequest(prompt=prompt, width=64, height=64, steps=2, guidance_scale=1.0, seed=3, sampler="flowmatch")
+
+
+def test_a_prompt_seen_before_is_not_encoded_again_and_makes_the_same_image(registry: Any,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage:turbo"), registry, device="cpu")
+    moves: list[tuple[tuple[str, ...], str]] = []
+    monkeypatch.setattr(adapter, "move", lambda names, device: moves.append((tuple(names), str(device))))
+    encoder = adapter.text_encoders["text_encoder"]
+    computed: list[int] = []
+    encoder.get_input_embeddings().register_forward_hook(lambda *_: computed.append(1))  # the encoder really runs
+    memo = EncoderMemo(adapter, parked=["text_encoder"])
+    with torch.no_grad():
+        plain = adapter.generate([_request("a fox")])[0].tobytes()
+        computed.clear()
+        with memo.round():
+            first = adapter.generate([_request("a fox")])[0].tobytes()
+        assert computed and memo.misses == len(computed)
+        assert moves == [(("text_encoder",), "cpu"), (("text_encoder",), "cpu")]  # brought in (here: the CPU), parked
+        computed.clear(), moves.clear()
+        with memo.round():
+            again = adapter.generate([_request("a fox")])[0].tobytes()
+        assert not computed and not moves, "a remembered prompt needs neither the encoder nor its move"
+        with memo.round():
+            adapter.generate([_request("a heron")])
+        assert computed and len(moves) == 2
+    assert plain == first == again
+    assert encoder.forward.__func__ is type(encoder).forward, "the encoder's own forward is back after each round"
+
+
+def test_keys_stand_for_contents_and_leave_out_what_they_cannot_name() -> None:
+    ids = torch.tensor([[1, 2, 3]])
+    assert _key(("text_encoder", (ids,), {"output_hidden_states": True})) == _key(
+        ("text_encoder", (ids.clone(),), {"output_hidden_states": True}))
+    assert _key((ids,)) != _key((torch.tensor([[1, 2, 4]]),)) != _key((ids.float(),))
+    assert _key((object(),)) is None
+
+
+def test_outputs_move_with_their_structure() -> None:
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    from transformers import DynamicCache
+
+    output = BaseModelOutputWithPast(last_hidden_state=torch.ones(1, 2), hidden_states=(torch.zeros(1), torch.ones(1)),
+                                     past_key_values=DynamicCache())
+    moved = _moved(output, torch.device("cpu"))
+    assert isinstance(moved, BaseModelOutputWithPast) and moved is not output
+    assert torch.equal(moved.hidden_states[1], output.hidden_states[1])
+    assert moved.past_key_values is None, "a key-value cache is not kept (it would hold device memory)"
+
+
+def test_a_run_with_the_text_encoder_unloaded_brings_it_back_for_the_first_previews_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.unload_text_encoder: two preview rounds (before and after training), the encoder moved in once."""
+    moves: list[tuple[tuple[str, ...], str]] = []
+    real = ModelAdapter.move
+
+    def move(self: ModelAdapter, names: list[str], device: Any) -> None:
+        moves.append((tuple(names), str(device)))
+        real(self, names, device)
+
+    monkeypatch.setattr(ModelAdapter, "move", move)
+    path = config(tmp_path, "memo", "zimage:turbo", sample=True, model={},
+                  train={"cache_text_embeddings": True, "unload_text_encoder": True})
+    assert run.main([str(path)]) == 0
+    assert len(list((tmp_path / "out" / "memo" / "samples").glob("*.png"))) == 2
+    text_moves = [device for names, device in moves if names == ("text_encoder",)]
+    assert text_moves == ["cpu", "cpu"], moves  # the first round's: in (the CPU here) and out; none in the second

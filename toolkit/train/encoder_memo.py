@@ -1,0 +1,114 @@
+"""Frozen text encoders' outputs for the previews, kept from one preview round to the next.
+
+The previews repeat the same prompts every ``sample_every`` steps. While the text encoders are not trained, their
+output for a given input never changes, so ``EncoderMemo`` keeps each encoder output the previews asked for (in CPU
+memory) and gives it back when the same input comes again, whichever pipeline asks. With
+``train.unload_text_encoder`` the encoders then stay in CPU memory through later rounds, where before they came back
+to the GPU each time (Z-Image's Qwen3-4B: 8 GB beside the denoiser); a prompt not seen yet brings them in for its
+round. The memo sits on the encoders' ``forward``, so it sees exactly their inputs (token ids, masks, flags).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+if TYPE_CHECKING:
+    from toolkit.models.base import ModelAdapter
+
+
+class EncoderMemo:
+    """Outputs of ``adapter``'s text encoders by their inputs; ``parked``: the encoders that live in CPU memory
+    between preview rounds (brought to the device only for an input not seen yet)."""
+
+    def __init__(self, adapter: "ModelAdapter", parked: list[str]):
+        self.adapter = adapter
+        self.parked = parked
+        self.outputs: dict[Hashable, Any] = {}
+        self.misses = 0
+        """Encoder calls that had to run (the first round's, and any new prompt's)."""
+        self._brought = False
+
+    @contextmanager
+    def round(self) -> Iterator[None]:
+        """One preview round: every encoder call goes through the memo; parked encoders brought in go back after."""
+        with ExitStack() as stack:
+            for name, encoder in self.adapter.text_encoders.items():
+                stack.enter_context(_forward_replaced(encoder, lambda forward, name=name: self._wrap(name, forward)))
+            try:
+                yield
+            finally:
+                if self._brought:
+                    self.adapter.move(self.parked, "cpu")
+                    self._brought = False
+
+    def _wrap(self, name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+        def remembered(*args: Any, **kwargs: Any) -> Any:
+            key = _key((name, args, kwargs))
+            if key is not None and key in self.outputs:
+                return _moved(self.outputs[key], _device_of(args, kwargs))
+            self.misses += 1
+            if self.parked and not self._brought:
+                self.adapter.move(self.parked, self.adapter.device)
+                self._brought = True
+            output = forward(*args, **kwargs)
+            if key is not None:
+                self.outputs[key] = _moved(output, torch.device("cpu"))
+            return output
+
+        return remembered
+
+
+@contextmanager
+def _forward_replaced(module: torch.nn.Module, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """``module.forward`` replaced by ``wrap(forward)`` inside the block (an instance attribute over the method)."""
+    forward = module.forward
+    module.forward = wrap(forward)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del module.forward
+
+
+def _key(value: Any) -> Hashable | None:
+    """A hashable stand-in for an encoder call's arguments, tensors by their contents; None when something in them
+    has no such stand-in (then the call is not remembered)."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", str(value.dtype), tuple(value.shape), value.detach().cpu().numpy().tobytes())
+    if value is None or isinstance(value, (bool, int, float, str, torch.device, torch.dtype)):
+        return (type(value).__name__, value)
+    if isinstance(value, (list, tuple)):
+        parts = [_key(item) for item in value]
+        return None if any(part is None for part in parts) else (type(value).__name__, tuple(parts))
+    if isinstance(value, dict):
+        items = [(str(k), _key(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
+        return None if any(part is None for _, part in items) else ("dict", tuple(items))
+    return None
+
+
+def _device_of(args: Any, kwargs: Any) -> torch.device:
+    """Where the call's input tensors are: where the caller wants the output."""
+    for value in [*args, *kwargs.values()]:
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return torch.device("cpu")
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    """``value`` (a model output, tuple, list, dict or tensor) with copies of its tensors on ``device``.
+    Other objects become None: an encoder's key-value cache (transformers returns one by default) is nothing a
+    pipeline reads, and kept it would hold device memory."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, copy=True)  # never the kept tensor itself, whatever the caller does with it
+    if isinstance(value, dict):  # transformers' ModelOutput is a dict with fields
+        items = {key: _moved(item, device) for key, item in value.items()}
+        return type(value)(**items) if hasattr(value, "to_tuple") else type(value)(items)
+    if isinstance(value, (list, tuple)):
+        moved = [_moved(item, device) for item in value]
+        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return None
