@@ -47,6 +47,23 @@ def test_a_prompt_seen_before_is_not_encoded_again_and_makes_the_same_image(regi
     assert encoder.forward.__func__ is type(encoder).forward, "the encoder's own forward is back after each round"
 
 
+def test_a_forward_set_on_the_instance_before_is_kept(registry: Any) -> None:
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:zimage", arch="zimage:turbo"), registry, device="cpu")
+    encoder = adapter.text_encoders["text_encoder"]
+    calls: list[int] = []
+    original = encoder.forward
+
+    def hooked(*args: Any, **kwargs: Any) -> Any:  # as accelerate's add_hook_to_module wraps a module
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    encoder.forward = hooked
+    memo = EncoderMemo(adapter, parked=[])
+    with torch.no_grad(), memo.round():
+        adapter.generate([_request("a fox")])
+    assert calls and encoder.forward is hooked
+
+
 def test_keys_stand_for_contents_and_leave_out_what_they_cannot_name() -> None:
     ids = torch.tensor([[1, 2, 3]])
     assert _key(("text_encoder", (ids,), {"output_hidden_states": True})) == _key(

@@ -64,13 +64,17 @@ class EncoderMemo:
 
 @contextmanager
 def _forward_replaced(module: torch.nn.Module, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
-    """``module.forward`` replaced by ``wrap(forward)`` inside the block (an instance attribute over the method)."""
-    forward = module.forward
-    module.forward = wrap(forward)  # type: ignore[method-assign]
+    """``module.forward`` replaced by ``wrap(forward)`` inside the block (an instance attribute over the method);
+    a forward some library set on the instance before (accelerate's hooks do) is put back after."""
+    own = module.__dict__.get("forward")
+    module.forward = wrap(module.forward)  # type: ignore[method-assign]
     try:
         yield
     finally:
-        del module.forward
+        if own is not None:
+            module.forward = own  # type: ignore[method-assign]
+        else:
+            del module.forward
 
 
 def _key(value: Any) -> Hashable | None:
