@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from toolkit.models.base import ControlInput, GenerateRequest, IPAdapterInput, ModelAdapter
+    from toolkit.models.encoder_memo import EncoderMemo
 
 _INDEXED = re.compile(r"^(\d{4,})_")
 
@@ -48,6 +49,7 @@ class AdapterCache:
         self._compiled: dict[str, str] = {}
         """Compiled models' keys and their torch.compile mode."""
         self._graph_hooks: list[Any] = []
+        self._memos: dict[str, EncoderMemo] = {}
         self.loads = 0
         """How many times a model was loaded."""
 
@@ -65,6 +67,15 @@ class AdapterCache:
             self._compile(key, adapter, mode)
         return adapter
 
+    def memo(self, adapter: "ModelAdapter", limit_mib: int) -> "EncoderMemo":
+        """The text-encoder outputs kept for the loaded ``adapter`` (as long as it stays loaded), ``limit_mib`` at most."""
+        from toolkit.models.encoder_memo import EncoderMemo
+
+        key = next(key for key, loaded in self._adapters.items() if loaded is adapter)
+        memo = self._memos.setdefault(key, EncoderMemo(adapter, parked=[]))
+        memo.set_limit(limit_mib * 2**20)
+        return memo
+
     def _compile(self, key: str, adapter: "ModelAdapter", mode: str) -> None:
         from toolkit.models.memory import check_compile, compile_blocks, mark_graph_steps, uses_cuda_graphs
 
@@ -80,6 +91,7 @@ class AdapterCache:
     def clear(self) -> None:
         self._adapters.clear()
         self._compiled.clear()
+        self._memos.clear()
         self._graph_hooks = []
 
 
@@ -106,6 +118,10 @@ class GenerateJob(Job):
                                      compile=process.config.generate.compile, mode=process.config.generate.compile_mode)
         vae_tiling.configure(adapter.vae, model)  # the loaded model keeps serving when only the tiling changes
         return adapter
+
+    def encoder_memo(self, adapter: "ModelAdapter", limit_mib: int) -> "EncoderMemo":
+        """The text-encoder outputs kept for ``adapter`` while it stays loaded (``generate.encoder_cache_mib``)."""
+        return self._adapters.memo(adapter, limit_mib)
 
     def cleanup(self) -> None:
         super().cleanup()
@@ -375,16 +391,22 @@ class ToFolderProcess(Process):
             raise TypeError("the to_folder process runs inside job: generate")
         self.adapter = job.adapter_for(self)
         self.output.mkdir(parents=True, exist_ok=True)
-        written = self._generate_all(self.adapter, images)
+        memo = job.encoder_memo(self.adapter, self.config.generate.encoder_cache_mib)
+        reused = memo.hits
+        written = self._generate_all(self.adapter, images, memo)
+        if memo.hits > reused:
+            log.info(f"Text encoders: {memo.hits - reused} prompt encodings reused (generate.encoder_cache_mib)")
         if self.config.generate.grid and written:
             self._write_grid(images, written)
         log.info(f"Wrote {len(written)} images to {self.output}")
 
-    def _generate_all(self, adapter: "ModelAdapter", images: list[PlannedImage]) -> list[Path]:
+    def _generate_all(self, adapter: "ModelAdapter", images: list[PlannedImage], memo: "EncoderMemo") -> list[Path]:
+        """The images, grouped by their LoRAs (applied once per group); the text encoders' outputs go through ``memo``."""
         from tqdm import tqdm
 
         from toolkit.data.images import load_image
         from toolkit.lora_io import apply_loras, remove_loras
+        from toolkit.lora_io.apply import applied_to
         from toolkit.models.loading import resolve_file
 
         decoded = functools.lru_cache(maxsize=4)(load_image)  # an init image serves several prompts and seeds
@@ -399,14 +421,16 @@ class ToFolderProcess(Process):
         with tqdm(total=len(images), desc="images", dynamic_ncols=True) as bar:
             for loras, group in groups.items():
                 apply_loras(adapter, always + list(loras))
+                states = {name: applied_to(adapter, name) for name in adapter.text_encoders}
                 try:
-                    for first in range(0, len(group), size):
-                        batch = group[first:first + size]
-                        requests = [self._request(image, decoded) for image in batch]
-                        made = adapter.generate(requests)
-                        for image, request, picture in zip(batch, requests, made):
-                            written[image.index] = self._save(image, picture, start + image.index, request.controls)
-                        bar.update(len(batch))
+                    with memo.round(states):
+                        for first in range(0, len(group), size):
+                            batch = group[first:first + size]
+                            requests = [self._request(image, decoded) for image in batch]
+                            made = adapter.generate(requests)
+                            for image, request, picture in zip(batch, requests, made):
+                                written[image.index] = self._save(image, picture, start + image.index, request.controls)
+                            bar.update(len(batch))
                 finally:
                     remove_loras(adapter)
         return [written[index] for index in sorted(written)]

@@ -42,6 +42,14 @@ def test_gpu_sample_records_the_turbo_figure(tmp_path: Path) -> None:
     assert record["denoiser_s"] > 0 and record["baseline"] is None
 
 
+def test_gpu_sample_with_the_prompt_remembered_is_not_the_goals_figure(tmp_path: Path) -> None:
+    """--remember-prompts times the generate job's repeated prompt: the encoder does not run, and the record is its own."""
+    assert script("gpu_sample").main(["--tiny", "--runs", "1", "--remember-prompts", "--results", str(tmp_path)]) == 0
+    [record] = json.loads(next(tmp_path.glob("*.json")).read_text())["runs"][0]["records"]
+    assert "zimage_turbo_64_s_per_image" not in record and "prompt remembered" in record["case"]
+    assert record["text_encoders_s"] < 0.5 * record["denoiser_s"] / 8, "no encoder run: less than half a step's time"
+
+
 def test_gpu_sample_records_the_sdxl_figure_at_30_steps_with_cfg_only(tmp_path: Path) -> None:
     gpu_sample = script("gpu_sample")
     assert gpu_sample.main(["--arch", "sdxl", "--tiny", "--runs", "1", "--results", str(tmp_path)]) == 0

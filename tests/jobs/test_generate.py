@@ -350,3 +350,34 @@ def test_compile_mode_without_compile_is_refused_at_its_line(folders: dict[str, 
     path = _config(tmp_path, folders["zimage"], "zimage:turbo", {"prompts": ["a cat"], "compile_mode": "reduce-overhead"}, "m")
     with pytest.raises(ConfigError, match=r"generate.compile_mode.*needs generate.compile: true"):
         load_job_config(path, registry)
+
+
+def test_a_repeated_prompt_is_encoded_once_and_a_text_encoder_lora_keys_its_own(folders: dict[str, Path], sd15_loras: Path,
+                                                                                registry: Any, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate.encoder_cache_mib: images repeating a prompt (other seeds, a UNet-only LoRA) reuse its encoding; a
+    LoRA on the text encoder encodes it again; a later job on the same cache (the UI worker's) encodes nothing. The
+    images are those made without the memo, bit for bit."""
+    from transformers import CLIPTextModel
+
+    from jobs.generate import AdapterCache, GenerateJob
+
+    runs: list[int] = []
+    real = CLIPTextModel.forward
+    monkeypatch.setattr(CLIPTextModel, "forward", lambda self, *a, **kw: runs.append(1) or real(self, *a, **kw))
+    settings = {"seed": 2, "images_per_prompt": 2, "lora_dirs": [str(sd15_loras)], "guidance_scale": 3.0,
+                "prompts": ["a cat", "a cat <lora:style:0.5>", "a cat <lora:sub/detail:1>", "a cat"]}
+    made, counts = {}, {}
+    cache = AdapterCache()
+    for name, mib in (("off", 0), ("memo", 1024), ("again", 1024)):
+        runs.clear()
+        job = GenerateJob(load_job_config(_config(tmp_path, folders["sd15"], "sd15", {**settings, "encoder_cache_mib": mib},
+                                                  name), registry), registry, adapters=cache)
+        job.run()
+        job.cleanup()
+        made[name], counts[name] = [_pixels(path) for path in _images(tmp_path / name)], len(runs)
+    per_image = counts["off"] // 8  # the prompt and the negative prompt
+    assert per_image == 2 and counts["off"] == 16
+    assert counts["memo"] == 2 * per_image, "one encoding without a text-encoder LoRA, one with sub/detail"
+    assert counts["again"] == 0 and cache.loads == 1
+    assert made["off"] == made["memo"] == made["again"] and len(set(made["off"])) > 4

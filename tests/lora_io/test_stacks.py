@@ -98,3 +98,47 @@ def test_repeated_files_are_merged(tmp_path: Path) -> None:
     path = tmp_path / "a.safetensors"
     assert merge_duplicates([(path, 0.5), (str(path), 0.25), (tmp_path / "b.safetensors", -1)]) == [
         (path.resolve(), 0.75), ((tmp_path / "b.safetensors").resolve(), -1.0)]
+
+
+def test_applied_to_names_the_loras_on_each_component(setup: Any, tmp_path: Path) -> None:
+    """What the generate job's encoder memo keys on: the files (and weights) a component holds now."""
+    import os
+    import shutil
+
+    from toolkit.lora_io import load_lora
+    from toolkit.lora_io.apply import applied_to
+
+    adapter, first, second, arch = setup
+    if arch != "sd15":
+        pytest.skip("the text-encoder case is SD 1.5's")
+    remove_loras(adapter)
+    assert applied_to(adapter, "text_encoder") == () == applied_to(adapter, "unet")
+    apply_loras(adapter, [(second, 1.0)])  # the UNet only
+    assert applied_to(adapter, "text_encoder") == () and len(applied_to(adapter, "unet") or ()) == 1
+    apply_loras(adapter, [(first, 0.5)])
+    half = applied_to(adapter, "text_encoder")
+    apply_loras(adapter, [(first, 1.0)])
+    assert half and applied_to(adapter, "text_encoder") not in (half, None), "the weight is part of it"
+    copy = tmp_path / "first.safetensors"
+    shutil.copy(first, copy)
+    apply_loras(adapter, [(copy, 1.0)])
+    before = applied_to(adapter, "text_encoder")
+    os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))  # the file written again
+    apply_loras(adapter, [(copy, 1.0)])
+    assert applied_to(adapter, "text_encoder") != before
+    apply_loras(adapter, [(load_lora(first), 1.0)])
+    assert applied_to(adapter, "text_encoder") is None, "an in-memory LoRA has no stable name"
+    remove_loras(adapter)
+    assert applied_to(adapter, "text_encoder") == ()
+
+
+def test_applied_to_after_baking_is_unknown(registry: Any, tmp_path: Path) -> None:
+    from toolkit.lora_io import bake_loras
+    from toolkit.lora_io.apply import applied_to
+
+    adapter = load_adapter(ModelConfig(name_or_path="tiny:sd15", arch="sd15"), registry, device="cpu")
+    lora = save_random_lora(adapter.pipeline(), tmp_path / "l.safetensors", adapter.lora_targets(True), seed=3)
+    bake_loras(adapter, [(lora, 1.0)])
+    assert applied_to(adapter, "text_encoder") is None and applied_to(adapter, "unet") is None
+    remove_loras(adapter)
+    assert applied_to(adapter, "text_encoder") is None, "the baked weights stay changed"

@@ -45,6 +45,10 @@ class GenerateConfig(ImageSettings):
     compile_mode: CompileMode = "default"  # type: ignore[valid-type]
     """With ``compile``: torch.compile's mode, as ``train.compile_mode``. ``reduce-overhead`` replays each compiled block
     as a CUDA graph (each denoiser call starts a new graph step); on the CPU every mode compiles as ``default``."""
+    encoder_cache_mib: int = Field(1024, ge=0)
+    """CPU memory (MiB) for the text encoders' outputs of prompts already encoded, so a prompt repeated (other seeds,
+    sizes, denoiser LoRAs) is not encoded again; the UI's generate worker keeps them between requests. LoRAs on a text
+    encoder are part of the key. 0 turns it off."""
     grid: bool = False
     """Also write a contact sheet of all images; its labels show where the prompts differ, its metadata (PNG text ``easel_grid``) holds them whole."""
     controlnets: list[ControlNetConfig] = []

@@ -30,6 +30,10 @@ PREFIX = "easel_gen_"
 LoraSource = Union[str, Path, LoraFile]
 _LYCORIS: "weakref.WeakKeyDictionary[Any, list[Any]]" = weakref.WeakKeyDictionary()
 """Adapter -> the lycoris modules hooked into it by ``apply_loras``."""
+_APPLIED: "weakref.WeakKeyDictionary[Any, dict[str, list[Any]]]" = weakref.WeakKeyDictionary()
+"""Adapter -> component -> (file fingerprint, weight) of each LoRA ``apply_loras`` put on it, in order."""
+_BAKED: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
+"""Adapter -> components whose weights ``bake_loras`` changed."""
 
 
 def merge_duplicates(loras: list[tuple[LoraSource, float]]) -> list[tuple[Path | LoraFile, float]]:
@@ -58,7 +62,8 @@ def apply_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) 
     matches no layer is an EaselError naming it.
     """
     remove_loras(adapter)
-    files = [(_as_file(source, adapter), weight) for source, weight in merge_duplicates(loras)]
+    sources = merge_duplicates(loras)
+    files = [(_as_file(source, adapter), weight) for source, weight in sources]
     names = [f"{PREFIX}{index}" for index in range(len(files))]
     try:
         for name, (lora, weight) in zip(names, files):
@@ -66,7 +71,32 @@ def apply_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) 
     except Exception:
         remove_loras(adapter)
         raise
+    applied = _APPLIED.setdefault(adapter, {})
+    for (source, weight), (lora, _) in zip(sources, files):
+        for component in dict.fromkeys(module.component for module in lora.modules.values()):
+            applied.setdefault(component, []).append((_fingerprint(source), weight))
     return names
+
+
+def applied_to(adapter: "ModelAdapter", component: str) -> "tuple[Any, ...] | None":
+    """What ``apply_loras`` has put on ``component`` now, as a hashable stand-in: each LoRA's file (path, size and
+    modification time) with its weight, in order; () for none. None when no such stand-in exists: a LoRA given as
+    an in-memory ``LoraFile``, or LoRAs baked into the component's weights."""
+    if component in _BAKED.get(adapter, set()):
+        return None
+    entries = _APPLIED.get(adapter, {}).get(component, [])
+    if any(fingerprint is None for fingerprint, _ in entries):
+        return None
+    return tuple(entries)
+
+
+def _fingerprint(source: "Path | LoraFile") -> "tuple[Any, ...] | None":
+    """A LoRA file (or folder) by its path, sizes and modification times; None for an in-memory ``LoraFile``."""
+    if not isinstance(source, Path):
+        return None
+    files = [source] if source.is_file() else sorted(path for path in source.rglob("*") if path.is_file())
+    return (str(source), *((str(path.relative_to(source)) if path != source else "", path.stat().st_size,
+                            path.stat().st_mtime_ns) for path in files))
 
 
 def _inject(adapter: "ModelAdapter", lora: LoraFile, name: str, weight: float) -> None:
@@ -177,6 +207,7 @@ def remove_loras(adapter: "ModelAdapter") -> None:
 
     Layers left without any adapter get their plain layer back, so the model is as it was loaded.
     """
+    _APPLIED.pop(adapter, None)
     for lyco in reversed(_LYCORIS.pop(adapter, [])):
         lyco.restore()
         if isinstance(lyco, FullDiff):
@@ -217,6 +248,7 @@ def bake_loras(adapter: "ModelAdapter", loras: list[tuple[LoraSource, float]]) -
     import torch
 
     names = apply_loras(adapter, loras)
+    _BAKED.setdefault(adapter, set()).update(_APPLIED.pop(adapter, {}))
     with torch.no_grad():
         for lyco in _LYCORIS.pop(adapter, []):
             if isinstance(lyco, FullDiff):

@@ -38,7 +38,7 @@ from toolkit.errors import EaselError, Interrupted
 from toolkit.log import log
 from toolkit.output import run_folder_path
 from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, save_merged, tag_frequency
-from toolkit.train.encoder_memo import EncoderMemo
+from toolkit.models.encoder_memo import EncoderMemo
 from toolkit.train.logs import TrainLog
 from toolkit.train.signals import StopSignals
 from toolkit.train.state import capture_rng, latest_state, load_state, restore_rng, save_state, state_path
@@ -104,7 +104,7 @@ class LoraTrainingRecipe:
     data: TrainingData
     offloaded: list[str]
     """Components moved off the device for training (their outputs are cached); previews bring them back."""
-    memo: "EncoderMemo | None"  # the frozen text encoders' outputs for the previews (toolkit/train/encoder_memo.py)
+    memo: "EncoderMemo | None"  # the frozen text encoders' outputs for the previews (toolkit/models/encoder_memo.py)
     network: "Network"
     params: list[torch.nn.Parameter]
     generator: torch.Generator

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from toolkit.network.network import Network
     from toolkit.registry import ArchRef
     from toolkit.train.ema import EMA
-    from toolkit.train.encoder_memo import EncoderMemo
+    from toolkit.models.encoder_memo import EncoderMemo
 
 
 @dataclass(frozen=True)

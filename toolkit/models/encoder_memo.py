@@ -1,16 +1,21 @@
-"""Frozen text encoders' outputs for the previews, kept from one preview round to the next.
+"""Text encoders' outputs kept by their inputs, so a prompt encoded once is not encoded again.
 
-The previews repeat the same prompts every ``sample_every`` steps. While the text encoders are not trained, their
-output for a given input never changes, so ``EncoderMemo`` keeps each encoder output the previews asked for (in CPU
-memory) and gives it back when the same input comes again, whichever pipeline asks. With
-``train.unload_text_encoder`` the encoders then stay in CPU memory through later rounds, where before they came back
-to the GPU each time (Z-Image's Qwen3-4B: 8 GB beside the denoiser); a prompt not seen yet brings them in for its
-round. The memo sits on the encoders' ``forward``, so it sees exactly their inputs (token ids, masks, flags).
+Training previews repeat the same prompts every ``sample_every`` steps, and people generating images repeat a prompt
+with other seeds, sizes or denoiser LoRAs. While nothing changes an encoder, its output for a given input never
+changes, so ``EncoderMemo`` keeps each encoder output asked for (in CPU memory) and gives it back when the same input
+comes again, whichever pipeline asks. The memo sits on the encoders' ``forward``, so it sees exactly their inputs
+(token ids, masks, flags). What does change an encoder (a LoRA on it, in the generate job) is given to each round as
+that encoder's *state*, part of every key.
+
+With ``train.unload_text_encoder`` the encoders stay in CPU memory through later preview rounds, where before they
+came back to the GPU each time (Z-Image's Qwen3-4B: 8 GB beside the denoiser); a prompt not seen yet brings them in
+for its round.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -22,22 +27,32 @@ if TYPE_CHECKING:
 
 class EncoderMemo:
     """Outputs of ``adapter``'s text encoders by their inputs; ``parked``: the encoders that live in CPU memory
-    between preview rounds (brought to the device only for an input not seen yet)."""
+    between rounds (brought to the device only for an input not seen yet); ``limit_bytes``: at most this much kept,
+    the least recently used outputs dropped first (None: no limit)."""
 
-    def __init__(self, adapter: "ModelAdapter", parked: list[str]):
+    def __init__(self, adapter: "ModelAdapter", parked: list[str], limit_bytes: int | None = None):
         self.adapter = adapter
         self.parked = parked
-        self.outputs: dict[Hashable, Any] = {}
+        self.limit_bytes = limit_bytes
+        self.outputs: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        """Key -> (output in CPU memory, its bytes), least recently used first."""
+        self.held_bytes = 0
         self.misses = 0
         """Encoder calls that had to run (the first round's, and any new prompt's)."""
+        self.hits = 0
+        """Encoder calls answered from the memo."""
         self._brought = False
 
     @contextmanager
-    def round(self) -> Iterator[None]:
-        """One preview round: every encoder call goes through the memo; parked encoders brought in go back after."""
+    def round(self, states: Mapping[str, Hashable | None] | None = None) -> Iterator[None]:
+        """One round (a preview round, a group of generated images): every encoder call goes through the memo;
+        parked encoders brought in go back after. ``states``: by encoder name, what its output depends on besides
+        its inputs (the LoRAs on it); an encoder whose state is None is neither looked up nor kept this round."""
+        states = states or {}
         with ExitStack() as stack:
             for name, encoder in self.adapter.text_encoders.items():
-                stack.enter_context(_forward_replaced(encoder, lambda forward, name=name: self._wrap(name, forward)))
+                state = states.get(name, ())
+                stack.enter_context(_forward_replaced(encoder, lambda forward, name=name, state=state: self._wrap(name, state, forward)))
             try:
                 yield
             finally:
@@ -45,21 +60,44 @@ class EncoderMemo:
                     self.adapter.move(self.parked, "cpu")
                     self._brought = False
 
-    def _wrap(self, name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap(self, name: str, state: Hashable | None, forward: Callable[..., Any]) -> Callable[..., Any]:
         def remembered(*args: Any, **kwargs: Any) -> Any:
-            key = _key((name, args, kwargs))
+            key = _key((name, args, kwargs)) if state is not None else None
+            if key is not None:
+                key = (state, key)
             if key is not None and key in self.outputs:
-                return _moved(self.outputs[key], _device_of(args, kwargs))
+                self.hits += 1
+                self.outputs.move_to_end(key)
+                return _moved(self.outputs[key][0], _device_of(args, kwargs))
             self.misses += 1
             if self.parked and not self._brought:
                 self.adapter.move(self.parked, self.adapter.device)
                 self._brought = True
             output = forward(*args, **kwargs)
             if key is not None:
-                self.outputs[key] = _moved(output, torch.device("cpu"))
+                self._keep(key, _moved(output, torch.device("cpu")))
             return output
 
         return remembered
+
+    def _keep(self, key: Hashable, output: Any) -> None:
+        """Keep ``output``, dropping the least recently used ones beyond the limit (one larger than it is not kept)."""
+        size = _bytes(output)
+        if self.limit_bytes is not None and size > self.limit_bytes:
+            return
+        self.outputs[key] = (output, size)
+        self.held_bytes += size
+        self._trim()
+
+    def set_limit(self, limit_bytes: int | None) -> None:
+        """A new limit (a later generate job's), applied to what is kept now."""
+        self.limit_bytes = limit_bytes
+        self._trim()
+
+    def _trim(self) -> None:
+        while self.limit_bytes is not None and self.held_bytes > self.limit_bytes:
+            _, (_, dropped) = self.outputs.popitem(last=False)
+            self.held_bytes -= dropped
 
 
 @contextmanager
@@ -91,6 +129,17 @@ def _key(value: Any) -> Hashable | None:
         items = [(str(k), _key(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
         return None if any(part is None for _, part in items) else ("dict", tuple(items))
     return None
+
+
+def _bytes(value: Any) -> int:
+    """The bytes of the tensors in a kept output (as ``_moved`` builds it)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_bytes(item) for item in value)
+    return 0
 
 
 def _device_of(args: Any, kwargs: Any) -> torch.device:

@@ -1,4 +1,4 @@
-"""The previews' text-encoder outputs kept between rounds (toolkit/train/encoder_memo.py)."""
+"""The previews' text-encoder outputs kept between rounds (toolkit/models/encoder_memo.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.train.test_memory_options import config
 from toolkit.config.blocks import ModelConfig
 from toolkit.models.base import GenerateRequest, ModelAdapter
 from toolkit.models.loading import load_adapter
-from toolkit.train.encoder_memo import EncoderMemo, _key, _moved
+from toolkit.models.encoder_memo import EncoderMemo, _key, _moved
 
 
 def _request(prompt: str) -> GenerateRequest:
@@ -102,3 +102,63 @@ def test_a_run_with_the_text_encoder_unloaded_brings_it_back_for_the_first_previ
     assert len(list((tmp_path / "out" / "memo" / "samples").glob("*.png"))) == 2
     text_moves = [device for names, device in moves if names == ("text_encoder",)]
     assert text_moves == ["cpu", "cpu"], moves  # the first round's: in (the CPU here) and out; none in the second
+
+
+class _Counted(torch.nn.Linear):
+    """A linear layer counting the times its forward really runs (module hooks run on remembered calls too)."""
+
+    runs = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs += 1
+        return super().forward(x)
+
+
+class _Encoders:
+    """What the memo needs of an adapter: its text encoders (one counted linear layer here)."""
+
+    def __init__(self) -> None:
+        self.encoder = _Counted(4, 256)  # 1 KiB of float32 output per row
+        self.text_encoders = {"text_encoder": self.encoder}
+        self.device = torch.device("cpu")
+
+    @property
+    def runs(self) -> int:
+        return self.encoder.runs
+
+    def move(self, names: list[str], device: Any) -> None:
+        pass
+
+
+def _encode(memo: EncoderMemo, encoders: _Encoders, row: int, **states: Any) -> torch.Tensor:
+    with torch.no_grad(), memo.round(states):
+        return encoders.text_encoders["text_encoder"](torch.full((1, 4), float(row)))
+
+
+def test_the_least_recently_used_outputs_go_first_beyond_the_limit() -> None:
+    encoders = _Encoders()
+    memo = EncoderMemo(encoders, parked=[], limit_bytes=2 * 1024)  # type: ignore[arg-type]
+    for row in (1, 2, 1, 3):  # 1 is used again before 3 comes: 2 is the one dropped
+        _encode(memo, encoders, row)
+    assert encoders.runs == 3 and memo.held_bytes == 2 * 1024
+    _encode(memo, encoders, 1), _encode(memo, encoders, 3)
+    assert encoders.runs == 3
+    _encode(memo, encoders, 2)
+    assert encoders.runs == 4
+    memo.set_limit(1024)
+    assert len(memo.outputs) == 1 and memo.held_bytes == 1024
+    memo.set_limit(1000)  # smaller than one output: nothing is kept
+    _encode(memo, encoders, 5), _encode(memo, encoders, 5)
+    assert not memo.outputs and memo.held_bytes == 0 and encoders.runs == 6
+
+
+def test_an_encoders_state_is_part_of_the_key_and_an_unknown_state_is_never_remembered() -> None:
+    encoders = _Encoders()
+    memo = EncoderMemo(encoders, parked=[])  # type: ignore[arg-type]
+    plain = _encode(memo, encoders, 1)
+    with_lora = _encode(memo, encoders, 1, text_encoder=(("style.safetensors", 1.0),))
+    assert encoders.runs == 2 and torch.equal(plain, with_lora)  # the fake's output does not change; the key does
+    _encode(memo, encoders, 1), _encode(memo, encoders, 1, text_encoder=(("style.safetensors", 1.0),))
+    assert encoders.runs == 2 and memo.hits == 2
+    _encode(memo, encoders, 1, text_encoder=None), _encode(memo, encoders, 1, text_encoder=None)
+    assert encoders.runs == 4 and len(memo.outputs) == 2
