@@ -5,7 +5,8 @@ Run (GPU):  python bench/gpu_goals.py --budget 540 --results $OUT          # eve
             python bench/gpu_goals.py --list                               # the plan, with the expected times
 
 The goals and their commands are those of the goals table (``bench/report.py``'s ``GOALS``); ``vae`` (the VAE tiling
-memory, ``bench/vae_memory.py``) and ``peers`` (diffusers' example trainers side by side; needs ``--diffusers``) come
+memory, ``bench/vae_memory.py``), ``optimizer`` (the optimizer step per tensor and flat, ``bench/optimizer_step.py``)
+and ``peers`` (diffusers' example trainers side by side; needs ``--diffusers``) come
 after them. A benchmark starts only when its expected time fits in what is left of ``--budget``, and is stopped when
 the budget runs out; each writes its figures to ``--results`` and its output to ``<results>/<name>.log``. At the end
 the goals table is printed from the results folder.
@@ -42,8 +43,10 @@ class Step:
 
 
 EXTRAS = [Step("vae", "python bench/vae_memory.py", 60),
+          Step("optimizer", "python bench/optimizer_step.py", 60),
           Step("peers", "python bench/peers.py --diffusers {diffusers}", 420)]
-"""Measured after the goals: VAE tiling's memory, and easel against diffusers' example trainers."""
+"""Measured after the goals: VAE tiling's memory, the flat optimizer step, and easel against diffusers' example
+trainers."""
 
 
 def plan(only: list[str] | None, diffusers: str | None) -> list[Step]:

@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-bf16", action="store_true", help="only the 8-bit bases (no MFU: the FLOPs are counted on bf16)")
     parser.add_argument("--offload", type=float, help="also run the first quantized type with this fraction of blocks offloaded")
     parser.add_argument("--optimizer", default="adamw", help="adamw (fused), adamw8bit, ...")
+    parser.add_argument("--per-tensor-optimizer", action="store_true",
+                        help="train.flat_optimizer: false (the optimizer steps every adapter tensor, not one flat one)")
     parser.add_argument("--no-checkpointing", action="store_true", help="train without gradient checkpointing")
     parser.add_argument("--checkpoint-interval", type=int, default=1,
                         help="checkpoint one block in N (train.gradient_checkpointing_interval; offloaded blocks always)")
@@ -274,7 +276,7 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
     import torch
 
     from toolkit.models.memory import offload_blocks, quantize_by_units
-    from toolkit.train.optimizers import build_optimizer
+    from toolkit.train.optimizers import FLAT_OPTIMIZERS, build_optimizer
     from toolkit.train.working import WorkingCopies
 
     dtype = compute_dtype(args)
@@ -291,10 +293,13 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
         note = f"{len(streamed)} blocks streamed"
     network.to(device)
     load_peak = peak_gib(device)
-    optimizer = build_optimizer(args.optimizer, network.param_groups({}, 1e-4), 1e-4, {})
-    params = list(network.parameters())
-    # as the trainer does under bf16 (train.working_copies): float32 masters, one bf16 copy per step
-    working = WorkingCopies(params, torch.bfloat16) if dtype == torch.bfloat16 and args.adapter_dtype == "fp32" else None
+    groups = network.param_groups({}, 1e-4)
+    params = [p for group in groups for p in group["params"]]
+    # as the trainer does under bf16 (train.working_copies, train.flat_optimizer): float32 masters, one bf16 copy per
+    # step, the optimizer stepping one flat tensor
+    flat = args.optimizer in FLAT_OPTIMIZERS and not args.per_tensor_optimizer
+    working = WorkingCopies(params, torch.bfloat16, flat=flat) if dtype == torch.bfloat16 and args.adapter_dtype == "fp32" else None
+    optimizer = build_optimizer(args.optimizer, working.optimizer_groups(groups) if working else groups, 1e-4, {})
     return Setup(model, adapter, network, params, optimizer, working, streamed, load_peak, note)
 
 
@@ -346,10 +351,10 @@ def training_step(setup: Setup, arch: str, args: argparse.Namespace, device: Any
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = diffusion(batch)
             loss.backward()
-        if working is not None:  # as the trainer clips with working copies
-            working.clip_grad_norm_(1.0)
-        else:
-            torch.nn.utils.clip_grad_norm_(setup.params, 1.0)
+        if working is not None:  # as the trainer clips and steps with working copies
+            working.step(setup.optimizer, 1.0)
+            return loss.detach()
+        torch.nn.utils.clip_grad_norm_(setup.params, 1.0)
         setup.optimizer.step()
         setup.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
@@ -581,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         torch._inductor.config.cpp.enable_kernel_profile = True
     peak = peak_tflops(device, args.peak_tflops)
     print(f"device: {device_text(device)}; peak bf16 {peak or 'unknown'} TFLOP/s; {str(compute_dtype(args))[6:]}, "
-          f"batch {args.batch}, {args.optimizer}, {args.steps} timed steps after {args.warmup} warm-up")
+          f"batch {args.batch}, {args.optimizer}{' per tensor' if args.per_tensor_optimizer else ''}, {args.steps} timed steps after {args.warmup} warm-up")
     flops: dict[str, float] = {}
     rows, results = [], []
     for case in cases(args):
@@ -606,6 +611,7 @@ def records(results: list[Result], rows: list[list[str]], args: argparse.Namespa
             "case": ", ".join(cells[:3]), "arch": result.case.arch, "base": result.case.label, "trainer": cells[2],
             "eager_bf16": result.case.qtype is None and not variant.compile and variant.interval == 1,
             "resolution": args.resolution, "rank": int(cells[4]), "batch": args.batch, "optimizer": args.optimizer,
+            "flat_optimizer": not args.per_tensor_optimizer,
             "s_per_step": result.seconds, metric(result.case.arch, args.resolution, "s_per_step"): result.seconds,
             "peak_gib": result.peak, "load_peak_gib": result.load_peak,
             "tflop_per_step": result.flops / 1e12 if result.flops else None, "mfu": cells[9], "note": result.note})

@@ -37,8 +37,8 @@ def test_each_step_runs_in_turn_inside_the_budget(tmp_path: Path, monkeypatch: p
 def test_the_plan_names_every_goal_then_the_extras() -> None:
     goals = script("gpu_goals")
     names = [step.name for step in goals.plan(None, "/d")]
-    assert names == ["zimage_train", "sdxl_train", "turbo_image", "sdxl_image", "vae", "peers"]
-    assert [step.name for step in goals.plan(None, None)][-1] == "vae", "no diffusers checkout: no peers step"
+    assert names == ["zimage_train", "sdxl_train", "turbo_image", "sdxl_image", "vae", "optimizer", "peers"]
+    assert [step.name for step in goals.plan(None, None)][-1] == "optimizer", "no diffusers checkout: no peers step"
     assert goals.plan(["peers"], "/d")[0].command == "python bench/peers.py --diffusers /d"
     with pytest.raises(SystemExit, match="unknown name"):
         goals.plan(["zimage"], None)

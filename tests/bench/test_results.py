@@ -92,3 +92,16 @@ def test_the_goals_table_takes_the_best_figure_and_checks_the_memory_limit(tmp_p
 def test_the_docs_tables_are_the_results_files() -> None:
     """docs/PERFORMANCE.md's results section is bench/report.py's output over bench/results/*.json."""
     assert script("report").main(["--check"]) == 0
+
+
+def test_optimizer_step_records_both_layouts_with_the_per_tensor_one_as_baseline(tmp_path: Path) -> None:
+    argv = ["--only", "sdxl", "--optimizers", "adamw,adamw8bit", "--values-per-tensor", "4", "--steps", "1",
+            "--results", str(tmp_path)]
+    assert script("optimizer_step").main(argv) == 0
+    records = json.loads(next(tmp_path.glob("*.json")).read_text())["runs"][0]["records"]
+    assert [(r["optimizer"], r["flat"]) for r in records] == [("adamw", False), ("adamw", True), ("adamw8bit", False),
+                                                              ("adamw8bit", True)]
+    assert all(r["tensors"] == 1444 and r["optimizer_ms"] > 0 for r in records), "SDXL's rank-16 LoRA: 1,444 tensors"
+    flat = records[3]
+    assert flat["baseline"]["case"] == records[2]["case"]
+    assert flat["baseline"]["ratio"] == pytest.approx(flat["optimizer_ms"] / records[2]["optimizer_ms"], rel=1e-3)

@@ -117,6 +117,83 @@ def test_only_float32_parameters_on_one_device_are_supported() -> None:
     assert not WorkingCopies.supported([])
 
 
+def _optimizer(name: str, params: list, options: dict) -> torch.optim.Optimizer:
+    from toolkit.train.optimizers import build_optimizer
+
+    return build_optimizer(name, [{"params": params, "lr": 1e-2}], 1e-2, options)
+
+
+def _two_ways(name: str, steps: int = 4, layers: int = 3, options: dict | None = None,
+              per_tensor_options: dict | None = None) -> tuple[nn.Module, nn.Module, WorkingCopies]:
+    """The same toy models trained with working copies, per tensor and flat (``name``'s optimizer, weight decay on
+    where it has one); the unused layers get no gradient."""
+    torch.manual_seed(0)
+    per_tensor = nn.Sequential(*(Toy() for _ in range(layers)))
+    flat_model = copy.deepcopy(per_tensor)
+    options = {"weight_decay": 0.1} if options is None else options
+    runs = []
+    for model, flat, extra in ((per_tensor, False, per_tensor_options or {}), (flat_model, True, {})):
+        working = WorkingCopies([p for p in model.parameters() if p.requires_grad], torch.bfloat16, flat=flat)
+        groups = working.optimizer_groups([{"params": working.params, "lr": 1e-2}])
+        runs.append((model, working, _optimizer(name, groups[0]["params"], {**options, **extra})))
+    for step in range(steps):
+        x = torch.randn(8, 16, generator=torch.Generator().manual_seed(step), dtype=torch.bfloat16)
+        for model, working, optimizer in runs:
+            with working.active():
+                loss_of(model, x).backward()
+            working.step(optimizer, max_grad_norm=1.0)
+    assert all(p.grad is None for model, _, _ in runs for p in model.parameters())
+    return per_tensor, flat_model, runs[1][1]
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "lion", "adamw8bit"])
+def test_a_flat_step_equals_the_per_tensor_step_bit_for_bit(name: str) -> None:
+    """One flat tensor for the optimizer: the same weights, and the layers without a gradient untouched (weight decay
+    would move them; a per-tensor step skips them). The 8-bit state (40 layers: 5,360 values) is quantized in the same
+    blocks as per tensor, since every tensor starts a block; per tensor, tensors under ``min_8bit_size`` (4,096 by
+    default) keep a 32-bit state, so that run sets it to 0."""
+    layers = 40 if name == "adamw8bit" else 3
+    per_tensor, flat, working = _two_ways(name, layers=layers, per_tensor_options={"min_8bit_size": 0} if name == "adamw8bit" else {})
+    assert len(working._flat) == 1 and "1 flat tensors" in working.describe()
+    for a, b in zip(per_tensor.parameters(), flat.parameters()):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    start = nn.Sequential(*(Toy() for _ in range(layers)))
+    assert torch.equal(flat[0].unused.weight, start[0].unused.weight)
+    assert not torch.equal(flat[0].lora_A.weight, start[0].lora_A.weight)
+
+
+def test_a_flat_prodigy_step_is_close() -> None:
+    """Prodigy's step size sums over all the group's values: the same sums, in another order."""
+    per_tensor, flat, _ = _two_ways("prodigy", steps=6, layers=40, options={})
+    with torch.no_grad():
+        differences = [float((a - b).abs().max()) for a, b in zip(per_tensor.parameters(), flat.parameters())]
+        assert max(differences) < 1e-5 * max(float(p.abs().max()) for p in per_tensor.parameters())
+
+
+def test_a_replaced_parameter_tensor_keeps_the_flat_optimizer_parameter_in_step() -> None:
+    model = Toy()
+    params = [model.lora_A.weight, model.lora_B.weight]
+    working = WorkingCopies(params, torch.bfloat16, flat=True)
+    [group] = working.optimizer_groups([{"params": params, "lr": 1e-2}])
+    optimizer = torch.optim.AdamW(group["params"], lr=1e-2)
+    with torch.no_grad():
+        model.lora_A.weight.data = torch.full_like(model.lora_A.weight, 0.25)
+    with working.active():
+        loss_of(model, torch.ones(2, 16, dtype=torch.bfloat16)).backward()
+    working.step(optimizer)
+    flat = group["params"][0]
+    assert flat.data_ptr() == working.master.data_ptr() and flat in optimizer.state
+    assert not torch.equal(model.lora_A.weight, torch.full((4, 16), 0.25)), "the step reached the new tensor"
+
+
+def test_flat_groups_must_follow_the_parameters_in_order() -> None:
+    model = Toy()
+    working = WorkingCopies([model.lora_A.weight, model.lora_B.weight], torch.bfloat16, flat=True)
+    with pytest.raises(ValueError, match="group after group"):
+        working.optimizer_groups([{"params": [model.lora_B.weight]}, {"params": [model.lora_A.weight]}])
+
+
 def trained(tmp_path: Path, working: bool | None, network: dict) -> tuple[list, dict[str, torch.Tensor], str]:
     """A bf16 run with accumulation, dropout and the text encoder trained: its losses, LoRA file and log."""
     train = {"steps": 4, "dtype": "bf16", "gradient_accumulation": 2, "train_text_encoder": True, "working_copies": working}
@@ -131,6 +208,7 @@ def trained(tmp_path: Path, working: bool | None, network: dict) -> tuple[list, 
 def test_training_with_working_copies_equals_autocast(tmp_path: Path, network: dict) -> None:
     on, off = trained(tmp_path / "on", None, network), trained(tmp_path / "off", False, network)
     assert "bf16 working copies" in on[2] and "working copies" not in off[2]
+    assert "the optimizer steps 2 flat tensors" in on[2]  # the UNet's group and the text encoder's
     assert on[0] == off[0]
     assert on[1].keys() == off[1].keys() and all(torch.equal(on[1][k], off[1][k]) for k in on[1])
 
@@ -157,6 +235,34 @@ def test_resume_with_working_copies_reproduces_the_run(tmp_path: Path, monkeypat
     rows = [[(r["step"], r["loss"], r["lr"]) for r in read_losses(run_dir(tmp_path / name) / "loss.csv")]
             for name in ("straight", "resumed")]
     assert rows[0] == rows[1]
+
+
+def test_a_state_saved_per_tensor_does_not_resume_with_a_flat_optimizer(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    sections = dict(save={"save_every": 2}, **NO_SAMPLES)
+    per_tensor = write_config(tmp_path, train={"steps": 4, "dtype": "bf16", "flat_optimizer": False}, **sections)
+    monkeypatch.setenv("EASEL_FAKE_SIGNAL_AT", f"3:{int(signal.SIGTERM)}")
+    assert run_main([str(per_tensor)]) == 143
+    monkeypatch.delenv("EASEL_FAKE_SIGNAL_AT")
+    flat = write_config(tmp_path, train={"steps": 4, "dtype": "bf16"}, **sections)
+    capsys.readouterr()
+    assert run_main([str(flat)]) == 2
+    err = capsys.readouterr().err
+    assert "with train.flat_optimizer false, which this config does not have; set train.flat_optimizer: false" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"flat_optimizer": True, "dtype": "bf16", "optimizer": "adafactor"}, "does not suit optimizer 'adafactor'"),
+    ({"flat_optimizer": True, "dtype": "fp16"}, "needs train.dtype bf16 with working_copies on"),
+    ({"flat_optimizer": True, "dtype": "bf16", "working_copies": False}, "needs train.dtype bf16 with working_copies on"),
+], ids=["adafactor", "fp16", "no working copies"])
+def test_a_flat_optimizer_that_cannot_be_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          train: dict, message: str) -> None:
+    config = write_config(tmp_path, train=train, **NO_SAMPLES)
+    assert run_main([str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "train.flat_optimizer" in err and message in err and "line" in err
 
 
 def test_working_copies_with_fp32_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,10 +318,41 @@ def test_working_copies_with_the_memory_options(tmp_path: Path, memory_options: 
     files = {}
     for working in (True, False):
         torch._dynamo.reset()
-        train = {"gradient_checkpointing": True, "dtype": "bf16", "working_copies": working, **memory_options["train"]}
+        train = {"gradient_checkpointing": True, "dtype": "bf16", "working_copies": working, **memory_options["train"],
+                 "flat_optimizer": False}  # an 8-bit state quantized in blocks across tensors is not bit for bit the same
         path = config(tmp_path, f"w{working}", "zimage:turbo", sample=True, model=memory_options["model"], train=train)
         assert run.main([str(path)]) == 0
         files[working], log, losses = run_files(tmp_path, f"w{working}")
         assert ("bf16 working copies" in log) == working and len(losses) == 4
     torch._dynamo.reset()
     assert all(torch.equal(files[True][k], files[False][k]) for k in files[True])
+
+
+def test_the_flat_optimizer_is_on_by_default_where_it_is_faster() -> None:
+    """On a GPU for every elementwise optimizer; on the CPU only for torch's fused Adam/AdamW (the others' whole-tensor
+    passes are slower over one flat tensor there, bench/optimizer_step.py)."""
+    from toolkit.train.working import flat_by_default
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert flat_by_default("adamw", cpu) and flat_by_default("adam", cpu) and not flat_by_default("adamw8bit", cpu)
+    assert all(flat_by_default(name, cuda) for name in ("adamw", "adamw8bit", "adam8bit", "lion", "lion8bit", "prodigy"))
+    assert not flat_by_default("adafactor", cuda) and not flat_by_default("sgd", cuda)
+
+
+def test_a_weight_that_loses_its_gradient_keeps_its_value_and_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    model = Toy()
+    params = [model.lora_A.weight, model.lora_B.weight, *model.unused.parameters()]
+    working = WorkingCopies(params, torch.bfloat16, flat=True)
+    [group] = working.optimizer_groups([{"params": params, "lr": 1e-2}])
+    optimizer = torch.optim.AdamW(group["params"], lr=1e-2)
+    x = torch.ones(2, 16, dtype=torch.bfloat16)
+    with working.active():  # the first step reaches the unused layer too
+        (loss_of(model, x) + model.unused(torch.ones(1, 2, dtype=torch.bfloat16)).float().sum()).backward()
+    working.step(optimizer)
+    before = model.unused.weight.detach().clone()
+    with working.active():
+        loss_of(model, x).backward()
+    with caplog.at_level("WARNING"):
+        working.step(optimizer)
+    assert torch.equal(model.unused.weight, before)
+    assert "had a gradient before and none in this step" in caplog.text

@@ -149,6 +149,8 @@ class LoraTrainerConfig(Block):
         if self.train.working_copies and self.train.dtype == "fp32":
             problems.append((("train", "working_copies"), "needs train.dtype bf16 or fp16 (with fp32 the adapter already "
                              "computes in float32); set train.dtype: bf16 or remove working_copies"))
+        if self.train.flat_optimizer:
+            problems += _flat_optimizer_problems(self.train)
         if self.train.train_text_encoder and self.train.cache_text_embeddings:
             problems.append((("train", "cache_text_embeddings"), "cannot cache text embeddings while training the text encoder; set one of them false"))
         if self.train.cache_text_embeddings:
@@ -165,3 +167,17 @@ class LoraTrainerConfig(Block):
         if not (self.train.train_unet or self.train.train_text_encoder):
             problems.append((("train", "train_unet"), "nothing to train: set train_unet or train_text_encoder to true"))
         return problems
+
+
+def _flat_optimizer_problems(train: TrainConfig) -> list[tuple[tuple, str]]:
+    """``train.flat_optimizer: true`` needs the working copies (bf16) and an optimizer whose update is elementwise."""
+    from toolkit.train.optimizers import FLAT_OPTIMIZERS
+
+    where = ("train", "flat_optimizer")
+    if train.optimizer not in FLAT_OPTIMIZERS:
+        return [(where, f"does not suit optimizer '{train.optimizer}' (its update is not elementwise); it suits "
+                        f"{', '.join(FLAT_OPTIMIZERS)}. Remove flat_optimizer or change the optimizer")]
+    if train.dtype != "bf16" or train.working_copies is False:
+        return [(where, "steps the working copies' flat buffers: it needs train.dtype bf16 with working_copies on "
+                        "(fp16's loss scaler unscales per tensor); remove flat_optimizer or set train.dtype: bf16")]
+    return []

@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 OPTIMIZERS = ("adamw", "adamw8bit", "adam", "adam8bit", "prodigy", "adafactor", "lion", "lion8bit", "sgd")
 """Every optimizer name ``optimizer_class`` knows; the config's ``train.optimizer`` type is made from it."""
 
+FLAT_OPTIMIZERS = ("adamw", "adam", "adamw8bit", "adam8bit", "lion", "lion8bit", "prodigy")
+"""Optimizers that may step one flat tensor per group (``train.flat_optimizer``): their update is elementwise, so
+torch's Adam/AdamW and bitsandbytes' Lion give the per-tensor numbers bit for bit. bitsandbytes' 8-bit ones quantize
+their state in blocks of 256 values, and every tensor starts a block, so they give the numbers of a per-tensor run
+with ``min_8bit_size: 0`` (per tensor, tensors under 4,096 values keep a 32-bit state). Prodigy's step size sums over
+all the group's values: the same sums in another order. Not Adafactor (it factors each matrix's moments) nor
+SGD (its weight decay enters the momentum of parameters without a gradient)."""
+
 
 def _bitsandbytes(name: str) -> Any:
     try:

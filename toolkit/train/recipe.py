@@ -41,7 +41,8 @@ from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, save_m
 from toolkit.models.encoder_memo import EncoderMemo
 from toolkit.train.logs import TrainLog
 from toolkit.train.signals import StopSignals
-from toolkit.train.state import capture_rng, latest_state, load_state, restore_rng, save_state, state_path
+from toolkit.train.state import (capture_rng, latest_state, load_state, restore_rng, save_state, state_mismatch,
+                                 state_path)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -287,19 +288,19 @@ class LoraTrainingRecipe:
         from toolkit.train.working import working_copies_for
 
         train, adapter, accelerator = self.config.train, self.adapter, self.accelerator
-        rank = accelerator.process_index
-        self.generator = torch.Generator().manual_seed((train.seed + 1_000_003 * (rank + 1)) % 2 ** 63)
+        self.generator = torch.Generator().manual_seed((train.seed + 1_000_003 * (accelerator.process_index + 1)) % 2 ** 63)
         step_module = DiffusionStep(adapter, self.network, objective_for(adapter.noise_schedule(), train),
                                     loss_type=train.loss_type, huber_c=train.huber_c,
                                     train_text_encoder=train.train_text_encoder, generator=self.generator,
                                     preservation=preservation_for(train, self.config.trigger_word))
-        optimizer = build_optimizer(train.optimizer, self.network.param_groups(learning_rates(self.config, adapter), train.lr),
+        groups = self.network.param_groups(learning_rates(self.config, adapter), train.lr)
+        self.working = working_copies_for(self.config, accelerator, groups)  # the optimizer may step their flat buffers
+        optimizer = build_optimizer(train.optimizer, self.working.optimizer_groups(groups) if self.working else groups,
                                     train.lr, dict(train.optimizer_params))
         self.total_steps = train.total_steps(self.data.steps_per_epoch())
         self.scheduler = build_scheduler(train.lr_scheduler, optimizer, warmup_steps=train.lr_warmup_steps,
                                          total_steps=self.total_steps, params=dict(train.lr_scheduler_params))
         self.model, self.optimizer = accelerator.prepare(step_module, optimizer, device_placement=[False, False])
-        self.working = working_copies_for(self.config, accelerator, self.params)
         self.ema = EMA(self.params, train.ema_config.ema_decay) if train.ema_config.use_ema else None
 
     def _preview_requests(self) -> "list[Preview]":
@@ -324,8 +325,7 @@ class LoraTrainingRecipe:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except (ValueError, KeyError, RuntimeError) as err:
-            raise EaselError(f"the training state {path} does not fit this config ({err}). The network or optimizer "
-                             f"settings changed: use another config.name, or delete the state files to start over.") from None
+            raise EaselError(state_mismatch(path, err, state["optimizer"], self.optimizer.state_dict())) from None
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         if accelerator.scaler is not None and state["scaler"] is not None:
@@ -382,8 +382,7 @@ class LoraTrainingRecipe:
                    f"({train.dtype} compute, base weights {self.adapter.dtype}), batch {train.batch_size} x accumulation "
                    f"{train.gradient_accumulation}, {train.optimizer} lr {train.lr:g} ({train.lr_scheduler})",
                    *(f"  {cfg.network.type} on {line}" for line in self.network.summary())]
-        if self.working is not None:
-            summary.append(f"  adapter weights float32, computed through {train.dtype} working copies (train.working_copies)")
+        summary += [f"  {self.working.describe()}"] if self.working is not None else []
         for line in summary if main else []:
             log.info(line)
         self.log = TrainLog(self.folder, enabled=main, total_steps=self.total_steps, start_step=self.step,
@@ -420,14 +419,15 @@ class LoraTrainingRecipe:
                     # mean over processes is not finite when any process's loss is not, so all stop together.
                     mean = float(accelerator.reduce(total / accumulation, "mean").item())
                     self._check_finite(mean)
-                    if max_grad_norm > 0 and self.working is not None and accelerator.scaler is None:
-                        self.working.clip_grad_norm_(max_grad_norm)  # the same numbers, without a call per tensor
-                    elif max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(self.params, max_grad_norm)
                     # without a loss scaler accelerate's optimizer wrapper only adds checks (XLA, LOMO) per call
                     stepper = optimizer if accelerator.scaler is not None else optimizer.optimizer
-                    stepper.step()
-                    stepper.zero_grad(set_to_none=True)
+                    if self.working is not None and accelerator.scaler is None:
+                        self.working.step(stepper, max_grad_norm)  # clipped and stepped over the flat buffers
+                    else:
+                        if max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(self.params, max_grad_norm)
+                        stepper.step()
+                        stepper.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
             self.ema.step()
