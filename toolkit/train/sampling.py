@@ -116,7 +116,7 @@ def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None"
     """
     import torch
 
-    from toolkit.lora_io.apply import apply_loras, remove_loras
+    from toolkit.lora_io.apply import applied_to, apply_loras, remove_loras
     from toolkit.models.loading import resolve_file
 
     modules = [adapter.denoiser, *adapter.text_encoders.values()]
@@ -129,14 +129,14 @@ def make_previews(adapter: "ModelAdapter", network: "Network", ema: "EMA | None"
         brought = [name for name in offloaded if memo is None or name not in memo.parked]
         if brought:
             adapter.move(brought, adapter.device)
-        if memo is not None:
-            stack.enter_context(memo.round())
-        for module in modules:
-            module.eval()
-        casting = network.cast_inputs(True)  # previews run without autocast
         if inference_lora:
             apply_loras(adapter, [(resolve_file(inference_lora, "model.inference_lora_path"), 1.0)])
             stack.callback(remove_loras, adapter)
+        if memo is not None:  # the inference LoRA's file is part of the key of the encoders it changes
+            stack.enter_context(memo.round({name: applied_to(adapter, name) for name in adapter.text_encoders}))
+        for module in modules:
+            module.eval()
+        casting = network.cast_inputs(True)  # previews run without autocast
         try:
             for preview in previews:
                 with network.scaled(preview.multiplier):
