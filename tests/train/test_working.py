@@ -256,10 +256,12 @@ def test_a_state_saved_per_tensor_does_not_resume_with_a_flat_optimizer(tmp_path
     ({"flat_optimizer": True, "dtype": "bf16", "optimizer": "adafactor"}, "does not suit optimizer 'adafactor'"),
     ({"flat_optimizer": True, "dtype": "fp16"}, "needs train.dtype bf16 with working_copies on"),
     ({"flat_optimizer": True, "dtype": "bf16", "working_copies": False}, "needs train.dtype bf16 with working_copies on"),
-], ids=["adafactor", "fp16", "no working copies"])
+    ({"flat_optimizer": True, "dtype": "bf16", "network": "loha"}, "a loha network has only with train.working_copies: true"),
+], ids=["adafactor", "fp16", "no working copies", "loha"])
 def test_a_flat_optimizer_that_cannot_be_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           train: dict, message: str) -> None:
-    config = write_config(tmp_path, train=train, **NO_SAMPLES)
+    network = {"type": train["network"]} if "network" in train else {}
+    config = write_config(tmp_path, train={k: v for k, v in train.items() if k != "network"}, network=network, **NO_SAMPLES)
     assert run_main([str(config)]) == 2
     err = capsys.readouterr().err
     assert "train.flat_optimizer" in err and message in err and "line" in err

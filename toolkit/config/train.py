@@ -150,7 +150,7 @@ class LoraTrainerConfig(Block):
             problems.append((("train", "working_copies"), "needs train.dtype bf16 or fp16 (with fp32 the adapter already "
                              "computes in float32); set train.dtype: bf16 or remove working_copies"))
         if self.train.flat_optimizer:
-            problems += _flat_optimizer_problems(self.train)
+            problems += _flat_optimizer_problems(self.train, self.network.type)
         if self.train.train_text_encoder and self.train.cache_text_embeddings:
             problems.append((("train", "cache_text_embeddings"), "cannot cache text embeddings while training the text encoder; set one of them false"))
         if self.train.cache_text_embeddings:
@@ -169,7 +169,7 @@ class LoraTrainerConfig(Block):
         return problems
 
 
-def _flat_optimizer_problems(train: TrainConfig) -> list[tuple[tuple, str]]:
+def _flat_optimizer_problems(train: TrainConfig, network_type: str) -> list[tuple[tuple, str]]:
     """``train.flat_optimizer: true`` needs the working copies (bf16) and an optimizer whose update is elementwise."""
     from toolkit.train.optimizers import FLAT_OPTIMIZERS
 
@@ -180,4 +180,7 @@ def _flat_optimizer_problems(train: TrainConfig) -> list[tuple[tuple, str]]:
     if train.dtype != "bf16" or train.working_copies is False:
         return [(where, "steps the working copies' flat buffers: it needs train.dtype bf16 with working_copies on "
                         "(fp16's loss scaler unscales per tensor); remove flat_optimizer or set train.dtype: bf16")]
+    if network_type not in ("lora", "locon") and not train.working_copies:
+        return [(where, f"steps the working copies' flat buffers, which a {network_type} network has only with "
+                        "train.working_copies: true; set it, or remove flat_optimizer")]
     return []

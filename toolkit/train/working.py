@@ -170,7 +170,6 @@ class WorkingCopies:
             self.grads.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
         return total
 
-
     def describe(self) -> str:
         """The line the run's summary gives them."""
         name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, str(self.dtype))
