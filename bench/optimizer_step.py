@@ -88,6 +88,7 @@ def time_steps(tensors: list[Any], optimizer_name: str, flat: bool, steps: int, 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from toolkit.devices import resolve_device
+    from toolkit.errors import EaselError
     from toolkit.log import setup_console
     from toolkit.train.optimizers import FLAT_OPTIMIZERS
 
@@ -104,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         tensors = lora_tensors(arch, device, args.values_per_tensor)
         values = sum(t.numel() for t in tensors)
         for name in names:
-            per_tensor = time_steps(tensors, name, False, args.steps, device)
-            flat = time_steps(tensors, name, True, args.steps, device)
+            try:
+                per_tensor = time_steps(tensors, name, False, args.steps, device)
+                flat = time_steps(tensors, name, True, args.steps, device)
+            except EaselError as err:  # its package is not installed
+                rows.append([f"{arch} rank {default_rank(arch)}", f"{len(tensors)}", f"{values / 1e6:.2f}M", name,
+                             "n/a", "n/a", str(err).split(":")[0]])
+                continue
             rows.append([f"{arch} rank {default_rank(arch)}", f"{len(tensors)}", f"{values / 1e6:.2f}M", name,
                          f"{per_tensor:.2f}", f"{flat:.2f}", f"{flat / per_tensor:.3f}"])
             common = {"arch": arch, "tensors": len(tensors), "values": values, "optimizer": name, "size": size}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -105,3 +106,17 @@ def test_optimizer_step_records_both_layouts_with_the_per_tensor_one_as_baseline
     flat = records[3]
     assert flat["baseline"]["case"] == records[2]["case"]
     assert flat["baseline"]["ratio"] == pytest.approx(flat["optimizer_ms"] / records[2]["optimizer_ms"], rel=1e-3)
+
+
+def test_optimizer_step_notes_an_optimizer_whose_package_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from toolkit.errors import EaselError
+    from toolkit.train import optimizers
+
+    def missing(name: str) -> Any:
+        raise EaselError(f"optimizer '{name}' needs bitsandbytes: `pip install bitsandbytes` (or choose adamw).")
+
+    monkeypatch.setattr(optimizers, "optimizer_class", missing)
+    argv = ["--only", "zimage", "--optimizers", "lion", "--values-per-tensor", "4", "--steps", "1", "--no-results"]
+    assert script("optimizer_step").main(argv) == 0
+    assert "| lion | n/a | n/a | optimizer 'lion' needs bitsandbytes |" in capsys.readouterr().out
