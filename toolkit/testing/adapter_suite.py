@@ -188,6 +188,25 @@ class AdapterSuite:
         assert (tiled - whole).abs().mean() < 0.3 * whole.std()
         assert torch.equal(small_tiled, small)
 
+    def test_encoder_memo(self, adapter: ModelAdapter) -> None:
+        """The text encoders' outputs kept by their inputs (previews, the generate job): a prompt seen before makes the
+        same image, bit for bit, without running an encoder; another prompt runs them again."""
+        from toolkit.models.encoder_memo import EncoderMemo
+
+        memo = EncoderMemo(adapter, parked=[])
+        request = self.request(negative_prompt="blurry", guidance_scale=3.0)
+        with torch.no_grad():
+            plain = adapter.generate([request])[0].tobytes()
+            with memo.round():
+                first = adapter.generate([request])[0].tobytes()
+            misses = memo.misses
+            with memo.round():
+                again = adapter.generate([request])[0].tobytes()
+            assert misses > 0 and memo.misses == misses and memo.hits == misses
+            with memo.round():
+                adapter.generate([self.request(prompt="a lighthouse at dusk")])
+        assert plain == first == again and memo.misses > misses
+
     def test_predict_shape_and_dependence(self, adapter: ModelAdapter) -> None:
         generator = torch.Generator().manual_seed(0)
         latents = torch.randn(2, self.latent_channels, self.size[1] // 8, self.size[0] // 8, generator=generator)
