@@ -49,7 +49,8 @@ class AdapterCache:
         self._compiled: dict[str, str] = {}
         """Compiled models' keys and their torch.compile mode."""
         self._graph_hooks: list[Any] = []
-        self._memos: dict[str, EncoderMemo] = {}
+        self._memo: EncoderMemo | None = None
+        """The loaded model's text-encoder outputs (it goes with the model)."""
         self.loads = 0
         """How many times a model was loaded."""
 
@@ -59,22 +60,23 @@ class AdapterCache:
         model stays compiled, warm, for every later job; one asked for without compiling keeps them too; another mode
         compiles them again)."""
         if key not in self._adapters:
+            from toolkit.models.encoder_memo import EncoderMemo
+
             self.clear()
             self._adapters[key] = load()
+            self._memo = EncoderMemo(self._adapters[key], parked=[])
             self.loads += 1
         adapter = self._adapters[key]
         if compile and self._compiled.get(key) != mode:
             self._compile(key, adapter, mode)
         return adapter
 
-    def memo(self, adapter: "ModelAdapter", limit_mib: int) -> "EncoderMemo":
-        """The text-encoder outputs kept for the loaded ``adapter`` (as long as it stays loaded), ``limit_mib`` at most."""
-        from toolkit.models.encoder_memo import EncoderMemo
-
-        key = next(key for key, loaded in self._adapters.items() if loaded is adapter)
-        memo = self._memos.setdefault(key, EncoderMemo(adapter, parked=[]))
-        memo.set_limit(limit_mib * 2**20)
-        return memo
+    def memo(self, limit_mib: int) -> "EncoderMemo":
+        """The text-encoder outputs kept for the loaded model (as long as it stays loaded), ``limit_mib`` at most."""
+        if self._memo is None:
+            raise RuntimeError("no model is loaded")
+        self._memo.set_limit(limit_mib * 2**20)
+        return self._memo
 
     def _compile(self, key: str, adapter: "ModelAdapter", mode: str) -> None:
         from toolkit.models.memory import check_compile, compile_blocks, mark_graph_steps, uses_cuda_graphs
@@ -91,7 +93,7 @@ class AdapterCache:
     def clear(self) -> None:
         self._adapters.clear()
         self._compiled.clear()
-        self._memos.clear()
+        self._memo = None
         self._graph_hooks = []
 
 
@@ -119,9 +121,9 @@ class GenerateJob(Job):
         vae_tiling.configure(adapter.vae, model)  # the loaded model keeps serving when only the tiling changes
         return adapter
 
-    def encoder_memo(self, adapter: "ModelAdapter", limit_mib: int) -> "EncoderMemo":
-        """The text-encoder outputs kept for ``adapter`` while it stays loaded (``generate.encoder_cache_mib``)."""
-        return self._adapters.memo(adapter, limit_mib)
+    def encoder_memo(self, limit_mib: int) -> "EncoderMemo":
+        """The text-encoder outputs kept for the loaded model while it stays loaded (``generate.encoder_cache_mib``)."""
+        return self._adapters.memo(limit_mib)
 
     def cleanup(self) -> None:
         super().cleanup()
@@ -391,7 +393,7 @@ class ToFolderProcess(Process):
             raise TypeError("the to_folder process runs inside job: generate")
         self.adapter = job.adapter_for(self)
         self.output.mkdir(parents=True, exist_ok=True)
-        memo = job.encoder_memo(self.adapter, self.config.generate.encoder_cache_mib)
+        memo = job.encoder_memo(self.config.generate.encoder_cache_mib)
         reused = memo.hits
         written = self._generate_all(self.adapter, images, memo)
         if memo.hits > reused:
