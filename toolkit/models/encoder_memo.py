@@ -62,9 +62,7 @@ class EncoderMemo:
 
     def _wrap(self, name: str, state: Hashable | None, forward: Callable[..., Any]) -> Callable[..., Any]:
         def remembered(*args: Any, **kwargs: Any) -> Any:
-            key = _key((name, args, kwargs)) if state is not None else None
-            if key is not None:
-                key = (state, key)
+            key = _key((name, state, args, kwargs)) if state is not None else None
             if key is not None and key in self.outputs:
                 self.hits += 1
                 self.outputs.move_to_end(key)

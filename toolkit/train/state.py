@@ -118,9 +118,10 @@ def load_state(path: Path) -> dict[str, Any]:
 def state_mismatch(path: Path, err: Exception, saved: dict[str, Any], current: dict[str, Any]) -> str:
     """The error for a training state that does not load into this run's network or optimizer; it names
     ``train.flat_optimizer`` when that setting is the difference (one parameter per group in one, many in the other)."""
-    counts = [[len(group["params"]) for group in optimizer["param_groups"]] for optimizer in (saved, current)]
-    if len(counts[0]) == len(counts[1]) and counts[0] != counts[1] and {1} in ({*counts[0]}, {*counts[1]}):
-        was = "true" if set(counts[0]) == {1} else "false"
+    groups = [[len(group["params"]) for group in optimizer["param_groups"]] for optimizer in (saved, current)]
+    saved_flat, current_flat = (all(count == 1 for count in sizes) for sizes in groups)
+    if len(groups[0]) == len(groups[1]) and saved_flat != current_flat:
+        was = "true" if saved_flat else "false"
         return (f"the training state {path} holds the optimizer's state with train.flat_optimizer {was}, which this "
                 f"config does not have; set train.flat_optimizer: {was} to resume this run.")
     return (f"the training state {path} does not fit this config ({err}). The network or optimizer settings changed: "
