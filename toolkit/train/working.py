@@ -48,8 +48,8 @@ class WorkingCopies:
         self.flat = flat
         self._flat: list[tuple[nn.Parameter, int, int]] = []
         """The optimizer's flat parameters, each with its slice [start, end) of the buffers."""
-        self._graded: set[int] = set()
-        """Indices of the parameters that have had a gradient (a flat step keeps the others' weights)."""
+        self._never_graded = set(range(len(self.params)))
+        """Indices of the parameters that have not had a gradient yet (after the first step: the few left out)."""
         self._warned = False
         self._build()
 
@@ -211,14 +211,14 @@ class WorkingCopies:
         missing = [i for i, p in enumerate(self.params) if p.grad is None]
         if len(missing) == len(self.params):
             return  # nothing to step, as a per-tensor optimizer does nothing
-        self._graded.update(set(range(len(self.params))) - set(missing))
-        if not self._warned and self._graded.intersection(missing):
+        if not self._warned and any(i not in self._never_graded for i in missing):
             self._warned = True
             from toolkit.log import log
 
             log.warning("warning: some adapter weights had a gradient before and none in this step; with "
                         "train.flat_optimizer they keep their weights but their optimizer moments decay. Set "
                         "train.flat_optimizer: false to skip them as a per-tensor optimizer does.")
+        self._never_graded.intersection_update(missing)  # per step: as many as are missing, not every parameter
         with torch.no_grad():
             kept = [(self._masters[i], self._masters[i].clone()) for i in missing]
             for i in missing:
