@@ -295,8 +295,8 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
     load_peak = peak_gib(device)
     groups = network.param_groups({}, 1e-4)
     params = [p for group in groups for p in group["params"]]
-    # as the trainer does under bf16 (train.working_copies, train.flat_optimizer): float32 masters, one bf16 copy per
-    # step, the optimizer stepping one flat tensor
+    # as the trainer does under bf16 on a GPU (train.working_copies, train.flat_optimizer's default there): float32
+    # masters, one bf16 copy per step, the optimizer stepping one flat tensor (on the CPU too, here)
     flat = args.optimizer in FLAT_OPTIMIZERS and not args.per_tensor_optimizer
     working = WorkingCopies(params, torch.bfloat16, flat=flat) if dtype == torch.bfloat16 and args.adapter_dtype == "fp32" else None
     optimizer = build_optimizer(args.optimizer, working.optimizer_groups(groups) if working else groups, 1e-4, {})
