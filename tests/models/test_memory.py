@@ -224,6 +224,30 @@ def test_unet_compiles_its_resnets_and_transformer_blocks_and_trains_like_eager(
     assert_trains_like_eager(eager, eager_net, compiled, compiled_net)
 
 
+def test_compiled_blocks_take_their_float_attributes_as_constants(registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Norm eps, dropout p and scale factors are compiled in, not passed as float64 CPU tensors made on every call
+    (host work per block call, and CPU inputs CUDA graphs partition around)."""
+    import torch._dynamo
+    import torch._dynamo.config
+
+    inputs_seen: list[torch.Tensor] = []
+
+    def recording(graph: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        inputs_seen.extend(value for value in example_inputs if isinstance(value, torch.Tensor))
+        return graph.forward
+
+    monkeypatch.setattr(memory, "COMPILE_BACKEND", recording)
+    adapter = load(registry, "sdxl")
+    network = with_lora(adapter)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(specialize_float=False):  # Dynamo's default
+        memory.compile_blocks(adapter.compile_units())
+        step(adapter, network)
+    torch._dynamo.reset()
+    scalars = [value for value in inputs_seen if value.dim() == 0 and value.dtype == torch.float64]
+    assert inputs_seen and not scalars
+
+
 def test_compile_allows_a_graph_per_unit_shape(registry: Any, monkeypatch: pytest.MonkeyPatch,
                                                caplog: pytest.LogCaptureFixture) -> None:
     """SDXL's resnets come in 13 shapes, over Dynamo's default of 8 graphs per function: past the limit they would

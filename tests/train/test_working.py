@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import signal
 from pathlib import Path
@@ -61,6 +62,28 @@ def test_steps_with_accumulation_equal_autocast_bit_for_bit() -> None:
             optimizer.zero_grad(set_to_none=True)
     for a, b in zip(plain.parameters(), copied.parameters()):
         assert b.dtype == a.dtype and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("reached", [(False, True, False), (True, False, False), (False, False, True)])
+@pytest.mark.parametrize("flat", [False, True], ids=["per tensor", "flat"])
+def test_a_layer_reached_in_some_micro_batches_accumulates_as_autocast_does(reached: tuple[bool, ...], flat: bool) -> None:
+    """Gathering must zero what a micro-batch without a gradient leaves behind, before and after one with it."""
+    torch.manual_seed(0)
+    plain = Toy()
+    copied = copy.deepcopy(plain)
+    working = WorkingCopies([p for p in copied.parameters() if p.requires_grad], torch.bfloat16, flat=flat)
+    for uses_unused in reached * 2:
+        x, y = torch.randn(8, 16, dtype=torch.bfloat16), torch.randn(3, 2, dtype=torch.bfloat16)
+        for model, context in ((plain, contextlib.nullcontext()), (copied, working.active())):
+            with context:
+                loss = loss_of(model, x)
+                if uses_unused:
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        loss = loss + model.unused(y).float().sum()
+                loss.backward()
+    for a, b in zip(plain.parameters(), copied.parameters()):
+        assert (a.grad is None) == (b.grad is None)
+        assert a.grad is None or (b.grad.dtype == torch.float32 and torch.equal(a.grad, b.grad))
 
 
 @pytest.mark.parametrize("max_norm", [1e-3, 1e3], ids=["clipped", "under the limit"])

@@ -245,6 +245,7 @@ def compile_blocks(units: "Iterable[nn.Module]", skip: "Iterable[nn.Module]" = (
     skipped = {id(inner) for block in skip for inner in block.modules()}
     chosen = [unit for unit in units if id(unit) not in skipped]
     _allow_recompiles(chosen)
+    _specialize_floats()
     for unit in chosen:
         unit.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False, mode=None if mode == "default" else mode)
     return len(chosen)
@@ -262,6 +263,16 @@ def mark_graph_steps(denoiser: "nn.Module") -> "RemovableHandle":
     import torch
 
     return denoiser.register_forward_pre_hook(lambda *_: torch.compiler.cudagraph_mark_step_begin())
+
+
+def _specialize_floats() -> None:
+    """Compile the blocks' float attributes (norm eps, dropout p, scale factors: constants) into the code. Dynamo's
+    default makes each a float64 CPU tensor input, created on every call: 2,520 host dispatches of SDXL's 9,331 per
+    training step outside the compiled code (``bench/gpu_train.py --profile``), and CPU inputs that CUDA graphs
+    have to partition around."""
+    import torch._dynamo.config
+
+    torch._dynamo.config.specialize_float = True
 
 
 def _allow_recompiles(units: "list[nn.Module]") -> None:

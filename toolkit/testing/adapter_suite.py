@@ -218,6 +218,38 @@ class AdapterSuite:
         assert early.shape == latents.shape and torch.isfinite(early).all()
         assert not torch.allclose(early, late) and not torch.allclose(early, other)
 
+    def test_compiled_blocks_predict_as_eager_without_recompiling(self, registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``train.compile`` here: the compile units, traced by Dynamo (its ``eager`` backend: no code generation),
+        predict what the plain blocks do, and other timesteps reuse their graphs (the floats inside the blocks are
+        compiled in as constants; one that changed per call would compile again each time). Prompts of another form
+        (Qwen-Image's padding mask) may add a graph once."""
+        import torch._dynamo
+
+        from toolkit.models import memory
+
+        adapter = load_adapter(ModelConfig(name_or_path=f"tiny:{self.arch.partition(':')[0]}", arch=self.arch), registry,
+                               device="cpu")  # its own copy: compiling cannot be undone
+        generator = torch.Generator().manual_seed(0)
+        latents = torch.randn(2, self.latent_channels, self.size[1] // 8, self.size[0] // 8, generator=generator)
+        with torch.no_grad():
+            conds = [adapter.encode_prompts(prompts) for prompts in (["a cat", "a dog"], ["a red house", "a car"])]
+            calls = [(torch.tensor([t, t]), cond) for ts in ((900.0, 500.0), (100.0, 300.0)) for t, cond in zip(ts, conds)]
+            expected = [adapter.predict(latents, t, cond) for t, cond in calls]
+        monkeypatch.setattr(memory, "COMPILE_BACKEND", "eager")
+        torch._dynamo.reset()
+        stats = torch._dynamo.utils.counters["stats"]
+        try:
+            assert memory.compile_blocks(adapter.compile_units()) > 0
+            with torch.no_grad():
+                start = stats["unique_graphs"]
+                got = [adapter.predict(latents, t, cond) for t, cond in calls[:2]]
+                traced = stats["unique_graphs"]
+                got += [adapter.predict(latents, t, cond) for t, cond in calls[2:]]  # other timesteps, the same prompts
+        finally:
+            torch._dynamo.reset()
+        assert traced > start and stats["unique_graphs"] == traced
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, expected))
+
     def test_noise_schedule(self, adapter: ModelAdapter) -> None:
         schedule = adapter.noise_schedule()
         assert schedule.kind == self.schedule_kind and schedule.num_train_timesteps == 1000

@@ -5,8 +5,8 @@ pass, again in the checkpointed recomputation, and casts each weight's gradient 
 kernels per adapted layer, thousands per step (``docs/PERFORMANCE.md``, "Where the time goes"). Here the
 float32 weights (the masters: what the optimizer, the EMA, clipping and saving see) live in one flat buffer,
 and for the forward/backward window each parameter points at its slice of one flat bf16/fp16 buffer,
-refreshed by a single copy. The gradients arrive in the working dtype and are gathered by one ``cat`` and
-one copy into a flat float32 buffer (added to it under gradient accumulation).
+refreshed by a single copy. The gradients arrive in the working dtype and are gathered by one multi-tensor copy into
+the working buffer and one copy into a flat float32 buffer (added to it under gradient accumulation).
 
 The arithmetic is the one autocast does: the weight is rounded to the compute dtype before its matmul and
 its gradient comes out of a compute-dtype matmul, so for LoRA/LoCon the training is bit for bit the same
@@ -66,9 +66,7 @@ class WorkingCopies:
         self._workings: list[torch.Tensor] = []
         self._grad_views: list[torch.Tensor] = []
         self._offsets: list[int] = []
-        zeros = torch.zeros(BLOCK, dtype=self.dtype, device=device)
-        self._pads = [zeros[:pad] for pad in pads if pad]  # between the gradients in ``_gather``'s cat
-        self._padded = [bool(pad) for pad in pads]
+        gaps: list[torch.Tensor] = []
         offset = 0
         with torch.no_grad():
             for p, pad in zip(params, pads):
@@ -85,7 +83,11 @@ class WorkingCopies:
                     self._grad_views[-1].copy_(grad)
                     p.grad = self._grad_views[-1]
                 self._offsets.append(offset)
+                if pad:
+                    gaps.append(torch.arange(offset + n, offset + n + pad))
                 offset += n + pad
+        self._padding = torch.cat(gaps).to(device) if gaps else None
+        """Where the padding lies: a flat step's 8-bit optimizers can move it off zero, and ``_flat_step`` puts it back."""
         self._pointers = [p.data_ptr() for p in params]
         for flat, start, end in self._flat:  # taken in again: the optimizer keeps its parameter objects
             flat.data = self.master[start:end]
@@ -133,28 +135,28 @@ class WorkingCopies:
                 p.grad = view
 
     def _gather(self, produced: list[torch.Tensor | None], before: list[torch.Tensor | None]) -> None:
-        """One ``cat`` of the working-dtype gradients into the float32 buffer (``add_`` when accumulating)."""
-        if all(grad is None for grad in produced):
+        """The working-dtype gradients into the float32 buffer (added to it when accumulating), through the working
+        buffer, whose weights the backward pass no longer needs: one multi-tensor copy and one dtype copy, where a
+        ``cat`` would first reshape each of SDXL's 1,444 gradients (a host dispatch each) into a temporary."""
+        present = [i for i, grad in enumerate(produced) if grad is not None]
+        if not present:
             return
-        flat = [grad.reshape(-1) if grad is not None else view.new_zeros(view.numel(), dtype=self.dtype)
-                for grad, view in zip(produced, self._grad_views)]
-        if self._pads:  # flat: each tensor starts a block
-            pads = iter(self._pads)
-            flat = [part for grad, padded in zip(flat, self._padded) for part in ((grad, next(pads)) if padded else (grad,))]
         with torch.no_grad():
-            joined = torch.cat(flat)  # in the gradients' own dtype: batched kernels (a dtype change copies one by one)
+            if len(present) < len(produced):  # the missing ones read zero (their slices hold this step's weights)
+                for i in set(range(len(produced))).difference(present):
+                    self._workings[i].zero_()
+            torch._foreach_copy_([self._workings[i] for i in present], [produced[i] for i in present])
             if all(grad is None for grad in before):
-                self.grads.copy_(joined)
+                self.grads.copy_(self.working)  # the padding is zero in both (the masters' is kept zero)
             else:
                 # a parameter without a gradient so far holds stale numbers in the buffer: zero them first
                 for grad, view in zip(before, self._grad_views):
                     if grad is None:
                         view.zero_()
-                self.grads.add_(joined)
+                self.grads.add_(self.working)
         for p, grad, view in zip(self.params, produced, self._grad_views):
             if grad is not None and p.grad is None:
                 p.grad = view
-
 
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
         """``torch.nn.utils.clip_grad_norm_`` of the masters' gradients, bit for bit, in a handful of operators: the
@@ -228,6 +230,8 @@ class WorkingCopies:
             optimizer.step()
             for master, value in kept:
                 master.copy_(value)
+            if self._padding is not None:  # zero again, so the working copies and the gathered gradients are zero there
+                self.master.index_fill_(0, self._padding, 0.0)
 
 
 def flat_by_default(optimizer: str, device: torch.device) -> bool:
