@@ -118,6 +118,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-bf16", action="store_true",
                         help="bf16 autocast on the CPU too (with --profile: count the operators a GPU step launches)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser blocks (train.compile)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile's backend; aot_eager: the same compiled regions without code generation (fast, "
+                             "for --profile's host dispatch counts on the CPU)")
     parser.add_argument("--variants", help=VARIANTS_HELP)
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step per configuration")
     parser.add_argument("--results", metavar="DIR", help="append the figures to DIR/<date>-<device>.json (default on a GPU: bench/results)")
@@ -432,9 +435,10 @@ def profile(step: Callable[[], Any], device: Any, rows: int = 18) -> None:
               f"them, so about {outside + regions} launches per step with CUDA graphs", flush=True)
         common = ", ".join(f"{name} {count}" for name, count in outside_launches(events).most_common(12))
         print(f"launches outside compiled regions, by operator: {common}", flush=True)
-        total_ops, outside_ops = dispatches(events), dispatches(events, outside_compiled=True)
-        print(f"host dispatches (outermost aten ops, views and allocations included): {total_ops} per step, {outside_ops} "
-              f"outside compiled regions (what CUDA graphs leave to the CPU)", flush=True)
+        total_ops, left = dispatches(events), dispatches(events, outside_compiled=True)
+        common = ", ".join(f"{name} {count}" for name, count in left.most_common(8))
+        print(f"host dispatches (outermost aten ops, views and allocations included): {sum(total_ops.values())} per step, "
+              f"{sum(left.values())} outside compiled regions (what CUDA graphs leave to the CPU): {common}", flush=True)
 
 
 NO_KERNEL = frozenset(f"aten::{name}" for name in (
@@ -467,9 +471,10 @@ def _inside_compiled(event: Any) -> bool:
     return False
 
 
-def dispatches(events: Any, outside_compiled: bool = False) -> int:
-    """Outermost aten calls (none of their callers is an aten op): each is one trip through the dispatcher, the host's
-    cost per operator whether it launches a kernel or not; with ``outside_compiled`` only those no compiled graph runs."""
+def dispatches(events: Any, outside_compiled: bool = False) -> Counter[str]:
+    """Outermost aten calls (none of their callers is an aten op) by name: each is one trip through the dispatcher, the
+    host's cost per operator whether it launches a kernel or not; with ``outside_compiled`` only those no compiled graph
+    runs."""
     def outermost(event: Any) -> bool:
         parent = event.cpu_parent
         while parent is not None:
@@ -478,8 +483,8 @@ def dispatches(events: Any, outside_compiled: bool = False) -> int:
             parent = parent.cpu_parent
         return True
 
-    return sum(1 for event in events if event.name.startswith("aten::") and outermost(event)
-               and not (outside_compiled and _inside_compiled(event)))
+    return Counter(event.name for event in events if event.name.startswith("aten::") and outermost(event)
+                   and not (outside_compiled and _inside_compiled(event)))
 
 
 def outside_launches(events: Any) -> Counter[str]:
@@ -580,6 +585,10 @@ def main(argv: list[str] | None = None) -> int:
     args.resolution = args.resolution or (64 if args.tiny else 1024)
     device = resolve_device(args.device)
     args.device_type = device.type
+    if args.compile_backend != "inductor":
+        from toolkit.models import memory
+
+        memory.COMPILE_BACKEND = args.compile_backend
     if args.profile:  # name inductor's C++ kernels in the profile, so compiled steps' launches can be counted
         import torch._inductor.config
 
