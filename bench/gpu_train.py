@@ -8,7 +8,7 @@ Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32
             python bench/gpu_train.py --offload 0.5            # also: 8-bit base with half the blocks streamed from CPU memory
             python bench/gpu_train.py --only zimage --quantize none --variants default,autocast,ckpt=2,ckpt=0,compile
                                                                # trainer options side by side on one model
-            python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,compile,compile+ckpt=2
+            python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,compile,compile+ckpt=0
                                                                # float8 matmuls for the frozen base (sm_89+)
 Run (CPU, to check it works): python bench/gpu_train.py --tiny --steps 2
 Count the kernel launches of one full-size step on the CPU (the operators do not depend on the device):
