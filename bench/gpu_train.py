@@ -8,7 +8,7 @@ Run (GPU):  python bench/gpu_train.py                          # Z-Image rank 32
             python bench/gpu_train.py --offload 0.5            # also: 8-bit base with half the blocks streamed from CPU memory
             python bench/gpu_train.py --only zimage --quantize none --variants default,autocast,ckpt=2,ckpt=0,compile
                                                                # trainer options side by side on one model
-            python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,compile,compile+ckpt=0
+            python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,float8_mm,float8_mm+compile,float8_mm+compile+ckpt=0
                                                                # float8 matmuls for the frozen base (sm_89+)
 Run (CPU, to check it works): python bench/gpu_train.py --tiny --steps 2
 Count the kernel launches of one full-size step on the CPU (the operators do not depend on the device):
@@ -65,6 +65,8 @@ class Variant:
     compile: bool = False
     mode: str = "default"
     """torch.compile's mode (``train.compile_mode``); ``graphs``: reduce-overhead, CUDA graphs"""
+    qtype: str | None = None
+    """the 8-bit base of ``--quantize`` it runs on (a part naming it); None: the bf16 model"""
 
 
 @dataclass
@@ -128,16 +130,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-VARIANTS_HELP = ("trainer variants timed one after the other on the same bf16 model, comma-separated, each a '+'-joined set "
+VARIANTS_HELP = ("trainer variants timed one after the other on the same model, comma-separated, each a '+'-joined set "
                  "of: default (the other flags), autocast (no working copies), ckpt=N (checkpoint one block in N; 0: none), "
-                 "compile, graphs (compiled with mode reduce-overhead: CUDA graphs); e.g. default,autocast,ckpt=2,compile,"
-                 "compile+ckpt=2,graphs (compiled ones run last, graphs after compile)")
+                 "compile, graphs (compiled with mode reduce-overhead: CUDA graphs), and a type of --quantize (run on that "
+                 "8-bit base instead of bf16, which otherwise runs only the first); e.g. default,autocast,ckpt=2,compile,"
+                 "compile+ckpt=2,graphs,float8_mm+compile (compiled ones run last, graphs after compile)")
+
+
+def default_variant(args: argparse.Namespace) -> Variant:
+    """The variant the other flags describe."""
+    return Variant("default", working_copies=not args.no_working_copies,
+                   interval=0 if args.no_checkpointing else args.checkpoint_interval, compile=args.compile)
 
 
 def parse_variants(args: argparse.Namespace) -> list[Variant]:
     """``--variants``, or the one variant the other flags describe."""
-    base = Variant("default", working_copies=not args.no_working_copies,
-                   interval=0 if args.no_checkpointing else args.checkpoint_interval, compile=args.compile)
+    base = default_variant(args)
     found = []
     for text in args.variants.split(",") if args.variants else ["default"]:
         variant = replace(base, name=text)
@@ -150,24 +158,35 @@ def parse_variants(args: argparse.Namespace) -> list[Variant]:
                 variant = replace(variant, compile=True, mode="reduce-overhead")
             elif part.startswith("ckpt=") and part[5:].isdigit():
                 variant = replace(variant, interval=int(part[5:]))
+            elif part in quantized(args):
+                variant = replace(variant, qtype=part)
             elif part != "default":
                 raise SystemExit(f"gpu_train.py: --variants {args.variants!r}: unknown part {part!r}. Use {VARIANTS_HELP}.")
         found.append(variant)
     return sorted(found, key=lambda variant: (variant.compile, variant.mode != "default"))  # compiling cannot be undone
 
 
+def quantized(args: argparse.Namespace) -> list[str]:
+    """The 8-bit types of ``--quantize``."""
+    return [t for t in args.quantize.split(",") if t and t != "none"]
+
+
 def cases(args: argparse.Namespace) -> list[Case]:
-    """bf16, then each 8-bit type, then the offloaded one, per architecture; only bf16 runs the variants (and
-    counts the FLOPs: without it the 8-bit rows show no MFU)."""
-    types = [t for t in args.quantize.split(",") if t and t != "none"]
+    """bf16, then each 8-bit type, then the offloaded one, per architecture. bf16 runs the variants that name no 8-bit
+    type (and counts the FLOPs: without it the 8-bit rows show no MFU; with none, bf16 is not built); an 8-bit type
+    runs those naming it, or else the first of bf16's."""
+    types = quantized(args)
     variants = parse_variants(args)
+    plain = [variant for variant in variants if variant.qtype is None]
+    first = plain[:1] or [default_variant(args)]
     found = []
     for arch in ["zimage", "sdxl"] if args.only is None else [args.only]:
-        if not args.no_bf16:
-            found.append(Case(arch, "bf16", None, None, variants))
-        found += [Case(arch, f"{qtype} base", qtype, None, variants[:1]) for qtype in types]
+        if not args.no_bf16 and plain:
+            found.append(Case(arch, "bf16", None, None, plain))
+        found += [Case(arch, f"{qtype} base", qtype, None, [v for v in variants if v.qtype == qtype] or first)
+                  for qtype in types]
         if args.offload is not None and types:
-            found.append(Case(arch, f"{types[0]} base, {args.offload:g} offloaded", types[0], args.offload, variants[:1]))
+            found.append(Case(arch, f"{types[0]} base, {args.offload:g} offloaded", types[0], args.offload, first))
     return found
 
 

@@ -38,7 +38,7 @@ class Goal:
 
 GOALS = [
     Goal("Z-Image LoRA step at 1024 (rank 32, batch 1)", "zimage_1024_s_per_step", 0.30, "s/step",
-         command="python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,compile,compile+ckpt=0",
+         command="python bench/gpu_train.py --only zimage --quantize float8_mm --variants default,float8_mm,float8_mm+compile,float8_mm+compile+ckpt=0",
          name="zimage_train", expected_s=330),
     Goal("SDXL LoRA step at 1024 (rank 16, batch 1)", "sdxl_1024_s_per_step", 0.45, "s/step",
          command="python bench/gpu_train.py --only sdxl --quantize none --variants default,compile,graphs,graphs+ckpt=0",

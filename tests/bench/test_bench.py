@@ -56,19 +56,26 @@ def test_gpu_train_compares_trainer_variants_on_one_model(capsys: pytest.Capture
 
     monkeypatch.setattr(memory, "COMPILE_BACKEND", "eager")
     argv = ["--tiny", "--cpu-bf16", "--only", "zimage", "--steps", "1", "--warmup", "1", "--quantize", "qint8",
-            "--variants", "graphs,compile+ckpt=2,default,autocast,ckpt=0"]
+            "--variants", "graphs,compile+ckpt=2,default,autocast,ckpt=0,qint8+ckpt=0"]
     gpu_train = script("gpu_train")
     built: list[str] = []
     original = gpu_train.prepare
     monkeypatch.setattr(gpu_train, "prepare", lambda case, *rest: built.append(case.label) or original(case, *rest))
     assert gpu_train.main(argv) == 0
     rows = table_rows(capsys.readouterr().out)
-    # compiled variants last (CUDA graphs after them); the 8-bit case runs only the first; one model per case
+    # compiled variants last (CUDA graphs after them); the 8-bit case runs those naming it; one model per case
     assert [(row[1], row[2]) for row in rows] == [
         ("bf16", "working copies, ckpt"), ("bf16", "autocast casts, ckpt"), ("bf16", "working copies, no ckpt"),
         ("bf16", "working copies, ckpt 1 in 2, compiled"), ("bf16", "working copies, ckpt, compiled, CUDA graphs"),
-        ("qint8 base", "working copies, ckpt")]
+        ("qint8 base", "working copies, no ckpt")]
     assert built == ["bf16", "qint8 base"]
+    argv[argv.index("--variants") + 1] = "autocast,int8+compile"  # an unnamed 8-bit type runs bf16's first
+    argv[argv.index("--quantize") + 1] = "qint8,int8"
+    built.clear()
+    assert gpu_train.main(argv) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert [(row[1], row[2]) for row in rows] == [("bf16", "autocast casts, ckpt"), ("qint8 base", "autocast casts, ckpt"),
+                                                   ("int8 base", "working copies, ckpt, compiled")]
     assert all(float(row[5]) > 0 and float(row[8]) > 0 and row[10] == "" for row in rows)
     with pytest.raises(SystemExit, match="unknown part 'ckpt2'"):
         gpu_train.main(["--tiny", "--variants", "default,ckpt2"])
