@@ -340,7 +340,7 @@ def apply_variant(setup: Setup, variant: Variant) -> None:
         import torch._dynamo
 
         torch._dynamo.reset()  # a new mode compiles anew
-        compile_blocks(setup.adapter.compile_units(), skip=setup.streamed, mode=variant.mode)
+        compile_blocks(setup.adapter.compile_units(), skip=setup.streamed, mode=variant.mode, constant_floats=True)
         setup.compiled = variant.mode
 
 

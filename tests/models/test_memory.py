@@ -224,9 +224,12 @@ def test_unet_compiles_its_resnets_and_transformer_blocks_and_trains_like_eager(
     assert_trains_like_eager(eager, eager_net, compiled, compiled_net)
 
 
-def test_compiled_blocks_take_their_float_attributes_as_constants(registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Norm eps, dropout p and scale factors are compiled in, not passed as float64 CPU tensors made on every call
-    (host work per block call, and CPU inputs CUDA graphs partition around)."""
+@pytest.mark.parametrize("constant_floats", [True, False], ids=["training", "generation"])
+def test_compiled_blocks_take_float_attributes_as_constants_in_training(registry: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                        constant_floats: bool) -> None:
+    """The trainer compiles norm eps, dropout p and scale factors in, not passed as float64 CPU tensors made on every
+    call (host work per block call, and CPU inputs CUDA graphs partition around). Generation keeps them as inputs, so
+    a LoRA at another weight runs the same graphs."""
     import torch._dynamo
     import torch._dynamo.config
 
@@ -240,12 +243,17 @@ def test_compiled_blocks_take_their_float_attributes_as_constants(registry: Any,
     adapter = load(registry, "sdxl")
     network = with_lora(adapter)
     torch._dynamo.reset()
-    with torch._dynamo.config.patch(specialize_float=False):  # Dynamo's default
-        memory.compile_blocks(adapter.compile_units())
+    stats = torch._dynamo.utils.counters["stats"]
+    with torch._dynamo.config.patch(specialize_float=False):  # compile_blocks sets it; the patch puts it back
+        memory.compile_blocks(adapter.compile_units(), constant_floats=constant_floats)
+        step(adapter, network)
+        graphs = stats["unique_graphs"]
+        network.multiplier = 0.5  # a preview's network_multiplier, or the LoRA's weight in a generate request
         step(adapter, network)
     torch._dynamo.reset()
     scalars = [value for value in inputs_seen if value.dim() == 0 and value.dtype == torch.float64]
-    assert inputs_seen and not scalars
+    assert inputs_seen and bool(scalars) is not constant_floats
+    assert (stats["unique_graphs"] > graphs) is constant_floats  # in training another weight compiles once more
 
 
 def test_compile_allows_a_graph_per_unit_shape(registry: Any, monkeypatch: pytest.MonkeyPatch,

@@ -93,7 +93,8 @@ class SampleConfig(Block):
     sample_steps: int | None = Field(None, ge=1)
     """Denoising steps; default: the architecture variant's (8 for Z-Image Turbo)."""
     network_multiplier: float = 1.0
-    """Weight of the trained adapter in previews."""
+    """Weight of the trained adapter in previews. With ``train.compile``, previews at several weights (this and the
+    prompts' own) compile the blocks once for each weight, at its first preview."""
     guidance_rescale: float = Field(0.0, ge=0, le=1)
     """SD: rescale guided noise to reduce over-exposure (0 disables)."""
     format: lowercase(Literal["png", "jpg", "jpeg", "webp"]) = Field("png", validation_alias=AliasChoices("format", "ext"))  # type: ignore[valid-type]

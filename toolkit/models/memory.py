@@ -233,19 +233,20 @@ def check_compile(device: "torch.device") -> None:
                          "train.compile: false (steps are then slower, nothing else changes).")
 
 
-def compile_blocks(units: "Iterable[nn.Module]", skip: "Iterable[nn.Module]" = (), mode: str = "default") -> int:
+def compile_blocks(units: "Iterable[nn.Module]", skip: "Iterable[nn.Module]" = (), mode: str = "default",
+                   constant_floats: bool = False) -> int:
     """``torch.compile`` each of ``units`` (``ModelAdapter.compile_units``) with dynamic shapes, except those in or
     inside the blocks of ``skip`` (offloaded ones); returns how many.
 
     Units are compiled one by one (``nn.Module.compile``): identical ones share the compiled code, the first step
     is slow, and bucket sizes do not recompile (``dynamic=True``); ``fullgraph=False`` lets adapters and hooks run
     eagerly where Dynamo cannot trace them. ``mode`` is torch.compile's (``train.compile_mode``; CUDA graphs with
-    ``reduce-overhead``).
+    ``reduce-overhead``). ``constant_floats``: see ``_specialize_floats``.
     """
     skipped = {id(inner) for block in skip for inner in block.modules()}
     chosen = [unit for unit in units if id(unit) not in skipped]
     _allow_recompiles(chosen)
-    _specialize_floats()
+    _specialize_floats(constant_floats)
     for unit in chosen:
         unit.compile(backend=COMPILE_BACKEND, dynamic=True, fullgraph=False, mode=None if mode == "default" else mode)
     return len(chosen)
@@ -265,14 +266,18 @@ def mark_graph_steps(denoiser: "nn.Module") -> "RemovableHandle":
     return denoiser.register_forward_pre_hook(lambda *_: torch.compiler.cudagraph_mark_step_begin())
 
 
-def _specialize_floats() -> None:
-    """Compile the blocks' float attributes (norm eps, dropout p, scale factors: constants) into the code. Dynamo's
-    default makes each a float64 CPU tensor input, created on every call: 2,520 host dispatches of SDXL's 9,331 per
-    training step outside the compiled code (``bench/gpu_train.py --profile``), and CPU inputs that CUDA graphs
-    have to partition around."""
+def _specialize_floats(constant: bool) -> None:
+    """Whether the blocks' float attributes are compiled into the code as constants (``constant``, the trainer's
+    choice) or, Dynamo's default, passed in as float64 CPU tensors made on every call.
+
+    The trainer's floats are constants: norm eps, dropout p, scale factors, the LoRA's alpha / rank. As inputs they cost
+    2,520 host dispatches of SDXL's 9,331 per training step outside the compiled code (``bench/gpu_train.py
+    --profile``), and they are CPU inputs that CUDA graphs have to partition around. Previews at several
+    ``network_multiplier`` values compile once for each value. Generation keeps the default, because there the LoRAs'
+    weights change from one request to the next, and as constants each new weight would compile the blocks again."""
     import torch._dynamo.config
 
-    torch._dynamo.config.specialize_float = True
+    torch._dynamo.config.specialize_float = constant
 
 
 def _allow_recompiles(units: "list[nn.Module]") -> None:

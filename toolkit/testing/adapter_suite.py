@@ -220,9 +220,9 @@ class AdapterSuite:
 
     def test_compiled_blocks_predict_as_eager_without_recompiling(self, registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         """``train.compile`` here: the compile units, traced by Dynamo (its ``eager`` backend: no code generation),
-        predict what the plain blocks do, and other timesteps reuse their graphs (the floats inside the blocks are
-        compiled in as constants; one that changed per call would compile again each time). Prompts of another form
-        (Qwen-Image's padding mask) may add a graph once."""
+        predict what the plain blocks do, and other timesteps reuse their graphs (the trainer compiles the floats
+        inside the blocks in as constants; one that changed per call would compile again each time). Prompts of another
+        form (Qwen-Image's padding mask) may add a graph once."""
         import torch._dynamo
 
         from toolkit.models import memory
@@ -239,7 +239,7 @@ class AdapterSuite:
         torch._dynamo.reset()
         stats = torch._dynamo.utils.counters["stats"]
         try:
-            assert memory.compile_blocks(adapter.compile_units()) > 0
+            assert memory.compile_blocks(adapter.compile_units(), constant_floats=True) > 0  # as the trainer does
             with torch.no_grad():
                 start = stats["unique_graphs"]
                 got = [adapter.predict(latents, t, cond) for t, cond in calls[:2]]

@@ -269,7 +269,7 @@ class LoraTrainingRecipe:
         network.to(adapter.device)
         if train.compile:
             streamed = offloaded(adapter.denoiser)
-            count = compile_blocks(adapter.compile_units(), skip=streamed, mode=train.compile_mode)
+            count = compile_blocks(adapter.compile_units(), skip=streamed, mode=train.compile_mode, constant_floats=True)
             self._graphed = uses_cuda_graphs(train.compile_mode, self.device)
             mode = "" if train.compile_mode == "default" else f", mode {train.compile_mode}"
             log.info(f"torch.compile: {count} {adapter.denoiser_name} blocks{mode} (the first steps are slow while they compile)"
