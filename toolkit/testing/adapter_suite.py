@@ -232,8 +232,8 @@ class AdapterSuite:
         generator = torch.Generator().manual_seed(0)
         latents = torch.randn(2, self.latent_channels, self.size[1] // 8, self.size[0] // 8, generator=generator)
         with torch.no_grad():
-            conds = [adapter.encode_prompts(prompts) for prompts in (["a cat", "a dog"], ["a red house", "a car"])]
-            calls = [(torch.tensor([t, t]), cond) for ts in ((900.0, 500.0), (100.0, 300.0)) for t, cond in zip(ts, conds)]
+            same, mixed = adapter.encode_prompts(["a cat", "a dog"]), adapter.encode_prompts(["a red house", "a car"])
+            calls = [(torch.tensor([t, t]), cond) for t, cond in ((900.0, same), (500.0, mixed), (100.0, same), (300.0, mixed))]
             expected = [adapter.predict(latents, t, cond) for t, cond in calls]
         monkeypatch.setattr(memory, "COMPILE_BACKEND", "eager")
         torch._dynamo.reset()

@@ -36,9 +36,9 @@ import torch
 from toolkit.train.requests import Requests
 from toolkit.errors import EaselError, Interrupted
 from toolkit.log import log
+from toolkit.models.encoder_memo import EncoderMemo
 from toolkit.output import run_folder_path
 from toolkit.train.checkpoint import SaveFiles, lora_metadata, save_lora, save_merged, tag_frequency
-from toolkit.models.encoder_memo import EncoderMemo
 from toolkit.train.logs import TrainLog
 from toolkit.train.signals import StopSignals
 from toolkit.train.state import (capture_rng, latest_state, load_state, restore_rng, save_state, state_mismatch,

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 
     from toolkit.config.sample import SampleConfig
     from toolkit.models.base import ModelAdapter
+    from toolkit.models.encoder_memo import EncoderMemo
     from toolkit.network.network import Network
     from toolkit.registry import ArchRef
     from toolkit.train.ema import EMA
-    from toolkit.models.encoder_memo import EncoderMemo
 
 
 @dataclass(frozen=True)

@@ -142,8 +142,8 @@ class WorkingCopies:
         if not present:
             return
         with torch.no_grad():
-            if len(present) < len(produced):  # the missing ones read zero (their slices hold this step's weights)
-                for i in set(range(len(produced))).difference(present):
+            for i, grad in enumerate(produced):  # the missing ones read zero (their slices hold this step's weights)
+                if grad is None:
                     self._workings[i].zero_()
             torch._foreach_copy_([self._workings[i] for i in present], [produced[i] for i in present])
             if all(grad is None for grad in before):
