@@ -320,7 +320,7 @@ def prepare(case: Case, args: argparse.Namespace, device: Any) -> Setup:
     # as the trainer does under bf16 on a GPU (train.working_copies, train.flat_optimizer's default there): float32
     # masters, one bf16 copy per step, the optimizer stepping one flat tensor (on the CPU too, here)
     flat = args.optimizer in FLAT_OPTIMIZERS and not args.per_tensor_optimizer
-    working = WorkingCopies(params, torch.bfloat16, flat=flat) if dtype == torch.bfloat16 and args.adapter_dtype == "fp32" else None
+    working = WorkingCopies(params, torch.bfloat16, flat=flat, owner=network) if dtype == torch.bfloat16 and args.adapter_dtype == "fp32" else None
     optimizer = build_optimizer(args.optimizer, working.optimizer_groups(groups) if working else groups, 1e-4, {})
     return Setup(model, adapter, network, params, optimizer, working, streamed, load_peak, note)
 

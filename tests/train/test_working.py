@@ -33,16 +33,28 @@ class Toy(nn.Module):
         return self.base(x) + self.lora_B(self.lora_A(x)) * 0.5
 
 
+@pytest.fixture(params=["stand-ins", "data swaps"])
+def owned(request: pytest.FixtureRequest) -> bool:
+    """Both ways of pointing the modules at the working copies: stand-in parameters in the modules (given the owner
+    module, as the trainer does) and ``.data`` swaps of the float32 parameters (without it)."""
+    return request.param == "stand-ins"
+
+
+def copies(model: nn.Module, owned: bool, flat: bool = False, params: list[nn.Parameter] | None = None) -> WorkingCopies:
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
+    return WorkingCopies(params, torch.bfloat16, flat=flat, owner=model if owned else None)
+
+
 def loss_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         return model(x).float().pow(2).mean()
 
 
-def test_steps_with_accumulation_equal_autocast_bit_for_bit() -> None:
+def test_steps_with_accumulation_equal_autocast_bit_for_bit(owned: bool) -> None:
     torch.manual_seed(0)
     plain = Toy()
     copied = copy.deepcopy(plain)
-    working = WorkingCopies([p for p in copied.parameters() if p.requires_grad], torch.bfloat16)
+    working = copies(copied, owned)
     optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (plain, copied)]
     for _ in range(4):
         for _ in range(3):  # gradient accumulation: the float32 sums must match too
@@ -66,12 +78,13 @@ def test_steps_with_accumulation_equal_autocast_bit_for_bit() -> None:
 
 @pytest.mark.parametrize("reached", [(False, True, False), (True, False, False), (False, False, True)])
 @pytest.mark.parametrize("flat", [False, True], ids=["per tensor", "flat"])
-def test_a_layer_reached_in_some_micro_batches_accumulates_as_autocast_does(reached: tuple[bool, ...], flat: bool) -> None:
+def test_a_layer_reached_in_some_micro_batches_accumulates_as_autocast_does(reached: tuple[bool, ...], flat: bool,
+                                                                           owned: bool) -> None:
     """Gathering must zero what a micro-batch without a gradient leaves behind, before and after one with it."""
     torch.manual_seed(0)
     plain = Toy()
     copied = copy.deepcopy(plain)
-    working = WorkingCopies([p for p in copied.parameters() if p.requires_grad], torch.bfloat16, flat=flat)
+    working = copies(copied, owned, flat=flat)
     for uses_unused in reached * 2:
         x, y = torch.randn(8, 16, dtype=torch.bfloat16), torch.randn(3, 2, dtype=torch.bfloat16)
         for model, context in ((plain, contextlib.nullcontext()), (copied, working.active())):
@@ -87,13 +100,13 @@ def test_a_layer_reached_in_some_micro_batches_accumulates_as_autocast_does(reac
 
 
 @pytest.mark.parametrize("max_norm", [1e-3, 1e3], ids=["clipped", "under the limit"])
-def test_clipping_the_flat_gradients_equals_torch_bit_for_bit(max_norm: float) -> None:
+def test_clipping_the_flat_gradients_equals_torch_bit_for_bit(max_norm: float, owned: bool) -> None:
     """WorkingCopies.clip_grad_norm_ (the trainer's clipping with working copies) gives torch's clip_grad_norm_'s
     norm and gradients exactly, with the unused layer's parameters (no gradient) among the parameters."""
     torch.manual_seed(0)
     plain = nn.Sequential(*(Toy() for _ in range(12)))  # enough tensors for a different summation order to show
     copied = copy.deepcopy(plain)
-    working = WorkingCopies([p for p in copied.parameters() if p.requires_grad], torch.bfloat16)
+    working = copies(copied, owned)
     for _ in range(2):  # accumulated, so the buffer holds a sum
         x = torch.randn(64, 16, dtype=torch.bfloat16)
         loss_of(plain, x).backward()
@@ -107,10 +120,10 @@ def test_clipping_the_flat_gradients_equals_torch_bit_for_bit(max_norm: float) -
     assert (expected > max_norm) == (max_norm == 1e-3)
 
 
-def test_a_replaced_parameter_tensor_is_taken_in_again() -> None:
+def test_a_replaced_parameter_tensor_is_taken_in_again(owned: bool) -> None:
     model = Toy()
     params = [model.lora_A.weight, model.lora_B.weight]
-    working = WorkingCopies(params, torch.bfloat16)
+    working = copies(model, owned, params=params)
     with torch.no_grad():
         model.lora_A.weight.data = torch.full_like(model.lora_A.weight, 0.25)  # as .to(device) or assign=True would
     with working.active():
@@ -120,10 +133,10 @@ def test_a_replaced_parameter_tensor_is_taken_in_again() -> None:
     assert model.lora_A.weight.grad.data_ptr() == working.grads.data_ptr()
 
 
-def test_an_error_inside_leaves_the_float32_weights_and_gradients() -> None:
+def test_an_error_inside_leaves_the_float32_weights_and_gradients(owned: bool) -> None:
     model = Toy()
     params = [model.lora_A.weight, model.lora_B.weight]
-    working = WorkingCopies(params, torch.bfloat16)
+    working = copies(model, owned, params=params)
     with working.active():
         loss_of(model, torch.ones(2, 16, dtype=torch.bfloat16)).backward()
     grads = [p.grad.clone() for p in params]
@@ -132,6 +145,89 @@ def test_an_error_inside_leaves_the_float32_weights_and_gradients() -> None:
         raise RuntimeError("loss not finite")
     assert all(p.dtype == torch.float32 for p in params)
     assert all(torch.equal(p.grad, g) for p, g in zip(params, grads))
+    assert model.lora_A.weight is params[0] and model.lora_B.weight is params[1]
+
+
+def test_stand_ins_take_the_modules_places_for_the_block_without_a_dispatch_per_parameter() -> None:
+    """The float32 parameters stay where the optimizer, EMA and saving look for them; the modules hold bf16 stand-ins
+    inside ``active()`` only, put there without the ``.data`` swaps' dispatch each (``_has_compatible_shallow_copy_type``)."""
+    model = nn.Sequential(*(Toy() for _ in range(4)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    x = torch.randn(2, 16, dtype=torch.bfloat16)
+    for owned in (True, False):
+        working = copies(model, owned)
+        with torch.profiler.profile() as profile, working.active():
+            holders = [model[0].lora_A.weight, model[3].unused.bias]
+            dtype = holders[0].dtype
+            loss_of(model, x).backward()
+        swaps = sum(event.name == "aten::_has_compatible_shallow_copy_type" for event in profile.events())
+        assert swaps == (0 if owned else 2 * len(params))
+        assert (holders[0] is params[0]) != owned and dtype == torch.bfloat16
+        assert holders[1] is (params[-1] if not owned else working._stand_ins[-1])
+        assert [p for p in model.parameters() if p.requires_grad] == params and all(p.dtype == torch.float32 for p in params)
+
+
+class Holding(Toy):
+    """A forward pass that keeps its own reference to a float32 weight, past the module holding it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = [self.lora_A.weight]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lora_B(x @ self.held[0].t())
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["per tensor", "flat"])
+def test_a_parameter_read_past_its_module_turns_to_data_swaps_with_the_same_steps(flat: bool,
+                                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Its gradient reaches the float32 parameter itself: the first step takes it in and warns, and the working
+    copies swap ``.data`` from then on (which such a forward pass reads too). The weights stay autocast's."""
+    torch.manual_seed(0)
+    plain = Holding()
+    copied = copy.deepcopy(plain)
+    copied.held = [copied.lora_A.weight]
+    runs = []
+    for model, working in ((plain, None), (copied, copies(copied, owned=True, flat=flat))):
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = working.optimizer_groups([{"params": params, "lr": 1e-2}]) if working else [{"params": params}]
+        runs.append((model, working, torch.optim.AdamW(groups[0]["params"], lr=1e-2)))
+    with caplog.at_level("WARNING"):
+        for step in range(3):
+            for _ in range(2):
+                x = torch.randn(8, 16, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(step))
+                for model, working, _ in runs:
+                    with working.active() if working else contextlib.nullcontext():
+                        loss_of(model, x).backward()
+            for model, working, optimizer in runs:
+                working.step(optimizer) if working else (optimizer.step(), optimizer.zero_grad(set_to_none=True))
+    assert caplog.text.count("read past its module") == 1 and "swapped in through .data" in runs[1][1].describe()
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), copied.parameters()))
+
+
+def test_compiled_modules_with_stand_ins_equal_eager_and_compile_once() -> None:
+    """Dynamo sees the stand-ins as the modules' parameters: the same numbers as eager autocast, and one graph for
+    every step (the stand-ins are the same tensors each time)."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    plain = Toy()
+    copied = copy.deepcopy(plain)
+    counter = CompileCounter()
+    compiled = torch.compile(copied, backend=counter)
+    working = copies(copied, owned=True)
+    for step in range(3):
+        x = torch.randn(8, 16, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(step))
+        expected = loss_of(plain, x)
+        expected.backward()
+        with working.active():
+            got = loss_of(compiled, x)
+            got.backward()
+        assert torch.equal(expected, got)
+    assert all(a.grad is None or torch.equal(a.grad, b.grad) for a, b in zip(plain.parameters(), copied.parameters()))
+    assert counter.frame_count == 1
+    torch._dynamo.reset()
 
 
 def test_only_float32_parameters_on_one_device_are_supported() -> None:
@@ -147,7 +243,7 @@ def _optimizer(name: str, params: list, options: dict) -> torch.optim.Optimizer:
 
 
 def _two_ways(name: str, steps: int = 4, layers: int = 3, options: dict | None = None,
-              per_tensor_options: dict | None = None) -> tuple[nn.Module, nn.Module, WorkingCopies]:
+              per_tensor_options: dict | None = None, owned: bool = True) -> tuple[nn.Module, nn.Module, WorkingCopies]:
     """The same toy models trained with working copies, per tensor and flat (``name``'s optimizer, weight decay on
     where it has one); the unused layers get no gradient."""
     torch.manual_seed(0)
@@ -156,7 +252,7 @@ def _two_ways(name: str, steps: int = 4, layers: int = 3, options: dict | None =
     options = {"weight_decay": 0.1} if options is None else options
     runs = []
     for model, flat, extra in ((per_tensor, False, per_tensor_options or {}), (flat_model, True, {})):
-        working = WorkingCopies([p for p in model.parameters() if p.requires_grad], torch.bfloat16, flat=flat)
+        working = copies(model, owned, flat=flat)
         groups = working.optimizer_groups([{"params": working.params, "lr": 1e-2}])
         runs.append((model, working, _optimizer(name, groups[0]["params"], {**options, **extra})))
     for step in range(steps):
@@ -170,13 +266,14 @@ def _two_ways(name: str, steps: int = 4, layers: int = 3, options: dict | None =
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "lion", "adamw8bit"])
-def test_a_flat_step_equals_the_per_tensor_step_bit_for_bit(name: str) -> None:
+def test_a_flat_step_equals_the_per_tensor_step_bit_for_bit(name: str, owned: bool) -> None:
     """One flat tensor for the optimizer: the same weights, and the layers without a gradient untouched (weight decay
     would move them; a per-tensor step skips them). The 8-bit state (40 layers: 5,360 values) is quantized in the same
     blocks as per tensor, since every tensor starts a block; per tensor, tensors under ``min_8bit_size`` (4,096 by
     default) keep a 32-bit state, so that run sets it to 0."""
     layers = 40 if name == "adamw8bit" else 3
-    per_tensor, flat, working = _two_ways(name, layers=layers, per_tensor_options={"min_8bit_size": 0} if name == "adamw8bit" else {})
+    per_tensor, flat, working = _two_ways(name, layers=layers, owned=owned,
+                                          per_tensor_options={"min_8bit_size": 0} if name == "adamw8bit" else {})
     assert len(working._flat) == 1 and "1 flat tensors" in working.describe()
     for a, b in zip(per_tensor.parameters(), flat.parameters()):
         assert torch.equal(a, b)
@@ -227,19 +324,24 @@ def trained(tmp_path: Path, working: bool | None, network: dict) -> tuple[list, 
     return losses, load_file(folder / "fakerun.safetensors"), (folder / "log.txt").read_text()
 
 
-@pytest.mark.parametrize("network", [{"type": "lora"}, {"type": "locon", "conv": 2, "conv_alpha": 2}], ids=["lora", "locon"])
+@pytest.mark.parametrize("network", [{"type": "lora"}, {"type": "locon", "conv": 2, "conv_alpha": 2},
+                                     {"type": "lora", "full_if_contains": ["to_out"]}], ids=["lora", "locon", "full_if_contains"])
 def test_training_with_working_copies_equals_autocast(tmp_path: Path, network: dict) -> None:
     on, off = trained(tmp_path / "on", None, network), trained(tmp_path / "off", False, network)
     assert "bf16 working copies" in on[2] and "working copies" not in off[2]
+    # stand-ins found for every weight (text encoder too), and every layer reads its weights from its module
+    assert "swapped in through .data" not in on[2] and "read past its module" not in on[2]
     assert "the optimizer steps 2 flat tensors" in on[2]  # the UNet's group and the text encoder's
     assert on[0] == off[0]
     assert on[1].keys() == off[1].keys() and all(torch.equal(on[1][k], off[1][k]) for k in on[1])
 
 
-def test_other_adapters_take_working_copies_only_when_asked(tmp_path: Path) -> None:
-    network = {"type": "lokr"}
+@pytest.mark.parametrize("kind", ["lokr", "loha", "dora"])
+def test_other_adapters_take_working_copies_only_when_asked(tmp_path: Path, kind: str) -> None:
+    network = {"type": kind}
     assert "working copies" not in trained(tmp_path / "default", None, network)[2]
-    assert "bf16 working copies" in trained(tmp_path / "asked", True, network)[2]
+    asked = trained(tmp_path / "asked", True, network)[2]
+    assert "bf16 working copies" in asked and "through .data" not in asked and "read past its module" not in asked
 
 
 def test_resume_with_working_copies_reproduces_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -320,6 +422,8 @@ def test_real_architectures_train_the_same_with_working_copies(tmp_path: Path, a
         }]}}), encoding="utf-8")
         assert run.main([str(config)]) == 0
         files[working] = load_file(folder / "output" / "w" / "w.safetensors")
+        log = (folder / "output" / "w" / "log.txt").read_text()
+        assert "through .data" not in log and "read past its module" not in log
     assert files[True].keys() == files[False].keys()
     assert all(torch.equal(files[True][k], files[False][k]) for k in files[True])
     assert any(files[True][k].abs().sum() > 0 for k in files[True] if "lora_up" in k or "lora_B" in k)
@@ -349,6 +453,7 @@ def test_working_copies_with_the_memory_options(tmp_path: Path, memory_options: 
         assert run.main([str(path)]) == 0
         files[working], log, losses = run_files(tmp_path, f"w{working}")
         assert ("bf16 working copies" in log) == working and len(losses) == 4
+        assert "through .data" not in log and "read past its module" not in log
     torch._dynamo.reset()
     assert all(torch.equal(files[True][k], files[False][k]) for k in files[True])
 
@@ -364,10 +469,11 @@ def test_the_flat_optimizer_is_on_by_default_where_it_is_faster() -> None:
     assert not flat_by_default("adafactor", cuda) and not flat_by_default("sgd", cuda)
 
 
-def test_a_weight_that_loses_its_gradient_keeps_its_value_and_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_weight_that_loses_its_gradient_keeps_its_value_and_is_warned_of(caplog: pytest.LogCaptureFixture,
+                                                                           owned: bool) -> None:
     model = Toy()
     params = [model.lora_A.weight, model.lora_B.weight, *model.unused.parameters()]
-    working = WorkingCopies(params, torch.bfloat16, flat=True)
+    working = copies(model, owned, flat=True, params=params)
     [group] = working.optimizer_groups([{"params": params, "lr": 1e-2}])
     optimizer = torch.optim.AdamW(group["params"], lr=1e-2)
     x = torch.ones(2, 16, dtype=torch.bfloat16)

@@ -248,9 +248,13 @@ class FullDiff:
     diff_b)``, which is the layer with weight ``W + m * diff`` (bias ``b + m * diff_b``) without touching ``W``, so it
     works on quantized, offloaded or sharded weights too. Used by training (``FullLayer``) and by LoRA stacks."""
 
-    def __init__(self, layer: nn.Module, diff: torch.Tensor, diff_b: torch.Tensor | None, multiplier: float = 1.0):
+    def __init__(self, layer: nn.Module, diff: torch.Tensor, diff_b: torch.Tensor | None, multiplier: float = 1.0,
+                 owner: nn.Module | None = None):
+        """``owner``: a module holding ``diff`` / ``diff_b`` as parameters of those names, read from it at each call
+        (the trainer's working copies put stand-ins there for the step)."""
         self.layer = base_layer(layer)
         self.diff, self.diff_b = diff, diff_b
+        self.owner = owner
         self.multiplier = float(multiplier)
         self.enabled = True
         self._handle: Any = None
@@ -266,8 +270,9 @@ class FullDiff:
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """``diff x + diff_b`` in ``x``'s dtype (autograd flows into ``diff``)."""
-        weight = self.diff.to(x.dtype)
-        bias = self.diff_b.to(x.dtype) if self.diff_b is not None else None
+        diff, diff_b = (self.owner.diff, self.owner.diff_b) if self.owner is not None else (self.diff, self.diff_b)
+        weight = diff.to(x.dtype)
+        bias = diff_b.to(x.dtype) if diff_b is not None else None
         if isinstance(self.layer, nn.Conv2d):
             return self.layer._conv_forward(x, weight, bias)  # the layer's own stride, padding (mode), groups
         return F.linear(x, weight, bias)
@@ -298,7 +303,7 @@ class FullLayer(AdapterLayer):
         self.diff = nn.Parameter(torch.zeros(full_shape(base), device=device, dtype=torch.float32))
         bias = getattr(base, "bias", None)
         self.diff_b = nn.Parameter(torch.zeros(bias.shape, device=device, dtype=torch.float32)) if bias is not None else None
-        self.hook = FullDiff(base, self.diff, self.diff_b)
+        self.hook = FullDiff(base, self.diff, self.diff_b, owner=self)
         self.hook.apply_to()
 
     def canonical(self) -> dict[str, torch.Tensor]:

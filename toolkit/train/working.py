@@ -5,8 +5,11 @@ pass, again in the checkpointed recomputation, and casts each weight's gradient 
 kernels per adapted layer, thousands per step (``docs/PERFORMANCE.md``, "Where the time goes"). Here the
 float32 weights (the masters: what the optimizer, the EMA, clipping and saving see) live in one flat buffer,
 and for the forward/backward window each parameter points at its slice of one flat bf16/fp16 buffer,
-refreshed by a single copy. The gradients arrive in the working dtype and are gathered by one multi-tensor copy into
-the working buffer and one copy into a flat float32 buffer (added to it under gradient accumulation).
+refreshed by a single copy. Where the modules holding the parameters are known (``owner``), the modules hold
+bf16/fp16 stand-in parameters over those slices for the window instead: a dictionary entry each, where pointing
+the float32 parameters' ``.data`` at the slices costs a dispatch each (2,888 per SDXL step). The gradients arrive
+in the working dtype and are gathered by one multi-tensor copy into the working buffer and one copy into a flat
+float32 buffer (added to it under gradient accumulation).
 
 The arithmetic is the one autocast does: the weight is rounded to the compute dtype before its matmul and
 its gradient comes out of a compute-dtype matmul, so for LoRA/LoCon the training is bit for bit the same
@@ -41,9 +44,15 @@ if TYPE_CHECKING:
 class WorkingCopies:
     """Swap ``params`` (float32, one device) to ``dtype`` copies inside ``active()``."""
 
-    def __init__(self, params: list[nn.Parameter], dtype: torch.dtype, flat: bool = False):
-        """``flat``: ``optimizer_groups`` gives the optimizer one flat parameter per group (``step`` feeds them)."""
+    def __init__(self, params: list[nn.Parameter], dtype: torch.dtype, flat: bool = False, owner: nn.Module | None = None):
+        """``flat``: ``optimizer_groups`` gives the optimizer one flat parameter per group (``step`` feeds them).
+        ``owner``: a module holding every one of ``params`` (in its submodules), whose modules then hold stand-ins
+        inside ``active()``. The forward pass should read each parameter through its module (``module.weight``); one read
+        through a reference kept elsewhere gets its gradient directly, which the first step notices, takes in, and from
+        then on swaps ``.data`` instead."""
         self.params = list(params)
+        self._slots = _slots(self.params, owner) if owner is not None else None
+        """For each parameter the (module parameter dictionary, name) pairs holding it; None: swap ``.data``."""
         self.dtype = dtype
         self.flat = flat
         self._flat: list[tuple[nn.Parameter, int, int]] = []
@@ -89,6 +98,7 @@ class WorkingCopies:
         self._padding = torch.cat(gaps).to(device) if gaps else None
         """Where the padding lies: a flat step's 8-bit optimizers can move it off zero, and ``_flat_step`` puts it back."""
         self._pointers = [p.data_ptr() for p in params]
+        self._stand_ins = [nn.Parameter(working) for working in self._workings] if self._slots is not None else []
         for flat, start, end in self._flat:  # taken in again: the optimizer keeps its parameter objects
             flat.data = self.master[start:end]
 
@@ -99,7 +109,7 @@ class WorkingCopies:
 
     def _intact(self) -> bool:
         """False when something replaced a parameter's tensor (``.to(device)``, ``load_state_dict(assign=True)``)."""
-        return all(p.data_ptr() == pointer and p.dtype == torch.float32 for p, pointer in zip(self.params, self._pointers))
+        return list(map(torch.Tensor.data_ptr, self.params)) == self._pointers  # a new dtype is a new tensor too
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -107,32 +117,67 @@ class WorkingCopies:
         hold the block's gradient, added to what they held before (gradient accumulation)."""
         if not self._intact():
             self._build()
-        params = self.params
-        self._adopt_gradients()
-        before = [p.grad for p in params]
+        before = self._adopt_gradients()
         self.working.copy_(self.master)
-        for p, working in zip(params, self._workings):
-            p.grad = None
-            p.data = working
+        if self._slots is None:
+            self._swap_data(working=True)
+        else:
+            self._place(self._stand_ins)
         completed = False
         try:
             yield
             completed = True
         finally:
-            produced = [p.grad for p in params]
-            for p, master, grad in zip(params, self._masters, before):
-                p.data = master
-                p.grad = grad
+            if self._slots is None:
+                produced = [p.grad for p in self.params]
+                self._swap_data(working=False, grads=before)
+            else:
+                produced = [w.grad for w in self._stand_ins]
+                for stand_in in self._stand_ins:
+                    stand_in.grad = None
+                self._place(self.params)
             if completed:
+                direct = self._read_past_stand_ins(before)
                 self._gather(produced, before)
+                if direct:
+                    self._adopt_gradients()  # their gradients into the buffer, beside the gathered ones
 
-    def _adopt_gradients(self) -> None:
-        """Gradients set outside the block (not views of the flat buffer) are copied into it first."""
-        for p, view in zip(self.params, self._grad_views):
-            if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
+    def _swap_data(self, working: bool, grads: list[torch.Tensor | None] | None = None) -> None:
+        """Point every parameter at its working slice (without a gradient) or back at its master (with ``grads``)."""
+        for i, p in enumerate(self.params):
+            p.data = self._workings[i] if working else self._masters[i]
+            p.grad = None if grads is None else grads[i]
+
+    def _place(self, tensors: list[nn.Parameter]) -> None:
+        """Put ``tensors[i]`` where the modules hold parameter ``i``."""
+        for i, slots in enumerate(self._slots or []):
+            for parameters, name in slots:
+                parameters[name] = tensors[i]
+
+    def _read_past_stand_ins(self, before: list[torch.Tensor | None]) -> bool:
+        """Whether, with stand-ins, a float32 parameter got a gradient of its own inside the block: something in the
+        forward pass kept a reference to it rather than reading it from its module. (Found where it had none before,
+        so at the first micro-batch; an accumulated one lands in its buffer slice, where it belongs.)"""
+        if self._slots is None or all(p.grad is grad for p, grad in zip(self.params, before)):
+            return False
+        from toolkit.log import log
+
+        log.warning("warning: a float32 adapter weight was read past its module in the forward pass; the working copies "
+                    "swap the weights' .data from now on (slower on the host, the same numbers).")
+        self._slots, self._stand_ins = None, []
+        return True
+
+    def _adopt_gradients(self) -> list[torch.Tensor | None]:
+        """Gradients set outside the block (not views of the flat buffer) are copied into it first. Returns each
+        parameter's gradient."""
+        grads = [p.grad for p in self.params]
+        for i, grad in enumerate(grads):
+            view = self._grad_views[i]
+            if grad is not None and grad is not view and grad.data_ptr() != view.data_ptr():
                 with torch.no_grad():
-                    view.copy_(p.grad)
-                p.grad = view
+                    view.copy_(grad)
+                self.params[i].grad = grads[i] = view
+        return grads
 
     def _gather(self, produced: list[torch.Tensor | None], before: list[torch.Tensor | None]) -> None:
         """The working-dtype gradients into the float32 buffer (added to it when accumulating), through the working
@@ -176,7 +221,8 @@ class WorkingCopies:
         """The line the run's summary gives them."""
         name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, str(self.dtype))
         flat = f"; the optimizer steps {len(self._flat)} flat tensors (train.flat_optimizer)" if self._flat else ""
-        return f"adapter weights float32, computed through {name} working copies (train.working_copies){flat}"
+        swaps = ", swapped in through .data" if self._slots is None else ""
+        return f"adapter weights float32, computed through {name} working copies (train.working_copies{swaps}){flat}"
 
     def optimizer_groups(self, groups: list[dict]) -> list[dict]:
         """``groups`` (the optimizer's parameter groups, each a run of ``params`` in order) with each group's parameters
@@ -234,6 +280,17 @@ class WorkingCopies:
                 self.master.index_fill_(0, self._padding, 0.0)
 
 
+def _slots(params: list[nn.Parameter], owner: nn.Module) -> list[list[tuple[dict, str]]] | None:
+    """Where the modules under ``owner`` hold each of ``params``; None when one of them is held by none."""
+    index = {id(p): i for i, p in enumerate(params)}
+    found: list[list[tuple[dict, str]]] = [[] for _ in params]
+    for module in owner.modules():
+        for name, p in module._parameters.items():
+            if p is not None and id(p) in index:
+                found[index[id(p)]].append((module._parameters, name))
+    return found if all(found) else None
+
+
 def flat_by_default(optimizer: str, device: torch.device) -> bool:
     """``train.flat_optimizer``'s default: on a GPU for every optimizer in ``FLAT_OPTIMIZERS``; on the CPU for torch's
     fused Adam/AdamW only. The others run there as a series of whole-tensor operations, each one pass over memory,
@@ -242,7 +299,8 @@ def flat_by_default(optimizer: str, device: torch.device) -> bool:
     return optimizer in FLAT_OPTIMIZERS and (device.type != "cpu" or optimizer in ("adamw", "adam"))
 
 
-def working_copies_for(config: "LoraTrainerConfig", accelerator: "Accelerator", groups: list[dict]) -> "WorkingCopies | None":
+def working_copies_for(config: "LoraTrainerConfig", accelerator: "Accelerator", groups: list[dict],
+                       owner: nn.Module | None = None) -> "WorkingCopies | None":
     """bf16/fp16 working copies of the trained parameters of the optimizer's ``groups`` when ``train.working_copies``
     asks or its default holds; flat (one optimizer parameter per group) unless ``train.flat_optimizer`` is false, for
     the optimizers in ``FLAT_OPTIMIZERS`` without a loss scaler (fp16's scaler unscales per tensor).
@@ -270,4 +328,4 @@ def working_copies_for(config: "LoraTrainerConfig", accelerator: "Accelerator", 
         return None
     flat = accelerator.scaler is None and (config.train.flat_optimizer or (
         config.train.flat_optimizer is None and flat_by_default(config.train.optimizer, trained[0].device)))
-    return WorkingCopies(trained, resolve_dtype(config.train.dtype), flat=flat)
+    return WorkingCopies(trained, resolve_dtype(config.train.dtype), flat=flat, owner=owner)
