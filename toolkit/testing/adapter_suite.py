@@ -107,19 +107,21 @@ class AdapterSuite:
         assert (adapter.noise_schedule().kind == "flowmatch") == ("flowmatch" in spec.noise_schedulers)
         assert spec.default_sampler in spec.samplers and spec.tiny is not None
 
-    def test_tiny_model_is_cached_and_rebuilt_identically(self, adapter: ModelAdapter, registry: Any) -> None:
+    def test_tiny_model_is_cached_and_rebuilt_identically(self, adapter: ModelAdapter, registry: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        """Asked again, the shared cache is read, not rebuilt; built again in a fresh cache (never by deleting the
+        shared one, which other test processes may be loading), the files are the same bytes."""
         folder = cache_dir("tiny") / adapter.arch.spec.name
         weights = sorted(folder.rglob("*.safetensors"))
         assert (folder / "model_index.json").is_file() and weights
         before = {p: p.stat().st_mtime_ns for p in weights}
         source = resolve_source(adapter.config, adapter.arch)
         assert Path(source.path) == folder and {p: p.stat().st_mtime_ns for p in weights} == before
-        saved = {p: p.read_bytes() for p in weights}
-        for path in weights:
-            path.unlink()
-        (folder / "easel_tiny.json").unlink()
-        resolve_source(adapter.config, adapter.arch)
-        assert {p: p.read_bytes() for p in weights} == saved
+        monkeypatch.setenv("EASEL_CACHE_DIR", str(tmp_path))
+        rebuilt = Path(resolve_source(adapter.config, adapter.arch).path)
+        assert rebuilt == tmp_path / ".tiny" / adapter.arch.spec.name
+        assert sorted(p.relative_to(rebuilt) for p in rebuilt.rglob("*.safetensors")) == [p.relative_to(folder) for p in weights]
+        assert all((rebuilt / p.relative_to(folder)).read_bytes() == p.read_bytes() for p in weights)
 
     def test_load_from_single_file(self, adapter: ModelAdapter, registry: Any) -> None:
         tiny = adapter.arch.spec.tiny
