@@ -294,7 +294,7 @@ class LoraTrainingRecipe:
                                     train_text_encoder=train.train_text_encoder, generator=self.generator,
                                     preservation=preservation_for(train, self.config.trigger_word))
         groups = self.network.param_groups(learning_rates(self.config, adapter), train.lr)
-        self.working = working_copies_for(self.config, accelerator, groups, self.network)  # may own the optimizer's buffers
+        self.working = working_copies_for(self.config, accelerator, groups, self.network)  # the optimizer may step their buffers
         optimizer = build_optimizer(train.optimizer, self.working.optimizer_groups(groups) if self.working else groups,
                                     train.lr, dict(train.optimizer_params))
         self.total_steps = train.total_steps(self.data.steps_per_epoch())
